@@ -1,0 +1,2 @@
+#define SMALLDATA_IMPLEMENTATION
+#include "smalldata.hpp"
