@@ -824,3 +824,1851 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 }  // namespace smalldata
 
 #endif  // SMALLDATA_HPP_INCLUDED
+
+// =======================================================================================
+// IMPLEMENTATION. Compiled once, in the translation unit that defines
+// SMALLDATA_IMPLEMENTATION before including this header. A second include is harmless.
+// =======================================================================================
+#if defined(SMALLDATA_IMPLEMENTATION) && !defined(SMALLDATA_IMPLEMENTATION_INCLUDED)
+#define SMALLDATA_IMPLEMENTATION_INCLUDED
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <exception>
+#include <limits>
+#include <map>
+#include <thread>
+#include <unordered_map>
+
+#if H5_VERS_MAJOR < 1 || (H5_VERS_MAJOR == 1 && H5_VERS_MINOR < 10)
+#error "smalldata.hpp needs HDF5 1.10 or newer (virtual datasets)"
+#endif
+
+namespace smalldata {
+
+// ============================================================================ [>>impl-errors]
+// 9. Errors, logging, names: the text of every error, name validation, fill values.
+
+const char* dtype_name(DType t) noexcept {
+    switch (t) {
+        case DType::i8: return "int8";
+        case DType::i16: return "int16";
+        case DType::i32: return "int32";
+        case DType::i64: return "int64";
+        case DType::u8: return "uint8";
+        case DType::u16: return "uint16";
+        case DType::u32: return "uint32";
+        case DType::u64: return "uint64";
+        case DType::f32: return "float32";
+        case DType::f64: return "float64";
+        case DType::boolean: return "bool";
+    }
+    return "?";
+}
+
+std::size_t dtype_size(DType t) noexcept {
+    switch (t) {
+        case DType::i8: case DType::u8: case DType::boolean: return 1;
+        case DType::i16: case DType::u16: return 2;
+        case DType::i32: case DType::u32: case DType::f32: return 4;
+        case DType::i64: case DType::u64: case DType::f64: return 8;
+    }
+    return 0;
+}
+
+std::string Shape::str() const {
+    std::string s = "(";
+    for (int i = 0; i < rank; ++i) {
+        if (i) s += ", ";
+        s += std::to_string(dims[static_cast<std::size_t>(i)]);
+    }
+    return s + ")";
+}
+
+const char* errc_name(Errc c) noexcept {
+    switch (c) {
+#define SMALLDATA_X_NAME(id, text) case Errc::id: return #id;
+        SMALLDATA_ERRORS(SMALLDATA_X_NAME)
+#undef SMALLDATA_X_NAME
+    }
+    return "?";
+}
+
+const char* errc_description(Errc c) noexcept {
+    switch (c) {
+#define SMALLDATA_X_TEXT(id, text) case Errc::id: return text;
+        SMALLDATA_ERRORS(SMALLDATA_X_TEXT)
+#undef SMALLDATA_X_TEXT
+    }
+    return "?";
+}
+
+const char* role_name(Role r) noexcept {
+    switch (r) {
+        case Role::serial: return "serial";
+        case Role::client: return "client";
+        case Role::server: return "server";
+        case Role::other: return "other";
+    }
+    return "?";
+}
+
+namespace detail {
+
+// "smalldata[rank 3, client 1]" once the roles are known; "smalldata" before.
+inline std::string& who() {
+    static std::string w = "smalldata";
+    return w;
+}
+
+[[noreturn]] void throw_error(Errc code, const std::string& message) {
+    throw Error(code, who() + ": " + message);
+}
+
+inline void warn(const std::string& message) {
+    std::fprintf(stderr, "%s: warning: %s\n", who().c_str(), message.c_str());
+    std::fflush(stderr);
+}
+
+std::string shape_mismatch_text(const Shape& want, const Shape& got) {
+    return "shape " + got.str() + " where the field has shape " + want.str();
+}
+
+void check_field_type(const FieldMeta& meta, DType want, bool scalar) {
+    if (meta.dtype != want)
+        throw_error(Errc::type_mismatch, "field '" + meta.name + "' has type " + dtype_name(meta.dtype) +
+                                             ", read as " + dtype_name(want));
+    if (scalar && meta.shape.rank != 0)
+        throw_error(Errc::shape_mismatch, "field '" + meta.name + "' has shape " + meta.shape.str() +
+                                              ", read as a scalar (use get_vector)");
+}
+
+// Throws Errc::name unless `name` is a valid dataset path: non-empty components separated
+// by single '/', no '.' or '..' component, and not the reserved "timestamp".
+inline void validate_name(std::string_view name, const char* what) {
+    auto bad = [&](const char* why) {
+        throw_error(Errc::name, std::string(what) + " name '" + std::string(name) + "' is invalid: " + why);
+    };
+    if (name.empty()) bad("it is empty");
+    if (name.front() == '/') bad("it starts with '/'");
+    if (name.back() == '/') bad("it ends with '/'");
+    std::size_t start = 0;
+    while (start <= name.size()) {
+        std::size_t slash = name.find('/', start);
+        if (slash == std::string_view::npos) slash = name.size();
+        std::string_view comp = name.substr(start, slash - start);
+        if (comp.empty()) bad("it contains '//'");
+        if (comp == "." || comp == "..") bad("it has a '.' or '..' component");
+        if (start == 0 && comp == "timestamp") bad("'timestamp' is reserved for the event timestamps");
+        start = slash + 1;
+    }
+}
+
+// A field whose last path component starts with "unaligned_" is exempt from fill rows.
+inline bool is_unaligned(std::string_view name) {
+    std::size_t slash = name.rfind('/');
+    std::string_view last = slash == std::string_view::npos ? name : name.substr(slash + 1);
+    return last.substr(0, 10) == "unaligned_";
+}
+
+// Every proper group prefix of a path: "a/b/c" -> "a", "a/b".
+inline void for_each_group(std::string_view name, const std::function<void(std::string_view)>& f) {
+    for (std::size_t i = name.find('/'); i != std::string_view::npos; i = name.find('/', i + 1))
+        f(name.substr(0, i));
+}
+
+// Fill value of one element: signed -99999 (the type's minimum where that does not fit),
+// unsigned the maximum, floats NaN, bool false.
+inline std::array<unsigned char, 8> fill_bytes(DType t) {
+    std::array<unsigned char, 8> b{};
+    auto put = [&](auto v) { std::memcpy(b.data(), &v, sizeof(v)); };
+    switch (t) {
+        case DType::i8: put(std::numeric_limits<std::int8_t>::min()); break;
+        case DType::i16: put(std::numeric_limits<std::int16_t>::min()); break;
+        case DType::i32: put(std::int32_t(-99999)); break;
+        case DType::i64: put(std::int64_t(-99999)); break;
+        case DType::u8: put(std::numeric_limits<std::uint8_t>::max()); break;
+        case DType::u16: put(std::numeric_limits<std::uint16_t>::max()); break;
+        case DType::u32: put(std::numeric_limits<std::uint32_t>::max()); break;
+        case DType::u64: put(std::numeric_limits<std::uint64_t>::max()); break;
+        case DType::f32: put(std::numeric_limits<float>::quiet_NaN()); break;
+        case DType::f64: put(std::numeric_limits<double>::quiet_NaN()); break;
+        case DType::boolean: put(std::int8_t(0)); break;
+    }
+    return b;
+}
+
+inline bool valid_dtype(std::uint8_t v) { return v <= static_cast<std::uint8_t>(DType::boolean); }
+
+// Byte-level readers and writers for the wire format and the join metadata.
+struct Reader {
+    const unsigned char* p;
+    const unsigned char* end;
+    const std::string* source;
+    void need(std::size_t n) const {
+        if (static_cast<std::size_t>(end - p) < n)
+            throw_error(Errc::protocol, "truncated message from " + *source);
+    }
+    template <class T> T get() {
+        need(sizeof(T));
+        T v;
+        std::memcpy(&v, p, sizeof(T));
+        p += sizeof(T);
+        return v;
+    }
+    std::string_view bytes(std::size_t n) {
+        need(n);
+        std::string_view s(reinterpret_cast<const char*>(p), n);
+        p += n;
+        return s;
+    }
+};
+template <class T> inline void append_pod(std::vector<unsigned char>& out, const T& v) {
+    const auto* b = reinterpret_cast<const unsigned char*>(&v);
+    out.insert(out.end(), b, b + sizeof(T));
+}
+
+// ============================================================================ [>>impl-mpi]
+// 10. MPI environment, requests, gentle waits: initialisation, error checks, and the one
+//     waiting strategy every blocking point of the library uses (spin, yield, then sleep).
+
+inline bool& mpi_initialised_by_us() {
+    static bool b = false;
+    return b;
+}
+
+inline void finalize_mpi_at_exit() {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) MPI_Finalize();
+}
+
+inline void ensure_mpi() {
+    int init = 0;
+    MPI_Initialized(&init);
+    if (init) return;
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (fin) throw_error(Errc::usage, "MPI was already finalized; create SmallData before MPI_Finalize");
+    int provided = 0;
+    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        throw_error(Errc::mpi, "MPI_Init_thread failed");
+    mpi_initialised_by_us() = true;
+    std::atexit(finalize_mpi_at_exit);
+}
+
+inline void check_mpi(int rc, const char* what) {
+    if (rc == MPI_SUCCESS) return;
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    throw_error(Errc::mpi, std::string(what) + " failed: " + std::string(text, static_cast<std::size_t>(len)));
+}
+
+// Idle waiting without burning a core: 32 polls, 32 polls with yield, then sleeps that
+// double from 1 us up to max_us. reset() after useful work.
+class Backoff {
+public:
+    explicit Backoff(int max_us) : max_us_(max_us < 1 ? 1 : max_us) {}
+    void pause() {
+        if (n_ < 32) {
+            ++n_;
+        } else if (n_ < 64) {
+            ++n_;
+            std::this_thread::yield();
+        } else {
+            std::this_thread::sleep_for(std::chrono::microseconds(us_));
+            if (us_ < max_us_) us_ = std::min(us_ * 2, max_us_);
+        }
+    }
+    void reset() { n_ = 0; us_ = 1; }
+private:
+    int max_us_;
+    int n_ = 0;
+    int us_ = 1;
+};
+
+inline double now_seconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Waits for `req` gently; `poll` (may be empty) runs between tests (the server's abort check).
+inline void wait_gently(MPI_Request& req, int max_us, MPI_Status* status = MPI_STATUS_IGNORE,
+                        const std::function<void()>& poll = {}) {
+    Backoff b(max_us);
+    for (;;) {
+        int flag = 0;
+        check_mpi(MPI_Test(&req, &flag, status), "MPI_Test");
+        if (flag) return;
+        if (poll) poll();
+        b.pause();
+    }
+}
+
+inline MPI_Datatype mpi_type(DType t) {
+    switch (t) {
+        case DType::i8: return MPI_INT8_T;
+        case DType::i16: return MPI_INT16_T;
+        case DType::i32: return MPI_INT32_T;
+        case DType::i64: return MPI_INT64_T;
+        case DType::u8: return MPI_UINT8_T;
+        case DType::u16: return MPI_UINT16_T;
+        case DType::u32: return MPI_UINT32_T;
+        case DType::u64: return MPI_UINT64_T;
+        case DType::f32: return MPI_FLOAT;
+        case DType::f64: return MPI_DOUBLE;
+        case DType::boolean: return MPI_C_BOOL;
+    }
+    return MPI_BYTE;
+}
+
+enum Tag : int { tag_data = 11, tag_large = 12, tag_abort = 13, tag_abort_ack = 14 };
+
+// ============================================================================ [>>impl-hdf5]
+// 11. HDF5 handles and types: RAII owners of hid_t, the error stack as text, the scoped
+//     silencing of HDF5's automatic error printing, and the dtype -> HDF5 type table.
+
+class H5Id {
+public:
+    using Closer = herr_t (*)(hid_t);
+    H5Id() = default;
+    H5Id(hid_t id, Closer c) : id_(id), close_(c) {}
+    H5Id(H5Id&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = -1; }
+    H5Id& operator=(H5Id&& o) noexcept {
+        if (this != &o) { reset(); id_ = o.id_; close_ = o.close_; o.id_ = -1; }
+        return *this;
+    }
+    H5Id(const H5Id&) = delete;
+    H5Id& operator=(const H5Id&) = delete;
+    ~H5Id() { reset(); }
+    hid_t get() const noexcept { return id_; }
+    bool valid() const noexcept { return id_ >= 0; }
+    void reset() noexcept {
+        if (id_ >= 0 && close_ && close_(id_) < 0) {
+            H5Eclear2(H5E_DEFAULT);
+            warn("closing an HDF5 object failed");
+        }
+        id_ = -1;
+    }
+    herr_t close() noexcept {  // for files: the caller checks the result
+        herr_t r = id_ >= 0 && close_ ? close_(id_) : 0;
+        id_ = -1;
+        return r;
+    }
+private:
+    hid_t id_ = -1;
+    Closer close_ = nullptr;
+};
+
+inline herr_t h5_walk(unsigned n, const H5E_error2_t* e, void* out) {
+    auto* s = static_cast<std::string*>(out);
+    if (n >= 4) return 0;
+    char maj[128] = "", min[128] = "";
+    H5Eget_msg(e->maj_num, nullptr, maj, sizeof maj);
+    H5Eget_msg(e->min_num, nullptr, min, sizeof min);
+    *s += std::string(n ? "; " : "") + maj + ": " + min + " (" + (e->desc ? e->desc : "") + ")";
+    return 0;
+}
+
+inline std::string h5_stack() {
+    std::string s;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, h5_walk, &s);
+    H5Eclear2(H5E_DEFAULT);
+    return s.empty() ? std::string("no HDF5 error details") : s;
+}
+
+[[noreturn]] inline void throw_h5(const std::string& what) {
+    throw_error(Errc::hdf5, what + ": " + h5_stack());
+}
+inline hid_t h5check(hid_t id, const std::string& what) {
+    if (id < 0) throw_h5(what);
+    return id;
+}
+inline void h5check_herr(herr_t r, const std::string& what) {
+    if (r < 0) throw_h5(what);
+}
+
+// Silences HDF5's automatic error printing for its lifetime (restores the user's handler).
+class H5Quiet {
+public:
+    H5Quiet() {
+        H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+        H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    }
+    ~H5Quiet() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+    H5Quiet(const H5Quiet&) = delete;
+    H5Quiet& operator=(const H5Quiet&) = delete;
+private:
+    H5E_auto2_t func_ = nullptr;
+    void* data_ = nullptr;
+};
+
+// The HDF5 type of a dtype: `file` picks the little-endian storage type, else the native
+// memory type. bool is an enum {FALSE=0, TRUE=1} over int8 either way.
+inline H5Id h5_type(DType t, bool file) {
+    hid_t base = -1;
+    switch (t) {
+        case DType::i8: base = file ? H5T_STD_I8LE : H5T_NATIVE_INT8; break;
+        case DType::i16: base = file ? H5T_STD_I16LE : H5T_NATIVE_INT16; break;
+        case DType::i32: base = file ? H5T_STD_I32LE : H5T_NATIVE_INT32; break;
+        case DType::i64: base = file ? H5T_STD_I64LE : H5T_NATIVE_INT64; break;
+        case DType::u8: base = file ? H5T_STD_U8LE : H5T_NATIVE_UINT8; break;
+        case DType::u16: base = file ? H5T_STD_U16LE : H5T_NATIVE_UINT16; break;
+        case DType::u32: base = file ? H5T_STD_U32LE : H5T_NATIVE_UINT32; break;
+        case DType::u64: base = file ? H5T_STD_U64LE : H5T_NATIVE_UINT64; break;
+        case DType::f32: base = file ? H5T_IEEE_F32LE : H5T_NATIVE_FLOAT; break;
+        case DType::f64: base = file ? H5T_IEEE_F64LE : H5T_NATIVE_DOUBLE; break;
+        case DType::boolean: {
+            H5Id e(h5check(H5Tenum_create(H5T_NATIVE_INT8), "H5Tenum_create"), H5Tclose);
+            std::int8_t v = 0;
+            h5check_herr(H5Tenum_insert(e.get(), "FALSE", &v), "H5Tenum_insert");
+            v = 1;
+            h5check_herr(H5Tenum_insert(e.get(), "TRUE", &v), "H5Tenum_insert");
+            return e;
+        }
+    }
+    return H5Id(h5check(H5Tcopy(base), "H5Tcopy"), H5Tclose);
+}
+
+// Dataspace of `rows` values of `shape` (rows < 0: a plain value, no event axis).
+inline H5Id h5_space(long long rows, const Shape& shape, bool unlimited = false) {
+    hsize_t dims[max_rank + 1], maxd[max_rank + 1];
+    int n = 0;
+    if (rows >= 0) {
+        dims[0] = static_cast<hsize_t>(rows);
+        maxd[0] = unlimited ? H5S_UNLIMITED : dims[0];
+        n = 1;
+    }
+    for (int i = 0; i < shape.rank; ++i, ++n) dims[n] = maxd[n] = shape.dims[static_cast<std::size_t>(i)];
+    if (n == 0) return H5Id(h5check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+    return H5Id(h5check(H5Screate_simple(n, dims, maxd), "H5Screate_simple"), H5Sclose);
+}
+
+inline H5Id h5_lcpl() {  // link creation: make intermediate groups ("det/roi")
+    H5Id p(h5check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
+    h5check_herr(H5Pset_create_intermediate_group(p.get(), 1), "H5Pset_create_intermediate_group");
+    return p;
+}
+
+inline H5Id h5_create_file(const std::string& path) {
+    H5Id fapl(h5check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
+    // Keep files readable by HDF5 1.10 readers whatever library version writes them.
+#if H5_VERS_MAJOR > 1 || (H5_VERS_MAJOR == 1 && H5_VERS_MINOR >= 10)
+    h5check_herr(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V110), "H5Pset_libver_bounds");
+#endif
+    hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+    if (f < 0) throw_h5("cannot create file '" + path + "'");
+    return H5Id(f, H5Fclose);
+}
+
+// Writes a small, contiguous dataset (summary values, strings).
+inline void h5_write_small(hid_t file, const std::string& name, DType t, const Shape& shape, const void* data) {
+    H5Id type = h5_type(t, true), mem = h5_type(t, false);
+    H5Id space = h5_space(-1, shape);
+    H5Id d(h5check(H5Dcreate2(file, name.c_str(), type.get(), space.get(), h5_lcpl().get(), H5P_DEFAULT, H5P_DEFAULT),
+                   "cannot create summary dataset '" + name + "'"),
+           H5Dclose);
+    h5check_herr(H5Dwrite(d.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
+                 "cannot write summary dataset '" + name + "'");
+}
+inline void h5_write_string(hid_t file, const std::string& name, const std::string& s) {
+    H5Id type(h5check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+    h5check_herr(H5Tset_size(type.get(), s.empty() ? 1 : s.size()), "H5Tset_size");
+    h5check_herr(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+    H5Id space(h5check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+    H5Id d(h5check(H5Dcreate2(file, name.c_str(), type.get(), space.get(), h5_lcpl().get(), H5P_DEFAULT, H5P_DEFAULT),
+                   "cannot create summary dataset '" + name + "'"),
+           H5Dclose);
+    std::string buf = s.empty() ? std::string(1, '\0') : s;
+    h5check_herr(H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()),
+                 "cannot write summary dataset '" + name + "'");
+}
+
+// One summary value held until the final file is written.
+struct SummaryItem {
+    std::string name;
+    DType dtype = DType::f64;
+    Shape shape;
+    std::vector<unsigned char> bytes;
+    bool is_string = false;
+    std::string text;
+};
+
+inline void write_summary(hid_t file, const std::vector<SummaryItem>& items) {
+    for (const SummaryItem& s : items) {
+        if (s.is_string)
+            h5_write_string(file, s.name, s.text);
+        else
+            h5_write_small(file, s.name, s.dtype, s.shape, s.bytes.data());
+    }
+}
+
+// Names of a set of datasets plus their groups, to check new names against.
+class NameSet {
+public:
+    // Throws Errc::name if `name` equals a group of the set, or one of its groups is a name.
+    void check(std::string_view name, const char* what) const {
+        std::string n(name);
+        if (groups_.count(n))
+            throw_error(Errc::name, std::string(what) + " '" + n + "' clashes with the group of the same name (used by '" +
+                                        groups_.at(n) + "')");
+        for_each_group(name, [&](std::string_view g) {
+            auto it = names_.find(std::string(g));
+            if (it != names_.end())
+                throw_error(Errc::name, std::string(what) + " '" + n + "' needs a group '" + std::string(g) +
+                                            "', but that is already a field");
+        });
+    }
+    void add(std::string_view name) {
+        names_.emplace(std::string(name), 0);
+        for_each_group(name, [&](std::string_view g) { groups_.emplace(std::string(g), std::string(name)); });
+    }
+    bool has(std::string_view name) const { return names_.count(std::string(name)) != 0; }
+private:
+    std::map<std::string, int> names_;
+    std::map<std::string, std::string> groups_;
+};
+
+// ============================================================================ [>>impl-packer]
+// 12. Packer slow paths: starting and closing events, first sight of a field (validation,
+//     definition record), batch splitting when a buffer is full, flushing.
+
+Packer::Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size,
+               std::size_t batch_bytes, int rank)
+    : sink_(sink), buf_(first), batch_size_(batch_size), batch_bytes_(batch_bytes), rank_(rank) {
+    cur_ = buf_->data() + sizeof(WireHeader);
+    end_ = buf_->data() + std::min(buf_->size(), batch_bytes_);
+    index_.assign(64, 0);
+}
+
+void Packer::close_event() {
+    std::memcpy(buf_->data() + ev_off_ + 8, &entries_, 4);
+    ++done_events_;
+    open_ = false;
+}
+
+void Packer::start_event(std::int64_t ts) {
+    if (open_) {
+        if (ts < ts_)
+            throw_error(Errc::timestamp_order, "event timestamps must increase: got " + std::to_string(ts) +
+                                                   " after " + std::to_string(ts_));
+        close_event();
+        if (done_events_ >= batch_size_) ship_completed();
+    }
+    if (static_cast<std::size_t>(end_ - cur_) < event_header_bytes) make_room(event_header_bytes);
+    ev_off_ = static_cast<std::size_t>(cur_ - buf_->data());
+    std::memcpy(cur_, &ts, 8);
+    std::memset(cur_ + 8, 0, 4);
+    cur_ += event_header_bytes;
+    entries_ = 0;
+    pos_ = 0;
+    ts_ = ts;
+    open_ = true;
+    ++event_no_;
+}
+
+void Packer::ship_completed() {
+    // Ships buf_[0, ev_off_) or the whole buffer when no event is open.
+    const std::size_t used = open_ ? ev_off_ : static_cast<std::size_t>(cur_ - buf_->data());
+    if (done_events_ == 0) return;
+    std::size_t tail = 0;
+    if (open_) {  // keep the open event's bytes: the sink may reuse the buffer at once
+        tail = static_cast<std::size_t>(cur_ - buf_->data()) - ev_off_;
+        if (scratch_.size() < tail) scratch_.resize(tail);
+        std::memcpy(scratch_.data(), buf_->data() + ev_off_, tail);
+    }
+    buf_ = sink_->ship(buf_, used, done_events_);
+    done_events_ = 0;
+    unsigned char* base = buf_->data() + sizeof(WireHeader);
+    if (tail) {
+        if (buf_->size() < sizeof(WireHeader) + tail) buf_->resize(sizeof(WireHeader) + tail);
+        base = buf_->data() + sizeof(WireHeader);
+        std::memcpy(base, scratch_.data(), tail);
+    }
+    ev_off_ = sizeof(WireHeader);
+    cur_ = base + tail;
+    // A buffer grown for one large event goes back to the batch_bytes limit.
+    end_ = buf_->data() + std::max(std::min(buf_->size(), batch_bytes_), sizeof(WireHeader) + tail);
+}
+
+void Packer::make_room(std::size_t need) {
+    if (done_events_ > 0) ship_completed();
+    if (static_cast<std::size_t>(end_ - cur_) >= need) return;
+    // One event larger than the buffer: grow it (such a batch is sent as a "large" message).
+    const std::size_t used = static_cast<std::size_t>(cur_ - buf_->data());
+    std::size_t cap = std::max(buf_->size() * 2, used + need);
+    buf_->resize(cap);
+    cur_ = buf_->data() + used;
+    end_ = buf_->data() + buf_->size();
+}
+
+void Packer::flush() {
+    if (open_) close_event();
+    ship_completed();
+}
+
+std::uint32_t Packer::lookup(std::string_view name) const noexcept {
+    const std::size_t mask = index_.size() - 1;
+    std::size_t h = std::hash<std::string_view>{}(name) & mask;
+    for (;; h = (h + 1) & mask) {
+        std::uint32_t slot = index_[h];
+        if (slot == 0) return UINT32_MAX;
+        if (fields_[slot - 1].meta.name == name) return slot - 1;
+    }
+}
+
+void Packer::index_insert(std::uint32_t id) {
+    if ((fields_.size() + 1) * 2 > index_.size()) {  // keep the load factor under 1/2
+        std::vector<std::uint32_t> old(index_.size() * 2, 0);
+        old.swap(index_);
+        for (std::uint32_t s : old)
+            if (s) {
+                std::size_t h = std::hash<std::string_view>{}(fields_[s - 1].meta.name) & (index_.size() - 1);
+                while (index_[h]) h = (h + 1) & (index_.size() - 1);
+                index_[h] = s;
+            }
+    }
+    std::size_t h = std::hash<std::string_view>{}(fields_[id].meta.name) & (index_.size() - 1);
+    while (index_[h]) h = (h + 1) & (index_.size() - 1);
+    index_[h] = id + 1;
+}
+
+std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shape) {
+    std::uint32_t id = lookup(name);
+    if (id != UINT32_MAX) {
+        const ClientField& f = fields_[id];
+        if (f.meta.dtype != dt)
+            throw_error(Errc::type_mismatch, "field '" + f.meta.name + "' was first given as " +
+                                                 dtype_name(f.meta.dtype) + ", now as " + dtype_name(dt) +
+                                                 " (timestamp " + std::to_string(ts_) + ")");
+        if (f.meta.shape != shape)
+            throw_error(Errc::shape_mismatch, "field '" + f.meta.name + "' was first given with shape " +
+                                                  f.meta.shape.str() + ", now with shape " + shape.str() +
+                                                  " (timestamp " + std::to_string(ts_) + ")");
+        if (f.last_event == event_no_)
+            throw_error(Errc::duplicate_field, "field '" + f.meta.name + "' given twice in the event with timestamp " +
+                                                   std::to_string(ts_));
+    } else {
+        validate_name(name, "field");
+        for (const ClientField& f : fields_) {  // clash with an existing field's group?
+            if (f.meta.name.size() > name.size() && f.meta.name.compare(0, name.size(), name) == 0 &&
+                f.meta.name[name.size()] == '/')
+                throw_error(Errc::name, "field '" + std::string(name) + "' clashes with the group of field '" +
+                                            f.meta.name + "'");
+        }
+        for_each_group(name, [&](std::string_view g) {
+            if (lookup(g) != UINT32_MAX)
+                throw_error(Errc::name, "field '" + std::string(name) + "' needs a group '" + std::string(g) +
+                                            "', but that is already a field");
+        });
+        if (fields_.size() >= UINT32_MAX - 1) throw_error(Errc::usage, "too many fields");
+        ClientField f;
+        f.meta.name = std::string(name);
+        f.meta.dtype = dt;
+        f.meta.shape = shape;
+        f.meta.bytes = static_cast<std::size_t>(shape.count()) * dtype_size(dt);
+        f.meta.aligned = !is_unaligned(name);
+        id = static_cast<std::uint32_t>(fields_.size());
+        fields_.push_back(std::move(f));
+        index_insert(id);
+        // Definition record, inline in the stream before the field's first entry.
+        const std::size_t def = 4 + 4 + 1 + 1 + 2 + 8 * std::size_t(shape.rank) + name.size();
+        if (name.size() > 65535) throw_error(Errc::name, "field name longer than 65535 bytes");
+        if (static_cast<std::size_t>(end_ - cur_) < def) make_room(def);
+        const std::uint32_t mark = wire_define;
+        const auto dtb = static_cast<std::uint8_t>(dt);
+        const auto len = static_cast<std::uint16_t>(name.size());
+        std::memcpy(cur_, &mark, 4);
+        std::memcpy(cur_ + 4, &id, 4);
+        std::memcpy(cur_ + 8, &dtb, 1);
+        std::memcpy(cur_ + 9, &shape.rank, 1);
+        std::memcpy(cur_ + 10, &len, 2);
+        unsigned char* p = cur_ + 12;
+        for (int i = 0; i < shape.rank; ++i, p += 8) std::memcpy(p, &shape.dims[static_cast<std::size_t>(i)], 8);
+        std::memcpy(p, name.data(), name.size());
+        cur_ += def;
+    }
+    if (pos_ < seq_.size())
+        seq_[pos_] = id;
+    else
+        seq_.push_back(id);
+    return id;
+}
+
+void Packer::check_summary_name(std::string_view name) const {
+    if (lookup(name) != UINT32_MAX)
+        throw_error(Errc::name, "summary '" + std::string(name) + "' has the name of an event field");
+    for (const ClientField& f : fields_) {
+        if (f.meta.name.size() > name.size() && f.meta.name.compare(0, name.size(), name) == 0 &&
+            f.meta.name[name.size()] == '/')
+            throw_error(Errc::name, "summary '" + std::string(name) + "' clashes with the group of field '" +
+                                        f.meta.name + "'");
+    }
+    for_each_group(name, [&](std::string_view g) {
+        if (lookup(g) != UINT32_MAX)
+            throw_error(Errc::name, "summary '" + std::string(name) + "' needs a group '" + std::string(g) +
+                                        "', but that is an event field");
+    });
+}
+
+}  // namespace detail
+
+namespace detail {
+
+// ============================================================================ [>>impl-writer]
+// 13. Writer: the one component that turns decoded events into HDF5 datasets, for the
+//     serial process and for every server. Owns the column caches, fill rules and chunking.
+//
+//     Rows. Event e (0-based, in arrival order) is row e of `timestamp` and of every aligned
+//     field; a value given for event e lands in row e, rows skipped in between take the fill
+//     value (inside the cache: copied; beyond it: left unwritten, which HDF5 reads back as
+//     the dataset's fill value). Unaligned fields append at their own row count.
+//     Chunks. chunk rows = the largest power of two <= min(chunk_bytes / row bytes, cache
+//     rows), and no larger than the rows known when the dataset is first written (so a
+//     short run does not allocate huge chunks). A full cache is then whole chunks.
+
+struct WField {
+    FieldMeta meta;
+    std::string source;              // who defined it first, for error messages
+    std::vector<unsigned char> cache;
+    std::vector<unsigned char> fill_row;
+    std::size_t cache_rows = 1;      // capacity of the cache, in rows
+    std::size_t cached = 0;          // rows in the cache
+    std::uint64_t cache_start = 0;   // row of cache[0]
+    std::uint64_t rows = 0;          // rows so far (last row written + 1)
+    std::uint64_t extent = 0;        // extent of the dataset in the file
+    H5Id dset, memtype;
+};
+
+inline std::uint64_t pow2_floor(std::uint64_t v) {
+    std::uint64_t p = 1;
+    while (p * 2 <= v) p *= 2;
+    return p;
+}
+inline std::uint64_t pow2_ceil(std::uint64_t v) {
+    std::uint64_t p = 1;
+    while (p < v) p *= 2;
+    return p;
+}
+
+class Writer {
+public:
+    // path empty: no file, only the event count (callbacks-only mode).
+    Writer(const std::string& path, const Options& o) : opt_(o), has_file_(!path.empty()), path_(path) {
+        if (has_file_) {
+            H5Quiet q;
+            file_ = h5_create_file(path);
+        }
+        FieldMeta ts;
+        ts.name = "timestamp";
+        ts.dtype = DType::i64;
+        ts.bytes = 8;
+        add_field(ts, "the library");
+    }
+
+    // The writer's index of a field, creating it at first sight. Errc::type_mismatch,
+    // shape_mismatch or name when it contradicts what the writer already has.
+    std::size_t field_index(const FieldMeta& m, const std::string& source) {
+        auto it = by_name_.find(m.name);
+        if (it != by_name_.end()) {
+            const WField& f = fields_[it->second];
+            if (f.meta.dtype != m.dtype)
+                throw_error(Errc::type_mismatch, "field '" + m.name + "' is " + dtype_name(m.dtype) + " from " + source +
+                                                     " but " + dtype_name(f.meta.dtype) + " from " + f.source);
+            if (f.meta.shape != m.shape)
+                throw_error(Errc::shape_mismatch, "field '" + m.name + "' has shape " + m.shape.str() + " from " + source +
+                                                      " but " + f.meta.shape.str() + " from " + f.source);
+            return it->second;
+        }
+        validate_name(m.name, "field");
+        names_.check(m.name, "field");
+        return add_field(m, source);
+    }
+    const FieldMeta& meta(std::size_t i) const { return fields_[i].meta; }
+    std::size_t field_count() const { return fields_.size(); }
+    bool has_field(std::string_view name) const { return by_name_.count(std::string(name)) != 0; }
+    const NameSet& names() const { return names_; }
+    std::uint64_t events() const { return n_events_; }
+    double write_seconds() const { return write_seconds_; }
+
+    void write_event(std::int64_t ts, const EntryRef* entries, std::size_t n, const std::size_t* idx) {
+        const std::uint64_t e = n_events_;
+        if (has_file_) {
+            append(fields_[0], e, reinterpret_cast<const unsigned char*>(&ts));
+            for (std::size_t i = 0; i < n; ++i) {
+                WField& f = fields_[idx[i]];
+                append(f, f.meta.aligned ? e : f.rows, entries[i].data);
+            }
+        }
+        n_events_ = e + 1;
+    }
+
+    // Flushes every cache, gives aligned datasets their final length, writes the summary
+    // (serial mode) and closes the file. Errors are thrown; the file is closed either way.
+    void finish(const std::vector<SummaryItem>* summary) {
+        if (!has_file_ || !file_.valid()) return;
+        H5Quiet q;
+        try {
+            for (WField& f : fields_) {
+                flush(f);
+                if (!f.dset.valid()) create(f);
+                const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
+                if (f.extent < want) set_extent(f, want);
+                f.dset.reset();
+                f.memtype.reset();
+            }
+            if (summary) write_summary(file_.get(), *summary);
+        } catch (...) {
+            close_on_abort();
+            throw;
+        }
+        if (file_.close() < 0) throw_h5("closing '" + path_ + "'");
+    }
+
+    // Best effort when the job is being aborted: keep what was given readable.
+    void close_on_abort() noexcept {
+        if (!has_file_ || !file_.valid()) return;
+        H5Quiet q;
+        for (WField& f : fields_) {
+            try {
+                flush(f);
+                if (f.dset.valid()) {
+                    const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
+                    if (f.extent < want) set_extent(f, want);
+                }
+            } catch (...) {
+            }
+            f.dset.reset();
+            f.memtype.reset();
+        }
+        file_.close();
+    }
+
+    // What the join needs to know of this part: events, then each field's description.
+    std::vector<unsigned char> describe() const {
+        std::vector<unsigned char> out;
+        append_pod(out, n_events_);
+        append_pod(out, static_cast<std::uint32_t>(fields_.size()));
+        for (const WField& f : fields_) {
+            append_pod(out, static_cast<std::uint8_t>(f.meta.dtype));
+            append_pod(out, f.meta.shape.rank);
+            append_pod(out, static_cast<std::uint8_t>(f.meta.aligned));
+            append_pod(out, static_cast<std::uint16_t>(f.meta.name.size()));
+            append_pod(out, f.meta.aligned ? n_events_ : f.rows);
+            for (int i = 0; i < f.meta.shape.rank; ++i) append_pod(out, f.meta.shape.dims[static_cast<std::size_t>(i)]);
+            out.insert(out.end(), f.meta.name.begin(), f.meta.name.end());
+        }
+        return out;
+    }
+
+private:
+    std::size_t add_field(const FieldMeta& m, const std::string& source) {
+        WField f;
+        f.meta = m;
+        f.source = source;
+        const std::size_t rb = std::max<std::size_t>(m.bytes, 1);
+        f.cache_rows = std::max<std::size_t>(1, std::min(opt_.cache_size, opt_.cache_bytes / rb));
+        f.fill_row.resize(m.bytes);
+        const auto fb = fill_bytes(m.dtype);
+        const std::size_t es = dtype_size(m.dtype);
+        for (std::size_t i = 0; i + es <= m.bytes; i += es) std::memcpy(f.fill_row.data() + i, fb.data(), es);
+        fields_.push_back(std::move(f));
+        by_name_.emplace(m.name, fields_.size() - 1);
+        names_.add(m.name);
+        return fields_.size() - 1;
+    }
+
+    void append(WField& f, std::uint64_t row, const unsigned char* data) {
+        const std::size_t rb = f.meta.bytes;
+        if (f.cached == 0) {
+            f.cache_start = row;
+        } else {
+            const std::uint64_t next = f.cache_start + f.cached;
+            if (row != next) {  // rows skipped: fill them in the cache, or leave them unwritten
+                const std::uint64_t gap = row - next;
+                if (f.cached + gap < f.cache_rows) {
+                    if (f.cache.empty()) f.cache.resize(f.cache_rows * rb);
+                    for (std::uint64_t g = 0; g < gap; ++g, ++f.cached)
+                        std::memcpy(f.cache.data() + f.cached * rb, f.fill_row.data(), rb);
+                } else {
+                    flush(f);
+                    f.cache_start = row;
+                }
+            }
+        }
+        if (f.cached == f.cache_rows) {
+            flush(f);
+            f.cache_start = row;
+        }
+        if (f.cache.empty()) f.cache.resize(f.cache_rows * rb);
+        std::memcpy(f.cache.data() + f.cached * rb, data, rb);
+        ++f.cached;
+        f.rows = row + 1;
+    }
+
+    void create(WField& f) {
+        const std::size_t rb = std::max<std::size_t>(f.meta.bytes, 1);
+        std::uint64_t rows = pow2_floor(std::max<std::uint64_t>(1, std::min<std::uint64_t>(opt_.chunk_bytes / rb, f.cache_rows)));
+        rows = std::min(rows, pow2_ceil(std::max<std::uint64_t>(1, f.cache_start + f.cached)));
+        hsize_t chunk[max_rank + 1];
+        chunk[0] = static_cast<hsize_t>(rows);
+        for (int i = 0; i < f.meta.shape.rank; ++i)
+            chunk[i + 1] = std::max<hsize_t>(1, static_cast<hsize_t>(f.meta.shape.dims[static_cast<std::size_t>(i)]));
+        H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+        h5check_herr(H5Pset_chunk(dcpl.get(), f.meta.shape.rank + 1, chunk), "H5Pset_chunk");
+        f.memtype = h5_type(f.meta.dtype, false);
+        const auto fill = fill_bytes(f.meta.dtype);
+        h5check_herr(H5Pset_fill_value(dcpl.get(), f.memtype.get(), fill.data()), "H5Pset_fill_value");
+        H5Id ftype = h5_type(f.meta.dtype, true);
+        H5Id space = h5_space(0, f.meta.shape, true);
+        hid_t d = H5Dcreate2(file_.get(), f.meta.name.c_str(), ftype.get(), space.get(), h5_lcpl().get(), dcpl.get(),
+                             H5P_DEFAULT);
+        if (d < 0) throw_h5("cannot create dataset '" + f.meta.name + "' in '" + path_ + "'");
+        f.dset = H5Id(d, H5Dclose);
+        f.extent = 0;
+    }
+
+    void set_extent(WField& f, std::uint64_t rows) {
+        hsize_t dims[max_rank + 1];
+        dims[0] = static_cast<hsize_t>(rows);
+        for (int i = 0; i < f.meta.shape.rank; ++i) dims[i + 1] = f.meta.shape.dims[static_cast<std::size_t>(i)];
+        h5check_herr(H5Dset_extent(f.dset.get(), dims), "cannot extend dataset '" + f.meta.name + "' in '" + path_ + "'");
+        f.extent = rows;
+    }
+
+    void flush(WField& f) {
+        if (f.cached == 0) return;
+        const double t0 = now_seconds();
+        if (!f.dset.valid()) create(f);
+        const std::uint64_t end = f.cache_start + f.cached;
+        if (f.extent < end) set_extent(f, end);
+        if (f.meta.bytes > 0) {
+            H5Id fspace(h5check(H5Dget_space(f.dset.get()), "H5Dget_space"), H5Sclose);
+            hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
+            start[0] = static_cast<hsize_t>(f.cache_start);
+            count[0] = static_cast<hsize_t>(f.cached);
+            for (int i = 0; i < f.meta.shape.rank; ++i) count[i + 1] = f.meta.shape.dims[static_cast<std::size_t>(i)];
+            h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+                         "H5Sselect_hyperslab");
+            H5Id mspace = h5_space(static_cast<long long>(f.cached), f.meta.shape);
+            h5check_herr(H5Dwrite(f.dset.get(), f.memtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, f.cache.data()),
+                         "cannot write dataset '" + f.meta.name + "' in '" + path_ + "'");
+        }
+        f.cached = 0;
+        write_seconds_ += now_seconds() - t0;
+    }
+
+    const Options& opt_;
+    bool has_file_;
+    std::string path_;
+    H5Id file_;
+    std::deque<WField> fields_;  // deque: FieldMeta addresses stay valid for EntryRef
+    std::unordered_map<std::string, std::size_t> by_name_;
+    NameSet names_;
+    std::uint64_t n_events_ = 0;
+    double write_seconds_ = 0;
+};
+
+// ============================================================================ [>>impl-decoder]
+// 14. Decoder: reads one batch of one client's stream, checks it, runs the callbacks on
+//     each complete event, and hands the event to the writer.
+
+struct Stream {
+    std::vector<std::size_t> map;    // client field id -> writer field index
+    std::uint32_t next_seq = 0;
+    std::uint64_t events = 0;
+    bool done = false;
+    std::string source;              // "client 2 (rank 4)", for error messages
+};
+
+class Decoder {
+public:
+    Decoder(Writer& w, const std::vector<Callback>& callbacks) : w_(w), callbacks_(callbacks) {}
+
+    void batch(Stream& s, const unsigned char* data, std::size_t n) {
+        Reader r{data, data + n, &s.source};
+        const auto h = r.get<WireHeader>();
+        if (h.magic != wire_magic || h.version != wire_version || h.bytes != n)
+            throw_error(Errc::protocol, "malformed batch from " + s.source);
+        if (h.seq != s.next_seq)
+            throw_error(Errc::protocol, "batch " + std::to_string(h.seq) + " from " + s.source + " arrived, expected " +
+                                            std::to_string(s.next_seq));
+        ++s.next_seq;
+        for (std::uint32_t e = 0; e < h.n_events; ++e) {
+            const auto ts = r.get<std::int64_t>();
+            const auto ne = r.get<std::uint32_t>();
+            entries_.clear();
+            idx_.clear();
+            for (std::uint32_t k = 0; k < ne; ++k) {
+                auto id = r.get<std::uint32_t>();
+                while (id == wire_define) {
+                    define(s, r);
+                    id = r.get<std::uint32_t>();
+                }
+                if (id >= s.map.size()) throw_error(Errc::protocol, "unknown field id from " + s.source);
+                const std::size_t wi = s.map[id];
+                const FieldMeta& m = w_.meta(wi);
+                r.need(m.bytes);
+                entries_.push_back(EntryRef{&m, r.p});
+                idx_.push_back(wi);
+                r.p += m.bytes;
+            }
+            if (!callbacks_.empty()) {
+                const Event ev(ts, entries_.data(), entries_.size());
+                for (const Callback& cb : callbacks_) cb(ev);
+            }
+            w_.write_event(ts, entries_.data(), entries_.size(), idx_.data());
+            ++s.events;
+        }
+        if (r.p != r.end) throw_error(Errc::protocol, "trailing bytes in a batch from " + s.source);
+    }
+
+private:
+    void define(Stream& s, Reader& r) {
+        const auto id = r.get<std::uint32_t>();
+        const auto dt = r.get<std::uint8_t>();
+        const auto rank = r.get<std::uint8_t>();
+        const auto len = r.get<std::uint16_t>();
+        if (id != s.map.size() || !valid_dtype(dt) || rank > max_rank)
+            throw_error(Errc::protocol, "malformed field definition from " + s.source);
+        FieldMeta m;
+        m.dtype = static_cast<DType>(dt);
+        m.shape.rank = rank;
+        for (int i = 0; i < rank; ++i) m.shape.dims[static_cast<std::size_t>(i)] = r.get<std::uint64_t>();
+        m.name = std::string(r.bytes(len));
+        m.bytes = static_cast<std::size_t>(m.shape.count()) * dtype_size(m.dtype);
+        m.aligned = !is_unaligned(m.name);
+        s.map.push_back(w_.field_index(m, s.source));
+    }
+
+    Writer& w_;
+    const std::vector<Callback>& callbacks_;
+    std::vector<EntryRef> entries_;
+    std::vector<std::size_t> idx_;
+};
+
+// Serial mode: full batches are decoded and written in-process, the buffer reused at once.
+class SerialSink : public Sink {
+public:
+    SerialSink(Writer& w, const std::vector<Callback>& cb) : decoder_(w, cb) { stream_.source = "this process"; }
+    std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events) override {
+        WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), stream_.next_seq, n_events,
+                     used, 0};
+        std::memcpy(buf->data(), &h, sizeof h);
+        decoder_.batch(stream_, buf->data(), used);
+        return buf;
+    }
+private:
+    Decoder decoder_;
+    Stream stream_;
+};
+
+}  // namespace detail
+
+namespace detail {
+
+// ============================================================================ [>>impl-transport]
+// 15. Transport: the state of one rank (Impl), the client's bounded pool of nonblocking
+//     sends, and the server's loop over receives posted ahead.
+
+inline void wait_all_gently(MPI_Request* reqs, int n, int max_us) {
+    Backoff b(max_us);
+    for (;;) {
+        int flag = 0;
+        check_mpi(MPI_Testall(n, reqs, &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
+        if (flag) return;
+        b.pause();
+    }
+}
+
+struct Impl;
+[[noreturn]] void abort_job(Impl& im, const std::string& reason) noexcept;
+
+struct Impl {
+    Options opt;
+    Role role = Role::serial;
+    int rank = 0, size = 1;
+    int n_servers = 0, n_clients = 0;
+    int client_idx = -1, server_idx = -1;
+    MPI_Comm comm = MPI_COMM_NULL;          // duplicate of opt.comm: library traffic only
+    MPI_Comm clients_comm = MPI_COMM_NULL;  // the clients, for reductions
+    bool finished = false;
+    std::unique_ptr<Writer> writer;         // serial process, or server
+    std::unique_ptr<Sink> sink;
+    std::unique_ptr<Packer> packer;
+    std::vector<unsigned char> serial_buf;
+    std::vector<SummaryItem> summary;
+    Stats stats;
+    bool terminate_installed = false;
+    std::terminate_handler prev_terminate = nullptr;
+
+    bool parallel() const { return role != Role::serial; }
+    int join_root() const { return n_servers; }  // client 0 builds the final file
+    std::string part_path(int k) const {
+        const std::string& f = opt.filename;
+        const std::size_t slash = f.rfind('/');
+        const std::size_t dot = f.rfind('.');
+        const std::string stem = (dot != std::string::npos && (slash == std::string::npos || dot > slash + 1))
+                                     ? f.substr(0, dot)
+                                     : f;
+        return stem + "_part" + std::to_string(k) + ".h5";
+    }
+    std::string rank_text(int r) const {
+        if (r < n_servers) return "server " + std::to_string(r) + " (rank " + std::to_string(r) + ")";
+        if (r < n_servers + n_clients) return "client " + std::to_string(r - n_servers) + " (rank " + std::to_string(r) + ")";
+        return "rank " + std::to_string(r);
+    }
+    void run_server();
+    void join();
+    void build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens);
+    void on_abort_notice(int from) noexcept;
+};
+
+class Sender : public Sink {
+public:
+    explicit Sender(Impl& im) : im_(im), slots_(static_cast<std::size_t>(im.opt.send_buffers)) {
+        dest_ = im.client_idx % im.n_servers;
+        for (Slot& s : slots_) s.data.resize(im.opt.batch_bytes);
+    }
+    std::vector<unsigned char>* first() { return &slots_[0].data; }
+
+    std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events) override {
+        Slot& s = slots_[cur_];
+        WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), seq_++, n_events, used, 0};
+        std::memcpy(buf->data(), &h, sizeof h);
+        if (used <= im_.opt.batch_bytes) {
+            check_mpi(MPI_Isend(buf->data(), static_cast<int>(used), MPI_BYTE, dest_, tag_data, im_.comm, &s.req[0]),
+                      "MPI_Isend");
+        } else {  // one event larger than batch_bytes: announce it, then send it on its own tag
+            if (used > static_cast<std::size_t>(INT_MAX))
+                throw_error(Errc::usage, "one event of " + std::to_string(used) + " bytes exceeds the 2 GiB message limit");
+            s.notice = h;
+            s.notice.kind = static_cast<std::uint16_t>(WireKind::large);
+            s.notice.bytes = sizeof(WireHeader);
+            s.notice.extra = used;
+            check_mpi(MPI_Isend(&s.notice, sizeof(WireHeader), MPI_BYTE, dest_, tag_data, im_.comm, &s.req[0]), "MPI_Isend");
+            check_mpi(MPI_Isend(buf->data(), static_cast<int>(used), MPI_BYTE, dest_, tag_large, im_.comm, &s.req[1]),
+                      "MPI_Isend");
+        }
+        ++im_.stats.batches;
+        im_.stats.bytes += used;
+        cur_ = (cur_ + 1) % slots_.size();
+        Slot& next = slots_[cur_];
+        int flag = 0;
+        check_mpi(MPI_Testall(2, next.req, &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
+        if (!flag) {  // every buffer in flight: back-pressure
+            const double t0 = now_seconds();
+            wait_all_gently(next.req, 2, im_.opt.idle_sleep_max_us);
+            im_.stats.wait_seconds += now_seconds() - t0;
+        }
+        return &next.data;
+    }
+
+    // After the last batch: tell the server how many events it should have, wait for all sends.
+    void finish(std::uint64_t events) {
+        WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::done), seq_++, 0, sizeof(WireHeader),
+                     events};
+        MPI_Request r = MPI_REQUEST_NULL;
+        check_mpi(MPI_Isend(&h, sizeof h, MPI_BYTE, dest_, tag_data, im_.comm, &r), "MPI_Isend");
+        wait_gently(r, im_.opt.idle_sleep_max_us);
+        for (Slot& s : slots_) wait_all_gently(s.req, 2, im_.opt.idle_sleep_max_us);
+    }
+
+private:
+    struct Slot {
+        std::vector<unsigned char> data;
+        WireHeader notice{};
+        MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    };
+    Impl& im_;
+    std::vector<Slot> slots_;
+    std::size_t cur_ = 0;
+    std::uint32_t seq_ = 0;
+    int dest_ = 0;
+};
+
+// The server's loop: `recv_buffers` receives stay posted (ANY_SOURCE); they are handled in
+// the order they were posted, which is the order messages matched them, so each client's
+// batches are decoded in sequence. Waiting is gentle (section 10) and checks for an abort
+// notice from a failing rank.
+inline void Impl::run_server() {
+    const std::string path = opt.filename.empty() ? std::string() : part_path(server_idx);
+    writer = std::make_unique<Writer>(path, opt);
+    Decoder decoder(*writer, opt.callbacks);
+    std::vector<Stream> streams(static_cast<std::size_t>(size));
+    int remaining = 0;
+    for (int c = server_idx; c < n_clients; c += n_servers) {
+        streams[static_cast<std::size_t>(n_servers + c)].source = rank_text(n_servers + c);
+        ++remaining;
+    }
+    const std::size_t R = static_cast<std::size_t>(opt.recv_buffers);
+    std::vector<std::vector<unsigned char>> bufs(R, std::vector<unsigned char>(opt.batch_bytes));
+    std::vector<MPI_Request> reqs(R, MPI_REQUEST_NULL);
+    auto post = [&](std::size_t i) {
+        check_mpi(MPI_Irecv(bufs[i].data(), static_cast<int>(opt.batch_bytes), MPI_BYTE, MPI_ANY_SOURCE, tag_data, comm,
+                            &reqs[i]),
+                  "MPI_Irecv");
+    };
+    int abort_from = -1;
+    MPI_Request abort_req = MPI_REQUEST_NULL;
+    check_mpi(MPI_Irecv(&abort_from, 1, MPI_INT, MPI_ANY_SOURCE, tag_abort, comm, &abort_req), "MPI_Irecv");
+    const std::function<void()> poll = [&] {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Test(&abort_req, &flag, &st) == MPI_SUCCESS && flag) on_abort_notice(st.MPI_SOURCE);
+    };
+    std::vector<unsigned char> large;
+    try {
+        if (remaining > 0)
+            for (std::size_t i = 0; i < R; ++i) post(i);
+        std::size_t head = 0;
+        while (remaining > 0) {
+            MPI_Status st;
+            const double t0 = now_seconds();
+            wait_gently(reqs[head], opt.idle_sleep_max_us, &st, poll);
+            stats.idle_seconds += now_seconds() - t0;
+            int count = 0;
+            check_mpi(MPI_Get_count(&st, MPI_BYTE, &count), "MPI_Get_count");
+            const int src = st.MPI_SOURCE;
+            if (src < n_servers || src >= size || streams[static_cast<std::size_t>(src)].source.empty())
+                throw_error(Errc::protocol, "a batch arrived from " + rank_text(src) + ", which is not a client of this server");
+            Stream& s = streams[static_cast<std::size_t>(src)];
+            const unsigned char* msg = bufs[head].data();
+            WireHeader h{};
+            if (static_cast<std::size_t>(count) < sizeof h) throw_error(Errc::protocol, "short message from " + s.source);
+            std::memcpy(&h, msg, sizeof h);
+            if (h.magic != wire_magic || h.version != wire_version)
+                throw_error(Errc::protocol, "message with a bad header from " + s.source +
+                                                " (is every rank running the same smalldata version?)");
+            switch (static_cast<WireKind>(h.kind)) {
+                case WireKind::batch:
+                    decoder.batch(s, msg, static_cast<std::size_t>(count));
+                    ++stats.batches;
+                    stats.bytes += static_cast<std::uint64_t>(count);
+                    break;
+                case WireKind::large: {
+                    const std::uint64_t n = h.extra;
+                    if (h.seq != s.next_seq || n > static_cast<std::uint64_t>(INT_MAX))
+                        throw_error(Errc::protocol, "bad large-batch notice from " + s.source);
+                    if (large.size() < n) large.resize(static_cast<std::size_t>(n));
+                    MPI_Request r = MPI_REQUEST_NULL;
+                    check_mpi(MPI_Irecv(large.data(), static_cast<int>(n), MPI_BYTE, src, tag_large, comm, &r), "MPI_Irecv");
+                    wait_gently(r, opt.idle_sleep_max_us, MPI_STATUS_IGNORE, poll);
+                    decoder.batch(s, large.data(), static_cast<std::size_t>(n));
+                    ++stats.batches;
+                    stats.bytes += n;
+                    break;
+                }
+                case WireKind::done:
+                    if (s.done || h.seq != s.next_seq)
+                        throw_error(Errc::protocol, "unexpected end-of-stream message from " + s.source);
+                    if (h.extra != s.events)
+                        throw_error(Errc::protocol, s.source + " sent " + std::to_string(h.extra) +
+                                                        " events but this server received " + std::to_string(s.events));
+                    s.done = true;
+                    --remaining;
+                    break;
+                default:
+                    throw_error(Errc::protocol, "unknown message kind from " + s.source);
+            }
+            if (remaining > 0) post(head);
+            head = (head + 1) % R;
+        }
+        for (MPI_Request& r : reqs)
+            if (r != MPI_REQUEST_NULL) {
+                MPI_Cancel(&r);
+                MPI_Wait(&r, MPI_STATUS_IGNORE);
+            }
+        MPI_Cancel(&abort_req);
+        MPI_Wait(&abort_req, MPI_STATUS_IGNORE);
+        writer->finish(nullptr);
+        stats.events = writer->events();
+        stats.write_seconds = writer->write_seconds();
+    } catch (const std::exception& e) {
+        abort_job(*this, std::string(e.what()));
+    }
+}
+
+// ============================================================================ [>>impl-join]
+// 16. Join: in done(), every server describes its part over MPI; client 0 builds the final
+//     file (one virtual dataset per field, the summary) and tells every rank the outcome.
+
+struct JoinField {
+    DType dtype = DType::f64;
+    Shape shape;
+    bool aligned = true;
+    int first_part = -1;
+    std::vector<std::uint64_t> rows;   // per part; 0 where the part lacks the field
+    std::vector<bool> present;
+};
+
+inline std::string base_name(const std::string& path) {
+    const std::size_t slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+inline void check_summary_names(const NameSet& fields, const std::vector<SummaryItem>& items) {
+    for (const SummaryItem& s : items) {
+        if (fields.has(s.name)) throw_error(Errc::name, "summary '" + s.name + "' has the name of an event field");
+        fields.check(s.name, "summary");
+    }
+}
+
+inline void Impl::build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens) {
+    const std::size_t P = static_cast<std::size_t>(n_servers);
+    std::vector<std::uint64_t> part_events(P, 0);
+    std::map<std::string, JoinField> fields;
+    std::size_t off = 0;
+    const std::string src = "the join metadata";
+    for (std::size_t k = 0; k < P; ++k) {
+        Reader r{all.data() + off, all.data() + off + lens[k], &src};
+        off += static_cast<std::size_t>(lens[k]);
+        part_events[k] = r.get<std::uint64_t>();
+        const auto nf = r.get<std::uint32_t>();
+        for (std::uint32_t i = 0; i < nf; ++i) {
+            const auto dt = static_cast<DType>(r.get<std::uint8_t>());
+            Shape sh;
+            sh.rank = r.get<std::uint8_t>();
+            const bool aligned = r.get<std::uint8_t>() != 0;
+            const auto len = r.get<std::uint16_t>();
+            const auto rows = r.get<std::uint64_t>();
+            for (int d = 0; d < sh.rank; ++d) sh.dims[static_cast<std::size_t>(d)] = r.get<std::uint64_t>();
+            const std::string name(r.bytes(len));
+            JoinField& f = fields[name];
+            if (f.first_part < 0) {
+                f.dtype = dt;
+                f.shape = sh;
+                f.aligned = aligned;
+                f.first_part = static_cast<int>(k);
+                f.rows.assign(P, 0);
+                f.present.assign(P, false);
+            } else if (f.dtype != dt || f.shape != sh) {
+                throw_error(Errc::join, "field '" + name + "' is " + dtype_name(f.dtype) + " " + f.shape.str() +
+                                            " in part " + std::to_string(f.first_part) + " ('" +
+                                            base_name(part_path(f.first_part)) + "') but " + dtype_name(dt) + " " +
+                                            sh.str() + " in part " + std::to_string(k) + " ('" +
+                                            base_name(part_path(static_cast<int>(k))) + "')");
+            }
+            f.rows[k] = rows;
+            f.present[k] = true;
+        }
+    }
+    NameSet names;
+    for (const auto& kv : fields) {
+        try {
+            names.check(kv.first, "field");
+        } catch (const Error& e) {
+            throw_error(Errc::join, std::string("parts disagree on the layout: ") + e.what());
+        }
+        names.add(kv.first);
+    }
+    check_summary_names(names, summary);
+
+    H5Quiet q;
+    H5Id file = h5_create_file(opt.filename);
+    for (const auto& kv : fields) {
+        const std::string& name = kv.first;
+        const JoinField& f = kv.second;
+        std::uint64_t total = 0;
+        for (std::size_t k = 0; k < P; ++k) total += f.aligned ? part_events[k] : f.rows[k];
+        H5Id ftype = h5_type(f.dtype, true), mtype = h5_type(f.dtype, false);
+        H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+        const auto fill = fill_bytes(f.dtype);
+        h5check_herr(H5Pset_fill_value(dcpl.get(), mtype.get(), fill.data()), "H5Pset_fill_value");
+        H5Id vspace = h5_space(static_cast<long long>(total), f.shape);
+        std::uint64_t at = 0;
+        int mapped = 0;
+        for (std::size_t k = 0; k < P; ++k) {
+            const std::uint64_t rows = f.aligned ? part_events[k] : f.rows[k];
+            if (f.present[k] && rows > 0) {
+                hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
+                start[0] = static_cast<hsize_t>(at);
+                count[0] = static_cast<hsize_t>(rows);
+                for (int d = 0; d < f.shape.rank; ++d) count[d + 1] = f.shape.dims[static_cast<std::size_t>(d)];
+                h5check_herr(H5Sselect_hyperslab(vspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+                             "H5Sselect_hyperslab");
+                H5Id sspace = h5_space(static_cast<long long>(rows), f.shape);
+                const std::string part = base_name(part_path(static_cast<int>(k)));
+                h5check_herr(H5Pset_virtual(dcpl.get(), vspace.get(), part.c_str(), name.c_str(), sspace.get()),
+                             "cannot map '" + name + "' of '" + part + "'");
+                ++mapped;
+            }
+            at += rows;
+        }
+        if (mapped == 0) {  // nothing to map (no rows anywhere): an ordinary empty dataset
+            h5check_herr(H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS), "H5Pset_layout");
+        }
+        H5Id d(h5check(H5Dcreate2(file.get(), name.c_str(), ftype.get(), vspace.get(), h5_lcpl().get(), dcpl.get(),
+                                  H5P_DEFAULT),
+                       "cannot create virtual dataset '" + name + "' in '" + opt.filename + "'"),
+               H5Dclose);
+    }
+    write_summary(file.get(), summary);
+    if (file.close() < 0) throw_h5("closing '" + opt.filename + "'");
+}
+
+inline void Impl::join() {
+    const int root = join_root();
+    std::vector<unsigned char> blob;
+    if (role == Role::server && !opt.filename.empty()) blob = writer->describe();
+    int len = static_cast<int>(blob.size());
+    std::vector<int> lens(rank == root ? static_cast<std::size_t>(size) : 0);
+    MPI_Request r = MPI_REQUEST_NULL;
+    check_mpi(MPI_Igather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm, &r), "MPI_Igather");
+    wait_gently(r, opt.idle_sleep_max_us);
+    std::vector<unsigned char> all;
+    std::vector<int> displs;
+    if (rank == root) {
+        displs.resize(static_cast<std::size_t>(size));
+        long long total = 0;
+        for (std::size_t i = 0; i < lens.size(); ++i) {
+            displs[i] = static_cast<int>(total);
+            total += lens[i];
+        }
+        all.resize(static_cast<std::size_t>(total));
+    }
+    check_mpi(MPI_Igatherv(blob.data(), len, MPI_BYTE, all.data(), lens.data(), displs.data(), MPI_BYTE, root, comm, &r),
+              "MPI_Igatherv");
+    wait_gently(r, opt.idle_sleep_max_us);
+
+    struct Status {
+        int code;
+        char text[4000];
+    } status{-1, {0}};
+    if (rank == root && !opt.filename.empty()) {
+        const double t0 = now_seconds();
+        try {
+            build_final(all, lens);
+        } catch (const Error& e) {
+            status.code = static_cast<int>(e.code());
+            std::snprintf(status.text, sizeof status.text, "%s", e.what());
+        } catch (const std::exception& e) {
+            status.code = static_cast<int>(Errc::join);
+            std::snprintf(status.text, sizeof status.text, "%s: %s", who().c_str(), e.what());
+        }
+        stats.join_seconds = now_seconds() - t0;
+    }
+    check_mpi(MPI_Ibcast(&status, sizeof status, MPI_BYTE, root, comm, &r), "MPI_Ibcast");
+    wait_gently(r, opt.idle_sleep_max_us);
+    if (status.code >= 0) {
+        status.text[sizeof status.text - 1] = 0;
+        throw Error(static_cast<Errc>(status.code),
+                    std::string(status.text) + (rank == root ? "" : " [reported by the joining rank]"));
+    }
+}
+
+// ============================================================================ [>>impl-abort]
+// 17. Failure: the abort protocol. The failing rank prints why, asks every server to close
+//     its part file (waiting at most abort_grace_ms for their answers), then MPI_Abort.
+//     An exception escaping the user's code is routed here by a terminate handler.
+
+inline Impl*& active_impl() {
+    static Impl* p = nullptr;
+    return p;
+}
+
+[[noreturn]] void abort_job(Impl& im, const std::string& reason) noexcept {
+    std::fprintf(stderr, "%s: fatal: %s\n%s: ending the job; servers close their part files first\n", who().c_str(),
+                 reason.c_str(), who().c_str());
+    std::fflush(stderr);
+    if (im.writer) im.writer->close_on_abort();
+    if (im.comm != MPI_COMM_NULL) {
+        std::vector<MPI_Request> reqs;
+        std::vector<int> acks(static_cast<std::size_t>(im.n_servers), 0);
+        int token = im.rank;
+        for (int s = 0; s < im.n_servers; ++s) {
+            if (s == im.rank) continue;
+            MPI_Request a = MPI_REQUEST_NULL, b = MPI_REQUEST_NULL;
+            MPI_Isend(&token, 1, MPI_INT, s, tag_abort, im.comm, &a);
+            MPI_Irecv(&acks[static_cast<std::size_t>(s)], 1, MPI_INT, s, tag_abort_ack, im.comm, &b);
+            reqs.push_back(a);
+            reqs.push_back(b);
+        }
+        const double deadline = now_seconds() + im.opt.abort_grace_ms / 1000.0;
+        while (!reqs.empty() && now_seconds() < deadline) {
+            int flag = 0;
+            if (MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS || flag)
+                break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        MPI_Abort(im.comm, 1);
+    }
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    std::abort();
+}
+
+inline void Impl::on_abort_notice(int from) noexcept {
+    std::fprintf(stderr, "%s: %s failed; closing part file '%s'\n", who().c_str(), rank_text(from).c_str(),
+                 writer ? part_path(server_idx).c_str() : "");
+    std::fflush(stderr);
+    if (writer) writer->close_on_abort();
+    int token = rank;
+    MPI_Request r = MPI_REQUEST_NULL;
+    MPI_Isend(&token, 1, MPI_INT, from, tag_abort_ack, comm, &r);
+    const double deadline = now_seconds() + 2.0 * opt.abort_grace_ms / 1000.0 + 1.0;
+    int flag = 0;
+    while (now_seconds() < deadline) {  // wait to be ended by the failing rank's MPI_Abort
+        if (!flag) MPI_Test(&r, &flag, MPI_STATUS_IGNORE);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    MPI_Abort(comm, 1);
+    std::abort();
+}
+
+[[noreturn]] inline void on_terminate() {
+    Impl* im = active_impl();
+    if (im && im->parallel() && !im->finished) {
+        std::string why = "terminate called";
+        if (std::exception_ptr e = std::current_exception()) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& x) {
+                why = std::string("uncaught exception: ") + x.what();
+            } catch (...) {
+                why = "uncaught exception of unknown type";
+            }
+        }
+        abort_job(*im, why);
+    }
+    std::terminate_handler prev = im ? im->prev_terminate : nullptr;
+    if (prev && prev != on_terminate) prev();
+    std::abort();
+}
+
+}  // namespace detail
+
+// ============================================================================ [>>impl-api]
+// 18. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
+//     summaries, reductions, accessors.
+
+namespace detail {
+inline void check_options(const Options& o) {
+    auto bad = [](const std::string& what) { throw_error(Errc::option, what); };
+    if (o.batch_size < 1) bad("batch_size must be at least 1");
+    if (o.cache_size < 1) bad("cache_size must be at least 1");
+    if (o.batch_bytes < 1024) bad("batch_bytes must be at least 1024, got " + std::to_string(o.batch_bytes));
+    if (o.batch_bytes > static_cast<std::size_t>(INT_MAX)) bad("batch_bytes must be below 2 GiB");
+    if (o.send_buffers < 1) bad("send_buffers must be at least 1");
+    if (o.recv_buffers < 1) bad("recv_buffers must be at least 1");
+    if (o.cache_bytes < 1) bad("cache_bytes must be at least 1");
+    if (o.chunk_bytes < 1) bad("chunk_bytes must be at least 1");
+    if (o.comm == MPI_COMM_NULL) bad("comm is MPI_COMM_NULL");
+}
+
+template <class T>
+void fill_neutral_as(void* p, std::size_t n, int op) {
+    T v{};
+    if (op == op_min) v = std::numeric_limits<T>::has_infinity ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::max();
+    if (op == op_max) v = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
+    for (std::size_t i = 0; i < n; ++i) std::memcpy(static_cast<unsigned char*>(p) + i * sizeof(T), &v, sizeof(T));
+}
+inline void fill_neutral(void* p, std::size_t n, DType t, int op) {
+    switch (t) {
+        case DType::i8: fill_neutral_as<std::int8_t>(p, n, op); break;
+        case DType::i16: fill_neutral_as<std::int16_t>(p, n, op); break;
+        case DType::i32: fill_neutral_as<std::int32_t>(p, n, op); break;
+        case DType::i64: fill_neutral_as<std::int64_t>(p, n, op); break;
+        case DType::u8: fill_neutral_as<std::uint8_t>(p, n, op); break;
+        case DType::u16: fill_neutral_as<std::uint16_t>(p, n, op); break;
+        case DType::u32: fill_neutral_as<std::uint32_t>(p, n, op); break;
+        case DType::u64: fill_neutral_as<std::uint64_t>(p, n, op); break;
+        case DType::f32: fill_neutral_as<float>(p, n, op); break;
+        case DType::f64: fill_neutral_as<double>(p, n, op); break;
+        case DType::boolean: fill_neutral_as<std::uint8_t>(p, n, op); break;
+    }
+}
+}  // namespace detail
+
+SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) {
+    using namespace detail;
+    Impl& im = *impl_;
+    im.opt = std::move(options);
+    const Options& o = im.opt;
+    ensure_mpi();
+    check_options(o);
+    check_mpi(MPI_Comm_size(o.comm, &im.size), "MPI_Comm_size");
+    check_mpi(MPI_Comm_rank(o.comm, &im.rank), "MPI_Comm_rank");
+
+    if (im.size == 1) {  // serial mode: the writer runs in this process
+        who() = "smalldata";
+        im.role = Role::serial;
+        im.client_idx = 0;
+        im.n_clients = 1;
+        im.writer = std::make_unique<Writer>(o.filename, im.opt);
+        im.sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
+        im.serial_buf.resize(o.batch_bytes);
+        im.packer = std::make_unique<Packer>(im.sink.get(), &im.serial_buf, o.batch_size, o.batch_bytes, 0);
+        packer_ = im.packer.get();
+        return;
+    }
+
+    // Layout: decided locally on every rank, so a bad one fails everywhere before any message.
+    who() = "smalldata[rank " + std::to_string(im.rank) + "]";
+    const std::string sizes = " (" + std::to_string(im.size) + " ranks in comm, servers=" + std::to_string(o.servers) +
+                              ", clients=" + std::to_string(o.clients) + ")";
+    if (o.servers < 1) throw_error(Errc::layout, "parallel mode needs at least one server" + sizes);
+    if (o.clients == 0 || o.clients < -1) throw_error(Errc::layout, "clients must be -1 (all the rest) or at least 1" + sizes);
+    if (o.servers >= im.size) throw_error(Errc::layout, "no rank is left for a client" + sizes);
+    im.n_servers = o.servers;
+    im.n_clients = o.clients == -1 ? im.size - o.servers : o.clients;
+    if (im.n_servers + im.n_clients > im.size)
+        throw_error(Errc::layout, "more ranks asked for than exist" + sizes);
+    if (im.rank < im.n_servers) {
+        im.role = Role::server;
+        im.server_idx = im.rank;
+    } else if (im.rank < im.n_servers + im.n_clients) {
+        im.role = Role::client;
+        im.client_idx = im.rank - im.n_servers;
+        im.server_idx = im.client_idx % im.n_servers;
+    } else {
+        im.role = Role::other;
+    }
+    who() = "smalldata[rank " + std::to_string(im.rank) + ", " + role_name(im.role) +
+            (im.role == Role::client ? " " + std::to_string(im.client_idx)
+                                     : im.role == Role::server ? " " + std::to_string(im.server_idx) : std::string()) +
+            "]";
+
+    check_mpi(MPI_Comm_dup(o.comm, &im.comm), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(im.comm, MPI_ERRORS_RETURN);
+    // Options that must agree between ranks: compare min and max of each.
+    const long long fname_hash = static_cast<long long>(std::hash<std::string>{}(o.filename) & 0x7fffffffffffLL);
+    long long mm[8] = {o.servers, o.clients, static_cast<long long>(o.batch_bytes), fname_hash,
+                       -o.servers, -o.clients, -static_cast<long long>(o.batch_bytes), -fname_hash};
+    MPI_Request r = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, 8, MPI_LONG_LONG, MPI_MIN, im.comm, &r), "MPI_Iallreduce");
+    wait_gently(r, o.idle_sleep_max_us);
+    const char* what[4] = {"servers", "clients", "batch_bytes", "filename"};
+    for (int i = 0; i < 4; ++i)
+        if (mm[i] != -mm[i + 4]) {
+            MPI_Comm_free(&im.comm);
+            throw_error(Errc::option, std::string("option '") + what[i] + "' differs between ranks");
+        }
+    check_mpi(MPI_Comm_split(im.comm, im.role == Role::client ? 0 : MPI_UNDEFINED, im.rank, &im.clients_comm),
+              "MPI_Comm_split");
+    if (im.rank == 0 && im.n_servers > im.n_clients)
+        warn(std::to_string(im.n_servers - im.n_clients) + " of the " + std::to_string(im.n_servers) +
+             " servers have no client; their part files stay empty");
+
+    active_impl() = &im;
+    im.prev_terminate = std::set_terminate(on_terminate);
+    im.terminate_installed = true;
+
+    if (im.role == Role::client) {
+        auto sender = std::make_unique<Sender>(im);
+        std::vector<unsigned char>* first = sender->first();
+        im.sink = std::move(sender);
+        im.packer = std::make_unique<Packer>(im.sink.get(), first, o.batch_size, o.batch_bytes, im.rank);
+        packer_ = im.packer.get();
+    } else if (im.role == Role::server) {
+        im.run_server();  // returns when every client of this server is done
+    }
+}
+
+SmallData::~SmallData() {
+    if (!impl_ || impl_->finished) return;
+    if (impl_->parallel() && std::uncaught_exceptions() > 0)
+        detail::abort_job(*impl_, "SmallData destroyed by an exception before done() was called");
+    try {
+        done();
+    } catch (const std::exception& e) {
+        if (impl_->parallel()) detail::abort_job(*impl_, std::string("done() failed in the destructor: ") + e.what());
+        detail::warn(std::string("done() failed in the destructor: ") + e.what());
+    } catch (...) {
+        detail::warn("done() failed in the destructor");
+    }
+}
+
+void SmallData::done() {
+    using namespace detail;
+    Impl& im = *impl_;
+    if (im.finished) return;
+    im.finished = true;
+    packer_ = nullptr;
+    struct Cleanup {  // whatever happens: release communicators, restore the terminate handler
+        Impl& im;
+        ~Cleanup() {
+            if (im.terminate_installed) {
+                std::set_terminate(im.prev_terminate);
+                im.terminate_installed = false;
+            }
+            if (active_impl() == &im) active_impl() = nullptr;
+            int fin = 0;
+            MPI_Finalized(&fin);
+            if (!fin) {
+                if (im.clients_comm != MPI_COMM_NULL) MPI_Comm_free(&im.clients_comm);
+                if (im.comm != MPI_COMM_NULL) MPI_Comm_free(&im.comm);
+            }
+        }
+    } cleanup{im};
+    if (im.role == Role::serial) {
+        im.packer->flush();
+        im.stats.events = im.packer->events();
+        check_summary_names(im.writer->names(), im.summary);
+        im.writer->finish(&im.summary);
+        im.stats.write_seconds = im.writer->write_seconds();
+        return;
+    }
+    if (im.role == Role::client) {
+        try {
+            im.packer->flush();
+            im.stats.events = im.packer->events();
+            static_cast<Sender*>(im.sink.get())->finish(im.packer->events());
+        } catch (const std::exception& e) {
+            abort_job(im, e.what());
+        }
+    }
+    im.join();
+}
+
+Role SmallData::role() const noexcept { return impl_->role; }
+bool SmallData::summary() const noexcept { return impl_->role == Role::serial || impl_->role == Role::client; }
+int SmallData::rank() const noexcept { return impl_->rank; }
+int SmallData::size() const noexcept { return impl_->size; }
+int SmallData::client_index() const noexcept { return impl_->client_idx; }
+int SmallData::client_count() const noexcept { return impl_->n_clients; }
+int SmallData::server_index() const noexcept { return impl_->server_idx; }
+const Options& SmallData::options() const noexcept { return impl_->opt; }
+
+Share SmallData::share(std::int64_t begin, std::int64_t end) const noexcept {
+    const detail::Impl& im = *impl_;
+    if (im.role == Role::serial) return Share(begin, end, begin, 1);
+    if (im.role == Role::client) return Share(begin, end, begin + im.client_idx, im.n_clients);
+    return Share(begin, begin, begin, 1);
+}
+
+Stats SmallData::stats() const noexcept {
+    const detail::Impl& im = *impl_;
+    Stats s = im.stats;
+    if (im.packer) s.events = im.packer->events();
+    if (im.writer) s.write_seconds = im.writer->write_seconds();
+    return s;
+}
+
+void SmallData::warn_skipped_summary(std::string_view name) const {
+    const detail::Impl& im = *impl_;
+    if (im.role == Role::serial || im.client_idx == 0)
+        detail::warn("save_summary: '" + std::string(name) + "' has no value (empty std::optional); skipped");
+}
+
+namespace detail {
+inline SummaryItem* summary_slot(Impl& im, std::string_view name) {
+    if (im.finished) throw_error(Errc::usage, "save_summary('" + std::string(name) + "') after done()");
+    validate_name(name, "summary");
+    if (im.packer) im.packer->check_summary_name(name);
+    for (SummaryItem& s : im.summary) {
+        if (s.name == name) return &s;  // saving a name again replaces its value
+        NameSet one;
+        one.add(s.name);
+        one.check(name, "summary");
+    }
+    im.summary.emplace_back();
+    im.summary.back().name = std::string(name);
+    return &im.summary.back();
+}
+}  // namespace detail
+
+void SmallData::save_summary_raw(std::string_view name, DType dt, const Shape& shape, const void* data) {
+    detail::Impl& im = *impl_;
+    if (im.role != Role::serial && im.client_idx != 0) return;
+    if (shape.rank > 1) detail::throw_error(Errc::usage, "save_summary('" + std::string(name) + "'): only scalars and 1-d values");
+    detail::SummaryItem* s = detail::summary_slot(im, name);
+    s->dtype = dt;
+    s->shape = shape;
+    s->is_string = false;
+    const auto* p = static_cast<const unsigned char*>(data);
+    s->bytes.assign(p, p + static_cast<std::size_t>(shape.count()) * dtype_size(dt));
+    if (s->bytes.empty()) s->bytes.resize(1);  // H5Dwrite wants a valid pointer
+}
+
+void SmallData::save_summary_string(std::string_view name, const std::string& text) {
+    detail::Impl& im = *impl_;
+    if (im.role != Role::serial && im.client_idx != 0) return;
+    detail::SummaryItem* s = detail::summary_slot(im, name);
+    s->is_string = true;
+    s->text = text;
+}
+
+void SmallData::check_reduce_role(int op) const {
+    const detail::Impl& im = *impl_;
+    const char* what = op == detail::op_sum ? "sum" : op == detail::op_min ? "min" : "max";
+    if (im.role == Role::server || im.role == Role::other)
+        detail::throw_error(Errc::usage, std::string(what) + "() called on a " + role_name(im.role) +
+                                             " rank: reductions are collective over the clients; call them where "
+                                             "summary() is true");
+    if (im.finished) detail::throw_error(Errc::usage, std::string(what) + "() after done()");
+}
+
+std::size_t SmallData::agree_count(std::size_t count, bool contributes) {
+    detail::Impl& im = *impl_;
+    if (im.role == Role::serial) return count;
+    long long v[2] = {contributes ? static_cast<long long>(count) : LLONG_MAX,
+                      contributes ? -static_cast<long long>(count) : LLONG_MAX};
+    MPI_Request r = MPI_REQUEST_NULL;
+    detail::check_mpi(MPI_Iallreduce(MPI_IN_PLACE, v, 2, MPI_LONG_LONG, MPI_MIN, im.clients_comm, &r), "MPI_Iallreduce");
+    detail::wait_gently(r, im.opt.idle_sleep_max_us);
+    if (v[0] == LLONG_MAX) return 0;  // nobody contributed
+    if (v[0] != -v[1])
+        detail::throw_error(Errc::reduction, "the clients' vectors differ in length (from " + std::to_string(v[0]) +
+                                                 " to " + std::to_string(-v[1]) + " elements)");
+    return static_cast<std::size_t>(v[0]);
+}
+
+bool SmallData::reduce_raw(void* inout, std::size_t count, DType dt, int op, bool contributes) {
+    detail::Impl& im = *impl_;
+    if (im.role == Role::serial) return contributes;
+    if (count > static_cast<std::size_t>(INT_MAX)) detail::throw_error(Errc::reduction, "reduction of more than 2^31 elements");
+    if (!contributes) detail::fill_neutral(inout, count, dt, op);
+    const MPI_Op mop = op == detail::op_sum ? MPI_SUM : op == detail::op_min ? MPI_MIN : MPI_MAX;
+    MPI_Request r = MPI_REQUEST_NULL;
+    if (count > 0) {
+        detail::check_mpi(MPI_Iallreduce(MPI_IN_PLACE, inout, static_cast<int>(count), detail::mpi_type(dt), mop,
+                                         im.clients_comm, &r),
+                          "MPI_Iallreduce");
+        detail::wait_gently(r, im.opt.idle_sleep_max_us);
+    }
+    int any = contributes ? 1 : 0;
+    detail::check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, im.clients_comm, &r), "MPI_Iallreduce");
+    detail::wait_gently(r, im.opt.idle_sleep_max_us);
+    return any != 0;
+}
+
+Field Event::field(std::string_view name) const {
+    const detail::EntryRef* e = find(name);
+    if (!e)
+        detail::throw_error(Errc::missing_field, "event " + std::to_string(ts_) + " has no field '" + std::string(name) + "'");
+    return Field(*e);
+}
+
+}  // namespace smalldata
+
+#endif  // SMALLDATA_IMPLEMENTATION
+
+// ============================================================================ [>>license]
+/*
+MIT License
+
+Copyright (c) 2026 the smalldata.hpp authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this
+software and associated documentation files (the "Software"), to deal in the Software
+without restriction, including without limitation the rights to use, copy, modify, merge,
+publish, distribute, sublicense, and/or sell copies of the Software, and to permit persons
+to whom the Software is furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or
+substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED,
+INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR
+PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE
+FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR
+OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER
+DEALINGS IN THE SOFTWARE.
+*/
