@@ -249,7 +249,7 @@ struct Stats {
 class Share {
 public:
     Share(std::int64_t begin, std::int64_t end, std::int64_t first, std::int64_t step) noexcept
-        : end_(end), first_(first < begin ? begin : first), step_(step) {}
+        : end_(end), first_(first < begin ? begin : first), step_(step < 1 ? 1 : step) {}
     class iterator {
     public:
         iterator(std::int64_t i, std::int64_t step) noexcept : i_(i), step_(step) {}
@@ -375,7 +375,8 @@ public:
 
     // Save name/value pairs into the final file, not per event. Done by client 0 (or the
     // serial process) only; other ranks ignore it. Scalars become scalar datasets, vectors
-    // and arrays 1-d datasets, std::string a string dataset; an empty std::optional is
+    // and arrays 1-d datasets, a View an N-d dataset, std::string a string dataset; an
+    // empty std::optional is
     // skipped with a warning. Saving a name again replaces the value.
     template <class... NameValue>
     void save_summary(NameValue&&... name_value_pairs);
@@ -1044,7 +1045,13 @@ inline bool& mpi_initialised_by_us() {
     return b;
 }
 
+inline bool& aborting() {  // set by the abort protocol: exit handlers must not finalize
+    static bool b = false;
+    return b;
+}
+
 inline void finalize_mpi_at_exit() {
+    if (aborting()) return;
     int fin = 0;
     MPI_Finalized(&fin);
     if (!fin) MPI_Finalize();
@@ -1728,8 +1735,12 @@ private:
         h5check_herr(H5Pset_fill_value(dcpl.get(), f.memtype.get(), fill.data()), "H5Pset_fill_value");
         H5Id ftype = h5_type(f.meta.dtype, true);
         H5Id space = h5_space(0, f.meta.shape, true);
+        // No chunk cache: flushes write whole chunks, which then go straight to the file
+        // instead of being copied into the cache first.
+        H5Id dapl(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
+        h5check_herr(H5Pset_chunk_cache(dapl.get(), 0, 0, H5D_CHUNK_CACHE_W0_DEFAULT), "H5Pset_chunk_cache");
         hid_t d = H5Dcreate2(file_.get(), f.meta.name.c_str(), ftype.get(), space.get(), h5_lcpl().get(), dcpl.get(),
-                             H5P_DEFAULT);
+                             dapl.get());
         if (d < 0) throw_h5("cannot create dataset '" + f.meta.name + "' in '" + path_ + "'");
         f.dset = H5Id(d, H5Dclose);
         f.extent = 0;
@@ -2298,8 +2309,9 @@ inline Impl*& active_impl() {
                 break;
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
-        MPI_Abort(im.comm, 1);
     }
+    // MPI_COMM_WORLD: aborting a sub-communicator may end only this process (MPICH).
+    aborting() = true;
     MPI_Abort(MPI_COMM_WORLD, 1);
     std::abort();
 }
@@ -2318,7 +2330,8 @@ inline void Impl::on_abort_notice(int from) noexcept {
         if (!flag) MPI_Test(&r, &flag, MPI_STATUS_IGNORE);
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    MPI_Abort(comm, 1);
+    aborting() = true;
+    MPI_Abort(MPI_COMM_WORLD, 1);
     std::abort();
 }
 
@@ -2577,7 +2590,6 @@ inline SummaryItem* summary_slot(Impl& im, std::string_view name) {
 void SmallData::save_summary_raw(std::string_view name, DType dt, const Shape& shape, const void* data) {
     detail::Impl& im = *impl_;
     if (im.role != Role::serial && im.client_idx != 0) return;
-    if (shape.rank > 1) detail::throw_error(Errc::usage, "save_summary('" + std::string(name) + "'): only scalars and 1-d values");
     detail::SummaryItem* s = detail::summary_slot(im, name);
     s->dtype = dt;
     s->shape = shape;

@@ -1,0 +1,153 @@
+// bench.cpp - throughput of smalldata on the project's reference workloads.
+//
+//   bench [--workload ref|large] [--events N] [--out FILE] [--servers S]
+//         [--batch-size N] [--cache-size N] [--batch-bytes N] [--send-buffers N]
+//
+// Run as one process (serial mode) or under mpiexec (parallel mode). Prints one line per
+// role with the slowest rank's figures, as key=value pairs that bench/run collects:
+//   events/s end to end (first event() to done() returning on every rank), payload MB/s,
+//   ns per event() call on clients, back-pressure wait, server write time, join time,
+//   peak RSS of each role.
+//
+// Workloads (the project's definitions):
+//   ref   - timestamp; doubles a..h; int64 n1, n2; det/proj float[100]; det/roi int16[4]
+//           (496 bytes of payload)
+//   large - timestamp; det/image uint16[256][256] (128 KiB)
+#include "smalldata.hpp"
+
+#include <sys/resource.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Args {
+    std::string workload = "ref";
+    std::int64_t events = 1000000;
+    std::string out = "bench.h5";
+    smalldata::Options opt;
+};
+
+Args parse(int argc, char** argv) {
+    Args a;
+    a.opt.servers = 1;
+    for (int i = 1; i < argc; ++i) {
+        const std::string k = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "bench: %s needs a value\n", k.c_str());
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        if (k == "--workload") a.workload = next();
+        else if (k == "--events") a.events = std::stoll(next());
+        else if (k == "--out") a.out = next();
+        else if (k == "--servers") a.opt.servers = std::stoi(next());
+        else if (k == "--batch-size") a.opt.batch_size = std::stoul(next());
+        else if (k == "--cache-size") a.opt.cache_size = std::stoul(next());
+        else if (k == "--batch-bytes") a.opt.batch_bytes = std::stoul(next());
+        else if (k == "--send-buffers") a.opt.send_buffers = std::stoi(next());
+        else {
+            std::fprintf(stderr, "bench: unknown argument %s\n", k.c_str());
+            std::exit(2);
+        }
+    }
+    if (a.workload != "ref" && a.workload != "large") {
+        std::fprintf(stderr, "bench: --workload is ref or large\n");
+        std::exit(2);
+    }
+    a.opt.filename = a.out;
+    return a;
+}
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+long peak_rss_kib() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_maxrss;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Args a = parse(argc, argv);
+    const double t_start = now();
+    smalldata::SmallData smd(a.opt);
+    const double t_ctor = now();
+
+    std::array<float, 100> proj{};
+    std::array<std::int16_t, 4> roi{};
+    std::vector<std::uint16_t> image(a.workload == "large" ? 256 * 256 : 0);
+    const std::size_t payload = a.workload == "ref" ? 496 : 8 + image.size() * 2;
+
+    double loop = 0;
+    std::int64_t mine = 0;
+    if (smd.summary()) {
+        const double t0 = now();
+        for (std::int64_t i : smd.share(a.events)) {
+            const double x = static_cast<double>(i);
+            if (a.workload == "ref") {
+                proj[static_cast<std::size_t>(i % 100)] = static_cast<float>(x);
+                roi[static_cast<std::size_t>(i % 4)] = static_cast<std::int16_t>(i % 30000);
+                smd.event(i, "a", x, "b", x + 1, "c", x + 2, "d", x + 3, "e", x + 4, "f", x + 5, "g", x + 6, "h", x + 7,
+                          "n1", i, "n2", -i, "det/proj", proj, "det/roi", roi);
+            } else {
+                image[static_cast<std::size_t>(i % 65536)] = static_cast<std::uint16_t>(i);
+                smd.event(i, "det/image", smalldata::view(image.data(), {256, 256}));
+            }
+            ++mine;
+        }
+        loop = now() - t0;
+    }
+    smd.done();
+    const double t_end = now();
+
+    // Per-rank figures, reduced per role on rank 0: max over ranks of times and RSS.
+    const smalldata::Stats st = smd.stats();
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    const int role = static_cast<int>(smd.role());
+    double mine_d[8] = {t_end - t_start,
+                        mine ? loop / static_cast<double>(mine) * 1e9 : 0,
+                        st.wait_seconds,
+                        st.write_seconds,
+                        st.idle_seconds,
+                        st.join_seconds,
+                        static_cast<double>(peak_rss_kib()),
+                        t_ctor - t_start};
+    std::vector<double> all(static_cast<std::size_t>(8 * size));
+    std::vector<int> roles(static_cast<std::size_t>(size));
+    MPI_Gather(mine_d, 8, MPI_DOUBLE, all.data(), 8, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    MPI_Gather(&role, 1, MPI_INT, roles.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (rank != 0) return 0;
+    double wall = 0;
+    for (int r = 0; r < size; ++r) wall = std::max(wall, all[static_cast<std::size_t>(8 * r)]);
+    const double evs = static_cast<double>(a.events) / wall;
+    std::printf("workload=%s events=%lld ranks=%d servers=%d wall_s=%.3f events_per_s=%.0f payload_MB_per_s=%.1f\n",
+                a.workload.c_str(), static_cast<long long>(a.events), size, size == 1 ? 0 : a.opt.servers, wall, evs,
+                evs * static_cast<double>(payload) / 1e6);
+    const char* names[4] = {"serial", "client", "server", "other"};
+    for (int ro = 0; ro < 4; ++ro) {
+        double m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int count = 0;
+        for (int r = 0; r < size; ++r) {
+            if (roles[static_cast<std::size_t>(r)] != ro) continue;
+            ++count;
+            for (int k = 0; k < 8; ++k) m[k] = std::max(m[k], all[static_cast<std::size_t>(8 * r + k)]);
+        }
+        if (!count) continue;
+        std::printf("  role=%s ranks=%d ns_per_event_call=%.0f wait_s=%.3f write_s=%.3f idle_s=%.3f join_s=%.3f "
+                    "peak_rss_MiB=%.1f\n",
+                    names[ro], count, m[1], m[2], m[3], m[4], m[5], m[6] / 1024.0);
+    }
+    return 0;
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""Reads what tests/write_sample.cpp writes, with h5py: values, dtypes, fill values, groups.
+
+Usage: check_h5py.py WRITE_SAMPLE_EXECUTABLE
+Runs the writer into a fresh temporary directory, then checks the file as a Python user
+would see it. Exit status 0 when every check passes; 77 (skipped) when h5py is missing.
+"""
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:  # the test needs /usr/bin/python3 with python3-h5py
+    print("SKIP: h5py/numpy not importable by %s: %s" % (sys.executable, e))
+    sys.exit(77)
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def main():
+    writer = sys.argv[1]
+    with tempfile.TemporaryDirectory(prefix="smalldata-h5py-") as tmp:
+        path = os.path.join(tmp, "sample.h5")
+        proc = subprocess.run([writer, path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        print(proc.stdout, end="")
+        if proc.returncode != 0:
+            print("FAIL writer exited with %d" % proc.returncode)
+            return 1
+        check(sorted(os.listdir(tmp)) == ["sample.h5"], "serial mode writes only the final file (no part files): %s"
+              % sorted(os.listdir(tmp)))
+        with h5py.File(path, "r") as f:
+            names = []
+            f.visit(names.append)
+            print("objects: " + ", ".join(sorted(names)))
+
+            ts = f["timestamp"]
+            check(ts.dtype == np.int64, "timestamp is int64 (%s)" % ts.dtype)
+            check(ts[:].tolist() == [100, 101, 102, 103, 104, 105], "timestamp values %s" % ts[:].tolist())
+
+            x = f["x"]
+            check(x.dtype == np.float64, "x is float64 (%s)" % x.dtype)
+            check(x[:].tolist() == [0.25, 1.25, 2.25, 3.25, 4.25, 5.25], "x values")
+            check(math.isnan(float(x.fillvalue)), "x fillvalue is NaN (%r)" % x.fillvalue)
+
+            flag = f["flag"]
+            check(flag.dtype == np.bool_, "flag reads as numpy bool (%s)" % flag.dtype)
+            check(flag[:].tolist() == [False, True, False, True, False, True], "flag values %s" % flag[:].tolist())
+            check(flag.fillvalue == False, "flag fillvalue is False (%r)" % flag.fillvalue)  # noqa: E712
+            tid = flag.id.get_type()
+            members = {}
+            if isinstance(tid, h5py.h5t.TypeEnumID):
+                members = {tid.get_member_name(i).decode(): tid.get_member_value(i) for i in range(tid.get_nmembers())}
+            check(members == {"FALSE": 0, "TRUE": 1}, "flag is the HDF5 enum FALSE=0, TRUE=1 (%r)" % members)
+
+            n = f["n"]
+            check(n.dtype == np.int32, "n is int32 (%s)" % n.dtype)
+            check(n[:].tolist() == [0, 10, -99999, -99999, 40, 50], "n has fill rows at events 2, 3: %s"
+                  % n[:].tolist())
+            check(n.fillvalue == -99999, "n fillvalue -99999 (%r)" % n.fillvalue)
+
+            u = f["u"]
+            check(u.dtype == np.uint16, "u is uint16 (%s)" % u.dtype)
+            check(u[:].tolist() == [65535] * 5 + [7], "u back-filled with 65535: %s" % u[:].tolist())
+            check(u.fillvalue == 65535, "u fillvalue 65535 (%r)" % u.fillvalue)
+
+            fl = f["f"]
+            check(fl.dtype == np.float32, "f is float32 (%s)" % fl.dtype)
+            vals = fl[:]
+            check(vals[1] == 1.5 and all(math.isnan(v) for i, v in enumerate(vals) if i != 1),
+                  "f is NaN except at event 1: %s" % vals.tolist())
+
+            check(isinstance(f["det"], h5py.Group), "det is a group")
+            roi = f["det/roi"]
+            check(roi.dtype == np.int16 and roi.shape == (6, 3), "det/roi int16 (6, 3): %s %s" % (roi.dtype, roi.shape))
+            check(roi[:, 0].tolist() == [0, 1, 2, 3, 4, 5] and roi[:, 2].tolist() == [-1] * 6, "det/roi values")
+            check(roi.fillvalue == -32768, "det/roi fillvalue -32768 (%r)" % roi.fillvalue)
+            img = f["det/img"]
+            check(img.dtype == np.float32 and img.shape == (6, 2, 2), "det/img float32 (6, 2, 2): %s %s"
+                  % (img.dtype, img.shape))
+            check(img[3].tolist() == [[3.0, 1.0], [2.0, 3.0]], "det/img row 3 %s" % img[3].tolist())
+
+            hits = f["unaligned_hits"]
+            check(hits.shape == (2,) and hits[:].tolist() == [100, 400], "unaligned_hits holds only given rows: %s"
+                  % hits[:].tolist())
+
+            ne = f["n_events"]
+            check(ne.shape == () and ne[()] == 6, "summary n_events is a scalar 6 (%s %r)" % (ne.shape, ne[()]))
+            hist = f["hist"]
+            check(hist.shape == (3,) and hist[:].tolist() == [1.0, 2.0, 3.0], "summary hist 1-d")
+            note = f["note"][()]
+            if isinstance(note, np.ndarray):
+                note = note.reshape(-1)[0]
+            if isinstance(note, (bytes, np.bytes_)):
+                note = note.decode()
+            check(note == "written by write_sample", "summary note string %r" % note)
+    if failures:
+        print("%d h5py checks failed" % len(failures))
+        return 1
+    print("all h5py checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+// test_parallel.cpp - parallel mode under mpiexec (also runs as 1 rank: serial mode).
+//
+// Every rank runs every TEST_CASE in the same order; library calls are collective, the
+// checks of the output run on world rank 0 after done() (the file is complete then).
+// Layouts adapt to the world size: registered in tests/meson.build at 1, 2, 3, 5 and 7 ranks.
+#include <catch2/catch.hpp>
+
+#include "smalldata.hpp"
+#include "../h5read.hpp"
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+using smalldata::Errc;
+using smalldata::Options;
+using smalldata::Role;
+using smalldata::SmallData;
+
+namespace {
+
+int world_rank() {
+    int r = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+}
+int world_size() {
+    int n = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &n);
+    return n;
+}
+// Servers for this world size: 1 for 2-4 ranks, 2 for 5-6, 3 for 7 and more.
+int servers_for(int size) { return size >= 7 ? 3 : size >= 5 ? 2 : 1; }
+
+// Which server wrote timestamp i, given that client c = i % clients handles event i.
+int server_of(std::int64_t i, int clients, int servers) { return static_cast<int>(i % clients) % servers; }
+
+std::string fresh_dir(const std::string& name) {
+    const std::string dir = h5r::test_path(name);
+    if (world_rank() == 0) {
+        std::filesystem::remove_all(dir);
+        std::filesystem::create_directories(dir);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    return dir;
+}
+
+long long sum_over_world(long long v) {
+    long long out = 0;
+    MPI_Allreduce(&v, &out, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("nothing lost: every timestamp exactly once, every row consistent", "[mpi]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("lost");
+    Options o;
+    o.servers = servers_for(size);
+    o.filename = dir + "/lost.h5";
+    o.batch_size = 37;   // odd, so batches end mid-cache and caches end mid-chunk
+    o.cache_size = 101;
+    o.batch_bytes = 8191;
+    const std::int64_t n = 100003;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n)) {
+            std::array<std::int16_t, 3> arr{static_cast<std::int16_t>(i % 1000), static_cast<std::int16_t>(-(i % 1000)), 7};
+            smd.event(i, "x", static_cast<double>(i) * 0.5, "n", static_cast<std::uint32_t>(i));
+            smd.event(i, "g/arr", arr);  // same timestamp: the same event
+            if (i % 3 == 0) smd.event(i, "third", static_cast<std::int32_t>(i / 3));
+        }
+        smd.done();
+    }
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        auto ts = f.read<std::int64_t>("timestamp");
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        std::vector<char> seen(static_cast<std::size_t>(n), 0);
+        for (auto t : ts) {
+            REQUIRE(t >= 0);
+            REQUIRE(t < n);
+            REQUIRE(seen[static_cast<std::size_t>(t)] == 0);
+            seen[static_cast<std::size_t>(t)] = 1;
+        }
+        auto x = f.read<double>("x");
+        auto nn = f.read<std::uint32_t>("n");
+        auto arr = f.read<std::int16_t>("g/arr");
+        auto third = f.read<std::int32_t>("third");
+        REQUIRE(x.size() == ts.size());
+        REQUIRE(nn.size() == ts.size());
+        REQUIRE(arr.size() == 3 * ts.size());
+        REQUIRE(third.size() == ts.size());
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r) {
+            const std::int64_t t = ts[r];
+            bad += x[r] != static_cast<double>(t) * 0.5;
+            bad += nn[r] != static_cast<std::uint32_t>(t);
+            bad += arr[3 * r] != static_cast<std::int16_t>(t % 1000) || arr[3 * r + 2] != 7;
+            bad += (t % 3 == 0) ? third[r] != static_cast<std::int32_t>(t / 3) : third[r] != -99999;
+        }
+        CHECK(bad == 0);
+    }
+}
+
+TEST_CASE("roles, explicit and defaulted; leftover ranks are other", "[mpi]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("roles");
+    Options o;
+    o.filename = dir + "/roles.h5";
+    o.servers = size >= 3 ? 2 : 1;
+    if (size >= 5) o.clients = size - o.servers - 2;  // two ranks left over
+    const std::int64_t n = 1000;
+    int expected_clients = size == 1 ? 1 : (o.clients == -1 ? size - o.servers : o.clients);
+    {
+        SmallData smd(o);
+        const int r = world_rank();
+        if (size == 1) {
+            CHECK(smd.role() == Role::serial);
+        } else if (r < o.servers) {
+            CHECK(smd.role() == Role::server);
+            CHECK(smd.server_index() == r);
+            CHECK(!smd.summary());
+            CHECK(smd.share(n).size() == 0);
+            CHECK_THROWS_AS(smd.sum(1), smalldata::Error);
+        } else if (r < o.servers + expected_clients) {
+            CHECK(smd.role() == Role::client);
+            CHECK(smd.client_index() == r - o.servers);
+            CHECK(smd.server_index() == (r - o.servers) % o.servers);
+            CHECK(smd.summary());
+        } else {
+            CHECK(smd.role() == Role::other);
+            CHECK(smd.client_index() == -1);
+            CHECK(!smd.summary());
+            CHECK(smd.share(n).size() == 0);
+        }
+        CHECK(smd.client_count() == expected_clients);
+        // Every rank calls event() for every i: only the clients' share must land, once.
+        std::int64_t mine = 0;
+        for (std::int64_t i : smd.share(n)) {
+            smd.event(i, "v", i);
+            ++mine;
+        }
+        smd.event(n + 1000 + r, "v", std::int64_t(-1));  // servers and others: ignored
+        long long total = sum_over_world(mine);
+        CHECK(total == n);
+        smd.done();
+    }
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        auto ts = f.read<std::int64_t>("timestamp");
+        const auto expect = static_cast<std::size_t>(n) + static_cast<std::size_t>(size == 1 ? 1 : expected_clients);
+        CHECK(ts.size() == expect);  // the share plus one extra event per client
+        std::set<std::int64_t> uniq(ts.begin(), ts.end());
+        CHECK(uniq.size() == ts.size());
+        for (int k = 0; k < o.servers && size > 1; ++k)
+            CHECK(h5r::file_exists(dir + "/roles_part" + std::to_string(k) + ".h5"));
+        CHECK_FALSE(h5r::file_exists(dir + "/roles_part" + std::to_string(o.servers) + ".h5"));
+    }
+}
+
+TEST_CASE("fields missing on whole servers are padded; unaligned fields span servers", "[mpi]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("missing");
+    Options o;
+    o.servers = servers_for(size);
+    o.filename = dir + "/m.h5";
+    o.cache_size = 13;
+    const std::int64_t n = 5000;
+    int clients = 1;
+    {
+        SmallData smd(o);
+        clients = smd.client_count();
+        for (std::int64_t i : smd.share(n)) {
+            smd.event(i, "all", static_cast<float>(i));
+            if (smd.server_index() == 0 || smd.role() == Role::serial) smd.event(i, "only_s0", static_cast<std::int64_t>(i));
+            if (i % 7 == 0) smd.event(i, "grp/unaligned_u", static_cast<std::uint16_t>(i % 60000));
+            if (i >= n / 2) smd.event(i, "late", static_cast<std::uint8_t>(i % 200));
+        }
+        smd.done();
+    }
+    if (world_rank() == 0) {
+        const int servers = size == 1 ? 1 : o.servers;
+        h5r::File f(o.filename);
+        auto ts = f.read<std::int64_t>("timestamp");
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        auto all = f.read<float>("all");
+        auto s0 = f.read<std::int64_t>("only_s0");
+        auto late = f.read<std::uint8_t>("late");
+        REQUIRE(s0.size() == ts.size());
+        REQUIRE(late.size() == ts.size());
+        CHECK(f.fill_value<std::int64_t>("only_s0") == -99999);
+        CHECK(f.fill_value<std::uint8_t>("late") == 255);
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r) {
+            const std::int64_t t = ts[r];
+            bad += all[r] != static_cast<float>(t);
+            const bool on_s0 = server_of(t, clients, servers) == 0;
+            bad += on_s0 ? s0[r] != t : s0[r] != -99999;
+            bad += t >= n / 2 ? late[r] != static_cast<std::uint8_t>(t % 200) : late[r] != 255;
+        }
+        CHECK(bad == 0);
+        auto u = f.read<std::uint16_t>("grp/unaligned_u");
+        std::multiset<std::uint16_t> got(u.begin(), u.end()), want;
+        for (std::int64_t i = 0; i < n; i += 7) want.insert(static_cast<std::uint16_t>(i % 60000));
+        CHECK(got == want);
+    }
+}
+
+TEST_CASE("the output directory can be moved and read from elsewhere", "[mpi]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("move");
+    Options o;
+    o.servers = servers_for(size);
+    o.filename = dir + "/a/run.h5";
+    if (world_rank() == 0) std::filesystem::create_directories(dir + "/a");
+    MPI_Barrier(MPI_COMM_WORLD);
+    const std::int64_t n = 2000;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n)) smd.event(i, "det/sum", static_cast<double>(i) + 0.25);
+        smd.done();
+    }
+    if (world_rank() == 0) {
+        std::filesystem::rename(dir + "/a", dir + "/b");
+        const auto cwd = std::filesystem::current_path();
+        std::filesystem::current_path(dir);  // neither the old nor the new directory
+        h5r::File f(dir + "/b/run.h5");
+        auto ts = f.read<std::int64_t>("timestamp");
+        auto v = f.read<double>("det/sum");
+        std::filesystem::current_path(cwd);
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        REQUIRE(v.size() == ts.size());
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r) bad += v[r] != static_cast<double>(ts[r]) + 0.25;
+        CHECK(bad == 0);
+    }
+}
+
+TEST_CASE("callbacks run on the writing rank with complete events", "[mpi]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("callbacks");
+    std::atomic<long long> seen{0}, complete{0};
+    Options o;
+    o.servers = servers_for(size);
+    o.filename = dir + "/cb.h5";
+    o.callbacks.push_back([&](const smalldata::Event& e) {
+        ++seen;
+        if (e.has("a") && e.has("b") && e.get<std::int32_t>("a") == static_cast<std::int32_t>(e.timestamp()) &&
+            e.get<double>("b") == 2.0 * static_cast<double>(e.timestamp()))
+            ++complete;
+    });
+    const std::int64_t n = 3000;
+    Role role;
+    {
+        SmallData smd(o);
+        role = smd.role();
+        for (std::int64_t i : smd.share(n)) {
+            smd.event(i, "a", static_cast<std::int32_t>(i));
+            smd.event(i, "b", 2.0 * static_cast<double>(i));
+        }
+        smd.done();
+    }
+    // Only writers (servers, or the serial process) ever see events.
+    if (role == Role::client || role == Role::other) CHECK(seen == 0);
+    CHECK(seen == complete);
+    CHECK(sum_over_world(seen) == n);
+}
+
+TEST_CASE("an empty filename writes nothing and still runs the callbacks", "[mpi]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("nofile");
+    long long seen = 0;
+    Options o;
+    o.servers = servers_for(size);
+    o.callbacks.push_back([&](const smalldata::Event&) { ++seen; });
+    const std::int64_t n = 1234;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n)) smd.event(i, "x", i);
+        if (smd.summary()) smd.save_summary("total", smd.sum(std::int64_t(1)));
+        smd.done();
+    }
+    CHECK(sum_over_world(seen) == n);
+    if (world_rank() == 0) CHECK(std::filesystem::is_empty(dir));
+}
+
+TEST_CASE("reductions over the clients", "[mpi]") {
+    const std::string dir = fresh_dir("reduce");
+    Options o;
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/r.h5";
+    SmallData smd(o);
+    if (smd.summary()) {
+        const int c = smd.client_index();
+        const int nc = smd.client_count();
+        CHECK(smd.sum(c) == nc * (nc - 1) / 2);
+        CHECK(smd.min(c + 10) == 10);
+        CHECK(smd.max(static_cast<double>(c) * 1.5) == 1.5 * (nc - 1));
+        CHECK(smd.sum(std::uint64_t(1)) == static_cast<std::uint64_t>(nc));
+        auto v = smd.sum(std::vector<std::int64_t>{1, c, -c});
+        CHECK(v == std::vector<std::int64_t>{nc, nc * (nc - 1) / 2, -nc * (nc - 1) / 2});
+        auto a = smd.max(std::array<float, 2>{static_cast<float>(c), -static_cast<float>(c)});
+        CHECK(a[0] == static_cast<float>(nc - 1));
+        CHECK(a[1] == 0.0f);
+        // Only even clients contribute; odd ones give nothing (neutral element).
+        std::optional<double> mine = c % 2 == 0 ? std::optional<double>(c + 1.0) : std::nullopt;
+        auto s = smd.sum(mine);
+        auto mn = smd.min(mine);
+        auto mx = smd.max(mine);
+        double es = 0;
+        for (int k = 0; k < nc; k += 2) es += k + 1.0;
+        REQUIRE(s.has_value());
+        CHECK(*s == es);
+        CHECK(*mn == 1.0);
+        CHECK(*mx == static_cast<double>((nc - 1) / 2 * 2) + 1.0);
+        std::optional<std::vector<int>> ov = c == nc - 1 ? std::optional<std::vector<int>>(std::vector<int>{4, 5}) : std::nullopt;
+        auto rv = smd.max(ov);
+        REQUIRE(rv.has_value());
+        CHECK(*rv == std::vector<int>{4, 5});
+        CHECK_FALSE(smd.sum(std::optional<int>()).has_value());
+        // Different lengths: a clear error on every client, no hang.
+        std::vector<double> bad(static_cast<std::size_t>(c + 1), 1.0);
+        if (nc > 1) {
+            try {
+                smd.sum(bad);
+                FAIL("vectors of different lengths were reduced");
+            } catch (const smalldata::Error& e) {
+                CHECK(e.code() == Errc::reduction);
+            }
+        }
+        smd.save_summary("clients", nc, "vec", v, "label", std::string("reduced"));
+    }
+    smd.done();
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        CHECK(f.scalar<std::int32_t>("clients") == smd.client_count());
+        CHECK(f.read<std::int64_t>("vec").size() == 3);
+        CHECK(f.read_string("label") == "reduced");
+    }
+}
+
+TEST_CASE("a layout that cannot work fails on every rank before any communication", "[mpi]") {
+    const int size = world_size();
+    if (size == 1) return;  // serial mode ignores servers/clients
+    auto code_of = [](Options o) {
+        try {
+            SmallData smd(o);
+        } catch (const smalldata::Error& e) {
+            return e.code();
+        }
+        return Errc::usage;  // no error: reported as a failed CHECK below
+    };
+    Options o;
+    o.servers = size;  // no rank left for a client
+    CHECK(code_of(o) == Errc::layout);
+    o.servers = 0;
+    CHECK(code_of(o) == Errc::layout);
+    o.servers = 1;
+    o.clients = size;  // one more rank than exists
+    CHECK(code_of(o) == Errc::layout);
+    // Options that must agree between ranks but do not: an error on every rank.
+    Options p;
+    p.batch_bytes = world_rank() == 0 ? 65536 : 32768;
+    CHECK(code_of(p) == Errc::option);
+}
+
+TEST_CASE("a field whose type differs between parts cannot be joined", "[mpi]") {
+    const int size = world_size();
+    if (size < 4) return;  // needs two servers with one client each at least
+    const std::string dir = fresh_dir("joinerr");
+    Options o;
+    o.servers = 2;
+    o.filename = dir + "/j.h5";
+    SmallData smd(o);
+    for (std::int64_t i : smd.share(100)) {
+        if (smd.server_index() == 0)
+            smd.event(i, "x", static_cast<std::int32_t>(i));
+        else
+            smd.event(i, "x", static_cast<double>(i));
+    }
+    try {
+        smd.done();
+        FAIL("done() joined parts that disagree");
+    } catch (const smalldata::Error& e) {
+        CHECK(e.code() == Errc::join);
+        const std::string what = e.what();
+        CHECK(what.find("'x'") != std::string::npos);
+        CHECK(what.find("j_part0.h5") != std::string::npos);
+        CHECK(what.find("j_part1.h5") != std::string::npos);
+    }
+    // The part files stay intact and readable.
+    if (world_rank() == 0) {
+        h5r::File p0(dir + "/j_part0.h5");
+        h5r::File p1(dir + "/j_part1.h5");
+        CHECK(p0.read<std::int64_t>("timestamp").size() + p1.read<std::int64_t>("timestamp").size() == 100);
+    }
+}

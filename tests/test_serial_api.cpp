@@ -1,0 +1,776 @@
+// Serial mode: the rest of the API. Caching (small and odd cache sizes), summaries and
+// reductions, callbacks and the Event view, done() and the destructor, share(), the name
+// tables. Every test writes its own file and reads it back through h5read.hpp.
+#include "smalldata.hpp"
+
+#include "h5read.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+using smalldata::DType;
+using smalldata::Errc;
+using smalldata::Role;
+
+namespace {
+
+// ------------------------------------------------------------------ helpers
+const char* code_id(Errc c) {
+    switch (c) {
+#define SMALLDATA_TEST_X(id, text) \
+    case Errc::id:                 \
+        return #id;
+        SMALLDATA_ERRORS(SMALLDATA_TEST_X)
+#undef SMALLDATA_TEST_X
+    }
+    return "?";
+}
+
+struct Thrown {
+    std::string code;  // an Errc id, "none", or "other: <type>"
+    std::string what;
+};
+template <class F>
+Thrown thrown(F&& f) {
+    try {
+        f();
+    } catch (const smalldata::Error& e) {
+        return {code_id(e.code()), e.what()};
+    } catch (const std::exception& e) {
+        return {"other: std::exception", e.what()};
+    } catch (...) {
+        return {"other: unknown", ""};
+    }
+    return {"none", ""};
+}
+
+std::string fresh(const std::string& name) {
+    const std::string p = h5r::test_path(name);
+    std::error_code ec;
+    std::filesystem::remove(p, ec);
+    return p;
+}
+
+smalldata::Options file_opts(const std::string& path) {
+    smalldata::Options o;
+    o.filename = path;
+    return o;
+}
+
+template <class T>
+bool same(T a, T b) {
+    if constexpr (std::is_floating_point_v<T>) return (std::isnan(a) && std::isnan(b)) || a == b;
+    else return a == b;
+}
+template <class T>
+std::string show(T v) {
+    std::ostringstream os;
+    os.precision(17);
+    os << +v;
+    return os.str();
+}
+template <class T>
+std::string mismatch(const std::vector<T>& got, const std::vector<T>& want) {
+    if (got.size() != want.size())
+        return "size " + std::to_string(got.size()) + " != expected " + std::to_string(want.size());
+    for (std::size_t i = 0; i < got.size(); ++i)
+        if (!same<T>(got[i], want[i]))
+            return "element " + std::to_string(i) + ": got " + show<T>(got[i]) + ", expected " + show<T>(want[i]);
+    return "";
+}
+
+std::vector<std::string> dir_listing(const std::string& dir) {
+    std::set<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) names.insert(e.path().filename().string());
+    return {names.begin(), names.end()};
+}
+
+// Runs f with the working directory set to a new empty directory, and returns what f
+// left in it.
+template <class F>
+std::vector<std::string> files_left_in_cwd(const std::string& name, F&& f) {
+    const std::string dir = h5r::test_path(name);
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    const std::filesystem::path old = std::filesystem::current_path();
+    std::filesystem::current_path(dir);
+    try {
+        f();
+    } catch (...) {
+        std::filesystem::current_path(old);
+        throw;
+    }
+    std::filesystem::current_path(old);
+    return dir_listing(dir);
+}
+
+}  // namespace
+
+// ==================================================================== cache
+
+namespace {
+
+// A mix of fields with every kind of gap: every event, every 3rd, absent for events
+// 100..199 (a gap far larger than a small cache), first seen at event 5000, unaligned, only
+// in the last event.
+void write_mixed(const std::string& path, std::size_t cache_size, std::size_t batch_size, std::int64_t n) {
+    smalldata::Options o = file_opts(path);
+    o.cache_size = cache_size;
+    o.batch_size = batch_size;
+    smalldata::SmallData smd(o);
+    for (std::int64_t i = 0; i < n; ++i) {
+        const std::int64_t ts = 2 * i + 1;
+        smd.event(ts, "s", static_cast<double>(i) * 0.5);
+        if (i % 3 == 0)
+            smd.event(ts, "v", std::array<std::int16_t, 3>{static_cast<std::int16_t>(i % 1000),
+                                                            static_cast<std::int16_t>(-(i % 1000)), 7});
+        if (i < 100 || i >= 200) smd.event(ts, "gap", static_cast<std::int32_t>(i));
+        if (i >= n / 2) smd.event(ts, "g/late", static_cast<std::uint16_t>(i % 60000));
+        if (i % 7 == 0) smd.event(ts, "unaligned_u", static_cast<std::int64_t>(i));
+        if (i % 2 == 0) {
+            const float x = static_cast<float>(i);
+            smd.event(ts, "arr", std::vector<float>{x, x + 1, x + 2, x + 3, x + 4});
+        }
+        if (i == n - 1) smd.event(ts, "last", true);
+    }
+    smd.done();
+}
+
+void verify_mixed(const std::string& path, std::int64_t n) {
+    INFO("file " << path);
+    h5r::File f(path);
+    const std::size_t N = static_cast<std::size_t>(n);
+    std::vector<std::int64_t> ts, unal;
+    std::vector<double> s;
+    std::vector<std::int16_t> v;
+    std::vector<std::int32_t> gap;
+    std::vector<std::uint16_t> late;
+    std::vector<float> arr;
+    std::vector<bool> last;
+    const float fnan = std::numeric_limits<float>::quiet_NaN();
+    for (std::int64_t i = 0; i < n; ++i) {
+        ts.push_back(2 * i + 1);
+        s.push_back(static_cast<double>(i) * 0.5);
+        if (i % 3 == 0) {
+            v.push_back(static_cast<std::int16_t>(i % 1000));
+            v.push_back(static_cast<std::int16_t>(-(i % 1000)));
+            v.push_back(7);
+        } else {
+            v.insert(v.end(), 3, std::int16_t(-32768));
+        }
+        gap.push_back(i < 100 || i >= 200 ? static_cast<std::int32_t>(i) : -99999);
+        late.push_back(i >= n / 2 ? static_cast<std::uint16_t>(i % 60000) : std::uint16_t(65535));
+        if (i % 7 == 0) unal.push_back(i);
+        for (int k = 0; k < 5; ++k) arr.push_back(i % 2 == 0 ? static_cast<float>(i + k) : fnan);
+        last.push_back(i == n - 1);
+    }
+    CHECK(mismatch(f.read<std::int64_t>("timestamp"), ts) == "");
+    CHECK(mismatch(f.read<double>("s"), s) == "");
+    CHECK(f.dims("v") == std::vector<hsize_t>{N, 3});
+    CHECK(mismatch(f.read<std::int16_t>("v"), v) == "");
+    CHECK(mismatch(f.read<std::int32_t>("gap"), gap) == "");
+    CHECK(mismatch(f.read<std::uint16_t>("g/late"), late) == "");
+    CHECK(mismatch(f.read<std::int64_t>("unaligned_u"), unal) == "");
+    CHECK(f.dims("arr") == std::vector<hsize_t>{N, 5});
+    CHECK(mismatch(f.read<float>("arr"), arr) == "");
+    CHECK(mismatch(f.read<bool>("last"), last) == "");
+    CHECK(f.children("/") == std::vector<std::string>{"arr", "g", "gap", "last", "s", "timestamp", "unaligned_u", "v"});
+}
+
+}  // namespace
+
+TEST_CASE("a small odd cache_size gives the same file as a large one", "[serial][cache]") {
+    constexpr std::int64_t n = 10000;
+    const std::string small = fresh("cache_7.h5");
+    const std::string large = fresh("cache_large.h5");
+    write_mixed(small, 7, 5, n);
+    write_mixed(large, 1 << 20, 4096, n);
+    verify_mixed(small, n);
+    verify_mixed(large, n);
+    // And the two files agree dataset by dataset.
+    h5r::File a(small), b(large);
+    CHECK(a.read<double>("s") == b.read<double>("s"));
+    CHECK(a.read<std::int32_t>("gap") == b.read<std::int32_t>("gap"));
+    CHECK(a.read<std::int64_t>("unaligned_u") == b.read<std::int64_t>("unaligned_u"));
+}
+
+TEST_CASE("cache_size 1 and batch_size 1 still write every row", "[serial][cache]") {
+    constexpr std::int64_t n = 600;
+    const std::string path = fresh("cache_1.h5");
+    write_mixed(path, 1, 1, n);
+    verify_mixed(path, n);
+}
+
+TEST_CASE("a gap longer than the cache is filled (cache_size 7, field absent for 100 events)", "[serial][cache]") {
+    const std::string path = fresh("cache_gap.h5");
+    {
+        smalldata::Options o = file_opts(path);
+        o.cache_size = 7;
+        smalldata::SmallData smd(o);
+        for (std::int64_t i = 0; i < 130; ++i) {
+            smd.event(i, "tick", std::uint8_t(1));
+            if (i < 10 || i >= 110) smd.event(i, "x", static_cast<double>(i), "y", std::array<std::int32_t, 2>{1, 2});
+        }
+        smd.done();
+    }
+    h5r::File f(path);
+    const auto x = f.read<double>("x");
+    const auto y = f.read<std::int32_t>("y");
+    REQUIRE(x.size() == 130);
+    REQUIRE(y.size() == 260);
+    for (std::size_t i = 0; i < 130; ++i) {
+        INFO("row " << i);
+        if (i < 10 || i >= 110) {
+            CHECK(x[i] == static_cast<double>(i));
+            CHECK(y[2 * i] == 1);
+            CHECK(y[2 * i + 1] == 2);
+        } else {
+            CHECK(std::isnan(x[i]));
+            CHECK(y[2 * i] == -99999);
+            CHECK(y[2 * i + 1] == -99999);
+        }
+    }
+}
+
+TEST_CASE("events larger than batch_bytes and cache_bytes are written whole", "[serial][cache]") {
+    const std::string path = fresh("large_events.h5");
+    constexpr std::size_t width = 20000;  // 160 kB per row
+    {
+        smalldata::Options o = file_opts(path);
+        o.batch_bytes = 1024;
+        o.cache_bytes = 1000;
+        smalldata::SmallData smd(o);
+        std::vector<double> row(width);
+        for (std::int64_t i = 0; i < 12; ++i) {
+            for (std::size_t j = 0; j < width; ++j) row[j] = static_cast<double>(i) * 1e6 + static_cast<double>(j);
+            smd.event(i, "small", static_cast<std::int32_t>(i));
+            if (i != 3) smd.event(i, "big", smalldata::view(row.data(), {100, width / 100}));
+        }
+        smd.done();
+    }
+    h5r::File f(path);
+    REQUIRE(f.dims("big") == std::vector<hsize_t>{12, 100, width / 100});
+    const std::vector<double> big = f.read<double>("big");
+    std::string first_bad;
+    for (std::size_t i = 0; i < 12 && first_bad.empty(); ++i)
+        for (std::size_t j = 0; j < width; ++j) {
+            const double got = big[i * width + j];
+            const bool ok = i == 3 ? std::isnan(got) : got == static_cast<double>(i) * 1e6 + static_cast<double>(j);
+            if (!ok) {
+                first_bad = "row " + std::to_string(i) + " element " + std::to_string(j) + " = " + show(got);
+                break;
+            }
+        }
+    CHECK(first_bad == "");
+    CHECK(f.read<std::int32_t>("small") == std::vector<std::int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+}
+
+// ==================================================================== roles, reductions
+
+TEST_CASE("a plain process is serial mode", "[serial][roles]") {
+    smalldata::SmallData smd(smalldata::Options{});
+    CHECK(smd.role() == Role::serial);
+    CHECK(std::string(smalldata::role_name(smd.role())) == "serial");
+    CHECK(smd.summary());
+    CHECK(smd.rank() == 0);
+    CHECK(smd.size() == 1);
+    CHECK(smd.client_index() == 0);
+    CHECK(smd.client_count() == 1);
+    int mpi_size = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &mpi_size);
+    CHECK(mpi_size == 1);
+}
+
+TEST_CASE("a one-rank comm other than MPI_COMM_WORLD is serial mode too", "[serial][roles]") {
+    const std::string path = fresh("comm_self.h5");
+    {
+        smalldata::Options o = file_opts(path);
+        o.comm = MPI_COMM_SELF;
+        o.servers = 3;  // irrelevant in serial mode
+        smalldata::SmallData smd(o);
+        CHECK(smd.role() == Role::serial);
+        smd.event(1, "x", 1.0);
+        smd.done();
+    }
+    h5r::File f(path);
+    CHECK(f.read<double>("x") == std::vector<double>{1.0});
+}
+
+TEST_CASE("serial mode writes only the final file, no part files", "[serial][roles]") {
+    const std::string dir = h5r::test_path("serial_layout");
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    {
+        smalldata::SmallData smd(file_opts(dir + "/run.h5"));
+        for (std::int64_t i = 0; i < 100; ++i) smd.event(i, "x", static_cast<double>(i), "unaligned_y", std::int8_t(1));
+        smd.save_summary("n", std::int64_t(100));
+        smd.done();
+    }
+    CHECK(dir_listing(dir) == std::vector<std::string>{"run.h5"});
+}
+
+TEST_CASE("invalid options throw Errc::option", "[serial][roles][errors]") {
+    smalldata::Options o;
+    SECTION("cache_size 0") { o.cache_size = 0; }
+    SECTION("batch_size 0") { o.batch_size = 0; }
+    CHECK(thrown([&] { smalldata::SmallData smd(o); }).code == "option");
+}
+
+TEST_CASE("a file that cannot be created is a clear error naming it", "[serial][errors]") {
+    const std::string path = h5r::test_path("no_such_dir/sub/x.h5");
+    const Thrown t = thrown([&] {
+        smalldata::SmallData smd(file_opts(path));
+        smd.event(0, "x", 1.0);
+        smd.done();
+    });
+    // Any smalldata::Error (the library says Errc::hdf5), as long as it names the file.
+    CHECK(t.code != "none");
+    CHECK(t.code.rfind("other", 0) != 0);
+    CHECK_THAT(t.what, Catch::Contains(path));
+}
+
+TEST_CASE("reductions are the identity in serial mode", "[serial][summary]") {
+    smalldata::SmallData smd(smalldata::Options{});
+    CHECK(smd.sum(3.5) == 3.5);
+    CHECK(smd.min(std::int32_t(-4)) == -4);
+    CHECK(smd.max(std::numeric_limits<std::uint64_t>::max()) == std::numeric_limits<std::uint64_t>::max());
+    CHECK(smd.sum(std::int8_t(-7)) == -7);
+    CHECK(smd.max(2.5f) == 2.5f);
+    CHECK(smd.sum(5LL) == 5LL);
+    CHECK(smd.min(std::numeric_limits<std::int64_t>::min()) == std::numeric_limits<std::int64_t>::min());
+    CHECK(smd.sum(std::vector<double>{1.5, -2, 3}) == std::vector<double>{1.5, -2, 3});
+    CHECK(smd.min(std::array<std::int64_t, 3>{5, -6, 7}) == std::array<std::int64_t, 3>{5, -6, 7});
+    CHECK(smd.max(std::vector<std::uint16_t>{1, 65535}) == std::vector<std::uint16_t>{1, 65535});
+    CHECK(smd.sum(std::vector<float>{}).empty());
+    CHECK_FALSE(smd.sum(std::optional<double>{}).has_value());
+    CHECK_FALSE(smd.min(std::optional<std::int32_t>{}).has_value());
+    CHECK_FALSE(smd.max(std::optional<std::vector<std::int32_t>>{}).has_value());
+    CHECK(smd.sum(std::optional<double>{2.5}) == std::optional<double>{2.5});
+    CHECK(smd.max(std::optional<std::vector<std::int32_t>>{{1, -2}}) == std::optional<std::vector<std::int32_t>>{{1, -2}});
+    CHECK(smd.min(std::optional<std::array<float, 2>>{{1.0f, -1.0f}}) ==
+          std::optional<std::array<float, 2>>{{1.0f, -1.0f}});
+}
+
+// ==================================================================== save_summary
+
+TEST_CASE("save_summary writes scalar, 1-d and string datasets; empty optionals are skipped", "[serial][summary]") {
+    const std::string path = fresh("summary.h5");
+    {
+        smalldata::SmallData smd(file_opts(path));
+        for (std::int64_t i = 0; i < 4; ++i) smd.event(i, "x", static_cast<double>(i));
+        REQUIRE(smd.summary());
+        const std::int64_t n = smd.sum(std::int64_t(4));
+        smd.save_summary("n_events", std::int64_t(-1));  // replaced below
+        smd.save_summary("n_events", n, "mean", 1.5, "hist", std::vector<std::int32_t>{1, 2, 3, 4, 5});
+        smd.save_summary("arr", std::array<float, 3>{0.5f, 1.5f, 2.5f}, "u", std::uint16_t(65000));
+        smd.save_summary("note", std::string("hello smalldata"), "cnote", "a C string");
+        smd.save_summary("nothing", std::optional<double>{}, "some", std::optional<std::int64_t>{7});
+        smd.save_summary("flag", true);
+        const double line[4] = {1, 2, 3, 4};
+        smd.save_summary("line", smalldata::view(line, {4}));
+        smd.done();
+    }
+    h5r::File f(path);
+    CHECK(f.read<std::int64_t>("timestamp") == std::vector<std::int64_t>{0, 1, 2, 3});
+    CHECK(f.dims("n_events").empty());
+    CHECK(f.type_info("n_events").cls == H5T_INTEGER);
+    CHECK(f.type_info("n_events").size == 8);
+    CHECK(f.scalar<std::int64_t>("n_events") == 4);
+    CHECK(f.scalar<double>("mean") == 1.5);
+    CHECK(f.type_info("mean").cls == H5T_FLOAT);
+    CHECK(f.dims("hist") == std::vector<hsize_t>{5});
+    CHECK(f.read<std::int32_t>("hist") == std::vector<std::int32_t>{1, 2, 3, 4, 5});
+    CHECK(f.dims("arr") == std::vector<hsize_t>{3});
+    CHECK(f.type_info("arr").size == 4);
+    CHECK(f.read<float>("arr") == std::vector<float>{0.5f, 1.5f, 2.5f});
+    CHECK(f.scalar<std::uint16_t>("u") == 65000);
+    CHECK(f.type_info("u").sign == H5T_SGN_NONE);
+    CHECK(f.type_info("note").cls == H5T_STRING);
+    CHECK(f.read_string("note") == "hello smalldata");
+    CHECK(f.read_string("cnote") == "a C string");
+    CHECK_FALSE(f.exists("nothing"));
+    CHECK(f.scalar<std::int64_t>("some") == 7);
+    CHECK(f.type_info("flag").cls == H5T_ENUM);
+    CHECK(f.scalar<bool>("flag") == true);
+    CHECK(f.dims("line") == std::vector<hsize_t>{4});
+    CHECK(f.read<double>("line") == std::vector<double>{1, 2, 3, 4});
+    CHECK(f.children("/") == std::vector<std::string>{"arr", "cnote", "flag", "hist", "line", "mean", "n_events",
+                                                      "note", "some", "timestamp", "u", "x"});
+}
+
+TEST_CASE("a 2-d summary is either written with its shape or refused with Errc::usage", "[serial][summary]") {
+    // The contract fixes scalars and 1-d values only; a 2-d view must not be flattened or
+    // truncated silently.
+    const std::string path = fresh("summary_2d.h5");
+    Thrown t;
+    {
+        smalldata::SmallData smd(file_opts(path));
+        smd.event(0, "x", 1.0);
+        const double img[6] = {1, 2, 3, 4, 5, 6};
+        t = thrown([&] { smd.save_summary("img", smalldata::view(img, {2, 3})); });
+        smd.save_summary("after", 1.0);
+        smd.done();
+    }
+    h5r::File f(path);
+    CHECK((t.code == "none" || t.code == "usage"));
+    if (t.code == "none") {
+        CHECK(f.dims("img") == std::vector<hsize_t>{2, 3});
+        CHECK(f.read<double>("img") == std::vector<double>{1, 2, 3, 4, 5, 6});
+    } else {
+        CHECK_THAT(t.what, Catch::Contains("img"));
+        CHECK_FALSE(f.exists("img"));
+    }
+    CHECK(f.scalar<double>("after") == 1.0);
+}
+
+TEST_CASE("a file with no events still opens and holds the summary", "[serial][summary]") {
+    const std::string path = fresh("no_events.h5");
+    {
+        smalldata::SmallData smd(file_opts(path));
+        smd.save_summary("n", std::int32_t(0));
+        smd.done();
+    }
+    h5r::File f(path);
+    CHECK(f.scalar<std::int32_t>("n") == 0);
+    if (f.exists("timestamp")) CHECK(f.dims("timestamp") == std::vector<hsize_t>{0});
+}
+
+TEST_CASE("a summary name that clashes with an event field is an Errc::name error", "[serial][summary][errors]") {
+    // At save_summary() or at done(): either is accepted, but it must be an error.
+    const std::string path = fresh("summary_clash.h5");
+    smalldata::SmallData smd(file_opts(path));
+    SECTION("same name as a field") {
+        const Thrown t = thrown([&] {
+            smd.event(0, "pulse_x", 1.0);
+            smd.save_summary("pulse_x", 2.0);
+            smd.done();
+        });
+        CHECK(t.code == "name");
+        CHECK_THAT(t.what, Catch::Contains("pulse_x"));
+    }
+    SECTION("a field's group") {
+        const Thrown t = thrown([&] {
+            smd.event(0, "det/roi", 1.0);
+            smd.save_summary("det", 2.0);
+            smd.done();
+        });
+        CHECK(t.code == "name");
+    }
+    SECTION("summary first, field with the same name later") {
+        const Thrown t = thrown([&] {
+            smd.event(0, "a", 1.0);
+            smd.save_summary("y", 2.0);
+            smd.event(1, "y", 1.0);
+            smd.done();
+        });
+        CHECK(t.code == "name");
+    }
+    SECTION("the reserved name timestamp") {
+        const Thrown t = thrown([&] {
+            smd.event(0, "a", 1.0);
+            smd.save_summary("timestamp", 2.0);
+            smd.done();
+        });
+        CHECK(t.code == "name");
+    }
+    SECTION("an invalid summary name") {
+        const Thrown t = thrown([&] {
+            smd.save_summary("a//b", 2.0);
+            smd.done();
+        });
+        CHECK(t.code == "name");
+    }
+}
+
+// ==================================================================== callbacks
+
+namespace {
+struct SeenField {
+    DType dtype;
+    smalldata::Shape shape;
+    bool aligned;
+};
+struct SeenEvent {
+    std::int64_t ts = 0;
+    std::size_t size = 0;
+    std::map<std::string, SeenField> fields;
+    std::optional<double> a;
+    std::optional<std::int32_t> b;
+    std::vector<std::int16_t> roi;
+    std::vector<float> v;
+    std::optional<bool> flag;
+    std::vector<double> a_as_vector;
+    std::int32_t b_via_field = 0;
+    std::string wrong_type, missing, scalar_of_array, field_missing;
+};
+
+SeenEvent record(const smalldata::Event& ev) {
+    SeenEvent s;
+    s.ts = ev.timestamp();
+    s.size = ev.size();
+    for (smalldata::Field f : ev) s.fields[f.name()] = SeenField{f.dtype(), f.shape(), f.aligned()};
+    if (ev.has("a")) {
+        s.a = ev.get<double>("a");
+        s.a_as_vector = ev.get_vector<double>("a");
+        s.wrong_type = thrown([&] { (void)ev.get<float>("a"); }).code;
+    }
+    if (ev.has("b")) {
+        s.b = ev.get<std::int32_t>("b");
+        s.b_via_field = ev.field("b").value<std::int32_t>();
+    }
+    if (ev.has("det/roi")) {
+        s.roi = ev.get_vector<std::int16_t>("det/roi");
+        s.scalar_of_array = thrown([&] { (void)ev.get<std::int16_t>("det/roi"); }).code;
+    }
+    if (ev.has("v")) s.v = ev.get_vector<float>("v");
+    if (ev.has("flag")) s.flag = ev.get<bool>("flag");
+    s.missing = thrown([&] { (void)ev.get<double>("no_such_field"); }).code;
+    s.field_missing = thrown([&] { (void)ev.field("no_such_field"); }).code;
+    return s;
+}
+
+void three_events(smalldata::SmallData& smd) {
+    smd.event(10, "a", 1.0);
+    smd.event(10, "b", std::int32_t(2), "det/roi", std::array<std::int16_t, 4>{1, 2, 3, 4});
+    smd.event(11, "a", 2.0, "unaligned_z", std::uint8_t(3));
+    smd.event(15, "v", std::vector<float>{0.5f, 1.5f});
+    smd.event(15, "flag", true);
+}
+
+void check_three_events(const std::vector<SeenEvent>& seen) {
+    REQUIRE(seen.size() == 3);
+    const SeenEvent& e0 = seen[0];
+    const SeenEvent& e1 = seen[1];
+    const SeenEvent& e2 = seen[2];
+    CHECK(e0.ts == 10);
+    CHECK(e1.ts == 11);
+    CHECK(e2.ts == 15);
+    // Event 10: fields merged from two event() calls.
+    CHECK(e0.size == 3);
+    REQUIRE(e0.fields.size() == 3);
+    CHECK(e0.fields.count("a") == 1);
+    CHECK(e0.fields.count("b") == 1);
+    REQUIRE(e0.fields.count("det/roi") == 1);
+    CHECK(e0.fields.at("a").dtype == DType::f64);
+    CHECK(int(e0.fields.at("a").shape.rank) == 0);
+    CHECK(e0.fields.at("b").dtype == DType::i32);
+    CHECK(e0.fields.at("det/roi").dtype == DType::i16);
+    CHECK(int(e0.fields.at("det/roi").shape.rank) == 1);
+    CHECK(e0.fields.at("det/roi").shape.dims[0] == 4);
+    CHECK(e0.fields.at("det/roi").aligned);
+    CHECK(e0.a == std::optional<double>{1.0});
+    CHECK(e0.a_as_vector == std::vector<double>{1.0});
+    CHECK(e0.b == std::optional<std::int32_t>{2});
+    CHECK(e0.b_via_field == 2);
+    CHECK(e0.roi == std::vector<std::int16_t>{1, 2, 3, 4});
+    CHECK(e0.wrong_type == "type_mismatch");
+    CHECK(e0.missing == "missing_field");
+    CHECK(e0.field_missing == "missing_field");
+    // A scalar get of an array field is refused (type or shape mismatch).
+    CHECK((e0.scalar_of_array == "shape_mismatch" || e0.scalar_of_array == "type_mismatch"));
+    // Event 11: only what was given (no fill values), including the unaligned field.
+    CHECK(e1.size == 2);
+    CHECK(e1.a == std::optional<double>{2.0});
+    CHECK_FALSE(e1.b.has_value());
+    CHECK(e1.roi.empty());
+    REQUIRE(e1.fields.count("unaligned_z") == 1);
+    CHECK_FALSE(e1.fields.at("unaligned_z").aligned);
+    CHECK(e1.fields.at("unaligned_z").dtype == DType::u8);
+    // Event 15.
+    CHECK(e2.size == 2);
+    CHECK(e2.v == std::vector<float>{0.5f, 1.5f});
+    CHECK(e2.flag == std::optional<bool>{true});
+    REQUIRE(e2.fields.count("v") == 1);
+    CHECK(e2.fields.at("v").dtype == DType::f32);
+    CHECK(e2.fields.at("v").shape.dims[0] == 2);
+    CHECK(e2.fields.at("flag").dtype == DType::boolean);
+    CHECK(e2.missing == "missing_field");
+}
+}  // namespace
+
+TEST_CASE("callbacks see each complete event once, fields merged, in timestamp order", "[serial][callbacks]") {
+    const std::string path = fresh("callbacks.h5");
+    std::vector<SeenEvent> seen1;
+    std::vector<std::int64_t> seen2;
+    {
+        smalldata::Options o = file_opts(path);
+        o.callbacks.push_back([&](const smalldata::Event& ev) { seen1.push_back(record(ev)); });
+        o.callbacks.push_back([&](const smalldata::Event& ev) { seen2.push_back(ev.timestamp()); });
+        smalldata::SmallData smd(o);
+        three_events(smd);
+        smd.done();
+        // done() runs every callback.
+        CHECK(seen1.size() == 3);
+        smd.done();
+        CHECK(seen1.size() == 3);
+    }
+    check_three_events(seen1);
+    CHECK(seen2 == std::vector<std::int64_t>{10, 11, 15});
+    // The file holds the same events.
+    h5r::File f(path);
+    CHECK(f.read<std::int64_t>("timestamp") == std::vector<std::int64_t>{10, 11, 15});
+    CHECK(f.read<std::int32_t>("b") == std::vector<std::int32_t>{2, -99999, -99999});
+    CHECK(f.read<std::uint8_t>("unaligned_z") == std::vector<std::uint8_t>{3});
+}
+
+TEST_CASE("callbacks run in timestamp order across many batches", "[serial][callbacks]") {
+    const std::string path = fresh("callbacks_many.h5");
+    constexpr std::int64_t n = 3000;
+    std::vector<std::int64_t> ts;
+    std::int64_t bad_events = 0;
+    {
+        smalldata::Options o = file_opts(path);
+        o.batch_size = 7;
+        o.cache_size = 11;
+        o.callbacks.push_back([&](const smalldata::Event& ev) {
+            ts.push_back(ev.timestamp());
+            const std::int64_t i = ev.timestamp() / 10;
+            if (ev.size() != 2 || ev.get<std::int64_t>("p") != i || ev.get<double>("q") != static_cast<double>(-i))
+                ++bad_events;
+        });
+        smalldata::SmallData smd(o);
+        for (std::int64_t i = 0; i < n; ++i) {
+            smd.event(10 * i, "p", i);
+            smd.event(10 * i, "q", static_cast<double>(-i));
+        }
+        smd.done();
+    }
+    REQUIRE(ts.size() == std::size_t(n));
+    for (std::size_t i = 0; i < ts.size(); ++i)
+        if (ts[i] != 10 * static_cast<std::int64_t>(i)) FAIL("callback " << i << " saw timestamp " << ts[i]);
+    CHECK(bad_events == 0);
+    h5r::File f(path);
+    CHECK(f.dims("p") == std::vector<hsize_t>{hsize_t(n)});
+}
+
+TEST_CASE("with an empty filename callbacks run and no file is written", "[serial][callbacks]") {
+    std::vector<SeenEvent> seen;
+    std::int64_t reduced = 0;
+    const std::vector<std::string> left = files_left_in_cwd("empty_filename_cwd", [&] {
+        smalldata::Options o;
+        o.callbacks.push_back([&](const smalldata::Event& ev) { seen.push_back(record(ev)); });
+        smalldata::SmallData smd(o);
+        CHECK(smd.role() == Role::serial);
+        three_events(smd);
+        reduced = smd.sum(std::int64_t(3));
+        smd.save_summary("n", reduced);  // nowhere to go: must not fail or write
+        smd.done();
+    });
+    check_three_events(seen);
+    CHECK(reduced == 3);
+    CHECK(left.empty());
+}
+
+// ==================================================================== done(), destructor
+
+TEST_CASE("done() is idempotent", "[serial][done]") {
+    const std::string path = fresh("done_twice.h5");
+    smalldata::SmallData smd(file_opts(path));
+    for (std::int64_t i = 0; i < 5; ++i) smd.event(i, "x", static_cast<std::int32_t>(i));
+    smd.done();
+    CHECK_NOTHROW(smd.done());
+    CHECK(smd.stats().events == 5);
+    // The file is complete after the first done(), while the object still exists.
+    h5r::File f(path);
+    CHECK(f.read<std::int64_t>("timestamp") == std::vector<std::int64_t>{0, 1, 2, 3, 4});
+    CHECK(f.read<std::int32_t>("x") == std::vector<std::int32_t>{0, 1, 2, 3, 4});
+}
+
+TEST_CASE("the destructor completes the file", "[serial][done]") {
+    const std::string path = fresh("destructor.h5");
+    {
+        smalldata::Options o = file_opts(path);
+        o.cache_size = 3;
+        smalldata::SmallData smd(o);
+        for (std::int64_t i = 0; i < 10; ++i) smd.event(i, "x", static_cast<double>(i), "det/y", std::array<std::uint8_t, 2>{1, 2});
+        smd.save_summary("s", 1.0);
+        // no done()
+    }
+    h5r::File f(path);
+    CHECK(f.dims("timestamp") == std::vector<hsize_t>{10});
+    CHECK(f.read<double>("x") == std::vector<double>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+    CHECK(f.dims("det/y") == std::vector<hsize_t>{10, 2});
+    CHECK(f.scalar<double>("s") == 1.0);
+}
+
+TEST_CASE("event() after done() does nothing or throws usage", "[serial][done]") {
+    const std::string path = fresh("event_after_done.h5");
+    {
+        smalldata::SmallData smd(file_opts(path));
+        smd.event(0, "x", 1.0);
+        smd.event(1, "x", 2.0);
+        smd.done();
+        const Thrown t = thrown([&] { smd.event(2, "x", 3.0, "new_field", 1); });
+        CHECK((t.code == "none" || t.code == "usage"));
+        smd.done();
+    }
+    h5r::File f(path);
+    CHECK(f.read<std::int64_t>("timestamp") == std::vector<std::int64_t>{0, 1});
+    CHECK(f.read<double>("x") == std::vector<double>{1.0, 2.0});
+    CHECK_FALSE(f.exists("new_field"));
+}
+
+// ==================================================================== share
+
+TEST_CASE("share() yields every index in serial mode", "[serial][share]") {
+    smalldata::SmallData smd(smalldata::Options{});
+    std::vector<std::int64_t> got;
+    for (std::int64_t i : smd.share(10)) got.push_back(i);
+    CHECK(got == std::vector<std::int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+    CHECK(smd.share(10).size() == 10);
+    got.clear();
+    for (std::int64_t i : smd.share(3, 8)) got.push_back(i);
+    CHECK(got == std::vector<std::int64_t>{3, 4, 5, 6, 7});
+    CHECK(smd.share(3, 8).size() == 5);
+    got.clear();
+    for (std::int64_t i : smd.share(0)) got.push_back(i);
+    CHECK(got.empty());
+    CHECK(smd.share(0).size() == 0);
+}
+
+// ==================================================================== name tables
+
+TEST_CASE("dtype, error and shape names", "[serial][names]") {
+    using smalldata::dtype_name;
+    using smalldata::dtype_size;
+    const std::vector<std::pair<DType, std::string>> names{
+        {DType::i8, "int8"},     {DType::i16, "int16"},    {DType::i32, "int32"},   {DType::i64, "int64"},
+        {DType::u8, "uint8"},    {DType::u16, "uint16"},   {DType::u32, "uint32"},  {DType::u64, "uint64"},
+        {DType::f32, "float32"}, {DType::f64, "float64"}, {DType::boolean, "bool"}};
+    const std::vector<std::size_t> sizes{1, 2, 4, 8, 1, 2, 4, 8, 4, 8, 1};
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        CHECK(dtype_name(names[i].first) == names[i].second);
+        CHECK(dtype_size(names[i].first) == sizes[i]);
+    }
+#define SMALLDATA_TEST_X(id, text)                                          \
+    CHECK(std::string(smalldata::errc_name(Errc::id)) == #id);           \
+    CHECK(std::string(smalldata::errc_description(Errc::id)) == text);
+    SMALLDATA_ERRORS(SMALLDATA_TEST_X)
+#undef SMALLDATA_TEST_X
+    CHECK(std::string(smalldata::role_name(Role::client)) == "client");
+    CHECK(std::string(smalldata::role_name(Role::server)) == "server");
+    CHECK(std::string(smalldata::role_name(Role::other)) == "other");
+    smalldata::Shape s;
+    CHECK(s.str() == "()");
+    s.rank = 1;
+    s.dims[0] = 4;
+    CHECK(s.str() == "(4)");
+    s.rank = 2;
+    s.dims[0] = 256;
+    s.dims[1] = 256;
+    CHECK(s.str() == "(256, 256)");
+    CHECK(s.count() == 65536);
+}
