@@ -226,7 +226,7 @@ struct Options {
     int recv_buffers = 4;             // receives a server keeps posted
     std::size_t cache_bytes = std::size_t(32) << 20; // cap of one field's cache, in bytes
     std::size_t chunk_bytes = std::size_t(1) << 20;  // target HDF5 chunk size, in bytes
-    int idle_sleep_max_us = 200;      // longest sleep of an idle wait (see docs/design.md)
+    int idle_sleep_max_us = 500;      // longest sleep of an idle wait (see docs/design.md)
     int abort_grace_ms = 3000;        // how long a failing rank waits for servers to close
 };
 
@@ -376,8 +376,7 @@ public:
     // Save name/value pairs into the final file, not per event. Done by client 0 (or the
     // serial process) only; other ranks ignore it. Scalars become scalar datasets, vectors
     // and arrays 1-d datasets, a View an N-d dataset, std::string a string dataset; an
-    // empty std::optional is
-    // skipped with a warning. Saving a name again replaces the value.
+    // empty std::optional is skipped with a warning. Saving a name again replaces it.
     template <class... NameValue>
     void save_summary(NameValue&&... name_value_pairs);
 
@@ -1750,7 +1749,7 @@ private:
         hsize_t dims[max_rank + 1];
         dims[0] = static_cast<hsize_t>(rows);
         for (int i = 0; i < f.meta.shape.rank; ++i) dims[i + 1] = f.meta.shape.dims[static_cast<std::size_t>(i)];
-        h5check_herr(H5Dset_extent(f.dset.get(), dims), "cannot extend dataset '" + f.meta.name + "' in '" + path_ + "'");
+        if (H5Dset_extent(f.dset.get(), dims) < 0) throw_h5("cannot extend dataset '" + f.meta.name + "' in '" + path_ + "'");
         f.extent = rows;
     }
 
@@ -1769,8 +1768,8 @@ private:
             h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
                          "H5Sselect_hyperslab");
             H5Id mspace = h5_space(static_cast<long long>(f.cached), f.meta.shape);
-            h5check_herr(H5Dwrite(f.dset.get(), f.memtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, f.cache.data()),
-                         "cannot write dataset '" + f.meta.name + "' in '" + path_ + "'");
+            if (H5Dwrite(f.dset.get(), f.memtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, f.cache.data()) < 0)
+                throw_h5("cannot write dataset '" + f.meta.name + "' in '" + path_ + "'");
         }
         f.cached = 0;
         write_seconds_ += now_seconds() - t0;

@@ -2,12 +2,15 @@
 //
 //   bench [--workload ref|large] [--events N] [--out FILE] [--servers S]
 //         [--batch-size N] [--cache-size N] [--batch-bytes N] [--send-buffers N]
+//         [--rate R] [--idle-sleep-us N]
 //
 // Run as one process (serial mode) or under mpiexec (parallel mode). Prints one line per
 // role with the slowest rank's figures, as key=value pairs that bench/run collects:
 //   events/s end to end (first event() to done() returning on every rank), payload MB/s,
 //   ns per event() call on clients, back-pressure wait, server write time, join time,
-//   peak RSS of each role.
+//   peak RSS of each role, and CPU time as a fraction of wall time (cpu_frac). With
+//   --rate R every client produces at most R events per second (sleeping in between): the
+//   servers then idle most of the time, and their cpu_frac shows what idling costs.
 //
 // Workloads (the project's definitions):
 //   ref   - timestamp; doubles a..h; int64 n1, n2; det/proj float[100]; det/roi int16[4]
@@ -23,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -31,6 +35,7 @@ struct Args {
     std::string workload = "ref";
     std::int64_t events = 1000000;
     std::string out = "bench.h5";
+    double rate = 0;  // events per second per client; 0 = as fast as possible
     smalldata::Options opt;
 };
 
@@ -54,6 +59,8 @@ Args parse(int argc, char** argv) {
         else if (k == "--cache-size") a.opt.cache_size = std::stoul(next());
         else if (k == "--batch-bytes") a.opt.batch_bytes = std::stoul(next());
         else if (k == "--send-buffers") a.opt.send_buffers = std::stoi(next());
+        else if (k == "--rate") a.rate = std::stod(next());
+        else if (k == "--idle-sleep-us") a.opt.idle_sleep_max_us = std::stoi(next());
         else {
             std::fprintf(stderr, "bench: unknown argument %s\n", k.c_str());
             std::exit(2);
@@ -69,6 +76,13 @@ Args parse(int argc, char** argv) {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
+double cpu_seconds() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+
 long peak_rss_kib() {
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
@@ -80,6 +94,7 @@ long peak_rss_kib() {
 int main(int argc, char** argv) {
     Args a = parse(argc, argv);
     const double t_start = now();
+    const double cpu_start = cpu_seconds();
     smalldata::SmallData smd(a.opt);
     const double t_ctor = now();
 
@@ -104,6 +119,10 @@ int main(int argc, char** argv) {
                 smd.event(i, "det/image", smalldata::view(image.data(), {256, 256}));
             }
             ++mine;
+            if (a.rate > 0) {  // a slow producer: wait until this event's slot has passed
+                const double due = t0 + static_cast<double>(mine) / a.rate;
+                while (now() < due) std::this_thread::sleep_for(std::chrono::microseconds(100));
+            }
         }
         loop = now() - t0;
     }
@@ -116,38 +135,40 @@ int main(int argc, char** argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     const int role = static_cast<int>(smd.role());
-    double mine_d[8] = {t_end - t_start,
+    const double cpu = cpu_seconds() - cpu_start;
+    double mine_d[9] = {t_end - t_start,
                         mine ? loop / static_cast<double>(mine) * 1e9 : 0,
                         st.wait_seconds,
                         st.write_seconds,
                         st.idle_seconds,
                         st.join_seconds,
                         static_cast<double>(peak_rss_kib()),
-                        t_ctor - t_start};
-    std::vector<double> all(static_cast<std::size_t>(8 * size));
+                        t_ctor - t_start,
+                        cpu / (t_end - t_start)};
+    std::vector<double> all(static_cast<std::size_t>(9 * size));
     std::vector<int> roles(static_cast<std::size_t>(size));
-    MPI_Gather(mine_d, 8, MPI_DOUBLE, all.data(), 8, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    MPI_Gather(mine_d, 9, MPI_DOUBLE, all.data(), 9, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     MPI_Gather(&role, 1, MPI_INT, roles.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (rank != 0) return 0;
     double wall = 0;
-    for (int r = 0; r < size; ++r) wall = std::max(wall, all[static_cast<std::size_t>(8 * r)]);
+    for (int r = 0; r < size; ++r) wall = std::max(wall, all[static_cast<std::size_t>(9 * r)]);
     const double evs = static_cast<double>(a.events) / wall;
     std::printf("workload=%s events=%lld ranks=%d servers=%d wall_s=%.3f events_per_s=%.0f payload_MB_per_s=%.1f\n",
                 a.workload.c_str(), static_cast<long long>(a.events), size, size == 1 ? 0 : a.opt.servers, wall, evs,
                 evs * static_cast<double>(payload) / 1e6);
     const char* names[4] = {"serial", "client", "server", "other"};
     for (int ro = 0; ro < 4; ++ro) {
-        double m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        double m[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
         int count = 0;
         for (int r = 0; r < size; ++r) {
             if (roles[static_cast<std::size_t>(r)] != ro) continue;
             ++count;
-            for (int k = 0; k < 8; ++k) m[k] = std::max(m[k], all[static_cast<std::size_t>(8 * r + k)]);
+            for (int k = 0; k < 9; ++k) m[k] = std::max(m[k], all[static_cast<std::size_t>(9 * r + k)]);
         }
         if (!count) continue;
         std::printf("  role=%s ranks=%d ns_per_event_call=%.0f wait_s=%.3f write_s=%.3f idle_s=%.3f join_s=%.3f "
-                    "peak_rss_MiB=%.1f\n",
-                    names[ro], count, m[1], m[2], m[3], m[4], m[5], m[6] / 1024.0);
+                    "peak_rss_MiB=%.1f cpu_frac=%.3f\n",
+                    names[ro], count, m[1], m[2], m[3], m[4], m[5], m[6] / 1024.0, m[8]);
     }
     return 0;
 }

@@ -47,6 +47,9 @@ def main():
             check(ts.dtype == np.int64, "timestamp is int64 (%s)" % ts.dtype)
             check(ts[:].tolist() == [100, 101, 102, 103, 104, 105], "timestamp values %s" % ts[:].tolist())
 
+            for name in ["x", "flag", "n", "u", "f", "det/roi", "det/img"]:
+                check(f[name].shape[0] == 6, "aligned %s has one row per event: shape %s" % (name, f[name].shape))
+
             x = f["x"]
             check(x.dtype == np.float64, "x is float64 (%s)" % x.dtype)
             check(x[:].tolist() == [0.25, 1.25, 2.25, 3.25, 4.25, 5.25], "x values")

@@ -292,6 +292,39 @@ TEST_CASE("names with '/' create HDF5 groups", "[serial][names]") {
     check_column<std::int32_t>(f, "a/b/c/x", dims({3}), {0, 1, 2});
 }
 
+TEST_CASE("fields may come in any order and any number", "[serial][names]") {
+    const std::string path = fresh("field_order.h5");
+    constexpr std::size_t n_fields = 300;
+    {
+        smalldata::SmallData smd(file_opts(path));
+        for (std::int64_t i = 0; i < 6; ++i) {
+            // The order of a and b flips every event; c sometimes comes between them.
+            if (i % 2 == 0)
+                smd.event(i, "a", static_cast<std::int32_t>(i), "b", static_cast<double>(-i));
+            else if (i % 3 == 0)
+                smd.event(i, "b", static_cast<double>(-i), "c", std::uint8_t(3), "a", static_cast<std::int32_t>(i));
+            else
+                smd.event(i, "b", static_cast<double>(-i), "a", static_cast<std::int32_t>(i));
+            // Many fields (forward on even events, backward on odd ones).
+            for (std::size_t k = 0; k < n_fields; ++k) {
+                const std::size_t j = i % 2 == 0 ? k : n_fields - 1 - k;
+                smd.event(i, "many/f" + std::to_string(j), static_cast<std::int64_t>(i * 1000) + static_cast<std::int64_t>(j));
+            }
+        }
+        smd.done();
+    }
+    h5r::File f(path);
+    check_column<std::int32_t>(f, "a", dims({6}), {0, 1, 2, 3, 4, 5});
+    check_column<double>(f, "b", dims({6}), {0, -1, -2, -3, -4, -5});
+    check_column<std::uint8_t>(f, "c", dims({6}), {255, 255, 255, 3, 255, 255});
+    CHECK(f.children("many").size() == n_fields);
+    for (std::size_t j = 0; j < n_fields; j += 37) {
+        std::vector<std::int64_t> want;
+        for (std::int64_t i = 0; i < 6; ++i) want.push_back(i * 1000 + static_cast<std::int64_t>(j));
+        check_column<std::int64_t>(f, "many/f" + std::to_string(j), dims({6}), want);
+    }
+}
+
 // ==================================================================== timestamps
 
 TEST_CASE("equal timestamps merge into one event, larger ones start a new event", "[serial][timestamp]") {

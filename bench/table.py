@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""table.py - turn the outputs collected by bench/run into one markdown table.
+
+    table.py RESULTS_DIR
+
+RESULTS_DIR holds one file per run, named <workload>.<layout>.<impl>.<rep>.txt, with the
+stdout of bench (library) or baselines (fpr, phdf5), plus memcpy.<rep>.txt and
+fswrite.<rep>.txt. For each (workload, layout, impl) the run with the median events/s is
+kept whole, so the columns of a row come from one run; `spread` is (max - min) / median
+of events/s over the repeats.
+"""
+import glob
+import os
+import re
+import statistics
+import sys
+
+LAYOUTS = [("serial", "serial (1 rank)"), ("1+1", "1 srv + 1 cli (2 ranks)"), ("2+4", "2 srv + 4 cli (6 ranks)")]
+IMPLS = ["smalldata", "fpr", "phdf5"]
+WORKLOADS = ["ref", "large"]
+
+
+def kv(line):
+    return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+def parse_run(path):
+    """-> {'main': {...}, 'roles': {role: {...}}, 'skipped': str|None}"""
+    out = {"main": {}, "roles": {}, "skipped": None}
+    with open(path) as f:
+        for line in f:
+            if "skipped:" in line:
+                out["skipped"] = line.split("skipped:", 1)[1].strip()
+            elif line.strip().startswith("role="):
+                d = kv(line)
+                out["roles"][d["role"]] = d
+            elif "events_per_s=" in line or "GB_per_s=" in line or "pagecache_MB_per_s=" in line:
+                out["main"] = kv(line)
+    return out
+
+
+def median_run(runs, key):
+    """The run whose `key` is the (lower) median; the whole run is kept."""
+    runs = [r for r in runs if key in r["main"]]
+    if not runs:
+        return None
+    runs.sort(key=lambda r: float(r["main"][key]))
+    return runs[(len(runs) - 1) // 2]
+
+
+def f(x, fmt):
+    return "-" if x is None else format(x, fmt)
+
+
+def num(d, k):
+    try:
+        return float(d[k])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def main():
+    res = sys.argv[1]
+    groups = {}
+    for p in glob.glob(os.path.join(res, "*.txt")):
+        name = os.path.basename(p)[:-4]
+        key = tuple(name.split(".")[:-1])
+        groups.setdefault(key, []).append(parse_run(p))
+
+    best = {}
+    spread = {}  # (max - min) / median of events/s over the repeats, when there are several
+    for key, runs in groups.items():
+        if len(key) == 3:
+            skipped = [r for r in runs if r["skipped"]]
+            best[key] = skipped[0] if skipped else median_run(runs, "events_per_s")
+            evs = [float(r["main"]["events_per_s"]) for r in runs if "events_per_s" in r["main"]]
+            if len(evs) > 1 and statistics.median(evs) > 0:
+                spread[key] = (max(evs) - min(evs)) / statistics.median(evs)
+    nreps = max((len(r) for k, r in groups.items() if len(k) == 3), default=0)
+
+    hdr = ["workload", "layout", "impl", "events/s", "spread", "payload MB/s", "wall s", "vs fpr",
+           "ns/event (ser|cli)", "wait s (cli)", "write s (ser|srv)", "idle s (srv)", "join s",
+           "peak RSS MiB", "MPI_Init s"]
+    rows = []
+    for w in WORKLOADS:
+        for lay, lay_name in LAYOUTS:
+            fpr = best.get((w, lay, "fpr"))
+            fpr_evs = num(fpr["main"], "events_per_s") if fpr and not fpr["skipped"] else None
+            for impl in IMPLS:
+                r = best.get((w, lay, impl))
+                if r is None:
+                    continue
+                if r["skipped"]:
+                    rows.append([w, lay_name, impl, "skipped: " + r["skipped"]] + [""] * (len(hdr) - 4))
+                    continue
+                sp = "%.0f%%" % (100 * spread[(w, lay, impl)]) if (w, lay, impl) in spread else "-"
+                m = r["main"]
+                evs = num(m, "events_per_s")
+                ratio = f(evs / fpr_evs, ".2f") if evs and fpr_evs else "-"
+                if impl == "smalldata":
+                    ro = r["roles"]
+                    hot = ro.get("serial") or ro.get("client") or {}
+                    wr = ro.get("serial") or ro.get("server") or {}
+                    cli = ro.get("client", {})
+                    srv = ro.get("server", {})
+                    join = max((num(d, "join_s") or 0.0) for d in ro.values()) if ro else None
+                    if "serial" in ro:
+                        rss = f(num(ro["serial"], "peak_rss_MiB"), ".1f")
+                    else:
+                        rss = "cli %s / srv %s" % (f(num(cli, "peak_rss_MiB"), ".1f"), f(num(srv, "peak_rss_MiB"), ".1f"))
+                    # bench.cpp does not print its constructor time (which holds MPI_Init) today;
+                    # use it if a later version does.
+                    init = num(m, "ctor_s") if "ctor_s" in m else num(m, "init_s")
+                    rows.append([w, lay_name, impl, f(evs, ",.0f"), sp, f(num(m, "payload_MB_per_s"), ".1f"),
+                                 f(num(m, "wall_s"), ".3f"), ratio, f(num(hot, "ns_per_event_call"), ".0f"),
+                                 f(num(cli, "wait_s"), ".3f") if cli else "-", f(num(wr, "write_s"), ".3f"),
+                                 f(num(srv, "idle_s"), ".3f") if srv else "-", f(join, ".3f"), rss,
+                                 f(init, ".3f") + " (in wall)" if init is not None else "in wall"])
+                else:
+                    nr = m.get("ranks", "?")
+                    rows.append([w, lay_name, "%s (%s rank%s)" % (impl, nr, "" if nr == "1" else "s"), f(evs, ",.0f"), sp,
+                                 f(num(m, "payload_MB_per_s"), ".1f"), f(num(m, "wall_s"), ".3f"), ratio,
+                                 f(num(m, "ns_per_event"), ".0f"), "-", f(num(m, "write_s"), ".3f"), "-", "-",
+                                 f(num(m, "peak_rss_MiB"), ".1f") + " (max)", f(num(m, "mpi_init_s"), ".3f") + " (not in wall)"])
+
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "|".join("---" for _ in hdr) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+
+    mc = median_run(groups.get(("memcpy",), []), "GB_per_s")
+    fs = median_run(groups.get(("fswrite",), []), "pagecache_MB_per_s")
+    if mc:
+        print("memcpy: %s GB/s (256 MiB, best of 5; bytes copied per second)" % mc["main"].get("GB_per_s"))
+    if fs:
+        m = fs["main"]
+        print("fswrite (%s, %.0f MiB in 1 MiB write(2) blocks, fresh file): page cache %s MB/s, "
+              "with fdatasync %s MB/s (fdatasync itself %s s; first cold pass %s MB/s)"
+              % (m.get("dir"), float(m.get("bytes", 0)) / 2**20, m.get("pagecache_MB_per_s"),
+                 m.get("fdatasync_MB_per_s"), m.get("fdatasync_s"), m.get("warmup_MB_per_s")))
+    print()
+
+    def get(w, lay, impl, k):
+        r = best.get((w, lay, impl))
+        return None if r is None or r["skipped"] else num(r["main"], k)
+
+    def ratio_line(label, a, b, unit):
+        if a is None or b is None or b == 0:
+            print("%s: n/a" % label)
+        else:
+            print("%s: %.2f  (%s vs %s %s)" % (label, a / b, f(a, ",.0f"), f(b, ",.0f"), unit))
+
+    print("Targets (ratios measured in this run%s):" % (", median of %d" % nreps if nreps > 1 else ""))
+    ratio_line("  ref 1 srv + 1 cli vs fpr 2 ranks, events/s", get("ref", "1+1", "smalldata", "events_per_s"),
+               get("ref", "1+1", "fpr", "events_per_s"), "events/s")
+    ratio_line("  ref serial vs fpr 1 rank, events/s", get("ref", "serial", "smalldata", "events_per_s"),
+               get("ref", "serial", "fpr", "events_per_s"), "events/s")
+    ratio_line("  large 1 srv + 1 cli payload vs fswrite page cache, MB/s",
+               get("large", "1+1", "smalldata", "payload_MB_per_s"),
+               num(fs["main"], "pagecache_MB_per_s") if fs else None, "MB/s")
+
+    # bench.cpp's wall_s starts before SmallData's constructor, which calls MPI_Init; the
+    # baselines start their clock after MPI_Init. Estimate the library without it, using
+    # the MPI_Init time the fpr run at the same rank count measured.
+    print("Same, library wall minus the MPI_Init time fpr measured at that rank count (estimate):")
+    for label, w, lay, key in [("  ref 1+1 vs fpr 2", "ref", "1+1", "events"),
+                               ("  ref serial vs fpr 1", "ref", "serial", "events")]:
+        wall = get(w, lay, "smalldata", "wall_s")
+        init = get(w, lay, "fpr", "mpi_init_s")
+        ev = get(w, lay, "smalldata", "events")
+        fe = get(w, lay, "fpr", "events_per_s")
+        if None in (wall, init, ev, fe) or wall - init <= 0:
+            print("%s: n/a" % label)
+        else:
+            print("%s: %.2f  (library wall %.3f s - MPI_Init %.3f s)" % (label, ev / (wall - init) / fe, wall, init))
+    wall = get("large", "1+1", "smalldata", "wall_s")
+    init = get("large", "1+1", "fpr", "mpi_init_s")
+    ev = get("large", "1+1", "smalldata", "events")
+    if fs and None not in (wall, init, ev) and wall - init > 0:
+        print("  large 1+1 vs fswrite page cache: %.2f  (library wall %.3f s - MPI_Init %.3f s)"
+              % (ev * 131080 / (wall - init) / 1e6 / float(fs["main"]["pagecache_MB_per_s"]), wall, init))
+
+
+if __name__ == "__main__":
+    main()
