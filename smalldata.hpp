@@ -61,7 +61,8 @@
 //     first `servers` ranks are servers (they write), the next `clients` ranks are clients
 //     (they run the user's loop), the rest are `other`. Client c sends to server
 //     c % servers. Server ranks return from the constructor when all their clients are
-//     done; their event() calls then do nothing.
+//     done; their event() calls then do nothing. So: no collective over comm between the
+//     constructor and done() (the servers would not join it until the clients are done).
 //   Batches.  event() appends to a binary batch (field names are sent once per stream and
 //     referred to by ids). A batch leaves when it holds batch_size events or would exceed
 //     batch_bytes; it is sent with MPI_Isend from a pool of send_buffers buffers. With
