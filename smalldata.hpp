@@ -617,6 +617,7 @@ private:
     void ship_completed();
     std::uint32_t lookup(std::string_view name) const noexcept;
     void index_insert(std::uint32_t id);
+    void check_clash(std::string_view name, const char* what) const;
 
     Sink* sink_;
     std::vector<unsigned char>* buf_;
@@ -1464,17 +1465,7 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
                                                    std::to_string(ts_));
     } else {
         validate_name(name, "field");
-        for (const ClientField& f : fields_) {  // clash with an existing field's group?
-            if (f.meta.name.size() > name.size() && f.meta.name.compare(0, name.size(), name) == 0 &&
-                f.meta.name[name.size()] == '/')
-                throw_error(Errc::name, "field '" + std::string(name) + "' clashes with the group of field '" +
-                                            f.meta.name + "'");
-        }
-        for_each_group(name, [&](std::string_view g) {
-            if (lookup(g) != UINT32_MAX)
-                throw_error(Errc::name, "field '" + std::string(name) + "' needs a group '" + std::string(g) +
-                                            "', but that is already a field");
-        });
+        check_clash(name, "field");
         if (fields_.size() >= UINT32_MAX - 1) throw_error(Errc::usage, "too many fields");
         ClientField f;
         f.meta.name = std::string(name);
@@ -1509,20 +1500,25 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
     return id;
 }
 
-void Packer::check_summary_name(std::string_view name) const {
-    if (lookup(name) != UINT32_MAX)
-        throw_error(Errc::name, "summary '" + std::string(name) + "' has the name of an event field");
+// Throws Errc::name if `name` is the group of a known field, or needs a group that is one.
+void Packer::check_clash(std::string_view name, const char* what) const {
     for (const ClientField& f : fields_) {
         if (f.meta.name.size() > name.size() && f.meta.name.compare(0, name.size(), name) == 0 &&
             f.meta.name[name.size()] == '/')
-            throw_error(Errc::name, "summary '" + std::string(name) + "' clashes with the group of field '" +
+            throw_error(Errc::name, std::string(what) + " '" + std::string(name) + "' clashes with the group of field '" +
                                         f.meta.name + "'");
     }
     for_each_group(name, [&](std::string_view g) {
         if (lookup(g) != UINT32_MAX)
-            throw_error(Errc::name, "summary '" + std::string(name) + "' needs a group '" + std::string(g) +
+            throw_error(Errc::name, std::string(what) + " '" + std::string(name) + "' needs a group '" + std::string(g) +
                                         "', but that is an event field");
     });
+}
+
+void Packer::check_summary_name(std::string_view name) const {
+    if (lookup(name) != UINT32_MAX)
+        throw_error(Errc::name, "summary '" + std::string(name) + "' has the name of an event field");
+    check_clash(name, "summary");
 }
 
 }  // namespace detail
