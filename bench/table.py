@@ -108,14 +108,11 @@ def main():
                         rss = f(num(ro["serial"], "peak_rss_MiB"), ".1f")
                     else:
                         rss = "cli %s / srv %s" % (f(num(cli, "peak_rss_MiB"), ".1f"), f(num(srv, "peak_rss_MiB"), ".1f"))
-                    # bench.cpp does not print its constructor time (which holds MPI_Init) today;
-                    # use it if a later version does.
-                    init = num(m, "ctor_s") if "ctor_s" in m else num(m, "init_s")
                     rows.append([w, lay_name, impl, f(evs, ",.0f"), sp, f(num(m, "payload_MB_per_s"), ".1f"),
                                  f(num(m, "wall_s"), ".3f"), ratio, f(num(hot, "ns_per_event_call"), ".0f"),
                                  f(num(cli, "wait_s"), ".3f") if cli else "-", f(num(wr, "write_s"), ".3f"),
                                  f(num(srv, "idle_s"), ".3f") if srv else "-", f(join, ".3f"), rss,
-                                 f(init, ".3f") + " (in wall)" if init is not None else "in wall"])
+                                 "not in wall"])
                 else:
                     nr = m.get("ranks", "?")
                     rows.append([w, lay_name, "%s (%s rank%s)" % (impl, nr, "" if nr == "1" else "s"), f(evs, ",.0f"), sp,
@@ -159,28 +156,6 @@ def main():
     ratio_line("  large 1 srv + 1 cli payload vs fswrite page cache, MB/s",
                get("large", "1+1", "smalldata", "payload_MB_per_s"),
                num(fs["main"], "pagecache_MB_per_s") if fs else None, "MB/s")
-
-    # bench.cpp's wall_s starts before SmallData's constructor, which calls MPI_Init; the
-    # baselines start their clock after MPI_Init. Estimate the library without it, using
-    # the MPI_Init time the fpr run at the same rank count measured.
-    print("Same, library wall minus the MPI_Init time fpr measured at that rank count (estimate):")
-    for label, w, lay, key in [("  ref 1+1 vs fpr 2", "ref", "1+1", "events"),
-                               ("  ref serial vs fpr 1", "ref", "serial", "events")]:
-        wall = get(w, lay, "smalldata", "wall_s")
-        init = get(w, lay, "fpr", "mpi_init_s")
-        ev = get(w, lay, "smalldata", "events")
-        fe = get(w, lay, "fpr", "events_per_s")
-        if None in (wall, init, ev, fe) or wall - init <= 0:
-            print("%s: n/a" % label)
-        else:
-            print("%s: %.2f  (library wall %.3f s - MPI_Init %.3f s)" % (label, ev / (wall - init) / fe, wall, init))
-    wall = get("large", "1+1", "smalldata", "wall_s")
-    init = get("large", "1+1", "fpr", "mpi_init_s")
-    ev = get("large", "1+1", "smalldata", "events")
-    if fs and None not in (wall, init, ev) and wall - init > 0:
-        print("  large 1+1 vs fswrite page cache: %.2f  (library wall %.3f s - MPI_Init %.3f s)"
-              % (ev * 131080 / (wall - init) / 1e6 / float(fs["main"]["pagecache_MB_per_s"]), wall, init))
-
 
 if __name__ == "__main__":
     main()
