@@ -1410,9 +1410,10 @@ void Packer::make_room(std::size_t need) {
     if (done_events_ > 0) ship_completed();
     if (static_cast<std::size_t>(end_ - cur_) >= need) return;
     // One event larger than the buffer: grow it (such a batch is sent as a "large" message).
+    // The buffer may already be larger than batch_bytes from an earlier large event: use
+    // that room before growing it again.
     const std::size_t used = static_cast<std::size_t>(cur_ - buf_->data());
-    std::size_t cap = std::max(buf_->size() * 2, used + need);
-    buf_->resize(cap);
+    if (buf_->size() < used + need) buf_->resize(std::max(buf_->size() * 2, used + need));
     cur_ = buf_->data() + used;
     end_ = buf_->data() + buf_->size();
 }

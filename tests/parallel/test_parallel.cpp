@@ -443,3 +443,41 @@ TEST_CASE("event() allocates nothing in steady state", "[mpi]") {
     }
     smd.done();
 }
+
+TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") {
+    const std::string dir = fresh_dir("large");
+    Options o;
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/large.h5";
+    o.batch_bytes = 4096;  // every event below is about 24 KiB: sent as a "large" message
+    o.batch_size = 3;
+    const std::int64_t n = 600;
+    {
+        SmallData smd(o);
+        std::vector<double> big(3000);
+        for (std::int64_t i : smd.share(n)) {
+            for (std::size_t k = 0; k < big.size(); ++k) big[k] = static_cast<double>(i) + static_cast<double>(k) * 1e-4;
+            smd.event(i, "big", big);
+            if (i % 4 == 0) smd.event(i, "small", static_cast<std::int16_t>(i % 1000));  // mixes with normal batches
+        }
+        smd.done();
+    }
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        auto ts = f.read<std::int64_t>("timestamp");
+        auto big = f.read<double>("big");
+        auto small = f.read<std::int16_t>("small");
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        REQUIRE(big.size() == 3000 * ts.size());
+        REQUIRE(small.size() == ts.size());
+        std::set<std::int64_t> uniq(ts.begin(), ts.end());
+        CHECK(uniq.size() == ts.size());
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r) {
+            const double t = static_cast<double>(ts[r]);
+            bad += big[3000 * r] != t || big[3000 * r + 2999] != t + 2999 * 1e-4;
+            bad += ts[r] % 4 == 0 ? small[r] != static_cast<std::int16_t>(ts[r] % 1000) : small[r] != -32768;
+        }
+        CHECK(bad == 0);
+    }
+}
