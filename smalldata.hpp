@@ -424,8 +424,6 @@ private:
 // 6. Value traits: one table maps each supported C++ type to its dtype and shape.
 namespace detail {
 
-template <class T> struct dependent_false : std::false_type {};
-
 template <class T> struct dtype_of { static constexpr bool ok = false; };
 #define SMALLDATA_DTYPE(T, D) \
     template <> struct dtype_of<T> { static constexpr bool ok = true; static constexpr DType value = DType::D; };
@@ -517,7 +515,6 @@ template <class N>
 inline constexpr bool is_name = std::is_convertible_v<const N&, std::string_view>;
 
 [[noreturn]] void throw_error(Errc code, const std::string& message);
-std::string shape_mismatch_text(const Shape& want, const Shape& got);
 
 // ============================================================================ [>>packer]
 // 7. Packer: turns event() calls into the binary batch format (docs/design.md, "Wire
@@ -555,8 +552,7 @@ public:
 
 class Packer {
 public:
-    Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size,
-           std::size_t batch_bytes, int rank);
+    Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size, std::size_t batch_bytes);
 
     void begin(std::int64_t ts) {
         if (open_ && ts == ts_) return;
@@ -624,7 +620,6 @@ private:
     unsigned char* cur_ = nullptr;
     unsigned char* end_ = nullptr;
     std::size_t batch_size_, batch_bytes_;
-    int rank_;
     std::size_t ev_off_ = 0;          // offset of the open event in buf_
     std::uint32_t entries_ = 0;       // entries of the open event
     std::uint32_t done_events_ = 0;   // complete events in buf_
@@ -939,10 +934,6 @@ inline void warn(const std::string& message) {
     std::fflush(stderr);
 }
 
-std::string shape_mismatch_text(const Shape& want, const Shape& got) {
-    return "shape " + got.str() + " where the field has shape " + want.str();
-}
-
 void check_field_type(const FieldMeta& meta, DType want, bool scalar) {
     if (meta.dtype != want)
         throw_error(Errc::type_mismatch, "field '" + meta.name + "' has type " + dtype_name(meta.dtype) +
@@ -1041,11 +1032,6 @@ template <class T> inline void append_pod(std::vector<unsigned char>& out, const
 // 10. MPI environment, requests, gentle waits: initialisation, error checks, and the one
 //     waiting strategy every blocking point of the library uses (spin, yield, then sleep).
 
-inline bool& mpi_initialised_by_us() {
-    static bool b = false;
-    return b;
-}
-
 inline bool& aborting() {  // set by the abort protocol: exit handlers must not finalize
     static bool b = false;
     return b;
@@ -1068,7 +1054,6 @@ inline void ensure_mpi() {
     int provided = 0;
     if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         throw_error(Errc::mpi, "MPI_Init_thread failed");
-    mpi_initialised_by_us() = true;
     std::atexit(finalize_mpi_at_exit);
 }
 
@@ -1348,9 +1333,8 @@ private:
 // 12. Packer slow paths: starting and closing events, first sight of a field (validation,
 //     definition record), batch splitting when a buffer is full, flushing.
 
-Packer::Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size,
-               std::size_t batch_bytes, int rank)
-    : sink_(sink), buf_(first), batch_size_(batch_size), batch_bytes_(batch_bytes), rank_(rank) {
+Packer::Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size, std::size_t batch_bytes)
+    : sink_(sink), buf_(first), batch_size_(batch_size), batch_bytes_(batch_bytes) {
     cur_ = buf_->data() + sizeof(WireHeader);
     end_ = buf_->data() + std::min(buf_->size(), batch_bytes_);
     index_.assign(64, 0);
@@ -2414,7 +2398,7 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.writer = std::make_unique<Writer>(o.filename, im.opt);
         im.sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
         im.serial_buf.resize(o.batch_bytes);
-        im.packer = std::make_unique<Packer>(im.sink.get(), &im.serial_buf, o.batch_size, o.batch_bytes, 0);
+        im.packer = std::make_unique<Packer>(im.sink.get(), &im.serial_buf, o.batch_size, o.batch_bytes);
         packer_ = im.packer.get();
         return;
     }
@@ -2474,7 +2458,7 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         auto sender = std::make_unique<Sender>(im);
         std::vector<unsigned char>* first = sender->first();
         im.sink = std::move(sender);
-        im.packer = std::make_unique<Packer>(im.sink.get(), first, o.batch_size, o.batch_bytes, im.rank);
+        im.packer = std::make_unique<Packer>(im.sink.get(), first, o.batch_size, o.batch_bytes);
         packer_ = im.packer.get();
     } else if (im.role == Role::server) {
         im.run_server();  // returns when every client of this server is done
