@@ -550,6 +550,18 @@ public:
                                              std::uint32_t n_events) = 0;
 };
 
+// Name equality for the hot path: short names compare inline rather than through a call.
+inline bool same_name(const std::string& a, std::string_view b) noexcept {
+    const std::size_t n = a.size();
+    if (n != b.size()) return false;
+    if (n > 24) return std::memcmp(a.data(), b.data(), n) == 0;
+    const char* x = a.data();
+    const char* y = b.data();
+    for (std::size_t i = 0; i < n; ++i)
+        if (x[i] != y[i]) return false;
+    return true;
+}
+
 class Packer {
 public:
     Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size, std::size_t batch_bytes);
@@ -563,7 +575,7 @@ public:
         if (pos_ < seq_.size()) {
             id = seq_[pos_];
             const ClientField& f = fields_[id];
-            if (f.last_event != event_no_ && f.meta.dtype == dt && f.meta.name == name &&
+            if (f.last_event != event_no_ && f.meta.dtype == dt && same_name(f.meta.name, name) &&
                 f.meta.shape == shape)
                 goto hit;
         }
@@ -586,7 +598,7 @@ public:
             id = seq_[pos_];
             const ClientField& f = fields_[id];
             if (f.last_event != event_no_ && f.meta.dtype == dt && f.meta.shape.rank == 0 &&
-                f.meta.name == name)
+                same_name(f.meta.name, name))
                 goto hit;
         }
         id = resolve(name, dt, Shape{});
@@ -1532,6 +1544,8 @@ struct WField {
     std::uint64_t cache_start = 0;   // row of cache[0]
     std::uint64_t rows = 0;          // rows so far (last row written + 1)
     std::uint64_t extent = 0;        // extent of the dataset in the file
+    std::uint64_t chunk_rows = 0;    // rows per chunk, set when the dataset is created
+    bool direct = false;             // whole chunks may go out with H5Dwrite_chunk
     H5Id dset, memtype;
 };
 
@@ -1579,23 +1593,21 @@ public:
         names_.check(m.name, "field");
         return add_field(m, source);
     }
-    const FieldMeta& meta(std::size_t i) const { return fields_[i].meta; }
     std::size_t field_count() const { return fields_.size(); }
     bool has_field(std::string_view name) const { return by_name_.count(std::string(name)) != 0; }
     const NameSet& names() const { return names_; }
     std::uint64_t events() const { return n_events_; }
     double write_seconds() const { return write_seconds_; }
 
-    void write_event(std::int64_t ts, const EntryRef* entries, std::size_t n, const std::size_t* idx) {
-        const std::uint64_t e = n_events_;
-        if (has_file_) {
-            append(fields_[0], e, reinterpret_cast<const unsigned char*>(&ts));
-            for (std::size_t i = 0; i < n; ++i) {
-                WField& f = fields_[idx[i]];
-                append(f, f.meta.aligned ? e : f.rows, entries[i].data);
-            }
-        }
-        n_events_ = e + 1;
+    WField* field(std::size_t i) { return &fields_[i]; }
+    bool has_file() const { return has_file_; }
+
+    // The hot path, once per value: the open event's value of f (has_file() only), then
+    // end_event() once the event's values are all given.
+    void put(WField& f, const unsigned char* data) { append(f, f.meta.aligned ? n_events_ : f.rows, data); }
+    void end_event(std::int64_t ts) {
+        if (has_file_) append(fields_[0], n_events_, reinterpret_cast<const unsigned char*>(&ts));
+        ++n_events_;
     }
 
     // Flushes every cache, gives aligned datasets their final length, writes the summary
@@ -1662,7 +1674,9 @@ private:
         f.meta = m;
         f.source = source;
         const std::size_t rb = std::max<std::size_t>(m.bytes, 1);
-        f.cache_rows = std::max<std::size_t>(1, std::min(opt_.cache_size, opt_.cache_bytes / rb));
+        // A power of two, so that whole chunks (also powers of two) tile a full cache.
+        f.cache_rows = static_cast<std::size_t>(
+            pow2_floor(std::max<std::size_t>(1, std::min(opt_.cache_size, opt_.cache_bytes / rb))));
         f.fill_row.resize(m.bytes);
         const auto fb = fill_bytes(m.dtype);
         const std::size_t es = dtype_size(m.dtype);
@@ -1673,7 +1687,28 @@ private:
         return fields_.size() - 1;
     }
 
+    // Fast path: the row right after the cached ones, with room left (0 < cached < capacity).
     void append(WField& f, std::uint64_t row, const unsigned char* data) {
+        if (f.cached - 1 < f.cache_rows - 1 && row == f.cache_start + f.cached) {
+            copy_row(f.cache.data() + f.cached * f.meta.bytes, data, f.meta.bytes);
+            ++f.cached;
+            f.rows = row + 1;
+            return;
+        }
+        append_slow(f, row, data);
+    }
+    static void copy_row(unsigned char* d, const unsigned char* s, std::size_t n) noexcept {
+        switch (n) {  // fixed sizes become plain moves instead of a call
+        case 1: std::memcpy(d, s, 1); return;
+        case 2: std::memcpy(d, s, 2); return;
+        case 4: std::memcpy(d, s, 4); return;
+        case 8: std::memcpy(d, s, 8); return;
+        case 16: std::memcpy(d, s, 16); return;
+        default: std::memcpy(d, s, n); return;
+        }
+    }
+
+    void append_slow(WField& f, std::uint64_t row, const unsigned char* data) {
         const std::size_t rb = f.meta.bytes;
         if (f.cached == 0) {
             f.cache_start = row;
@@ -1716,6 +1751,12 @@ private:
         h5check_herr(H5Pset_fill_value(dcpl.get(), f.memtype.get(), fill.data()), "H5Pset_fill_value");
         H5Id ftype = h5_type(f.meta.dtype, true);
         H5Id space = h5_space(0, f.meta.shape, true);
+        f.chunk_rows = rows;
+#if H5_VERSION_GE(1, 10, 3)
+        // Whole chunks are written raw (no selection, no fill, no copy) when memory and file
+        // layouts agree, which is every type on a little-endian machine.
+        f.direct = f.meta.bytes > 0 && H5Tequal(f.memtype.get(), ftype.get()) > 0;
+#endif
         // No chunk cache: flushes write whole chunks, which then go straight to the file
         // instead of being copied into the cache first.
         H5Id dapl(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
@@ -1742,19 +1783,47 @@ private:
         const std::uint64_t end = f.cache_start + f.cached;
         if (f.extent < end) set_extent(f, end);
         if (f.meta.bytes > 0) {
-            H5Id fspace(h5check(H5Dget_space(f.dset.get()), "H5Dget_space"), H5Sclose);
-            hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
-            start[0] = static_cast<hsize_t>(f.cache_start);
-            count[0] = static_cast<hsize_t>(f.cached);
-            for (int i = 0; i < f.meta.shape.rank; ++i) count[i + 1] = f.meta.shape.dims[static_cast<std::size_t>(i)];
-            h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
-                         "H5Sselect_hyperslab");
-            H5Id mspace = h5_space(static_cast<long long>(f.cached), f.meta.shape);
-            if (H5Dwrite(f.dset.get(), f.memtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, f.cache.data()) < 0)
-                throw_h5("cannot write dataset '" + f.meta.name + "' in '" + path_ + "'");
+            // Rows [first, last) of whole chunks go out raw, the partial chunks around them
+            // through H5Dwrite (which fills the rest of a new chunk with the fill value).
+            const std::uint64_t c = f.chunk_rows, start = f.cache_start;
+            std::uint64_t first = end, last = end;
+            if (f.direct) {
+                first = (start + c - 1) / c * c;
+                last = end / c * c;
+                if (first >= last) first = last = end;
+            }
+            if (start < first) write_rows(f, start, first - start, f.cache.data());
+            for (std::uint64_t r = first; r < last; r += c) write_chunk(f, r, f.cache.data() + (r - start) * f.meta.bytes);
+            if (last < end) write_rows(f, last, end - last, f.cache.data() + (last - start) * f.meta.bytes);
         }
         f.cached = 0;
         write_seconds_ += now_seconds() - t0;
+    }
+
+    void write_rows(WField& f, std::uint64_t row, std::uint64_t n, const unsigned char* data) {
+        H5Id fspace(h5check(H5Dget_space(f.dset.get()), "H5Dget_space"), H5Sclose);
+        hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
+        start[0] = static_cast<hsize_t>(row);
+        count[0] = static_cast<hsize_t>(n);
+        for (int i = 0; i < f.meta.shape.rank; ++i) count[i + 1] = f.meta.shape.dims[static_cast<std::size_t>(i)];
+        h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+                     "H5Sselect_hyperslab");
+        H5Id mspace = h5_space(static_cast<long long>(n), f.meta.shape);
+        if (H5Dwrite(f.dset.get(), f.memtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, data) < 0)
+            throw_h5("cannot write dataset '" + f.meta.name + "' in '" + path_ + "'");
+    }
+
+    // One whole chunk starting at `row`, straight to the file.
+    void write_chunk(WField& f, std::uint64_t row, const unsigned char* data) {
+#if H5_VERSION_GE(1, 10, 3)
+        hsize_t offset[max_rank + 1] = {};
+        offset[0] = static_cast<hsize_t>(row);
+        if (H5Dwrite_chunk(f.dset.get(), H5P_DEFAULT, 0, offset, static_cast<std::size_t>(f.chunk_rows) * f.meta.bytes,
+                           data) < 0)
+            throw_h5("cannot write dataset '" + f.meta.name + "' in '" + path_ + "'");
+#else
+        write_rows(f, row, f.chunk_rows, data);
+#endif
     }
 
     const Options& opt_;
@@ -1773,7 +1842,7 @@ private:
 //     each complete event, and hands the event to the writer.
 
 struct Stream {
-    std::vector<std::size_t> map;    // client field id -> writer field index
+    std::vector<WField*> map;        // client field id -> writer field
     std::uint32_t next_seq = 0;
     std::uint64_t events = 0;
     bool done = false;
@@ -1793,11 +1862,34 @@ public:
             throw_error(Errc::protocol, "batch " + std::to_string(h.seq) + " from " + s.source + " arrived, expected " +
                                             std::to_string(s.next_seq));
         ++s.next_seq;
+        if (callbacks_.empty()) {  // fast path: values go straight to the columns
+            const bool writes = w_.has_file();
+            for (std::uint32_t e = 0; e < h.n_events; ++e) {
+                const auto ts = r.get<std::int64_t>();
+                const auto ne = r.get<std::uint32_t>();
+                for (std::uint32_t k = 0; k < ne; ++k) {
+                    auto id = r.get<std::uint32_t>();
+                    while (id == wire_define) {
+                        define(s, r);
+                        id = r.get<std::uint32_t>();
+                    }
+                    if (id >= s.map.size()) throw_error(Errc::protocol, "unknown field id from " + s.source);
+                    WField& f = *s.map[id];
+                    r.need(f.meta.bytes);
+                    if (writes) w_.put(f, r.p);
+                    r.p += f.meta.bytes;
+                }
+                w_.end_event(ts);
+                ++s.events;
+            }
+            if (r.p != r.end) throw_error(Errc::protocol, "trailing bytes in a batch from " + s.source);
+            return;
+        }
         for (std::uint32_t e = 0; e < h.n_events; ++e) {
             const auto ts = r.get<std::int64_t>();
             const auto ne = r.get<std::uint32_t>();
             entries_.clear();
-            idx_.clear();
+            fptr_.clear();
             for (std::uint32_t k = 0; k < ne; ++k) {
                 auto id = r.get<std::uint32_t>();
                 while (id == wire_define) {
@@ -1805,18 +1897,17 @@ public:
                     id = r.get<std::uint32_t>();
                 }
                 if (id >= s.map.size()) throw_error(Errc::protocol, "unknown field id from " + s.source);
-                const std::size_t wi = s.map[id];
-                const FieldMeta& m = w_.meta(wi);
-                r.need(m.bytes);
-                entries_.push_back(EntryRef{&m, r.p});
-                idx_.push_back(wi);
-                r.p += m.bytes;
+                WField& f = *s.map[id];
+                r.need(f.meta.bytes);
+                entries_.push_back(EntryRef{&f.meta, r.p});
+                fptr_.push_back(&f);
+                r.p += f.meta.bytes;
             }
-            if (!callbacks_.empty()) {
-                const Event ev(ts, entries_.data(), entries_.size());
-                for (const Callback& cb : callbacks_) cb(ev);
-            }
-            w_.write_event(ts, entries_.data(), entries_.size(), idx_.data());
+            const Event ev(ts, entries_.data(), entries_.size());
+            for (const Callback& cb : callbacks_) cb(ev);
+            if (w_.has_file())
+                for (std::size_t i = 0; i < entries_.size(); ++i) w_.put(*fptr_[i], entries_[i].data);
+            w_.end_event(ts);
             ++s.events;
         }
         if (r.p != r.end) throw_error(Errc::protocol, "trailing bytes in a batch from " + s.source);
@@ -1837,13 +1928,13 @@ private:
         m.name = std::string(r.bytes(len));
         m.bytes = static_cast<std::size_t>(m.shape.count()) * dtype_size(m.dtype);
         m.aligned = !is_unaligned(m.name);
-        s.map.push_back(w_.field_index(m, s.source));
+        s.map.push_back(w_.field(w_.field_index(m, s.source)));
     }
 
     Writer& w_;
     const std::vector<Callback>& callbacks_;
     std::vector<EntryRef> entries_;
-    std::vector<std::size_t> idx_;
+    std::vector<WField*> fptr_;
 };
 
 // Serial mode: full batches are decoded and written in-process, the buffer reused at once.

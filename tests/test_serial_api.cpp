@@ -182,6 +182,70 @@ TEST_CASE("a gap longer than the cache is filled (cache_size 7, field absent for
     }
 }
 
+TEST_CASE("random presence patterns match a model at every cache and chunk size", "[serial][cache]") {
+    // Fields come and go in runs (dense, sparse, absent for long stretches), so flushes
+    // start and end anywhere relative to chunk boundaries: whole chunks, partial chunks,
+    // gaps inside the cache and gaps longer than it. Every row is checked against a model.
+    struct Sizes {
+        std::size_t cache_size, chunk_bytes;
+    };
+    const Sizes sizes[] = {{1, 1 << 20}, {3, 1 << 20}, {8, 16}, {64, 64}, {64, 1 << 20}, {1000, 256}, {8192, 1 << 20}};
+    for (const Sizes& z : sizes) {
+        INFO("cache_size " << z.cache_size << ", chunk_bytes " << z.chunk_bytes);
+        const std::string path = fresh("cache_model.h5");
+        const std::int64_t n = 3000;
+        std::vector<double> x(n, std::nan(""));
+        std::vector<std::int16_t> v(3 * n, -32768);
+        std::vector<std::int32_t> u;
+        std::uint64_t rng = 0x9E3779B97F4A7C15ull ^ z.cache_size ^ (z.chunk_bytes << 20);
+        auto next = [&rng] {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            return rng;
+        };
+        {
+            smalldata::Options o = file_opts(path);
+            o.cache_size = z.cache_size;
+            o.chunk_bytes = z.chunk_bytes;
+            smalldata::SmallData smd(o);
+            int mode = 0;
+            for (std::int64_t i = 0; i < n; ++i) {
+                if (next() % 97 == 0) mode = static_cast<int>(next() % 3);  // 0 dense, 1 sparse, 2 absent
+                smd.event(i, "tick", std::uint8_t(1));
+                const bool has_x = mode == 0 ? next() % 10 != 0 : mode == 1 ? next() % 10 == 0 : false;
+                const bool has_v = mode == 2 ? next() % 2 == 0 : next() % 50 != 0;
+                if (has_x) {
+                    x[static_cast<std::size_t>(i)] = static_cast<double>(i) * 0.5;
+                    smd.event(i, "x", x[static_cast<std::size_t>(i)]);
+                }
+                if (has_v) {
+                    std::array<std::int16_t, 3> a{static_cast<std::int16_t>(i % 30000), 7, static_cast<std::int16_t>(-i % 1000)};
+                    std::copy(a.begin(), a.end(), v.begin() + 3 * i);
+                    smd.event(i, "g/v", a);
+                }
+                if (next() % 4 == 0) {
+                    u.push_back(static_cast<std::int32_t>(i));
+                    smd.event(i, "unaligned_u", static_cast<std::int32_t>(i));
+                }
+            }
+            smd.done();
+        }
+        h5r::File f(path);
+        CHECK(f.read<std::uint8_t>("tick").size() == static_cast<std::size_t>(n));
+        const auto rx = f.read<double>("x");
+        const auto rv = f.read<std::int16_t>("g/v");
+        REQUIRE(rx.size() == x.size());
+        REQUIRE(rv.size() == v.size());
+        std::size_t bad_x = 0, bad_v = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) bad_x += !same(rx[i], x[i]);
+        for (std::size_t i = 0; i < v.size(); ++i) bad_v += rv[i] != v[i];
+        CHECK(bad_x == 0);
+        CHECK(bad_v == 0);
+        CHECK(f.read<std::int32_t>("unaligned_u") == u);
+    }
+}
+
 TEST_CASE("events larger than batch_bytes and cache_bytes are written whole", "[serial][cache]") {
     const std::string path = fresh("large_events.h5");
     constexpr std::size_t width = 20000;  // 160 kB per row
