@@ -1532,7 +1532,9 @@ namespace detail {
 //     the dataset's fill value). Unaligned fields append at their own row count.
 //     Chunks. chunk rows = the largest power of two <= min(chunk_bytes / row bytes, cache
 //     rows), and no larger than the rows known when the dataset is first written (so a
-//     short run does not allocate huge chunks). A full cache is then whole chunks.
+//     short run does not allocate huge chunks). A full cache is then whole chunks, which go
+//     to the file raw (H5Dwrite_chunk). Rows of big_row_bytes or more (images) skip the
+//     cache: one row per chunk, written straight from the batch they arrived in.
 
 struct WField {
     FieldMeta meta;
@@ -1546,8 +1548,11 @@ struct WField {
     std::uint64_t extent = 0;        // extent of the dataset in the file
     std::uint64_t chunk_rows = 0;    // rows per chunk, set when the dataset is created
     bool direct = false;             // whole chunks may go out with H5Dwrite_chunk
+    bool big = false;                // rows of big_row_bytes or more: one row per chunk
     H5Id dset, memtype;
 };
+
+inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
 
 inline std::uint64_t pow2_floor(std::uint64_t v) {
     std::uint64_t p = 1;
@@ -1620,7 +1625,7 @@ public:
                 flush(f);
                 if (!f.dset.valid()) create(f);
                 const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
-                if (f.extent < want) set_extent(f, want);
+                if (f.extent != want) set_extent(f, want);
                 f.dset.reset();
                 f.memtype.reset();
             }
@@ -1641,7 +1646,7 @@ public:
                 flush(f);
                 if (f.dset.valid()) {
                     const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
-                    if (f.extent < want) set_extent(f, want);
+                    if (f.extent != want) set_extent(f, want);
                 }
             } catch (...) {
             }
@@ -1677,6 +1682,7 @@ private:
         // A power of two, so that whole chunks (also powers of two) tile a full cache.
         f.cache_rows = static_cast<std::size_t>(
             pow2_floor(std::max<std::size_t>(1, std::min(opt_.cache_size, opt_.cache_bytes / rb))));
+        f.big = m.bytes >= big_row_bytes;
         f.fill_row.resize(m.bytes);
         const auto fb = fill_bytes(m.dtype);
         const std::size_t es = dtype_size(m.dtype);
@@ -1703,13 +1709,23 @@ private:
         case 2: std::memcpy(d, s, 2); return;
         case 4: std::memcpy(d, s, 4); return;
         case 8: std::memcpy(d, s, 8); return;
-        case 16: std::memcpy(d, s, 16); return;
         default: std::memcpy(d, s, n); return;
         }
     }
 
     void append_slow(WField& f, std::uint64_t row, const unsigned char* data) {
         const std::size_t rb = f.meta.bytes;
+        if (f.big) {
+            if (!f.dset.valid()) create(f);
+            if (f.direct) {  // straight from the batch; the extent grows by doubling
+                const double t0 = now_seconds();
+                if (f.extent <= row) set_extent(f, std::max<std::uint64_t>(row + 1, 2 * f.extent));
+                write_chunk(f, row, data);
+                f.rows = row + 1;
+                write_seconds_ += now_seconds() - t0;
+                return;
+            }
+        }
         if (f.cached == 0) {
             f.cache_start = row;
         } else {
@@ -1740,6 +1756,7 @@ private:
         const std::size_t rb = std::max<std::size_t>(f.meta.bytes, 1);
         std::uint64_t rows = pow2_floor(std::max<std::uint64_t>(1, std::min<std::uint64_t>(opt_.chunk_bytes / rb, f.cache_rows)));
         rows = std::min(rows, pow2_ceil(std::max<std::uint64_t>(1, f.cache_start + f.cached)));
+        if (f.big) rows = 1;
         hsize_t chunk[max_rank + 1];
         chunk[0] = static_cast<hsize_t>(rows);
         for (int i = 0; i < f.meta.shape.rank; ++i)
@@ -1862,51 +1879,30 @@ public:
             throw_error(Errc::protocol, "batch " + std::to_string(h.seq) + " from " + s.source + " arrived, expected " +
                                             std::to_string(s.next_seq));
         ++s.next_seq;
-        if (callbacks_.empty()) {  // fast path: values go straight to the columns
-            const bool writes = w_.has_file();
-            for (std::uint32_t e = 0; e < h.n_events; ++e) {
-                const auto ts = r.get<std::int64_t>();
-                const auto ne = r.get<std::uint32_t>();
-                for (std::uint32_t k = 0; k < ne; ++k) {
-                    auto id = r.get<std::uint32_t>();
-                    while (id == wire_define) {
-                        define(s, r);
-                        id = r.get<std::uint32_t>();
-                    }
-                    if (id >= s.map.size()) throw_error(Errc::protocol, "unknown field id from " + s.source);
-                    WField& f = *s.map[id];
-                    r.need(f.meta.bytes);
-                    if (writes) w_.put(f, r.p);
-                    r.p += f.meta.bytes;
-                }
-                w_.end_event(ts);
-                ++s.events;
-            }
-            if (r.p != r.end) throw_error(Errc::protocol, "trailing bytes in a batch from " + s.source);
-            return;
-        }
+        const bool writes = w_.has_file();
         for (std::uint32_t e = 0; e < h.n_events; ++e) {
             const auto ts = r.get<std::int64_t>();
             const auto ne = r.get<std::uint32_t>();
-            entries_.clear();
-            fptr_.clear();
-            for (std::uint32_t k = 0; k < ne; ++k) {
-                auto id = r.get<std::uint32_t>();
-                while (id == wire_define) {
-                    define(s, r);
-                    id = r.get<std::uint32_t>();
+            if (callbacks_.empty()) {  // fast path: values go straight to the columns
+                for (std::uint32_t k = 0; k < ne; ++k) {
+                    WField& f = entry(s, r);
+                    if (writes) w_.put(f, r.p);
+                    r.p += f.meta.bytes;
                 }
-                if (id >= s.map.size()) throw_error(Errc::protocol, "unknown field id from " + s.source);
-                WField& f = *s.map[id];
-                r.need(f.meta.bytes);
-                entries_.push_back(EntryRef{&f.meta, r.p});
-                fptr_.push_back(&f);
-                r.p += f.meta.bytes;
+            } else {  // the event is complete before callbacks see it, and written after
+                entries_.clear();
+                fptr_.clear();
+                for (std::uint32_t k = 0; k < ne; ++k) {
+                    WField& f = entry(s, r);
+                    entries_.push_back(EntryRef{&f.meta, r.p});
+                    fptr_.push_back(&f);
+                    r.p += f.meta.bytes;
+                }
+                const Event ev(ts, entries_.data(), entries_.size());
+                for (const Callback& cb : callbacks_) cb(ev);
+                if (writes)
+                    for (std::size_t i = 0; i < entries_.size(); ++i) w_.put(*fptr_[i], entries_[i].data);
             }
-            const Event ev(ts, entries_.data(), entries_.size());
-            for (const Callback& cb : callbacks_) cb(ev);
-            if (w_.has_file())
-                for (std::size_t i = 0; i < entries_.size(); ++i) w_.put(*fptr_[i], entries_[i].data);
             w_.end_event(ts);
             ++s.events;
         }
@@ -1914,6 +1910,20 @@ public:
     }
 
 private:
+    // The field of the next entry (reading any definitions before it); its value, whose
+    // bytes are checked to be there, starts at r.p.
+    WField& entry(Stream& s, Reader& r) {
+        auto id = r.get<std::uint32_t>();
+        while (id == wire_define) {
+            define(s, r);
+            id = r.get<std::uint32_t>();
+        }
+        if (id >= s.map.size()) throw_error(Errc::protocol, "unknown field id from " + s.source);
+        WField& f = *s.map[id];
+        r.need(f.meta.bytes);
+        return f;
+    }
+
     void define(Stream& s, Reader& r) {
         const auto id = r.get<std::uint32_t>();
         const auto dt = r.get<std::uint8_t>();
@@ -2094,7 +2104,12 @@ inline void Impl::run_server() {
     const std::size_t R = static_cast<std::size_t>(opt.recv_buffers);
     std::vector<std::vector<unsigned char>> bufs(R, std::vector<unsigned char>(opt.batch_bytes));
     std::vector<MPI_Request> reqs(R, MPI_REQUEST_NULL);
+    // Receives that completed early (see `progress`), with their statuses.
+    std::vector<char> arrived(R, 0);
+    std::vector<MPI_Status> arrived_st(R), some_st(R);
+    std::vector<int> some_idx(R);
     auto post = [&](std::size_t i) {
+        arrived[i] = 0;
         check_mpi(MPI_Irecv(bufs[i].data(), static_cast<int>(opt.batch_bytes), MPI_BYTE, MPI_ANY_SOURCE, tag_data, comm,
                             &reqs[i]),
                   "MPI_Irecv");
@@ -2107,6 +2122,18 @@ inline void Impl::run_server() {
         MPI_Status st;
         if (MPI_Test(&abort_req, &flag, &st) == MPI_SUCCESS && flag) on_abort_notice(st.MPI_SOURCE);
     };
+    // Completes every receive whose message is here. Called before each decode: a large
+    // message is copied only when the receiver drives MPI, so doing it now frees the
+    // client's send buffers while this server decodes, instead of after.
+    auto progress = [&] {
+        int n = 0;
+        check_mpi(MPI_Testsome(static_cast<int>(R), reqs.data(), &n, some_idx.data(), some_st.data()), "MPI_Testsome");
+        for (int k = 0; k < n && n != MPI_UNDEFINED; ++k) {
+            const auto i = static_cast<std::size_t>(some_idx[static_cast<std::size_t>(k)]);
+            arrived[i] = 1;
+            arrived_st[i] = some_st[static_cast<std::size_t>(k)];
+        }
+    };
     std::vector<unsigned char> large;
     try {
         if (remaining > 0)
@@ -2114,9 +2141,14 @@ inline void Impl::run_server() {
         std::size_t head = 0;
         while (remaining > 0) {
             MPI_Status st;
-            const double t0 = now_seconds();
-            wait_gently(reqs[head], opt.idle_sleep_max_us, &st, poll);
-            stats.idle_seconds += now_seconds() - t0;
+            if (!arrived[head]) {
+                const double t0 = now_seconds();
+                wait_gently(reqs[head], opt.idle_sleep_max_us, &st, poll);
+                stats.idle_seconds += now_seconds() - t0;
+            } else {
+                st = arrived_st[head];
+            }
+            progress();
             int count = 0;
             check_mpi(MPI_Get_count(&st, MPI_BYTE, &count), "MPI_Get_count");
             const int src = st.MPI_SOURCE;

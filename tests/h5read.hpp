@@ -7,6 +7,7 @@
 //   h5r::File f(path);
 //   f.exists("det/roi");  f.is_group("det");  f.is_dataset("det/roi");
 //   f.dims("det/roi")                      -> {n_events, 4}   ({} for a scalar dataset)
+//   f.chunk_dims("det/roi")                -> {rows per chunk, 4} ({} if not chunked)
 //   f.read<std::int16_t>("det/roi")        -> every element, row-major
 //   f.read_rows<float>("det/proj", 10, 5)  -> rows [10, 15) (first axis), row-major
 //   f.scalar<double>("x")                  -> a rank-0 dataset's value
@@ -179,6 +180,18 @@ public:
         Hid s(H5Dget_space(d.get()), H5Sclose);
         check(s.get(), "H5Dget_space", name);
         return space_dims(s.get(), name);
+    }
+    // Chunk dimensions of a chunked dataset; empty when it is not chunked.
+    std::vector<hsize_t> chunk_dims(const std::string& name) const {
+        Hid d = open_dataset(name);
+        Hid p(H5Dget_create_plist(d.get()), H5Pclose);
+        check(p.get(), "H5Dget_create_plist", name);
+        if (H5Pget_layout(p.get()) != H5D_CHUNKED) return {};
+        std::vector<hsize_t> c(32);
+        const int r = H5Pget_chunk(p.get(), static_cast<int>(c.size()), c.data());
+        check(r, "H5Pget_chunk", name);
+        c.resize(static_cast<std::size_t>(r));
+        return c;
     }
     // The number of elements of a dataset (1 for a scalar).
     hsize_t count(const std::string& name) const {

@@ -246,6 +246,54 @@ TEST_CASE("random presence patterns match a model at every cache and chunk size"
     }
 }
 
+TEST_CASE("image rows (64 KiB and more) skip the cache: one row per chunk, gaps read as fill", "[serial][cache]") {
+    const std::string path = fresh("big_rows.h5");
+    const std::int64_t n = 50;
+    std::vector<std::uint16_t> img(256 * 256);
+    std::vector<float> just(16384);        // exactly 64 KiB
+    std::vector<std::uint8_t> below(65535);  // one byte short: cached as usual
+    {
+        smalldata::SmallData smd(file_opts(path));
+        for (std::int64_t i = 0; i < n; ++i) {
+            smd.event(i, "n", static_cast<std::int32_t>(i));
+            if (i % 7 != 3 && i < 40) {  // gaps inside, and missing at the end
+                for (std::size_t k = 0; k < img.size(); ++k) img[k] = static_cast<std::uint16_t>(i * 1000 + static_cast<std::int64_t>(k % 1000));
+                smd.event(i, "det/image", smalldata::view(img.data(), {256, 256}));
+            }
+            if (i % 2 == 0) {
+                just.assign(just.size(), static_cast<float>(i));
+                smd.event(i, "just", just);
+                below.assign(below.size(), static_cast<std::uint8_t>(i));
+                smd.event(i, "below", below);
+                smd.event(i, "unaligned_img", smalldata::view(img.data(), {256, 256}));
+            }
+        }
+        smd.done();
+    }
+    h5r::File f(path);
+    const auto im = f.read<std::uint16_t>("det/image");
+    const auto ju = f.read<float>("just");
+    const auto be = f.read<std::uint8_t>("below");
+    const auto ui = f.read<std::uint16_t>("unaligned_img");
+    REQUIRE(im.size() == 65536 * n);
+    REQUIRE(ju.size() == 16384 * n);
+    REQUIRE(be.size() == 65535 * n);
+    REQUIRE(ui.size() == 65536 * 25);
+    std::size_t bad = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const auto r = static_cast<std::size_t>(i);
+        const bool has = i % 7 != 3 && i < 40;
+        for (std::size_t k = 0; k < 65536; k += 997)
+            bad += im[r * 65536 + k] != (has ? static_cast<std::uint16_t>(i * 1000 + static_cast<std::int64_t>(k % 1000)) : 65535);
+        bad += !same(ju[r * 16384 + 16383], i % 2 == 0 ? static_cast<float>(i) : std::nanf(""));
+        bad += be[r * 65535 + 65534] != (i % 2 == 0 ? static_cast<std::uint8_t>(i) : 255);
+    }
+    CHECK(bad == 0);
+    CHECK(f.chunk_dims("det/image") == std::vector<hsize_t>{1, 256, 256});
+    CHECK(f.chunk_dims("just") == std::vector<hsize_t>{1, 16384});
+    CHECK(f.chunk_dims("below").at(0) > 1);
+}
+
 TEST_CASE("events larger than batch_bytes and cache_bytes are written whole", "[serial][cache]") {
     const std::string path = fresh("large_events.h5");
     constexpr std::size_t width = 20000;  // 160 kB per row

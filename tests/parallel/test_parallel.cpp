@@ -455,10 +455,16 @@ TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") 
     {
         SmallData smd(o);
         std::vector<double> big(3000);
+        std::vector<std::uint16_t> img(128 * 256);
         for (std::int64_t i : smd.share(n)) {
             for (std::size_t k = 0; k < big.size(); ++k) big[k] = static_cast<double>(i) + static_cast<double>(k) * 1e-4;
             smd.event(i, "big", big);
             if (i % 4 == 0) smd.event(i, "small", static_cast<std::int16_t>(i % 1000));  // mixes with normal batches
+            if (i % 3 != 0) {  // 64 KiB rows: written straight from the batch, one row per chunk
+                img.assign(img.size(), static_cast<std::uint16_t>(i));
+                img.back() = static_cast<std::uint16_t>(i + 1);
+                smd.event(i, "det/image", smalldata::view(img.data(), {128, 256}));
+            }
         }
         smd.done();
     }
@@ -470,6 +476,8 @@ TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") 
         REQUIRE(ts.size() == static_cast<std::size_t>(n));
         REQUIRE(big.size() == 3000 * ts.size());
         REQUIRE(small.size() == ts.size());
+        auto img = f.read<std::uint16_t>("det/image");
+        REQUIRE(img.size() == 128 * 256 * ts.size());
         std::set<std::int64_t> uniq(ts.begin(), ts.end());
         CHECK(uniq.size() == ts.size());
         std::size_t bad = 0;
@@ -477,6 +485,10 @@ TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") 
             const double t = static_cast<double>(ts[r]);
             bad += big[3000 * r] != t || big[3000 * r + 2999] != t + 2999 * 1e-4;
             bad += ts[r] % 4 == 0 ? small[r] != static_cast<std::int16_t>(ts[r] % 1000) : small[r] != -32768;
+            const std::uint16_t* row = img.data() + 128 * 256 * r;
+            const auto v = static_cast<std::uint16_t>(ts[r]);
+            if (ts[r] % 3 != 0) bad += row[0] != v || row[128 * 256 / 2] != v || row[128 * 256 - 1] != v + 1;
+            else bad += row[0] != 65535 || row[128 * 256 - 1] != 65535;
         }
         CHECK(bad == 0);
     }
