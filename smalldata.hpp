@@ -1264,10 +1264,21 @@ inline H5Id h5_lcpl() {  // link creation: make intermediate groups ("det/roi")
 
 inline H5Id h5_create_file(const std::string& path) {
     H5Id fapl(h5check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
-    // Keep files readable by HDF5 1.10 readers whatever library version writes them.
-#if H5_VERS_MAJOR > 1 || (H5_VERS_MAJOR == 1 && H5_VERS_MINOR >= 10)
-    h5check_herr(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V110), "H5Pset_libver_bounds");
+    // The HDF5 1.10 file format, whatever library version writes it: readable by HDF5 1.10
+    // and newer (which virtual datasets need anyway), and its extensible-array chunk index
+    // appends in constant time and memory, where the 1.8 B-tree grew with every chunk.
+#if H5_VERSION_GE(1, 10, 2)
+    h5check_herr(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110), "H5Pset_libver_bounds");
 #endif
+    // A bounded metadata cache: left adaptive, it grows with the chunk index of a long run.
+    H5AC_cache_config_t mdc;
+    mdc.version = H5AC__CURR_CACHE_CONFIG_VERSION;
+    h5check_herr(H5Pget_mdc_config(fapl.get(), &mdc), "H5Pget_mdc_config");
+    mdc.set_initial_size = 1;
+    mdc.initial_size = std::size_t(1) << 20;
+    mdc.max_size = std::size_t(2) << 20;
+    mdc.min_size = std::min(mdc.min_size, mdc.initial_size);
+    h5check_herr(H5Pset_mdc_config(fapl.get(), &mdc), "H5Pset_mdc_config");
     hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
     if (f < 0) throw_h5("cannot create file '" + path + "'");
     return H5Id(f, H5Fclose);
