@@ -142,20 +142,34 @@ def main():
         r = best.get((w, lay, impl))
         return None if r is None or r["skipped"] else num(r["main"], k)
 
-    def ratio_line(label, a, b, unit):
+    def target(label, a, b, unit, want):
+        """One target: the ratio a / b against `want`, marked met or missed (by how much)."""
         if a is None or b is None or b == 0:
-            print("%s: n/a" % label)
-        else:
-            print("%s: %.2f  (%s vs %s %s)" % (label, a / b, f(a, ",.0f"), f(b, ",.0f"), unit))
+            print("  %s: n/a" % label)
+            return
+        r = a / b
+        status = "met" if r >= want else "MISSED by %.0f%%" % (100 * (1 - r / want))
+        print("  %s: %.2f, target >= %.2f: %s  (%s vs %s %s)" % (label, r, want, status, f(a, ",.0f"), f(b, ",.0f"), unit))
 
     print("Targets (ratios measured in this run%s):" % (", median of %d" % nreps if nreps > 1 else ""))
-    ratio_line("  ref 1 srv + 1 cli vs fpr 2 ranks, events/s", get("ref", "1+1", "smalldata", "events_per_s"),
-               get("ref", "1+1", "fpr", "events_per_s"), "events/s")
-    ratio_line("  ref serial vs fpr 1 rank, events/s", get("ref", "serial", "smalldata", "events_per_s"),
-               get("ref", "serial", "fpr", "events_per_s"), "events/s")
-    ratio_line("  large 1 srv + 1 cli payload vs fswrite page cache, MB/s",
-               get("large", "1+1", "smalldata", "payload_MB_per_s"),
-               num(fs["main"], "pagecache_MB_per_s") if fs else None, "MB/s")
+    target("ref 1 srv + 1 cli, events/s vs 2,500,000", get("ref", "1+1", "smalldata", "events_per_s"), 2.5e6,
+           "events/s", 1.0)
+    target("ref 1 srv + 1 cli vs fpr 2 ranks, events/s", get("ref", "1+1", "smalldata", "events_per_s"),
+           get("ref", "1+1", "fpr", "events_per_s"), "events/s", 0.5)
+    target("ref serial vs fpr 1 rank, events/s", get("ref", "serial", "smalldata", "events_per_s"),
+           get("ref", "serial", "fpr", "events_per_s"), "events/s", 0.5)
+    target("large 1 srv + 1 cli payload vs fswrite page cache, MB/s",
+           get("large", "1+1", "smalldata", "payload_MB_per_s"),
+           num(fs["main"], "pagecache_MB_per_s") if fs else None, "MB/s", 0.7)
+    for w in WORKLOADS:
+        for lay, lay_name in LAYOUTS:
+            r = best.get((w, lay, "phdf5"))
+            if r is None or r["skipped"]:
+                print("  %s %s vs phdf5: not measured (%s)" % (w, lay, r["skipped"] if r else "no run"))
+                continue
+            target("%s %s vs phdf5, events/s" % (w, lay), get(w, lay, "smalldata", "events_per_s"),
+                   get(w, lay, "phdf5", "events_per_s"), "events/s", 1.0)
+
 
 if __name__ == "__main__":
     main()
