@@ -225,6 +225,8 @@ struct Options {
                                                       // one event is larger)
     int send_buffers = 4;             // batches in flight per client (back-pressure bound)
     int recv_buffers = 4;             // receives a server keeps posted
+    bool shared_memory = true;        // a client on its server's node hands batches over in
+                                      // shared memory (MPI-3 window) instead of messages
     std::size_t cache_bytes = std::size_t(32) << 20; // cap of one field's cache, in bytes
     std::size_t chunk_bytes = std::size_t(1) << 20;  // target HDF5 chunk size, in bytes
     int idle_sleep_max_us = 500;      // longest sleep of an idle wait (see docs/design.md)
@@ -532,7 +534,7 @@ struct WireHeader {                 // at offset 0 of every message
 };
 inline constexpr std::uint32_t wire_magic = 0x31445353u;  // "SSD1"
 inline constexpr std::uint16_t wire_version = 1;
-enum class WireKind : std::uint16_t { batch = 1, large = 2, done = 3 };
+enum class WireKind : std::uint16_t { batch = 1, large = 2, done = 3, shm = 4 };  // shm: extra = slot
 inline constexpr std::uint32_t wire_define = 0xFFFFFFFFu;  // field id announcing a definition
 inline constexpr std::size_t event_header_bytes = 12;      // i64 timestamp + u32 entries
 
@@ -844,6 +846,7 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 #include <hdf5.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -1869,8 +1872,25 @@ private:
 // 14. Decoder: reads one batch of one client's stream, checks it, runs the callbacks on
 //     each complete event, and hands the event to the writer.
 
+// The shared-memory slots of one client (section 15), in the client's segment of the
+// node's window: `count` release flags, one per cache line (1: the client may fill the
+// slot, 0: the server owns it), then `count` slots of `slot_bytes`.
+struct ShmSlots {
+    unsigned char* base = nullptr;
+    std::size_t slot_bytes = 0;
+    std::uint32_t count = 0;
+    static constexpr std::size_t line = 64;
+    static std::size_t bytes(std::uint32_t k, std::size_t b) { return (line + b) * k; }
+    std::atomic<std::uint32_t>* flag(std::uint32_t j) const {
+        return reinterpret_cast<std::atomic<std::uint32_t>*>(base + line * j);
+    }
+    unsigned char* slot(std::uint32_t j) const { return base + line * count + slot_bytes * j; }
+};
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared-memory flags need lock-free atomics");
+
 struct Stream {
     std::vector<WField*> map;        // client field id -> writer field
+    ShmSlots shm;                    // the client's slots when it shares this server's node
     std::uint32_t next_seq = 0;
     std::uint64_t events = 0;
     bool done = false;
@@ -2003,6 +2023,10 @@ struct Impl {
     int client_idx = -1, server_idx = -1;
     MPI_Comm comm = MPI_COMM_NULL;          // duplicate of opt.comm: library traffic only
     MPI_Comm clients_comm = MPI_COMM_NULL;  // the clients, for reductions
+    MPI_Comm node_comm = MPI_COMM_NULL;     // ranks sharing this node's memory
+    MPI_Win shm_win = MPI_WIN_NULL;         // one segment per client that shares its server's node
+    ShmSlots my_shm;                        // client: its own slots (count 0: messages)
+    std::vector<ShmSlots> shm_of;           // server: slots by client rank
     bool finished = false;
     std::unique_ptr<Writer> writer;         // serial process, or server
     std::unique_ptr<Sink> sink;
@@ -2030,6 +2054,8 @@ struct Impl {
         return "rank " + std::to_string(r);
     }
     void run_server();
+    void setup_shared_memory();
+    void free_shared_memory() noexcept;
     void join();
     void build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens);
     void on_abort_notice(int from) noexcept;
@@ -2037,9 +2063,16 @@ struct Impl {
 
 class Sender : public Sink {
 public:
-    explicit Sender(Impl& im) : im_(im), slots_(static_cast<std::size_t>(im.opt.send_buffers)) {
+    explicit Sender(Impl& im)
+        : im_(im), shm_(im.my_shm), slots_(static_cast<std::size_t>(im.opt.send_buffers)), notices_(shm_.count),
+          notice_reqs_(shm_.count, MPI_REQUEST_NULL) {
         dest_ = im.client_idx % im.n_servers;
-        for (Slot& s : slots_) s.data.resize(im.opt.batch_bytes);
+        // With shared memory only events larger than batch_bytes rotate through the message
+        // buffers, which then grow when first used.
+        for (Slot& s : slots_) {
+            s.data.resize(im.opt.batch_bytes);
+            if (shm_.count) break;
+        }
     }
     std::vector<unsigned char>* first() { return &slots_[0].data; }
 
@@ -2047,6 +2080,12 @@ public:
         Slot& s = slots_[cur_];
         WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), seq_++, n_events, used, 0};
         std::memcpy(buf->data(), &h, sizeof h);
+        if (shm_.count && used <= im_.opt.batch_bytes) {  // into the next shared slot; keep buf
+            hand_over(buf->data(), used, h);
+            ++im_.stats.batches;
+            im_.stats.bytes += used;
+            return buf;
+        }
         if (used <= im_.opt.batch_bytes) {
             check_mpi(MPI_Isend(buf->data(), static_cast<int>(used), MPI_BYTE, dest_, tag_data, im_.comm, &s.req[0]),
                       "MPI_Isend");
@@ -2065,6 +2104,7 @@ public:
         im_.stats.bytes += used;
         cur_ = (cur_ + 1) % slots_.size();
         Slot& next = slots_[cur_];
+        if (next.data.size() < im_.opt.batch_bytes) next.data.resize(im_.opt.batch_bytes);
         int flag = 0;
         check_mpi(MPI_Testall(2, next.req, &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
         if (!flag) {  // every buffer in flight: back-pressure
@@ -2083,20 +2123,108 @@ public:
         check_mpi(MPI_Isend(&h, sizeof h, MPI_BYTE, dest_, tag_data, im_.comm, &r), "MPI_Isend");
         wait_gently(r, im_.opt.idle_sleep_max_us);
         for (Slot& s : slots_) wait_all_gently(s.req, 2, im_.opt.idle_sleep_max_us);
+        if (!notice_reqs_.empty()) wait_all_gently(notice_reqs_.data(), static_cast<int>(notice_reqs_.size()), im_.opt.idle_sleep_max_us);
     }
 
 private:
+    // Shared memory: wait until the server has released the next slot (back-pressure),
+    // copy the batch in, then tell the server with a 32-byte notice on the data tag, so
+    // notices, large messages and the end of stream stay in one ordered stream.
+    void hand_over(const unsigned char* data, std::size_t used, const WireHeader& h) {
+        const std::uint32_t j = shm_next_;
+        std::atomic<std::uint32_t>& free = *shm_.flag(j);
+        if (free.load(std::memory_order_acquire) == 0) {
+            const double t0 = now_seconds();
+            Backoff b(im_.opt.idle_sleep_max_us);
+            while (free.load(std::memory_order_acquire) == 0) {
+                int flag = 0;  // keeps MPI progressing the notices still queued
+                check_mpi(MPI_Testall(static_cast<int>(notice_reqs_.size()), notice_reqs_.data(), &flag, MPI_STATUSES_IGNORE),
+                          "MPI_Testall");
+                b.pause();
+            }
+            im_.stats.wait_seconds += now_seconds() - t0;
+        }
+        wait_gently(notice_reqs_[j], im_.opt.idle_sleep_max_us);
+        std::memcpy(shm_.slot(j), data, used);
+        free.store(0, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_release);
+        check_mpi(MPI_Win_sync(im_.shm_win), "MPI_Win_sync");
+        notices_[j] = WireHeader{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::shm), h.seq, h.n_events,
+                                 sizeof(WireHeader), j};
+        check_mpi(MPI_Isend(&notices_[j], sizeof(WireHeader), MPI_BYTE, dest_, tag_data, im_.comm, &notice_reqs_[j]),
+                  "MPI_Isend");
+        shm_next_ = (j + 1) % shm_.count;
+    }
+
     struct Slot {
         std::vector<unsigned char> data;
         WireHeader notice{};
         MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     };
     Impl& im_;
+    ShmSlots shm_;
     std::vector<Slot> slots_;
+    std::vector<WireHeader> notices_;
+    std::vector<MPI_Request> notice_reqs_;
+    std::uint32_t shm_next_ = 0;
     std::size_t cur_ = 0;
     std::uint32_t seq_ = 0;
     int dest_ = 0;
 };
+
+// Shared memory (Options::shared_memory): every rank of a node joins one MPI-3 shared
+// window; each client whose server is on its node contributes send_buffers slots. Its
+// server maps them once and decodes batches in place, with no copy through MPI.
+inline void Impl::setup_shared_memory() {
+    check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node_comm), "MPI_Comm_split_type");
+    MPI_Group all = MPI_GROUP_NULL, node = MPI_GROUP_NULL;
+    check_mpi(MPI_Comm_group(comm, &all), "MPI_Comm_group");
+    check_mpi(MPI_Comm_group(node_comm, &node), "MPI_Comm_group");
+    auto node_rank = [&](int r) {
+        int out = MPI_UNDEFINED;
+        check_mpi(MPI_Group_translate_ranks(all, 1, &r, node, &out), "MPI_Group_translate_ranks");
+        return out;
+    };
+    const auto k = static_cast<std::uint32_t>(opt.send_buffers);
+    const std::size_t mine =
+        role == Role::client && node_rank(server_idx) != MPI_UNDEFINED ? ShmSlots::bytes(k, opt.batch_bytes) : 0;
+    MPI_Info info = MPI_INFO_NULL;
+    check_mpi(MPI_Info_create(&info), "MPI_Info_create");
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");  // each segment near its owner
+    void* base = nullptr;
+    const int rc = MPI_Win_allocate_shared(static_cast<MPI_Aint>(mine), 1, info, node_comm, &base, &shm_win);
+    MPI_Info_free(&info);
+    check_mpi(rc, "MPI_Win_allocate_shared");
+    check_mpi(MPI_Win_lock_all(MPI_MODE_NOCHECK, shm_win), "MPI_Win_lock_all");
+    if (mine) {
+        my_shm = ShmSlots{static_cast<unsigned char*>(base), opt.batch_bytes, k};
+        for (std::uint32_t j = 0; j < k; ++j) new (my_shm.flag(j)) std::atomic<std::uint32_t>(1);
+    }
+    if (role == Role::server) {
+        shm_of.assign(static_cast<std::size_t>(size), ShmSlots{});
+        for (int c = server_idx; c < n_clients; c += n_servers) {
+            const int nr = node_rank(n_servers + c);
+            if (nr == MPI_UNDEFINED) continue;
+            MPI_Aint bytes = 0;
+            int unit = 0;
+            void* p = nullptr;
+            check_mpi(MPI_Win_shared_query(shm_win, nr, &bytes, &unit, &p), "MPI_Win_shared_query");
+            if (bytes > 0) shm_of[static_cast<std::size_t>(n_servers + c)] = ShmSlots{static_cast<unsigned char*>(p), opt.batch_bytes, k};
+        }
+    }
+    MPI_Group_free(&all);
+    MPI_Group_free(&node);
+}
+
+// Collective over the node (MPI_Win_free waits for every rank of it), so no segment goes
+// away while its server may still read it.
+inline void Impl::free_shared_memory() noexcept {
+    if (shm_win != MPI_WIN_NULL) {
+        MPI_Win_unlock_all(shm_win);
+        MPI_Win_free(&shm_win);
+    }
+    if (node_comm != MPI_COMM_NULL) MPI_Comm_free(&node_comm);
+}
 
 // The server's loop: `recv_buffers` receives stay posted (ANY_SOURCE); they are handled in
 // the order they were posted, which is the order messages matched them, so each client's
@@ -2109,7 +2237,9 @@ inline void Impl::run_server() {
     std::vector<Stream> streams(static_cast<std::size_t>(size));
     int remaining = 0;
     for (int c = server_idx; c < n_clients; c += n_servers) {
-        streams[static_cast<std::size_t>(n_servers + c)].source = rank_text(n_servers + c);
+        Stream& s = streams[static_cast<std::size_t>(n_servers + c)];
+        s.source = rank_text(n_servers + c);
+        if (!shm_of.empty()) s.shm = shm_of[static_cast<std::size_t>(n_servers + c)];
         ++remaining;
     }
     const std::size_t R = static_cast<std::size_t>(opt.recv_buffers);
@@ -2179,6 +2309,23 @@ inline void Impl::run_server() {
                     ++stats.batches;
                     stats.bytes += static_cast<std::uint64_t>(count);
                     break;
+                case WireKind::shm: {  // the batch waits in the client's slot h.extra
+                    const ShmSlots& q = s.shm;
+                    if (q.count == 0 || h.extra >= q.count || h.seq != s.next_seq)
+                        throw_error(Errc::protocol, "bad shared-memory notice from " + s.source);
+                    check_mpi(MPI_Win_sync(shm_win), "MPI_Win_sync");
+                    std::atomic_thread_fence(std::memory_order_acquire);
+                    const auto j = static_cast<std::uint32_t>(h.extra);
+                    WireHeader in{};
+                    std::memcpy(&in, q.slot(j), sizeof in);
+                    if (in.bytes < sizeof in || in.bytes > q.slot_bytes)
+                        throw_error(Errc::protocol, "bad shared-memory batch from " + s.source);
+                    decoder.batch(s, q.slot(j), static_cast<std::size_t>(in.bytes));
+                    q.flag(j)->store(1, std::memory_order_release);
+                    ++stats.batches;
+                    stats.bytes += in.bytes;
+                    break;
+                }
                 case WireKind::large: {
                     const std::uint64_t n = h.extra;
                     if (h.seq != s.next_seq || n > static_cast<std::uint64_t>(INT_MAX))
@@ -2567,19 +2714,26 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
     MPI_Comm_set_errhandler(im.comm, MPI_ERRORS_RETURN);
     // Options that must agree between ranks: compare min and max of each.
     const long long fname_hash = static_cast<long long>(std::hash<std::string>{}(o.filename) & 0x7fffffffffffLL);
-    long long mm[8] = {o.servers, o.clients, static_cast<long long>(o.batch_bytes), fname_hash,
-                       -o.servers, -o.clients, -static_cast<long long>(o.batch_bytes), -fname_hash};
+    constexpr int n_agree = 6;
+    const long long agree[n_agree] = {o.servers, o.clients, static_cast<long long>(o.batch_bytes), fname_hash,
+                                      o.send_buffers, o.shared_memory ? 1 : 0};
+    const char* what[n_agree] = {"servers", "clients", "batch_bytes", "filename", "send_buffers", "shared_memory"};
+    long long mm[2 * n_agree];
+    for (int i = 0; i < n_agree; ++i) {
+        mm[i] = agree[i];
+        mm[i + n_agree] = -agree[i];
+    }
     MPI_Request r = MPI_REQUEST_NULL;
-    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, 8, MPI_LONG_LONG, MPI_MIN, im.comm, &r), "MPI_Iallreduce");
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, 2 * n_agree, MPI_LONG_LONG, MPI_MIN, im.comm, &r), "MPI_Iallreduce");
     wait_gently(r, o.idle_sleep_max_us);
-    const char* what[4] = {"servers", "clients", "batch_bytes", "filename"};
-    for (int i = 0; i < 4; ++i)
-        if (mm[i] != -mm[i + 4]) {
+    for (int i = 0; i < n_agree; ++i)
+        if (mm[i] != -mm[i + n_agree]) {
             MPI_Comm_free(&im.comm);
             throw_error(Errc::option, std::string("option '") + what[i] + "' differs between ranks");
         }
     check_mpi(MPI_Comm_split(im.comm, im.role == Role::client ? 0 : MPI_UNDEFINED, im.rank, &im.clients_comm),
               "MPI_Comm_split");
+    if (o.shared_memory) im.setup_shared_memory();
     if (im.rank == 0 && im.n_servers > im.n_clients)
         warn(std::to_string(im.n_servers - im.n_clients) + " of the " + std::to_string(im.n_servers) +
              " servers have no client; their part files stay empty");
@@ -2630,6 +2784,7 @@ void SmallData::done() {
             int fin = 0;
             MPI_Finalized(&fin);
             if (!fin) {
+                im.free_shared_memory();
                 if (im.clients_comm != MPI_COMM_NULL) MPI_Comm_free(&im.clients_comm);
                 if (im.comm != MPI_COMM_NULL) MPI_Comm_free(&im.comm);
             }

@@ -61,6 +61,7 @@ Args parse(int argc, char** argv) {
         else if (k == "--send-buffers") a.opt.send_buffers = std::stoi(next());
         else if (k == "--rate") a.rate = std::stod(next());
         else if (k == "--idle-sleep-us") a.opt.idle_sleep_max_us = std::stoi(next());
+        else if (k == "--no-shm") a.opt.shared_memory = false;
         else {
             std::fprintf(stderr, "bench: unknown argument %s\n", k.c_str());
             std::exit(2);

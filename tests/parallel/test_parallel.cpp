@@ -47,6 +47,14 @@ std::string fresh_dir(const std::string& name) {
     return dir;
 }
 
+// Options for every test: batches go through shared memory (the default) unless
+// SMALLDATA_TEST_MESSAGES is set, which runs the same cases over MPI messages only.
+Options base_options() {
+    Options o;
+    o.shared_memory = std::getenv("SMALLDATA_TEST_MESSAGES") == nullptr;
+    return o;
+}
+
 long long sum_over_world(long long v) {
     long long out = 0;
     MPI_Allreduce(&v, &out, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
@@ -58,7 +66,7 @@ long long sum_over_world(long long v) {
 TEST_CASE("nothing lost: every timestamp exactly once, every row consistent", "[mpi]") {
     const int size = world_size();
     const std::string dir = fresh_dir("lost");
-    Options o;
+    Options o = base_options();
     o.servers = servers_for(size);
     o.filename = dir + "/lost.h5";
     o.batch_size = 37;   // odd, so batches end mid-cache and caches end mid-chunk
@@ -109,7 +117,7 @@ TEST_CASE("nothing lost: every timestamp exactly once, every row consistent", "[
 TEST_CASE("roles, explicit and defaulted; leftover ranks are other", "[mpi]") {
     const int size = world_size();
     const std::string dir = fresh_dir("roles");
-    Options o;
+    Options o = base_options();
     o.filename = dir + "/roles.h5";
     o.servers = size >= 3 ? 2 : 1;
     if (size >= 5) o.clients = size - o.servers - 2;  // two ranks left over
@@ -166,7 +174,7 @@ TEST_CASE("roles, explicit and defaulted; leftover ranks are other", "[mpi]") {
 TEST_CASE("fields missing on whole servers are padded; unaligned fields span servers", "[mpi]") {
     const int size = world_size();
     const std::string dir = fresh_dir("missing");
-    Options o;
+    Options o = base_options();
     o.servers = servers_for(size);
     o.filename = dir + "/m.h5";
     o.cache_size = 13;
@@ -214,7 +222,7 @@ TEST_CASE("fields missing on whole servers are padded; unaligned fields span ser
 TEST_CASE("the output directory can be moved and read from elsewhere", "[mpi]") {
     const int size = world_size();
     const std::string dir = fresh_dir("move");
-    Options o;
+    Options o = base_options();
     o.servers = servers_for(size);
     o.filename = dir + "/a/run.h5";
     if (world_rank() == 0) std::filesystem::create_directories(dir + "/a");
@@ -245,7 +253,7 @@ TEST_CASE("callbacks run on the writing rank with complete events", "[mpi]") {
     const int size = world_size();
     const std::string dir = fresh_dir("callbacks");
     std::atomic<long long> seen{0}, complete{0};
-    Options o;
+    Options o = base_options();
     o.servers = servers_for(size);
     o.filename = dir + "/cb.h5";
     o.callbacks.push_back([&](const smalldata::Event& e) {
@@ -275,7 +283,7 @@ TEST_CASE("an empty filename writes nothing and still runs the callbacks", "[mpi
     const int size = world_size();
     const std::string dir = fresh_dir("nofile");
     long long seen = 0;
-    Options o;
+    Options o = base_options();
     o.servers = servers_for(size);
     o.callbacks.push_back([&](const smalldata::Event&) { ++seen; });
     const std::int64_t n = 1234;
@@ -291,7 +299,7 @@ TEST_CASE("an empty filename writes nothing and still runs the callbacks", "[mpi
 
 TEST_CASE("reductions over the clients", "[mpi]") {
     const std::string dir = fresh_dir("reduce");
-    Options o;
+    Options o = base_options();
     o.servers = servers_for(world_size());
     o.filename = dir + "/r.h5";
     SmallData smd(o);
@@ -355,7 +363,7 @@ TEST_CASE("a layout that cannot work fails on every rank before any communicatio
         }
         return Errc::usage;  // no error: reported as a failed CHECK below
     };
-    Options o;
+    Options o = base_options();
     o.servers = size;  // no rank left for a client
     CHECK(code_of(o) == Errc::layout);
     o.servers = 0;
@@ -364,16 +372,22 @@ TEST_CASE("a layout that cannot work fails on every rank before any communicatio
     o.clients = size;  // one more rank than exists
     CHECK(code_of(o) == Errc::layout);
     // Options that must agree between ranks but do not: an error on every rank.
-    Options p;
+    Options p = base_options();
     p.batch_bytes = world_rank() == 0 ? 65536 : 32768;
     CHECK(code_of(p) == Errc::option);
+    Options q = base_options();
+    q.shared_memory = world_rank() == 0;
+    CHECK(code_of(q) == Errc::option);
+    Options b = base_options();
+    b.send_buffers = world_rank() == 0 ? 2 : 3;
+    CHECK(code_of(b) == Errc::option);
 }
 
 TEST_CASE("a field whose type differs between parts cannot be joined", "[mpi]") {
     const int size = world_size();
     if (size < 4) return;  // needs two servers with one client each at least
     const std::string dir = fresh_dir("joinerr");
-    Options o;
+    Options o = base_options();
     o.servers = 2;
     o.filename = dir + "/j.h5";
     SmallData smd(o);
@@ -405,7 +419,7 @@ extern std::atomic<long long> g_cxx_allocations;
 
 TEST_CASE("event() allocates nothing in steady state", "[mpi]") {
     const std::string dir = fresh_dir("alloc");
-    Options o;
+    Options o = base_options();
     o.servers = servers_for(world_size());
     o.filename = dir + "/alloc.h5";
     o.batch_size = 500;
@@ -446,7 +460,7 @@ TEST_CASE("event() allocates nothing in steady state", "[mpi]") {
 
 TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") {
     const std::string dir = fresh_dir("large");
-    Options o;
+    Options o = base_options();
     o.servers = servers_for(world_size());
     o.filename = dir + "/large.h5";
     o.batch_bytes = 4096;  // every event below is about 24 KiB: sent as a "large" message
