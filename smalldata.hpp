@@ -65,19 +65,24 @@
 //     constructor and done() (the servers would not join it until the clients are done).
 //   Batches.  event() appends to a binary batch (field names are sent once per stream and
 //     referred to by ids). A batch leaves when it holds batch_size events or would exceed
-//     batch_bytes; it is sent with MPI_Isend from a pool of send_buffers buffers. With
-//     every buffer in flight the client waits (back-pressure, bounded memory).
+//     batch_bytes. A client on its server's node copies it into one of its send_buffers
+//     slots of a shared-memory window and sends a 32-byte notice; the server decodes it in
+//     place and frees the slot. Otherwise (other node, or shared_memory off) the batch
+//     goes with MPI_Isend from a pool of send_buffers buffers. With every slot or buffer
+//     in flight the client waits (back-pressure, bounded memory).
 //   Writer.  A server decodes batches into per-field column caches (cache_size rows) and
-//     appends them to its part file `<stem>_part<k>.h5`. Aligned fields have one row per
-//     event (fill values for missing rows); fields whose last path component starts with
-//     `unaligned_` have only the rows given. Serial mode runs the same writer in-process.
+//     appends them to its part file `<stem>_part<k>.h5` as whole raw chunks; rows of
+//     64 KiB or more (images) go to the file straight from the batch. Aligned fields have
+//     one row per event (fill values for missing rows); fields whose last path component
+//     starts with `unaligned_` have only the rows given. Serial mode runs the same writer
+//     in-process.
 //   Join.  done() gives `filename` one virtual dataset per field concatenating the parts
 //     (named relative to the final file), plus the summary datasets.
 //
 // OPTIONS   (all in smalldata::Options; see section 3 for defaults)
 //   servers, clients, filename, batch_size, cache_size, callbacks, comm    (API contract)
-//   batch_bytes, send_buffers, recv_buffers, cache_bytes, chunk_bytes,
-//   idle_sleep_max_us, abort_grace_ms                                       (tuning)
+//   batch_bytes, send_buffers, recv_buffers, shared_memory, cache_bytes,
+//   chunk_bytes, idle_sleep_max_us, abort_grace_ms                           (tuning)
 //
 // ERRORS AND LOGGING
 //   Every error is a smalldata::Error (a std::runtime_error) with a code() from
@@ -89,8 +94,10 @@
 //   prefixed "smalldata[rank N]".
 //
 // REQUIREMENTS
-//   C++17 or later, MPI 3.0 or later (Open MPI, MPICH), HDF5 1.10 or later (serial or
-//   parallel build; only the implementation file needs <hdf5.h>).
+//   C++17 or later, MPI 3.0 or later (Open MPI, MPICH), HDF5 1.10.2 or later (serial or
+//   parallel build; only the implementation file needs <hdf5.h>; before 1.10.3 whole
+//   chunks go through H5Dwrite instead of H5Dwrite_chunk). Files are written in the
+//   HDF5 1.10 format: readers need HDF5 1.10 or later, as for virtual datasets anyway.
 
 // ============================================================================ [>>config]
 // 1. Configuration and includes: the only headers users' translation units see.

@@ -2,7 +2,7 @@
 //
 //   bench [--workload ref|large] [--events N] [--out FILE] [--servers S]
 //         [--batch-size N] [--cache-size N] [--batch-bytes N] [--send-buffers N]
-//         [--rate R] [--idle-sleep-us N]
+//         [--rate R] [--idle-sleep-us N] [--no-shm] [--verify]
 //
 // Run as one process (serial mode) or under mpiexec (parallel mode). Prints one line per
 // role with the slowest rank's figures, as key=value pairs that bench/run collects:
@@ -16,10 +16,18 @@
 //   ref   - timestamp; doubles a..h; int64 n1, n2; det/proj float[100]; det/roi int16[4]
 //           (496 bytes of payload)
 //   large - timestamp; det/image uint16[256][256] (128 KiB)
+//
+// --no-shm sends every batch as an MPI message (Options::shared_memory = false).
+// --verify reads the final file back on rank 0 after the timing: every timestamp exactly
+// once, and (ref) every row's `a` and `n2` consistent with its timestamp. Prints
+// verify=ok or verify=FAILED and then exits with status 1.
 #include "smalldata.hpp"
+
+#include <hdf5.h>
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -36,6 +44,7 @@ struct Args {
     std::int64_t events = 1000000;
     std::string out = "bench.h5";
     double rate = 0;  // events per second per client; 0 = as fast as possible
+    bool verify = false;
     smalldata::Options opt;
 };
 
@@ -62,6 +71,7 @@ Args parse(int argc, char** argv) {
         else if (k == "--rate") a.rate = std::stod(next());
         else if (k == "--idle-sleep-us") a.opt.idle_sleep_max_us = std::stoi(next());
         else if (k == "--no-shm") a.opt.shared_memory = false;
+        else if (k == "--verify") a.verify = true;
         else {
             std::fprintf(stderr, "bench: unknown argument %s\n", k.c_str());
             std::exit(2);
@@ -82,6 +92,46 @@ double cpu_seconds() {
     getrusage(RUSAGE_SELF, &u);
     return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
            static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+
+// Reads a whole 1-d dataset of `type`; empty on failure.
+template <class T>
+std::vector<T> read_all(hid_t file, const char* name, hid_t type) {
+    std::vector<T> out;
+    const hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+    if (d < 0) return out;
+    const hid_t sp = H5Dget_space(d);
+    const hssize_t n = H5Sget_simple_extent_npoints(sp);
+    out.resize(static_cast<std::size_t>(n > 0 ? n : 0));
+    if (n > 0 && H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0) out.clear();
+    H5Sclose(sp);
+    H5Dclose(d);
+    return out;
+}
+
+// The checks of --verify; returns an empty string when the file is right.
+std::string verify_file(const Args& a) {
+    const hid_t f = H5Fopen(a.out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return "cannot open " + a.out;
+    std::string err;
+    const auto ts = read_all<std::int64_t>(f, "timestamp", H5T_NATIVE_INT64);
+    if (ts.size() != static_cast<std::size_t>(a.events)) {
+        err = "timestamp has " + std::to_string(ts.size()) + " rows, expected " + std::to_string(a.events);
+    } else {
+        std::vector<std::int64_t> sorted(ts);
+        std::sort(sorted.begin(), sorted.end());
+        for (std::int64_t i = 0; i < a.events && err.empty(); ++i)
+            if (sorted[static_cast<std::size_t>(i)] != i) err = "timestamp " + std::to_string(i) + " missing or repeated";
+        if (err.empty() && a.workload == "ref") {
+            const auto x = read_all<double>(f, "a", H5T_NATIVE_DOUBLE);
+            const auto n2 = read_all<std::int64_t>(f, "n2", H5T_NATIVE_INT64);
+            if (x.size() != ts.size() || n2.size() != ts.size()) err = "a or n2 has the wrong length";
+            for (std::size_t r = 0; r < ts.size() && err.empty(); ++r)
+                if (x[r] != static_cast<double>(ts[r]) || n2[r] != -ts[r]) err = "row " + std::to_string(r) + " is misaligned";
+        }
+    }
+    H5Fclose(f);
+    return err;
 }
 
 long peak_rss_kib() {
@@ -141,7 +191,7 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     const int role = static_cast<int>(smd.role());
     const double cpu = cpu_seconds() - cpu_start;
-    double mine_d[9] = {t_end - t_start,
+    double mine_d[10] = {t_end - t_start,
                         mine ? loop / static_cast<double>(mine) * 1e9 : 0,
                         st.wait_seconds,
                         st.write_seconds,
@@ -149,35 +199,43 @@ int main(int argc, char** argv) {
                         st.join_seconds,
                         static_cast<double>(peak_rss_kib()),
                         t_ctor - t_start,
-                        cpu / (t_end - t_start)};
-    std::vector<double> all(static_cast<std::size_t>(9 * size));
+                        cpu / (t_end - t_start),
+                        static_cast<double>(st.batches)};
+    constexpr int K = 10;
+    std::vector<double> all(static_cast<std::size_t>(K * size));
     std::vector<int> roles(static_cast<std::size_t>(size));
-    MPI_Gather(mine_d, 9, MPI_DOUBLE, all.data(), 9, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    MPI_Gather(mine_d, K, MPI_DOUBLE, all.data(), K, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     MPI_Gather(&role, 1, MPI_INT, roles.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (rank != 0) {
         MPI_Finalize();
         return 0;
     }
     double wall = 0;
-    for (int r = 0; r < size; ++r) wall = std::max(wall, all[static_cast<std::size_t>(9 * r)]);
+    for (int r = 0; r < size; ++r) wall = std::max(wall, all[static_cast<std::size_t>(K * r)]);
     const double evs = static_cast<double>(a.events) / wall;
     std::printf("workload=%s events=%lld ranks=%d servers=%d wall_s=%.3f events_per_s=%.0f payload_MB_per_s=%.1f\n",
                 a.workload.c_str(), static_cast<long long>(a.events), size, size == 1 ? 0 : a.opt.servers, wall, evs,
                 evs * static_cast<double>(payload) / 1e6);
     const char* names[4] = {"serial", "client", "server", "other"};
     for (int ro = 0; ro < 4; ++ro) {
-        double m[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+        double m[K] = {};
         int count = 0;
         for (int r = 0; r < size; ++r) {
             if (roles[static_cast<std::size_t>(r)] != ro) continue;
             ++count;
-            for (int k = 0; k < 9; ++k) m[k] = std::max(m[k], all[static_cast<std::size_t>(9 * r + k)]);
+            for (int k = 0; k < K; ++k) m[k] = std::max(m[k], all[static_cast<std::size_t>(K * r + k)]);
         }
         if (!count) continue;
         std::printf("  role=%s ranks=%d ns_per_event_call=%.0f wait_s=%.3f write_s=%.3f idle_s=%.3f join_s=%.3f "
-                    "peak_rss_MiB=%.1f cpu_frac=%.3f\n",
-                    names[ro], count, m[1], m[2], m[3], m[4], m[5], m[6] / 1024.0, m[8]);
+                    "peak_rss_MiB=%.1f cpu_frac=%.3f max_batches=%.0f\n",
+                    names[ro], count, m[1], m[2], m[3], m[4], m[5], m[6] / 1024.0, m[8], m[9]);
+    }
+    int status = 0;
+    if (a.verify && !a.out.empty()) {
+        const std::string err = verify_file(a);
+        std::printf("verify=%s\n", err.empty() ? "ok" : ("FAILED: " + err).c_str());
+        status = err.empty() ? 0 : 1;
     }
     MPI_Finalize();
-    return 0;
+    return status;
 }

@@ -171,5 +171,19 @@ def main():
                    get(w, lay, "phdf5", "events_per_s"), "events/s", 1.0)
 
 
+    rss = {k[1]: median_run(v, "events_per_s") for k, v in groups.items() if len(k) == 2 and k[0] == "rss"}
+    if len(rss) == 2:
+        small, big = sorted(rss, key=int)
+        print()
+        print("Peak RSS, ref, 1 srv + 1 cli, %s vs %s events (target: within 10%%):" % (small, big))
+        for role in ("client", "server"):
+            a = num(rss[small]["roles"].get(role, {}), "peak_rss_MiB")
+            b = num(rss[big]["roles"].get(role, {}), "peak_rss_MiB")
+            if a and b:
+                g = (b - a) / a
+                print("  %s: %.1f vs %.1f MiB, %+.1f%%: %s" % (role, a, b, 100 * g,
+                                                          "met" if abs(g) <= 0.10 else "MISSED"))
+
+
 if __name__ == "__main__":
     main()
