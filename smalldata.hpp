@@ -557,6 +557,11 @@ public:
     // Takes buf[0, used) holding n_events complete events; returns the buffer to fill next.
     virtual std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used,
                                              std::uint32_t n_events) = 0;
+    // Direct mode (serial, no callbacks): no batch at all. A field is defined once, then
+    // each value goes straight to the writer's column, then the event is ended.
+    virtual void define(std::uint32_t /*id*/, const FieldMeta& /*meta*/) {}
+    virtual void value(std::uint32_t /*id*/, const void* /*data*/) {}
+    virtual void end_event(std::int64_t /*timestamp*/) {}
 };
 
 // Name equality for the hot path: short names compare inline rather than through a call.
@@ -574,6 +579,8 @@ inline bool same_name(const std::string& a, std::string_view b) noexcept {
 class Packer {
 public:
     Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size, std::size_t batch_bytes);
+    // From now on values go to sink->value() instead of into batches (before any event).
+    void set_direct() noexcept { direct_ = true; }
 
     void begin(std::int64_t ts) {
         if (open_ && ts == ts_) return;
@@ -592,12 +599,16 @@ public:
     hit:
         fields_[id].last_event = event_no_;
         ++pos_;
+        ++entries_;
+        if (direct_) {
+            sink_->value(id, data);
+            return;
+        }
         const std::size_t need = 4 + bytes;
         if (static_cast<std::size_t>(end_ - cur_) < need) make_room(need);
         std::memcpy(cur_, &id, 4);
         if (bytes) std::memcpy(cur_ + 4, data, bytes);
         cur_ += need;
-        ++entries_;
     }
     template <class T>
     void put_scalar(std::string_view name, const T& v) {   // scalars: shape known statically
@@ -614,11 +625,15 @@ public:
     hit:
         fields_[id].last_event = event_no_;
         ++pos_;
+        ++entries_;
+        if (direct_) {
+            sink_->value(id, &v);
+            return;
+        }
         if (static_cast<std::size_t>(end_ - cur_) < 4 + sizeof(T)) make_room(4 + sizeof(T));
         std::memcpy(cur_, &id, 4);
         std::memcpy(cur_ + 4, &v, sizeof(T));
         cur_ += 4 + sizeof(T);
-        ++entries_;
     }
     // Closes the open event and ships the current batch (done(), or before a summary).
     void flush();
@@ -630,6 +645,7 @@ private:
     void start_event(std::int64_t ts);
     void close_event();
     std::uint32_t resolve(std::string_view name, DType dt, const Shape& shape);
+    void write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape);
     void make_room(std::size_t need);
     void ship_completed();
     std::uint32_t lookup(std::string_view name) const noexcept;
@@ -645,6 +661,7 @@ private:
     std::uint32_t entries_ = 0;       // entries of the open event
     std::uint32_t done_events_ = 0;   // complete events in buf_
     bool open_ = false;
+    bool direct_ = false;             // serial without callbacks: values skip the batch
     std::int64_t ts_ = 0;
     std::uint64_t event_no_ = 0;      // events started so far (1-based number of the open one)
     std::size_t pos_ = 0;             // entry position in the open event
@@ -1374,9 +1391,13 @@ Packer::Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_
 }
 
 void Packer::close_event() {
+    open_ = false;
+    if (direct_) {
+        sink_->end_event(ts_);
+        return;
+    }
     std::memcpy(buf_->data() + ev_off_ + 8, &entries_, 4);
     ++done_events_;
-    open_ = false;
 }
 
 void Packer::start_event(std::int64_t ts) {
@@ -1387,11 +1408,13 @@ void Packer::start_event(std::int64_t ts) {
         close_event();
         if (done_events_ >= batch_size_) ship_completed();
     }
-    if (static_cast<std::size_t>(end_ - cur_) < event_header_bytes) make_room(event_header_bytes);
-    ev_off_ = static_cast<std::size_t>(cur_ - buf_->data());
-    std::memcpy(cur_, &ts, 8);
-    std::memset(cur_ + 8, 0, 4);
-    cur_ += event_header_bytes;
+    if (!direct_) {
+        if (static_cast<std::size_t>(end_ - cur_) < event_header_bytes) make_room(event_header_bytes);
+        ev_off_ = static_cast<std::size_t>(cur_ - buf_->data());
+        std::memcpy(cur_, &ts, 8);
+        std::memset(cur_ + 8, 0, 4);
+        cur_ += event_header_bytes;
+    }
     entries_ = 0;
     pos_ = 0;
     ts_ = ts;
@@ -1466,6 +1489,24 @@ void Packer::index_insert(std::uint32_t id) {
     index_[h] = id + 1;
 }
 
+// Definition record, inline in the stream before the field's first entry.
+void Packer::write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape) {
+    const std::size_t def = 4 + 4 + 1 + 1 + 2 + 8 * std::size_t(shape.rank) + name.size();
+    if (static_cast<std::size_t>(end_ - cur_) < def) make_room(def);
+    const std::uint32_t mark = wire_define;
+    const auto dtb = static_cast<std::uint8_t>(dt);
+    const auto len = static_cast<std::uint16_t>(name.size());
+    std::memcpy(cur_, &mark, 4);
+    std::memcpy(cur_ + 4, &id, 4);
+    std::memcpy(cur_ + 8, &dtb, 1);
+    std::memcpy(cur_ + 9, &shape.rank, 1);
+    std::memcpy(cur_ + 10, &len, 2);
+    unsigned char* p = cur_ + 12;
+    for (int i = 0; i < shape.rank; ++i, p += 8) std::memcpy(p, &shape.dims[static_cast<std::size_t>(i)], 8);
+    std::memcpy(p, name.data(), name.size());
+    cur_ += def;
+}
+
 std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shape) {
     std::uint32_t id = lookup(name);
     if (id != UINT32_MAX) {
@@ -1491,25 +1532,12 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
         f.meta.shape = shape;
         f.meta.bytes = static_cast<std::size_t>(shape.count()) * dtype_size(dt);
         f.meta.aligned = !is_unaligned(name);
+        if (name.size() > 65535) throw_error(Errc::name, "field name longer than 65535 bytes");
         id = static_cast<std::uint32_t>(fields_.size());
+        if (direct_) sink_->define(id, f.meta);  // may throw: nothing recorded yet
         fields_.push_back(std::move(f));
         index_insert(id);
-        // Definition record, inline in the stream before the field's first entry.
-        const std::size_t def = 4 + 4 + 1 + 1 + 2 + 8 * std::size_t(shape.rank) + name.size();
-        if (name.size() > 65535) throw_error(Errc::name, "field name longer than 65535 bytes");
-        if (static_cast<std::size_t>(end_ - cur_) < def) make_room(def);
-        const std::uint32_t mark = wire_define;
-        const auto dtb = static_cast<std::uint8_t>(dt);
-        const auto len = static_cast<std::uint16_t>(name.size());
-        std::memcpy(cur_, &mark, 4);
-        std::memcpy(cur_ + 4, &id, 4);
-        std::memcpy(cur_ + 8, &dtb, 1);
-        std::memcpy(cur_ + 9, &shape.rank, 1);
-        std::memcpy(cur_ + 10, &len, 2);
-        unsigned char* p = cur_ + 12;
-        for (int i = 0; i < shape.rank; ++i, p += 8) std::memcpy(p, &shape.dims[static_cast<std::size_t>(i)], 8);
-        std::memcpy(p, name.data(), name.size());
-        cur_ += def;
+        if (!direct_) write_definition(id, name, dt, shape);
     }
     if (pos_ < seq_.size())
         seq_[pos_] = id;
@@ -1985,10 +2013,23 @@ private:
     std::vector<WField*> fptr_;
 };
 
-// Serial mode: full batches are decoded and written in-process, the buffer reused at once.
+// Serial mode. Without callbacks, direct mode: each value goes from event() straight into
+// its writer column (no batch, no decoding). With callbacks, which need whole events, full
+// batches are decoded and written in-process and the buffer is reused at once.
 class SerialSink : public Sink {
 public:
-    SerialSink(Writer& w, const std::vector<Callback>& cb) : decoder_(w, cb) { stream_.source = "this process"; }
+    SerialSink(Writer& w, const std::vector<Callback>& cb) : w_(w), decoder_(w, cb), direct_(cb.empty()) {
+        stream_.source = "this process";
+    }
+    bool direct() const noexcept { return direct_; }
+    void define(std::uint32_t id, const FieldMeta& meta) override {
+        (void)id;  // ids come in order 0, 1, ... (a definition that throws is not recorded)
+        map_.push_back(w_.field(w_.field_index(meta, stream_.source)));
+    }
+    void value(std::uint32_t id, const void* data) override {
+        if (w_.has_file()) w_.put(*map_[id], static_cast<const unsigned char*>(data));
+    }
+    void end_event(std::int64_t timestamp) override { w_.end_event(timestamp); }
     std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events) override {
         WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), stream_.next_seq, n_events,
                      used, 0};
@@ -1997,8 +2038,11 @@ public:
         return buf;
     }
 private:
+    Writer& w_;
     Decoder decoder_;
+    bool direct_;
     Stream stream_;
+    std::vector<WField*> map_;  // packer field id -> writer column (direct mode)
 };
 
 }  // namespace detail
@@ -2684,9 +2728,12 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.client_idx = 0;
         im.n_clients = 1;
         im.writer = std::make_unique<Writer>(o.filename, im.opt);
-        im.sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
-        im.serial_buf.resize(o.batch_bytes);
+        auto sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
+        const bool direct = sink->direct();
+        im.sink = std::move(sink);
+        im.serial_buf.resize(direct ? sizeof(WireHeader) : o.batch_bytes);  // direct: never filled
         im.packer = std::make_unique<Packer>(im.sink.get(), &im.serial_buf, o.batch_size, o.batch_bytes);
+        if (direct) im.packer->set_direct();
         packer_ = im.packer.get();
         return;
     }

@@ -190,8 +190,11 @@ TEST_CASE("random presence patterns match a model at every cache and chunk size"
         std::size_t cache_size, chunk_bytes;
     };
     const Sizes sizes[] = {{1, 1 << 20}, {3, 1 << 20}, {8, 16}, {64, 64}, {64, 1 << 20}, {1000, 256}, {8192, 1 << 20}};
+    // Without callbacks values go straight to the writer; a callback (which needs whole
+    // events) sends them through batches and the decoder instead. Both must agree.
+    for (const bool batched : {false, true})
     for (const Sizes& z : sizes) {
-        INFO("cache_size " << z.cache_size << ", chunk_bytes " << z.chunk_bytes);
+        INFO("cache_size " << z.cache_size << ", chunk_bytes " << z.chunk_bytes << (batched ? ", batched" : ", direct"));
         const std::string path = fresh("cache_model.h5");
         const std::int64_t n = 3000;
         std::vector<double> x(n, std::nan(""));
@@ -208,6 +211,9 @@ TEST_CASE("random presence patterns match a model at every cache and chunk size"
             smalldata::Options o = file_opts(path);
             o.cache_size = z.cache_size;
             o.chunk_bytes = z.chunk_bytes;
+            o.batch_size = 37;
+            std::int64_t seen = 0;
+            if (batched) o.callbacks.push_back([&seen](const smalldata::Event&) { ++seen; });
             smalldata::SmallData smd(o);
             int mode = 0;
             for (std::int64_t i = 0; i < n; ++i) {
@@ -230,6 +236,7 @@ TEST_CASE("random presence patterns match a model at every cache and chunk size"
                 }
             }
             smd.done();
+            CHECK(seen == (batched ? n : 0));
         }
         h5r::File f(path);
         CHECK(f.read<std::uint8_t>("tick").size() == static_cast<std::size_t>(n));
