@@ -75,7 +75,7 @@
 //     64 KiB or more (images) go to the file straight from the batch. Aligned fields have
 //     one row per event (fill values for missing rows); fields whose last path component
 //     starts with `unaligned_` have only the rows given. Serial mode runs the same writer
-//     in-process.
+//     in-process; without callbacks event() feeds its columns directly (no batch).
 //   Join.  done() gives `filename` one virtual dataset per field concatenating the parts
 //     (named relative to the final file), plus the summary datasets.
 //
