@@ -1432,7 +1432,15 @@ void Packer::ship_completed() {
         if (scratch_.size() < tail) scratch_.resize(tail);
         std::memcpy(scratch_.data(), buf_->data() + ev_off_, tail);
     }
-    buf_ = sink_->ship(buf_, used, done_events_);
+    // If the sink throws (serial mode: a callback or an HDF5 error), the batch is dropped
+    // all the same: the events before the failure are written, the rest are lost, and a
+    // later flush must not write any of them again.
+    std::exception_ptr failed;
+    try {
+        buf_ = sink_->ship(buf_, used, done_events_);
+    } catch (...) {
+        failed = std::current_exception();
+    }
     done_events_ = 0;
     unsigned char* base = buf_->data() + sizeof(WireHeader);
     if (tail) {
@@ -1444,6 +1452,7 @@ void Packer::ship_completed() {
     cur_ = base + tail;
     // A buffer grown for one large event goes back to the batch_bytes limit.
     end_ = buf_->data() + std::max(std::min(buf_->size(), batch_bytes_), sizeof(WireHeader) + tail);
+    if (failed) std::rethrow_exception(failed);
 }
 
 void Packer::make_room(std::size_t need) {
