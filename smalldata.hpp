@@ -43,7 +43,7 @@
 //     12. Packer slow paths                         [>>impl-packer]
 //     13. Writer: decoded events -> HDF5 columns    [>>impl-writer]
 //     14. Decoder: batch -> events -> writer        [>>impl-decoder]
-//     15. Transport: client sender, server loop     [>>impl-transport]
+//     15. Transport: sender, shared memory, server  [>>impl-transport]
 //     16. Join: part files -> virtual datasets      [>>impl-join]
 //     17. Failure: abort protocol                   [>>impl-abort]
 //     18. SmallData out-of-line API                 [>>impl-api]
@@ -526,9 +526,10 @@ inline constexpr bool is_name = std::is_convertible_v<const N&, std::string_view
 [[noreturn]] void throw_error(Errc code, const std::string& message);
 
 // ============================================================================ [>>packer]
-// 7. Packer: turns event() calls into the binary batch format (docs/design.md, "Wire
-//    format"). The common case (same fields in the same order as the previous event) is
-//    inline and allocation-free; everything else is out of line in section 12.
+// 7. Packer: checks event() calls and turns them into the binary batch format
+//    (docs/design.md, "Wire format"), or in direct mode (serial, no callbacks) hands each
+//    value to the sink. The common case (same fields in the same order as the previous
+//    event) is inline and allocation-free; everything else is out of line in section 12.
 
 struct WireHeader {                 // at offset 0 of every message
     std::uint32_t magic;            // wire_magic
@@ -1914,7 +1915,8 @@ private:
 
 // ============================================================================ [>>impl-decoder]
 // 14. Decoder: reads one batch of one client's stream, checks it, runs the callbacks on
-//     each complete event, and hands the event to the writer.
+//     each complete event, and hands the event to the writer. Also the serial sink, which
+//     without callbacks skips batches and feeds the writer's columns directly.
 
 // The shared-memory slots of one client (section 15), in the client's segment of the
 // node's window: `count` release flags, one per cache line (1: the client may fill the
@@ -2059,8 +2061,9 @@ private:
 namespace detail {
 
 // ============================================================================ [>>impl-transport]
-// 15. Transport: the state of one rank (Impl), the client's bounded pool of nonblocking
-//     sends, and the server's loop over receives posted ahead.
+// 15. Transport: the state of one rank (Impl), the client's bounded hand-over of batches
+//     (shared-memory slots on its server's node, else nonblocking sends), the node's shared
+//     window, and the server's loop over receives posted ahead.
 
 inline void wait_all_gently(MPI_Request* reqs, int n, int max_us) {
     Backoff b(max_us);
