@@ -59,6 +59,15 @@ def num(d, k):
         return None
 
 
+def per_writer_mbs(m, writers, write_s):
+    """Payload MB each writer (server, serial process or baseline rank) moved per second of
+    its write time: total payload / writers / write_s (write_s is the slowest writer's)."""
+    mbs, wall = num(m, "payload_MB_per_s"), num(m, "wall_s")
+    if not mbs or not wall or not write_s:
+        return None
+    return mbs * wall / writers / write_s
+
+
 def main():
     res = sys.argv[1]
     groups = {}
@@ -79,7 +88,7 @@ def main():
     nreps = max((len(r) for k, r in groups.items() if len(k) == 3), default=0)
 
     hdr = ["workload", "layout", "impl", "events/s", "spread", "payload MB/s", "wall s", "vs fpr",
-           "ns/event (ser|cli)", "wait s (cli)", "write s (ser|srv)", "idle s (srv)", "join s",
+           "ns/event (ser|cli)", "wait s (cli)", "write s (ser|srv)", "write MB/s per writer", "idle s (srv)", "join s",
            "peak RSS MiB", "MPI_Init s"]
     rows = []
     for w in WORKLOADS:
@@ -104,20 +113,23 @@ def main():
                     cli = ro.get("client", {})
                     srv = ro.get("server", {})
                     join = max((num(d, "join_s") or 0.0) for d in ro.values()) if ro else None
+                    writers = int(num(srv, "ranks") or 1) if srv else 1
+                    wmb = per_writer_mbs(m, writers, num(wr, "write_s"))
                     if "serial" in ro:
                         rss = f(num(ro["serial"], "peak_rss_MiB"), ".1f")
                     else:
                         rss = "cli %s / srv %s" % (f(num(cli, "peak_rss_MiB"), ".1f"), f(num(srv, "peak_rss_MiB"), ".1f"))
                     rows.append([w, lay_name, impl, f(evs, ",.0f"), sp, f(num(m, "payload_MB_per_s"), ".1f"),
                                  f(num(m, "wall_s"), ".3f"), ratio, f(num(hot, "ns_per_event_call"), ".0f"),
-                                 f(num(cli, "wait_s"), ".3f") if cli else "-", f(num(wr, "write_s"), ".3f"),
+                                 f(num(cli, "wait_s"), ".3f") if cli else "-", f(num(wr, "write_s"), ".3f"), f(wmb, ".0f"),
                                  f(num(srv, "idle_s"), ".3f") if srv else "-", f(join, ".3f"), rss,
                                  "not in wall"])
                 else:
                     nr = m.get("ranks", "?")
                     rows.append([w, lay_name, "%s (%s rank%s)" % (impl, nr, "" if nr == "1" else "s"), f(evs, ",.0f"), sp,
                                  f(num(m, "payload_MB_per_s"), ".1f"), f(num(m, "wall_s"), ".3f"), ratio,
-                                 f(num(m, "ns_per_event"), ".0f"), "-", f(num(m, "write_s"), ".3f"), "-", "-",
+                                 f(num(m, "ns_per_event"), ".0f"), "-", f(num(m, "write_s"), ".3f"),
+                                 f(per_writer_mbs(m, int(num(m, "ranks") or 1), num(m, "write_s")), ".0f"), "-", "-",
                                  f(num(m, "peak_rss_MiB"), ".1f") + " (max)", f(num(m, "mpi_init_s"), ".3f") + " (not in wall)"])
 
     print("| " + " | ".join(hdr) + " |")
