@@ -183,6 +183,13 @@ def main():
                    get(w, lay, "phdf5", "events_per_s"), "events/s", 1.0)
 
 
+    keepup = median_run(groups.get(("event", "keepup"), []), "events_per_s")
+    if keepup and "client" in keepup["roles"]:
+        c = keepup["roles"]["client"]
+        ns, wait = num(c, "ns_per_event_call"), num(c, "wait_s")
+        print("  event() with a server that keeps up (1 srv + 1 cli, no file): %.0f ns per call, "
+              "back-pressure wait %.3f s, target <= 150 ns: %s" % (ns, wait, "met" if ns <= 150 else "MISSED"))
+
     rss = {k[1]: median_run(v, "events_per_s") for k, v in groups.items() if len(k) == 2 and k[0] == "rss"}
     if len(rss) == 2:
         small, big = sorted(rss, key=int)
