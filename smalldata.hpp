@@ -1132,17 +1132,33 @@ inline double now_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// Waits gently until ready() returns true; every wait of the library is one of these.
+template <class Ready>
+void wait_until(Ready&& ready, int max_us) {
+    Backoff b(max_us);
+    while (!ready()) b.pause();
+}
+
 // Waits for `req` gently; `poll` (may be empty) runs between tests (the server's abort check).
 inline void wait_gently(MPI_Request& req, int max_us, MPI_Status* status = MPI_STATUS_IGNORE,
                         const std::function<void()>& poll = {}) {
-    Backoff b(max_us);
-    for (;;) {
-        int flag = 0;
-        check_mpi(MPI_Test(&req, &flag, status), "MPI_Test");
-        if (flag) return;
-        if (poll) poll();
-        b.pause();
-    }
+    wait_until(
+        [&] {
+            int flag = 0;
+            check_mpi(MPI_Test(&req, &flag, status), "MPI_Test");
+            if (!flag && poll) poll();
+            return flag != 0;
+        },
+        max_us);
+}
+
+inline bool all_done(MPI_Request* reqs, int n) {  // MPI_Testall, as a condition
+    int flag = 0;
+    check_mpi(MPI_Testall(n, reqs, &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
+    return flag != 0;
+}
+inline void wait_all_gently(MPI_Request* reqs, int n, int max_us) {
+    wait_until([&] { return all_done(reqs, n); }, max_us);
 }
 
 inline MPI_Datatype mpi_type(DType t) {
@@ -1298,15 +1314,6 @@ inline H5Id h5_create_file(const std::string& path) {
 #if H5_VERSION_GE(1, 10, 2)
     h5check_herr(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110), "H5Pset_libver_bounds");
 #endif
-    // A bounded metadata cache: left adaptive, it grows with the chunk index of a long run.
-    H5AC_cache_config_t mdc;
-    mdc.version = H5AC__CURR_CACHE_CONFIG_VERSION;
-    h5check_herr(H5Pget_mdc_config(fapl.get(), &mdc), "H5Pget_mdc_config");
-    mdc.set_initial_size = 1;
-    mdc.initial_size = std::size_t(1) << 20;
-    mdc.max_size = std::size_t(2) << 20;
-    mdc.min_size = std::min(mdc.min_size, mdc.initial_size);
-    h5check_herr(H5Pset_mdc_config(fapl.get(), &mdc), "H5Pset_mdc_config");
     hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
     if (f < 0) throw_h5("cannot create file '" + path + "'");
     return H5Id(f, H5Fclose);
@@ -1664,11 +1671,12 @@ public:
     double write_seconds() const { return write_seconds_; }
 
     WField* field(std::size_t i) { return &fields_[i]; }
-    bool has_file() const { return has_file_; }
 
-    // The hot path, once per value: the open event's value of f (has_file() only), then
-    // end_event() once the event's values are all given.
-    void put(WField& f, const unsigned char* data) { append(f, f.meta.aligned ? n_events_ : f.rows, data); }
+    // The hot path, once per value: the open event's value of f, then end_event() once the
+    // event's values are all given. Without a file only the events are counted.
+    void put(WField& f, const unsigned char* data) {
+        if (has_file_) append(f, f.meta.aligned ? n_events_ : f.rows, data);
+    }
     void end_event(std::int64_t ts) {
         if (has_file_) append(fields_[0], n_events_, reinterpret_cast<const unsigned char*>(&ts));
         ++n_events_;
@@ -1956,14 +1964,13 @@ public:
             throw_error(Errc::protocol, "batch " + std::to_string(h.seq) + " from " + s.source + " arrived, expected " +
                                             std::to_string(s.next_seq));
         ++s.next_seq;
-        const bool writes = w_.has_file();
         for (std::uint32_t e = 0; e < h.n_events; ++e) {
             const auto ts = r.get<std::int64_t>();
             const auto ne = r.get<std::uint32_t>();
             if (callbacks_.empty()) {  // fast path: values go straight to the columns
                 for (std::uint32_t k = 0; k < ne; ++k) {
                     WField& f = entry(s, r);
-                    if (writes) w_.put(f, r.p);
+                    w_.put(f, r.p);
                     r.p += f.meta.bytes;
                 }
             } else {  // the event is complete before callbacks see it, and written after
@@ -1977,8 +1984,7 @@ public:
                 }
                 const Event ev(ts, entries_.data(), entries_.size());
                 for (const Callback& cb : callbacks_) cb(ev);
-                if (writes)
-                    for (std::size_t i = 0; i < entries_.size(); ++i) w_.put(*fptr_[i], entries_[i].data);
+                for (std::size_t i = 0; i < entries_.size(); ++i) w_.put(*fptr_[i], entries_[i].data);
             }
             w_.end_event(ts);
             ++s.events;
@@ -2035,10 +2041,10 @@ public:
     bool direct() const noexcept { return direct_; }
     void define(std::uint32_t id, const FieldMeta& meta) override {
         (void)id;  // ids come in order 0, 1, ... (a definition that throws is not recorded)
-        map_.push_back(w_.field(w_.field_index(meta, stream_.source)));
+        stream_.map.push_back(w_.field(w_.field_index(meta, stream_.source)));
     }
     void value(std::uint32_t id, const void* data) override {
-        if (w_.has_file()) w_.put(*map_[id], static_cast<const unsigned char*>(data));
+        w_.put(*stream_.map[id], static_cast<const unsigned char*>(data));
     }
     void end_event(std::int64_t timestamp) override { w_.end_event(timestamp); }
     std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events) override {
@@ -2052,8 +2058,7 @@ private:
     Writer& w_;
     Decoder decoder_;
     bool direct_;
-    Stream stream_;
-    std::vector<WField*> map_;  // packer field id -> writer column (direct mode)
+    Stream stream_;  // direct mode uses its map too: packer field id -> writer column
 };
 
 }  // namespace detail
@@ -2064,16 +2069,6 @@ namespace detail {
 // 15. Transport: the state of one rank (Impl), the client's bounded hand-over of batches
 //     (shared-memory slots on its server's node, else nonblocking sends), the node's shared
 //     window, and the server's loop over receives posted ahead.
-
-inline void wait_all_gently(MPI_Request* reqs, int n, int max_us) {
-    Backoff b(max_us);
-    for (;;) {
-        int flag = 0;
-        check_mpi(MPI_Testall(n, reqs, &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
-        if (flag) return;
-        b.pause();
-    }
-}
 
 struct Impl;
 [[noreturn]] void abort_job(Impl& im, const std::string& reason) noexcept;
@@ -2130,12 +2125,9 @@ public:
         : im_(im), shm_(im.my_shm), slots_(static_cast<std::size_t>(im.opt.send_buffers)), notices_(shm_.count),
           notice_reqs_(shm_.count, MPI_REQUEST_NULL) {
         dest_ = im.client_idx % im.n_servers;
-        // With shared memory only events larger than batch_bytes rotate through the message
-        // buffers, which then grow when first used.
-        for (Slot& s : slots_) {
-            s.data.resize(im.opt.batch_bytes);
-            if (shm_.count) break;
-        }
+        // The others are sized when first used (with shared memory only events larger
+        // than batch_bytes rotate through them).
+        slots_[0].data.resize(im.opt.batch_bytes);
     }
     std::vector<unsigned char>* first() { return &slots_[0].data; }
 
@@ -2167,14 +2159,8 @@ public:
         im_.stats.bytes += used;
         cur_ = (cur_ + 1) % slots_.size();
         Slot& next = slots_[cur_];
-        if (next.data.size() < im_.opt.batch_bytes) next.data.resize(im_.opt.batch_bytes);
-        int flag = 0;
-        check_mpi(MPI_Testall(2, next.req, &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
-        if (!flag) {  // every buffer in flight: back-pressure
-            const double t0 = now_seconds();
-            wait_all_gently(next.req, 2, im_.opt.idle_sleep_max_us);
-            im_.stats.wait_seconds += now_seconds() - t0;
-        }
+        if (next.data.size() < im_.opt.batch_bytes) next.data.resize(im_.opt.batch_bytes);  // first use
+        back_pressure([&] { return all_done(next.req, 2); });  // until the buffer's sends are done
         return &next.data;
     }
 
@@ -2196,17 +2182,11 @@ private:
     void hand_over(const unsigned char* data, std::size_t used, const WireHeader& h) {
         const std::uint32_t j = shm_next_;
         std::atomic<std::uint32_t>& free = *shm_.flag(j);
-        if (free.load(std::memory_order_acquire) == 0) {
-            const double t0 = now_seconds();
-            Backoff b(im_.opt.idle_sleep_max_us);
-            while (free.load(std::memory_order_acquire) == 0) {
-                int flag = 0;  // keeps MPI progressing the notices still queued
-                check_mpi(MPI_Testall(static_cast<int>(notice_reqs_.size()), notice_reqs_.data(), &flag, MPI_STATUSES_IGNORE),
-                          "MPI_Testall");
-                b.pause();
-            }
-            im_.stats.wait_seconds += now_seconds() - t0;
-        }
+        back_pressure([&] {  // until the server frees the slot; testing keeps queued notices moving
+            if (free.load(std::memory_order_acquire) != 0) return true;
+            all_done(notice_reqs_.data(), static_cast<int>(notice_reqs_.size()));
+            return false;
+        });
         wait_gently(notice_reqs_[j], im_.opt.idle_sleep_max_us);
         std::memcpy(shm_.slot(j), data, used);
         free.store(0, std::memory_order_relaxed);
@@ -2217,6 +2197,15 @@ private:
         check_mpi(MPI_Isend(&notices_[j], sizeof(WireHeader), MPI_BYTE, dest_, tag_data, im_.comm, &notice_reqs_[j]),
                   "MPI_Isend");
         shm_next_ = (j + 1) % shm_.count;
+    }
+
+    // Every buffer or slot in flight: wait until ready(), counted as Stats::wait_seconds.
+    template <class Ready>
+    void back_pressure(Ready&& ready) {
+        if (ready()) return;
+        const double t0 = now_seconds();
+        wait_until(ready, im_.opt.idle_sleep_max_us);
+        im_.stats.wait_seconds += now_seconds() - t0;
     }
 
     struct Slot {

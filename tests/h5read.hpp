@@ -183,9 +183,7 @@ public:
     }
     // Chunk dimensions of a chunked dataset; empty when it is not chunked.
     std::vector<hsize_t> chunk_dims(const std::string& name) const {
-        Hid d = open_dataset(name);
-        Hid p(H5Dget_create_plist(d.get()), H5Pclose);
-        check(p.get(), "H5Dget_create_plist", name);
+        Hid p = create_plist(open_dataset(name), name);
         if (H5Pget_layout(p.get()) != H5D_CHUNKED) return {};
         std::vector<hsize_t> c(32);
         const int r = H5Pget_chunk(p.get(), static_cast<int>(c.size()), c.data());
@@ -338,9 +336,7 @@ public:
 
     // Whether the dataset has a user-defined fill value (H5Pfill_value_defined).
     bool fill_value_defined(const std::string& name) const {
-        Hid d = open_dataset(name);
-        Hid dcpl(H5Dget_create_plist(d.get()), H5Pclose);
-        check(dcpl.get(), "H5Dget_create_plist", name);
+        Hid dcpl = create_plist(open_dataset(name), name);
         H5D_fill_value_t status;
         check(H5Pfill_value_defined(dcpl.get(), &status), "H5Pfill_value_defined", name);
         return status == H5D_FILL_VALUE_USER_DEFINED;
@@ -350,8 +346,7 @@ public:
     template <class T>
     T fill_value(const std::string& name) const {
         Hid d = open_dataset(name);
-        Hid dcpl(H5Dget_create_plist(d.get()), H5Pclose);
-        check(dcpl.get(), "H5Dget_create_plist", name);
+        Hid dcpl = create_plist(d, name);
         if constexpr (std::is_same_v<T, bool>) {
             Hid mt = bool_mem_type(d.get(), name);
             std::uint8_t raw = 0xAA;
@@ -382,6 +377,11 @@ public:
         return out;
     }
 
+    Hid create_plist(const Hid& dataset, const std::string& name) const {
+        Hid p(H5Dget_create_plist(dataset.get()), H5Pclose);
+        check(p.get(), "H5Dget_create_plist", name);
+        return p;
+    }
     Hid open_dataset(const std::string& name) const {
         hid_t id;
         {
