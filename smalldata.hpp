@@ -681,11 +681,12 @@ void check_field_type(const FieldMeta& meta, DType want, bool scalar);
 // ============================================================================ [>>templates]
 // 8. SmallData templates: event(), summaries, reductions, views, Field access.
 
-template <class T>
-View<T> view(const T* data, std::initializer_list<std::uint64_t> shape) {
+namespace detail {
+template <class T, class Dims>
+View<T> make_view(const T* data, const Dims& shape) {  // shape: any sized range of extents
     if (shape.size() > static_cast<std::size_t>(max_rank))
-        detail::throw_error(Errc::usage, "smalldata::view: at most " + std::to_string(max_rank) +
-                                             " dimensions, got " + std::to_string(shape.size()));
+        throw_error(Errc::usage, "smalldata::view: at most " + std::to_string(max_rank) + " dimensions, got " +
+                                     std::to_string(shape.size()));
     View<T> v;
     v.data = data;
     v.shape.rank = static_cast<std::uint8_t>(shape.size());
@@ -693,16 +694,14 @@ View<T> view(const T* data, std::initializer_list<std::uint64_t> shape) {
     for (auto d : shape) v.shape.dims[i++] = d;
     return v;
 }
+}  // namespace detail
+template <class T>
+View<T> view(const T* data, std::initializer_list<std::uint64_t> shape) {
+    return detail::make_view(data, shape);
+}
 template <class T>
 View<T> view(const T* data, const std::vector<std::uint64_t>& shape) {
-    if (shape.size() > static_cast<std::size_t>(max_rank))
-        detail::throw_error(Errc::usage, "smalldata::view: at most " + std::to_string(max_rank) +
-                                             " dimensions, got " + std::to_string(shape.size()));
-    View<T> v;
-    v.data = data;
-    v.shape.rank = static_cast<std::uint8_t>(shape.size());
-    for (std::size_t i = 0; i < shape.size(); ++i) v.shape.dims[i] = shape[i];
-    return v;
+    return detail::make_view(data, shape);
 }
 
 template <class T>
