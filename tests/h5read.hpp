@@ -17,12 +17,20 @@
 //   f.enum_members("flag")                 -> {{"FALSE", 0}, {"TRUE", 1}}
 //   f.children("det")                      -> names of the links in a group, sorted
 //
+// Also disk_bytes(path): the bytes the file system holds for a file (st_blocks), and
+// reserve_supported(dir): whether space can be reserved beyond a file's end there.
 // Also test_path(name): a file path in the per-run temporary directory that
 // catch_main.cpp creates (environment variable SMALLDATA_TEST_DIR).
 #ifndef SMALLDATA_TESTS_H5READ_HPP
 #define SMALLDATA_TESTS_H5READ_HPP
 
 #include <hdf5.h>
+#include <sys/stat.h>
+#if defined(__linux__)
+#include <fcntl.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#endif
 
 #include <cstdint>
 #include <cstdlib>
@@ -143,6 +151,32 @@ inline std::string test_path(const std::string& name) {
 inline bool file_exists(const std::string& path) {
     std::error_code ec;
     return std::filesystem::exists(path, ec);
+}
+
+// Bytes allocated on disk for `path` (may exceed its size when space is reserved).
+inline std::uint64_t disk_bytes(const std::string& path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot stat '" + path + "'");
+    return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+// Whether the file system of `dir` keeps space reserved beyond a file's end (Linux
+// fallocate with FALLOC_FL_KEEP_SIZE; tmpfs excluded, as the library excludes it).
+inline bool reserve_supported(const std::string& dir) {
+#if defined(__linux__) && defined(FALLOC_FL_KEEP_SIZE)
+    const std::string probe = dir + "/.reserve_probe";
+    const int fd = ::open(probe.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    if (fd < 0) return false;
+    struct statfs fs;
+    const bool ok = fstatfs(fd, &fs) == 0 && fs.f_type != 0x01021994 &&
+                    fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20) == 0;
+    ::close(fd);
+    ::unlink(probe.c_str());
+    return ok;
+#else
+    (void)dir;
+    return false;
+#endif
 }
 
 // ---------------------------------------------------------------------------- File

@@ -302,6 +302,42 @@ TEST_CASE("image rows (64 KiB and more) skip the cache: one row per chunk, gaps 
     CHECK(f.chunk_dims("below").at(0) > 1);
 }
 
+TEST_CASE("disk space reserved ahead of the writes is given back when the file closes", "[serial][file]") {
+    const std::string path = fresh("reserve.h5");
+    const bool supported = h5r::reserve_supported(std::filesystem::path(path).parent_path().string());
+    if (!supported) WARN("this file system cannot reserve space beyond a file's end: only the final size is checked");
+    std::vector<std::uint16_t> img(256 * 256);
+    for (bool reserve : {true, false}) {
+        CAPTURE(reserve);
+        smalldata::Options o = file_opts(path);
+        o.preallocate = reserve;
+        std::uint64_t during = 0, size_during = 0;
+        {
+            smalldata::SmallData smd(o);
+            for (std::int64_t i = 0; i < 200; ++i) {  // 25 MiB of images, then 25 MiB more
+                img.assign(img.size(), static_cast<std::uint16_t>(i));
+                smd.event(i, "det/image", smalldata::view(img.data(), {256, 256}));
+                if (i == 99) {
+                    during = h5r::disk_bytes(path);
+                    size_during = std::filesystem::file_size(path);
+                }
+            }
+            smd.done();
+        }
+        const std::uint64_t size = std::filesystem::file_size(path);
+        CAPTURE(during, size_during, size);
+        if (reserve && supported) CHECK(during >= size_during + (std::uint64_t(4) << 20));  // reserved ahead
+        if (!reserve) CHECK(during <= size_during + (std::uint64_t(1) << 20));             // nothing reserved
+        CHECK(h5r::disk_bytes(path) <= size + (std::uint64_t(1) << 20));                    // given back
+        h5r::File f(path);
+        const auto im = f.read_rows<std::uint16_t>("det/image", 150, 50);
+        REQUIRE(im.size() == 50 * 65536);
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < 50; ++r) bad += im[r * 65536] != 150 + r || im[r * 65536 + 65535] != 150 + r;
+        CHECK(bad == 0);
+    }
+}
+
 TEST_CASE("events larger than batch_bytes and cache_bytes are written whole", "[serial][cache]") {
     const std::string path = fresh("large_events.h5");
     constexpr std::size_t width = 20000;  // 160 kB per row
