@@ -82,7 +82,7 @@
 // OPTIONS   (all in smalldata::Options; see section 3 for defaults)
 //   servers, clients, filename, batch_size, cache_size, callbacks, comm    (API contract)
 //   batch_bytes, send_buffers, recv_buffers, shared_memory, cache_bytes,
-//   chunk_bytes, idle_sleep_max_us, preallocate, abort_grace_ms              (tuning)
+//   chunk_bytes, idle_sleep_max_us, abort_grace_ms, preallocate, write_thread (tuning)
 //
 // ERRORS AND LOGGING
 //   Every error is a smalldata::Error (a std::runtime_error) with a code() from
@@ -240,6 +240,10 @@ struct Options {
     int abort_grace_ms = 3000;        // how long a failing rank waits for servers to close
     bool preallocate = true;          // reserve disk space ahead of the writes (Linux; see
                                       // docs/design.md, "File space")
+    int write_thread = -1;            // HDF5 writes of full caches on a helper thread while
+                                      // event() or decoding goes on: 1 always, 0 never, -1
+                                      // when this process has a core to spare (more cores
+                                      // than ranks on its node; serial mode on 2+ cores)
 };
 
 enum class Role { serial, client, server, other };
@@ -872,6 +876,7 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 #include <hdf5.h>
 #if defined(__linux__)
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -887,7 +892,10 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 #include <deque>
 #include <exception>
 #include <limits>
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -1135,6 +1143,20 @@ private:
     int us_ = 1;
 };
 
+// Options::write_thread resolved: -1 uses a write thread when this process may run on more
+// than one core and its node has more cores than ranks.
+inline bool use_write_thread(int option, int ranks_on_node) {
+    if (option >= 0) return option > 0;
+    const unsigned cores = std::thread::hardware_concurrency();
+    int mine = static_cast<int>(cores);
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) mine = CPU_COUNT(&set);
+#endif
+    return mine >= 2 && cores > static_cast<unsigned>(ranks_on_node);
+}
+
 inline double now_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -1324,6 +1346,9 @@ inline H5Id h5_create_file(const std::string& path) {
     // Allocations of 64 KiB and more (chunks of images, of large caches) start on a 64 KiB
     // boundary, so that they cover whole page-cache folios: image appends 30 % faster.
     h5check_herr(H5Pset_alignment(fapl.get(), 65536, 65536), "H5Pset_alignment");
+    // Closing the file closes whatever is still open in it, so that a file whose writes
+    // failed (a full disk) is not left half open for HDF5 to trip over at exit.
+    h5check_herr(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), "H5Pset_fclose_degree");
     hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
     if (f < 0) throw_h5("cannot create file '" + path + "'");
     return H5Id(f, H5Fclose);
@@ -1611,6 +1636,10 @@ namespace detail {
 //     short run does not allocate huge chunks). A full cache is then whole chunks, which go
 //     to the file raw (H5Dwrite_chunk). Rows of big_row_bytes or more (images) skip the
 //     cache: one row per chunk, written straight from the batch they arrived in.
+//     Thread. With Options::write_thread a full cache is handed to a helper thread, which
+//     writes it while the caller fills a spare one (at most one cache per field waits). All
+//     HDF5 calls of a writer hold its mutex h5_; a write error surfaces at the next
+//     hand-over or at finish().
 
 struct WField {
     FieldMeta meta;
@@ -1626,6 +1655,10 @@ struct WField {
     bool direct = false;             // whole chunks may go out with H5Dwrite_chunk
     bool big = false;                // rows of big_row_bytes or more: one row per chunk
     H5Id dset, memtype;
+    // With a write thread (guarded by Writer::m_): caches handed over and not yet written,
+    // and written ones kept for reuse.
+    int queued = 0;
+    std::vector<std::vector<unsigned char>> spare;
 };
 
 inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
@@ -1704,7 +1737,9 @@ inline std::uint64_t pow2_ceil(std::uint64_t v) {
 class Writer {
 public:
     // path empty: no file, only the event count (callbacks-only mode).
-    Writer(const std::string& path, const Options& o) : opt_(o), has_file_(!path.empty()), path_(path) {
+    // thread: hand full caches to a write thread (Options::write_thread, as resolved).
+    Writer(const std::string& path, const Options& o, bool thread)
+        : opt_(o), has_file_(!path.empty()), async_(has_file_ && thread), path_(path) {
         if (has_file_) {
             H5Quiet q;
             file_ = h5_create_file(path);
@@ -1753,15 +1788,25 @@ public:
         ++n_events_;
     }
 
+    Writer(const Writer&) = delete;
+    Writer& operator=(const Writer&) = delete;
+    ~Writer() { stop_thread(); }
+
     // Flushes every cache, gives aligned datasets their final length, writes the summary
     // (serial mode) and closes the file. Errors are thrown; the file is closed either way.
     void finish(const std::vector<SummaryItem>* summary) {
         if (!has_file_ || !file_.valid()) return;
+        try {
+            for (WField& f : fields_) flush(f);
+            drain();
+        } catch (...) {
+            close_on_abort();
+            throw;
+        }
         H5Quiet q;
         try {
             for (WField& f : fields_) {
-                flush(f);
-                if (!f.dset.valid()) create(f);
+                if (!f.dset.valid()) create(f, f.cache_start + f.cached);
                 const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
                 if (f.extent != want) set_extent(f, want);
                 f.dset.reset();
@@ -1780,6 +1825,7 @@ public:
     // Best effort when the job is being aborted: keep what was given readable.
     void close_on_abort() noexcept {
         if (!has_file_ || !file_.valid()) return;
+        stop_thread();  // what was handed over is written first (unless a write failed)
         H5Quiet q;
         for (WField& f : fields_) {
             try {
@@ -1856,17 +1902,7 @@ private:
 
     void append_slow(WField& f, std::uint64_t row, const unsigned char* data) {
         const std::size_t rb = f.meta.bytes;
-        if (f.big) {
-            if (!f.dset.valid()) create(f);
-            if (f.direct) {  // straight from the batch; the extent grows by doubling
-                const double t0 = now_seconds();
-                if (f.extent <= row) set_extent(f, std::max<std::uint64_t>(row + 1, 2 * f.extent));
-                write_chunk(f, row, data);
-                f.rows = row + 1;
-                write_seconds_ += now_seconds() - t0;
-                return;
-            }
-        }
+        if (f.big && write_big(f, row, data)) return;
         if (f.cached == 0) {
             f.cache_start = row;
         } else {
@@ -1893,10 +1929,35 @@ private:
         f.rows = row + 1;
     }
 
-    void create(WField& f) {
+    // A big row straight from the batch, one row per chunk, the extent growing by doubling.
+    // false: the layouts differ (no raw writes), so the row goes through the cache.
+    bool write_big(WField& f, std::uint64_t row, const unsigned char* data) {
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            if (error_) std::rethrow_exception(error_);
+        }
+        std::lock_guard<std::mutex> g(h5_);
+        try {
+            if (!f.dset.valid()) create(f, row + 1);
+            if (!f.direct) return false;
+            const double t0 = now_seconds();
+            if (f.extent <= row) set_extent(f, std::max<std::uint64_t>(row + 1, 2 * f.extent));
+            write_chunk(f, row, data);
+            f.rows = row + 1;
+            write_seconds_ += now_seconds() - t0;
+            return true;
+        } catch (...) {
+            std::lock_guard<std::mutex> lk(m_);
+            if (!error_) error_ = std::current_exception();
+            throw;
+        }
+    }
+
+    // rows_known: rows the dataset will have at its first write (bounds the chunk).
+    void create(WField& f, std::uint64_t rows_known) {
         const std::size_t rb = std::max<std::size_t>(f.meta.bytes, 1);
         std::uint64_t rows = pow2_floor(std::max<std::uint64_t>(1, std::min<std::uint64_t>(opt_.chunk_bytes / rb, f.cache_rows)));
-        rows = std::min(rows, pow2_ceil(std::max<std::uint64_t>(1, f.cache_start + f.cached)));
+        rows = std::min(rows, pow2_ceil(std::max<std::uint64_t>(1, rows_known)));
         if (f.big) rows = 1;
         hsize_t chunk[max_rank + 1];
         chunk[0] = static_cast<hsize_t>(rows);
@@ -1934,28 +1995,129 @@ private:
         f.extent = rows;
     }
 
+    // Empties f's cache: to the write thread, or written here. After a failed write
+    // nothing more is written: every later flush throws that first error again.
     void flush(WField& f) {
         if (f.cached == 0) return;
+        if (async_ && hand_over(f)) return;
+        if (error_) std::rethrow_exception(error_);
+        try {
+            std::lock_guard<std::mutex> g(h5_);
+            H5Quiet q;
+            write_cache(f, f.cache.data(), f.cache_start, f.cached);
+        } catch (...) {
+            error_ = std::current_exception();
+            throw;
+        }
+        f.cached = 0;
+    }
+
+    // Rows [start, start + n) of f from `data`. The caller holds h5_.
+    void write_cache(WField& f, const unsigned char* data, std::uint64_t start, std::uint64_t n) {
         const double t0 = now_seconds();
-        if (!f.dset.valid()) create(f);
-        const std::uint64_t end = f.cache_start + f.cached;
+        if (!f.dset.valid()) create(f, start + n);
+        const std::uint64_t end = start + n;
         if (f.extent < end) set_extent(f, end);
         if (f.meta.bytes > 0) {
             // Rows [first, last) of whole chunks go out raw, the partial chunks around them
             // through H5Dwrite (which fills the rest of a new chunk with the fill value).
-            const std::uint64_t c = f.chunk_rows, start = f.cache_start;
+            const std::uint64_t c = f.chunk_rows;
             std::uint64_t first = end, last = end;
             if (f.direct) {
                 first = (start + c - 1) / c * c;
                 last = end / c * c;
                 if (first >= last) first = last = end;
             }
-            if (start < first) write_rows(f, start, first - start, f.cache.data());
-            for (std::uint64_t r = first; r < last; r += c) write_chunk(f, r, f.cache.data() + (r - start) * f.meta.bytes);
-            if (last < end) write_rows(f, last, end - last, f.cache.data() + (last - start) * f.meta.bytes);
+            if (start < first) write_rows(f, start, first - start, data);
+            for (std::uint64_t r = first; r < last; r += c) write_chunk(f, r, data + (r - start) * f.meta.bytes);
+            if (last < end) write_rows(f, last, end - last, data + (last - start) * f.meta.bytes);
         }
-        f.cached = 0;
         write_seconds_ += now_seconds() - t0;
+    }
+
+    // ---- write thread
+    struct Job {
+        WField* f;
+        std::vector<unsigned char> buf;
+        std::uint64_t start, rows;
+    };
+
+    // Queues f's cache for the write thread and gives f a spare one; waits while f already
+    // has a cache queued (back-pressure). false: no thread could be started (write here).
+    bool hand_over(WField& f) {
+        std::unique_lock<std::mutex> lk(m_);
+        if (!worker_.joinable()) {
+            try {
+                worker_ = std::thread([this] { work(); });
+            } catch (const std::system_error&) {
+                async_ = false;
+                return false;
+            }
+        }
+        done_cv_.wait(lk, [&] { return f.queued == 0 || error_; });
+        if (error_) {
+            std::exception_ptr e = error_;
+            lk.unlock();
+            std::rethrow_exception(e);
+        }
+        std::vector<unsigned char> next;
+        if (!f.spare.empty()) {
+            next = std::move(f.spare.back());
+            f.spare.pop_back();
+        }
+        jobs_.push_back(Job{&f, std::move(f.cache), f.cache_start, f.cached});
+        ++f.queued;
+        lk.unlock();
+        work_cv_.notify_one();
+        f.cache = std::move(next);  // empty when there is no spare yet: sized on first use
+        f.cached = 0;
+        return true;
+    }
+
+    // The write thread: jobs in order until stopped and drained. After an error the
+    // remaining jobs are dropped; the error waits in error_ for the caller's thread.
+    void work() {
+        std::unique_lock<std::mutex> lk(m_);
+        for (;;) {
+            work_cv_.wait(lk, [&] { return stop_ || !jobs_.empty(); });
+            if (jobs_.empty()) return;
+            Job j = std::move(jobs_.front());
+            jobs_.pop_front();
+            const bool skip = error_ != nullptr;
+            lk.unlock();
+            std::exception_ptr err;
+            if (!skip) {
+                try {
+                    std::lock_guard<std::mutex> g(h5_);
+                    H5Quiet q;
+                    write_cache(*j.f, j.buf.data(), j.start, j.rows);
+                } catch (...) {
+                    err = std::current_exception();
+                }
+            }
+            lk.lock();
+            if (err && !error_) error_ = err;
+            j.f->spare.push_back(std::move(j.buf));
+            --j.f->queued;
+            done_cv_.notify_all();
+        }
+    }
+
+    // Lets the write thread finish what was handed over, then ends it.
+    void stop_thread() noexcept {
+        if (!worker_.joinable()) return;
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            stop_ = true;
+        }
+        work_cv_.notify_one();
+        worker_.join();
+        async_ = false;
+    }
+    // stop_thread(), then a write error, if any, is thrown here.
+    void drain() {
+        stop_thread();
+        if (error_) std::rethrow_exception(error_);
     }
 
     void write_rows(WField& f, std::uint64_t row, std::uint64_t n, const unsigned char* data) {
@@ -1988,6 +2150,7 @@ private:
 
     const Options& opt_;
     bool has_file_;
+    bool async_;  // full caches go to the write thread
     std::string path_;
     H5Id file_;
     FileReserve reserve_;
@@ -1995,7 +2158,15 @@ private:
     std::unordered_map<std::string, std::size_t> by_name_;
     NameSet names_;
     std::uint64_t n_events_ = 0;
-    double write_seconds_ = 0;
+    double write_seconds_ = 0;  // written under h5_
+    // Write thread: jobs_, stop_, error_ and every WField's queued and spare are guarded by m_.
+    std::mutex h5_;
+    std::mutex m_;
+    std::condition_variable work_cv_, done_cv_;
+    std::deque<Job> jobs_;
+    bool stop_ = false;
+    std::exception_ptr error_;
+    std::thread worker_;
 };
 
 // ============================================================================ [>>impl-decoder]
@@ -2159,6 +2330,7 @@ struct Impl {
     MPI_Comm comm = MPI_COMM_NULL;          // duplicate of opt.comm: library traffic only
     MPI_Comm clients_comm = MPI_COMM_NULL;  // the clients, for reductions
     MPI_Comm node_comm = MPI_COMM_NULL;     // ranks sharing this node's memory
+    int ranks_on_node = 1;                  // server: ranks of comm on this node
     MPI_Win shm_win = MPI_WIN_NULL;         // one segment per client that shares its server's node
     ShmSlots my_shm;                        // client: its own slots (count 0: messages)
     std::vector<ShmSlots> shm_of;           // server: slots by client rank
@@ -2361,7 +2533,7 @@ inline void Impl::free_shared_memory() noexcept {
 // notice from a failing rank.
 inline void Impl::run_server() {
     const std::string path = opt.filename.empty() ? std::string() : part_path(server_idx);
-    writer = std::make_unique<Writer>(path, opt);
+    writer = std::make_unique<Writer>(path, opt, use_write_thread(opt.write_thread, ranks_on_node));
     Decoder decoder(*writer, opt.callbacks);
     std::vector<Stream> streams(static_cast<std::size_t>(size));
     int remaining = 0;
@@ -2763,6 +2935,8 @@ inline void check_options(const Options& o) {
     if (o.recv_buffers < 1) bad("recv_buffers must be at least 1");
     if (o.cache_bytes < 1) bad("cache_bytes must be at least 1");
     if (o.chunk_bytes < 1) bad("chunk_bytes must be at least 1");
+    if (o.write_thread < -1 || o.write_thread > 1)
+        bad("write_thread must be -1 (automatic), 0 or 1, got " + std::to_string(o.write_thread));
     if (o.comm == MPI_COMM_NULL) bad("comm is MPI_COMM_NULL");
 }
 
@@ -2805,7 +2979,7 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.role = Role::serial;
         im.client_idx = 0;
         im.n_clients = 1;
-        im.writer = std::make_unique<Writer>(o.filename, im.opt);
+        im.writer = std::make_unique<Writer>(o.filename, im.opt, use_write_thread(o.write_thread, 1));
         auto sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
         const bool direct = sink->direct();
         im.sink = std::move(sink);
@@ -2846,10 +3020,12 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
     MPI_Comm_set_errhandler(im.comm, MPI_ERRORS_RETURN);
     // Options that must agree between ranks: compare min and max of each.
     const long long fname_hash = static_cast<long long>(std::hash<std::string>{}(o.filename) & 0x7fffffffffffLL);
-    constexpr int n_agree = 6;
-    const long long agree[n_agree] = {o.servers, o.clients, static_cast<long long>(o.batch_bytes), fname_hash,
-                                      o.send_buffers, o.shared_memory ? 1 : 0};
-    const char* what[n_agree] = {"servers", "clients", "batch_bytes", "filename", "send_buffers", "shared_memory"};
+    constexpr int n_agree = 7;
+    const long long agree[n_agree] = {o.servers,       o.clients,    static_cast<long long>(o.batch_bytes),
+                                      fname_hash,      o.send_buffers, o.shared_memory ? 1 : 0,
+                                      o.write_thread < 0 ? 1 : 0};
+    const char* what[n_agree] = {"servers",      "clients",       "batch_bytes", "filename",
+                                 "send_buffers", "shared_memory", "write_thread"};
     long long mm[2 * n_agree];
     for (int i = 0; i < n_agree; ++i) {
         mm[i] = agree[i];
@@ -2866,6 +3042,13 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
     check_mpi(MPI_Comm_split(im.comm, im.role == Role::client ? 0 : MPI_UNDEFINED, im.rank, &im.clients_comm),
               "MPI_Comm_split");
     if (o.shared_memory) im.setup_shared_memory();
+    if (o.write_thread < 0) {  // automatic write thread: count the ranks on this node
+        MPI_Comm node = im.node_comm;  // (collective when not known yet; agreed above)
+        if (node == MPI_COMM_NULL)
+            check_mpi(MPI_Comm_split_type(im.comm, MPI_COMM_TYPE_SHARED, im.rank, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+        check_mpi(MPI_Comm_size(node, &im.ranks_on_node), "MPI_Comm_size");
+        if (node != im.node_comm) MPI_Comm_free(&node);
+    }
     if (im.rank == 0 && im.n_servers > im.n_clients)
         warn(std::to_string(im.n_servers - im.n_clients) + " of the " + std::to_string(im.n_servers) +
              " servers have no client; their part files stay empty");

@@ -7,11 +7,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -192,10 +194,13 @@ TEST_CASE("random presence patterns match a model at every cache and chunk size"
     };
     const Sizes sizes[] = {{1, 1 << 20}, {3, 1 << 20}, {8, 16}, {64, 64}, {64, 1 << 20}, {1000, 256}, {8192, 1 << 20}};
     // Without callbacks values go straight to the writer; a callback (which needs whole
-    // events) sends them through batches and the decoder instead. Both must agree.
+    // events) sends them through batches and the decoder instead. Full caches are written
+    // by a helper thread or by the caller's thread. Every combination must agree.
+    for (const int thread : {0, 1})
     for (const bool batched : {false, true})
     for (const Sizes& z : sizes) {
-        INFO("cache_size " << z.cache_size << ", chunk_bytes " << z.chunk_bytes << (batched ? ", batched" : ", direct"));
+        INFO("cache_size " << z.cache_size << ", chunk_bytes " << z.chunk_bytes << (batched ? ", batched" : ", direct")
+                           << (thread ? ", write thread" : ", no write thread"));
         const std::string path = fresh("cache_model.h5");
         const std::int64_t n = 3000;
         std::vector<double> x(n, std::nan(""));
@@ -213,6 +218,7 @@ TEST_CASE("random presence patterns match a model at every cache and chunk size"
             o.cache_size = z.cache_size;
             o.chunk_bytes = z.chunk_bytes;
             o.batch_size = 37;
+            o.write_thread = thread;
             std::int64_t seen = 0;
             if (batched) o.callbacks.push_back([&seen](const smalldata::Event&) { ++seen; });
             smalldata::SmallData smd(o);
@@ -419,7 +425,53 @@ TEST_CASE("invalid options throw Errc::option", "[serial][roles][errors]") {
     smalldata::Options o;
     SECTION("cache_size 0") { o.cache_size = 0; }
     SECTION("batch_size 0") { o.batch_size = 0; }
+    SECTION("write_thread 2") { o.write_thread = 2; }
     CHECK(thrown([&] { smalldata::SmallData smd(o); }).code == "option");
+}
+
+TEST_CASE("a write that fails is an Errc::hdf5 error naming the file; what was written before stays",
+          "[serial][errors]") {
+    // A file-size limit makes the writes past 4 MiB fail (EFBIG), as a full disk would.
+    // The limit is lifted before done(), as space freed on a full disk would be.
+    for (const int thread : {0, 1}) {
+        CAPTURE(thread);
+        const std::string path = fresh("too_big.h5");
+        struct rlimit old {};
+        REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+        const auto prev = std::signal(SIGXFSZ, SIG_IGN);
+        struct rlimit lim = old;
+        lim.rlim_cur = 4 << 20;
+        smalldata::Options o = file_opts(path);
+        o.write_thread = thread;
+        o.cache_size = 256;  // 1 MiB of "row" per write
+        std::optional<smalldata::SmallData> smd;
+        smd.emplace(o);
+        REQUIRE(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+        std::int64_t given = 0;
+        std::vector<double> row(512);  // 4 KiB per event, 40 MB in all
+        const Thrown t = thrown([&] {
+            for (std::int64_t i = 0; i < 10000; ++i, ++given) {
+                row.assign(row.size(), static_cast<double>(i));
+                smd->event(i, "row", row);
+            }
+        });
+        setrlimit(RLIMIT_FSIZE, &old);
+        std::signal(SIGXFSZ, prev);
+        CAPTURE(given, t.what);
+        CHECK(t.code == "hdf5");
+        CHECK(t.what.find("'" + path + "'") != std::string::npos);
+        CHECK(given < 10000);  // the error stops the loop; it does not wait for done()
+        const Thrown at_done = thrown([&] { smd->done(); });
+        CHECK(at_done.code == "hdf5");  // the error stays reported
+        smd.reset();
+        // The rows written before the failure are intact.
+        h5r::File f(path);
+        const auto ts = f.read_rows<std::int64_t>("timestamp", 0, 512);
+        const auto r = f.read_rows<double>("row", 0, 512);
+        std::size_t bad = 0;
+        for (std::size_t k = 0; k < 512; ++k) bad += ts[k] != static_cast<std::int64_t>(k) || r[k * 512] != static_cast<double>(k) || r[k * 512 + 511] != static_cast<double>(k);
+        CHECK(bad == 0);
+    }
 }
 
 TEST_CASE("a file that cannot be created is a clear error naming it", "[serial][errors]") {

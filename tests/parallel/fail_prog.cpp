@@ -11,9 +11,11 @@
 //                    (SmallData destroyed during unwinding before done())
 // Every client writes "x" for its share of 200,000 events first, so the server has rows
 // on disk when the failure comes; run_fail.py checks that they are still readable.
+// SMALLDATA_TEST_WRITE_THREAD=1 in the environment gives the server a write thread.
 #include "smalldata.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -30,6 +32,7 @@ int main(int argc, char** argv) {
     o.batch_size = 100;
     o.cache_size = 1000;
     o.abort_grace_ms = 5000;
+    if (std::getenv("SMALLDATA_TEST_WRITE_THREAD")) o.write_thread = 1;
     const std::int64_t n = 200000;
     try {
         smalldata::SmallData smd(o);

@@ -49,9 +49,11 @@ std::string fresh_dir(const std::string& name) {
 
 // Options for every test: batches go through shared memory (the default) unless
 // SMALLDATA_TEST_MESSAGES is set, which runs the same cases over MPI messages only.
+// SMALLDATA_TEST_WRITE_THREAD=1 gives every server a write thread (default: automatic).
 Options base_options() {
     Options o;
     o.shared_memory = std::getenv("SMALLDATA_TEST_MESSAGES") == nullptr;
+    if (std::getenv("SMALLDATA_TEST_WRITE_THREAD")) o.write_thread = 1;
     return o;
 }
 
