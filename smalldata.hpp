@@ -241,9 +241,10 @@ struct Options {
     bool preallocate = true;          // reserve disk space ahead of the writes (Linux; see
                                       // docs/design.md, "File space")
     int write_thread = -1;            // HDF5 writes of full caches on a helper thread while
-                                      // event() or decoding goes on: 1 always, 0 never, -1
-                                      // when this process has a core to spare (more cores
-                                      // than ranks on its node; serial mode on 2+ cores)
+                                      // event() or decoding goes on: 0 never; -1 when HDF5
+                                      // is thread-safe and a core is free (more cores than
+                                      // ranks on the node); 1 always, which needs a
+                                      // thread-safe HDF5 if other code calls HDF5 meanwhile
 };
 
 enum class Role { serial, client, server, other };
@@ -1143,10 +1144,13 @@ private:
     int us_ = 1;
 };
 
-// Options::write_thread resolved: -1 uses a write thread when this process may run on more
-// than one core and its node has more cores than ranks.
+// Options::write_thread resolved: -1 uses a write thread when HDF5 is thread-safe (the
+// program's own HDF5 calls may then overlap the thread's), this process may run on more
+// than one core, and its node has more cores than ranks.
 inline bool use_write_thread(int option, int ranks_on_node) {
     if (option >= 0) return option > 0;
+    hbool_t threadsafe = false;
+    if (H5is_library_threadsafe(&threadsafe) < 0 || !threadsafe) return false;
     const unsigned cores = std::thread::hardware_concurrency();
     int mine = static_cast<int>(cores);
 #if defined(__linux__)
