@@ -75,7 +75,9 @@
 //     64 KiB or more (images) go to the file straight from the batch. Aligned fields have
 //     one row per event (fill values for missing rows); fields whose last path component
 //     starts with `unaligned_` have only the rows given. Serial mode runs the same writer
-//     in-process; without callbacks event() feeds its columns directly (no batch).
+//     in-process; without callbacks event() feeds its columns directly (no batch). Full
+//     caches may be written by a helper thread (write_thread); disk space is reserved
+//     ahead of the writes and given back at close (preallocate).
 //   Join.  done() gives `filename` one virtual dataset per field concatenating the parts
 //     (named relative to the final file), plus the summary datasets.
 //
@@ -2109,7 +2111,7 @@ private:
 
     // Lets the write thread finish what was handed over, then ends it.
     void stop_thread() noexcept {
-        if (!worker_.joinable()) return;
+        if (!worker_.joinable() || worker_.get_id() == std::this_thread::get_id()) return;
         {
             std::lock_guard<std::mutex> lk(m_);
             stop_ = true;
