@@ -887,6 +887,7 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -2750,6 +2751,24 @@ inline void Impl::build_final(const std::vector<unsigned char>& all, const std::
         names.add(kv.first);
     }
     check_summary_names(names, summary);
+
+    // The final file only refers to the parts, so each part with rows must be readable
+    // from here: one this rank cannot see (an output directory local to each node) would
+    // read back as fill values everywhere.
+    for (std::size_t k = 0; k < P; ++k) {
+        bool used = part_events[k] > 0;
+        for (const auto& kv : fields) used = used || kv.second.rows[k] > 0;
+        if (!used) continue;
+        const std::string part = part_path(static_cast<int>(k));
+        if (std::FILE* fp = std::fopen(part.c_str(), "rb")) {
+            std::fclose(fp);
+            continue;
+        }
+        const int err = errno;
+        throw_error(Errc::join, "part file '" + part + "' of server " + std::to_string(k) + " cannot be opened by " +
+                                    rank_text(rank) + ", which builds '" + opt.filename + "' (" + std::strerror(err) +
+                                    "): every rank must see the same output directory");
+    }
 
     H5Quiet q;
     H5Id file = h5_create_file(opt.filename);

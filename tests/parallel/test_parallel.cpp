@@ -417,6 +417,46 @@ TEST_CASE("a field whose type differs between parts cannot be joined", "[mpi]") 
     }
 }
 
+TEST_CASE("a part file the joining rank cannot see is a join error naming it", "[mpi]") {
+    const int size = world_size();
+    if (size < 2) return;
+    const std::string dir = fresh_dir("unshared");
+    Options o = base_options();
+    o.servers = servers_for(size);
+    o.filename = "u.h5";  // relative: each rank resolves it in its own working directory
+    // Servers and clients work in different directories, as on nodes whose output
+    // directory is local: the part files are not where client 0, which joins, looks.
+    const std::string mine = dir + (world_rank() < o.servers ? "/servers" : "/clients");
+    std::filesystem::create_directories(mine);
+    const auto home = std::filesystem::current_path();
+    std::filesystem::current_path(mine);
+    std::string code = "none", what;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(50)) smd.event(i, "x", static_cast<double>(i));
+        try {
+            smd.done();
+        } catch (const smalldata::Error& e) {
+            code = errc_name(e.code());
+            what = e.what();
+        }
+    }
+    std::filesystem::current_path(home);
+    CAPTURE(what);
+    CHECK(code == errc_name(Errc::join));
+    CHECK(what.find("'u_part0.h5'") != std::string::npos);
+    CHECK(what.find("same output directory") != std::string::npos);
+    // The part files are intact where the servers wrote them; no final file was made.
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+        long long rows = 0;
+        for (int k = 0; k < o.servers; ++k)
+            rows += static_cast<long long>(h5r::File(dir + "/servers/u_part" + std::to_string(k) + ".h5").read<std::int64_t>("timestamp").size());
+        CHECK(rows == 50);
+        CHECK_FALSE(h5r::file_exists(dir + "/clients/u.h5"));
+    }
+}
+
 extern std::atomic<long long> g_cxx_allocations;
 
 TEST_CASE("event() allocates nothing in steady state", "[mpi]") {
