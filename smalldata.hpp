@@ -1888,6 +1888,10 @@ private:
     }
 
     // Fast path: the row right after the cached ones, with room left (0 < cached < capacity).
+    // Forced inline: it runs once per value, in the decoder's and event()'s loops.
+#if defined(__GNUC__)
+    __attribute__((always_inline))
+#endif
     void append(WField& f, std::uint64_t row, const unsigned char* data) {
         if (f.cached - 1 < f.cache_rows - 1 && row == f.cache_start + f.cached) {
             copy_row(f.cache.data() + f.cached * f.meta.bytes, data, f.meta.bytes);
