@@ -196,6 +196,14 @@ def main():
         ns, wait = num(c, "ns_per_event_call"), num(c, "wait_s")
         print("  event() with a server that keeps up (1 srv + 1 cli, no file): %.0f ns per call, "
               "back-pressure wait %.3f s, target <= 150 ns: %s" % (ns, wait, "met" if ns <= 150 else "MISSED"))
+    start = median_run(groups.get(("event", "start"), []), "events_per_s")
+    if start and keepup and "client" in start["roles"] and "client" in keepup["roles"]:
+        a = num(start["roles"]["client"], "ns_per_event_call")
+        b = num(keepup["roles"]["client"], "ns_per_event_call")
+        print()
+        print("Host check, the same event() measurement at the start and at the end of the run: %.0f and %.0f ns. "
+              "On a shared VM whose cross-core transfers slow down under the host's load, a value far above "
+              "the other marks a run whose phases differ (see docs/performance.md)." % (a, b))
 
     rss = {k[1]: median_run(v, "events_per_s") for k, v in groups.items() if len(k) == 2 and k[0] == "rss"}
     if len(rss) == 2:
