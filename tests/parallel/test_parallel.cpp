@@ -8,10 +8,13 @@
 #include "smalldata.hpp"
 #include "../h5read.hpp"
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <set>
 
 using smalldata::Errc;
@@ -414,6 +417,75 @@ TEST_CASE("a field whose type differs between parts cannot be joined", "[mpi]") 
         h5r::File p0(dir + "/j_part0.h5");
         h5r::File p1(dir + "/j_part1.h5");
         CHECK(p0.read<std::int64_t>("timestamp").size() + p1.read<std::int64_t>("timestamp").size() == 100);
+    }
+}
+
+TEST_CASE("batches whose events all have the same fields are written row for row", "[mpi]") {
+    // Servers write such batches field by field (Decoder: uniform batches). Mixed here with
+    // batches that are not uniform: a field that starts half-way (defined inside a batch)
+    // and events that lack a field. Caches of 64 rows, batches of 100 events: runs cross
+    // cache boundaries inside a batch.
+    const std::string dir = fresh_dir("uniform");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/u.h5";
+    o.cache_size = 64;
+    o.batch_size = 100;
+    const std::int64_t n = 3000;
+    const std::int64_t clients = world_size() == 1 ? 1 : world_size() - o.servers;  // client c: i % clients == c
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n)) {
+            const std::array<std::int32_t, 3> arr{static_cast<std::int32_t>(i), 7, static_cast<std::int32_t>(-i)};
+            smd.event(i, "i8", static_cast<std::int8_t>(i % 100), "i16", static_cast<std::int16_t>(i % 30000),
+                      "f32", static_cast<float>(i) * 0.5f, "d", static_cast<double>(i) * 0.25, "arr", arr,
+                      "unaligned_u", static_cast<std::int32_t>(i));
+            if (i >= n / 2) smd.event(i, "late", static_cast<double>(i));
+            if (i % 500 != 7) smd.event(i, "often", static_cast<std::uint64_t>(i) * 3);
+            // Consecutive events of one client with the same size and entry count, but
+            // different fields:
+            if (i >= 1000 && i < 1800) smd.event(i, (i / clients) % 2 ? "q" : "p", static_cast<double>(i));
+        }
+        smd.done();
+    }
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        const auto i8 = f.read<std::int8_t>("i8");
+        const auto i16 = f.read<std::int16_t>("i16");
+        const auto f32 = f.read<float>("f32");
+        const auto d = f.read<double>("d");
+        const auto arr = f.read<std::int32_t>("arr");
+        const auto late = f.read<double>("late");
+        const auto often = f.read<std::uint64_t>("often");
+        const auto pv = f.read<double>("p");
+        const auto qv = f.read<double>("q");
+        REQUIRE(pv.size() == ts.size());
+        REQUIRE(qv.size() == ts.size());
+        auto u = f.read<std::int32_t>("unaligned_u");
+        REQUIRE(arr.size() == 3 * ts.size());
+        REQUIRE(late.size() == ts.size());
+        REQUIRE(often.size() == ts.size());
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r) {
+            const std::int64_t i = ts[r];
+            bad += i8[r] != static_cast<std::int8_t>(i % 100) || i16[r] != static_cast<std::int16_t>(i % 30000);
+            bad += f32[r] != static_cast<float>(i) * 0.5f || d[r] != static_cast<double>(i) * 0.25;
+            bad += arr[3 * r] != static_cast<std::int32_t>(i) || arr[3 * r + 1] != 7 || arr[3 * r + 2] != -i;
+            bad += i >= n / 2 ? late[r] != static_cast<double>(i) : !std::isnan(late[r]);
+            bad += i % 500 != 7 ? often[r] != static_cast<std::uint64_t>(i) * 3
+                                : often[r] != std::numeric_limits<std::uint64_t>::max();
+            const bool in = i >= 1000 && i < 1800;
+            const bool is_q = (i / clients) % 2 == 1;
+            bad += in && !is_q ? pv[r] != static_cast<double>(i) : !std::isnan(pv[r]);
+            bad += in && is_q ? qv[r] != static_cast<double>(i) : !std::isnan(qv[r]);
+        }
+        CHECK(bad == 0);
+        std::sort(u.begin(), u.end());
+        std::vector<std::int32_t> all(static_cast<std::size_t>(n));
+        for (std::size_t k = 0; k < all.size(); ++k) all[k] = static_cast<std::int32_t>(k);
+        CHECK(u == all);
     }
 }
 
