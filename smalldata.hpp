@@ -1666,6 +1666,7 @@ struct WField {
     // and written ones kept for reuse.
     int queued = 0;
     std::vector<std::vector<unsigned char>> spare;
+    std::uint64_t mark = 0;  // Decoder: last uniform-batch check that met this field
 };
 
 inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
@@ -2302,6 +2303,7 @@ private:
         std::uint32_t ne;
         std::memcpy(&ne, base + 8, 4);
         layout_.clear();
+        ++mark_;
         std::size_t off = event_header_bytes;
         for (std::uint32_t k = 0; k < ne; ++k) {
             if (avail < off + 4) return false;
@@ -2309,8 +2311,8 @@ private:
             std::memcpy(&id, base + off, 4);
             if (id >= s.map.size()) return false;  // a definition, or an error the general path reports
             WField* f = s.map[id];
-            for (const Slot& l : layout_)
-                if (l.f == f) return false;
+            if (f->mark == mark_) return false;  // a field given twice in one event
+            f->mark = mark_;
             layout_.push_back(Slot{f, id, off + 4});
             off += 4 + f->meta.bytes;
         }
@@ -2374,6 +2376,7 @@ private:
         std::size_t at;  // offset of the value in the event record
     };
     std::vector<Slot> layout_;  // of the uniform batch being checked
+    std::uint64_t mark_ = 0;    // one per check, to find a field given twice
 };
 
 // Serial mode. Without callbacks, direct mode: each value goes from event() straight into
