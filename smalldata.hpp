@@ -2219,7 +2219,8 @@ private:
 
 // ============================================================================ [>>impl-decoder]
 // 14. Decoder: reads one batch of one client's stream, checks it, runs the callbacks on
-//     each complete event, and hands the event to the writer. Also the serial sink, which
+//     each complete event, and hands the event to the writer (a batch whose events all
+//     have the same fields goes to it field by field). Also the serial sink, which
 //     without callbacks skips batches and feeds the writer's columns directly.
 
 // The shared-memory slots of one client (section 15), in the client's segment of the
