@@ -895,8 +895,8 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 #include <cstdlib>
 #include <deque>
 #include <exception>
-#include <limits>
 #include <condition_variable>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <system_error>
@@ -1900,12 +1900,15 @@ private:
     }
 
     // Fast path: the row right after the cached ones, with room left (0 < cached < capacity).
+    static bool next_in_cache(const WField& f, std::uint64_t row) noexcept {
+        return f.cached - 1 < f.cache_rows - 1 && row == f.cache_start + f.cached;
+    }
     // Forced inline: it runs once per value, in the decoder's and event()'s loops.
 #if defined(__GNUC__)
     __attribute__((always_inline))
 #endif
     void append(WField& f, std::uint64_t row, const unsigned char* data) {
-        if (f.cached - 1 < f.cache_rows - 1 && row == f.cache_start + f.cached) {
+        if (next_in_cache(f, row)) {
             copy_row(f.cache.data() + f.cached * f.meta.bytes, data, f.meta.bytes);
             ++f.cached;
             f.rows = row + 1;
@@ -1929,7 +1932,7 @@ private:
         const std::size_t rb = f.meta.bytes;
         std::size_t i = 0;
         while (i < n) {
-            if (f.cached - 1 < f.cache_rows - 1 && row0 + i == f.cache_start + f.cached) {
+            if (next_in_cache(f, row0 + i)) {
                 const std::size_t k = std::min<std::size_t>(n - i, f.cache_rows - f.cached);
                 unsigned char* d = f.cache.data() + f.cached * rb;
                 const unsigned char* s = src + i * stride;
@@ -2431,8 +2434,8 @@ struct Impl {
     int client_idx = -1, server_idx = -1;
     MPI_Comm comm = MPI_COMM_NULL;          // duplicate of opt.comm: library traffic only
     MPI_Comm clients_comm = MPI_COMM_NULL;  // the clients, for reductions
-    MPI_Comm node_comm = MPI_COMM_NULL;     // ranks sharing this node's memory
-    int ranks_on_node = 1;                  // server: ranks of comm on this node
+    MPI_Comm node_comm = MPI_COMM_NULL;     // ranks sharing this node's memory (shared memory,
+    int ranks_on_node = 1;                  // automatic write thread), and how many
     MPI_Win shm_win = MPI_WIN_NULL;         // one segment per client that shares its server's node
     ShmSlots my_shm;                        // client: its own slots (count 0: messages)
     std::vector<ShmSlots> shm_of;           // server: slots by client rank
@@ -2579,7 +2582,6 @@ private:
 // window; each client whose server is on its node contributes send_buffers slots. Its
 // server maps them once and decodes batches in place, with no copy through MPI.
 inline void Impl::setup_shared_memory() {
-    check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node_comm), "MPI_Comm_split_type");
     MPI_Group all = MPI_GROUP_NULL, node = MPI_GROUP_NULL;
     check_mpi(MPI_Comm_group(comm, &all), "MPI_Comm_group");
     check_mpi(MPI_Comm_group(node_comm, &node), "MPI_Comm_group");
@@ -3161,14 +3163,12 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         }
     check_mpi(MPI_Comm_split(im.comm, im.role == Role::client ? 0 : MPI_UNDEFINED, im.rank, &im.clients_comm),
               "MPI_Comm_split");
-    if (o.shared_memory) im.setup_shared_memory();
-    if (o.write_thread < 0) {  // automatic write thread: count the ranks on this node
-        MPI_Comm node = im.node_comm;  // (collective when not known yet; agreed above)
-        if (node == MPI_COMM_NULL)
-            check_mpi(MPI_Comm_split_type(im.comm, MPI_COMM_TYPE_SHARED, im.rank, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
-        check_mpi(MPI_Comm_size(node, &im.ranks_on_node), "MPI_Comm_size");
-        if (node != im.node_comm) MPI_Comm_free(&node);
+    if (o.shared_memory || o.write_thread < 0) {  // both options agreed above: collective
+        check_mpi(MPI_Comm_split_type(im.comm, MPI_COMM_TYPE_SHARED, im.rank, MPI_INFO_NULL, &im.node_comm),
+                  "MPI_Comm_split_type");
+        check_mpi(MPI_Comm_size(im.node_comm, &im.ranks_on_node), "MPI_Comm_size");
     }
+    if (o.shared_memory) im.setup_shared_memory();
     if (im.rank == 0 && im.n_servers > im.n_clients)
         warn(std::to_string(im.n_servers - im.n_clients) + " of the " + std::to_string(im.n_servers) +
              " servers have no client; their part files stay empty");

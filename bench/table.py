@@ -189,7 +189,6 @@ def main():
             target("%s %s vs phdf5, events/s" % (w, lay), get(w, lay, "smalldata", "events_per_s"),
                    get(w, lay, "phdf5", "events_per_s"), "events/s", 1.0)
 
-
     keepup = median_run(groups.get(("event", "keepup"), []), "events_per_s")
     if keepup and "client" in keepup["roles"]:
         c = keepup["roles"]["client"]
