@@ -204,12 +204,14 @@ def main():
               "On a shared VM whose cross-core transfers slow down under the host's load, a value far above "
               "the other marks a run whose phases differ (see docs/performance.md)." % (a, b))
 
-    rss = {k[1]: median_run(v, "events_per_s") for k, v in groups.items() if len(k) == 2 and k[0] == "rss"}
-    if len(rss) == 2:
+    for prefix, layout, roles in (("rss", "1 srv + 1 cli", ("client", "server")), ("rss_serial", "serial", ("serial",))):
+        rss = {k[1]: median_run(v, "events_per_s") for k, v in groups.items() if len(k) == 2 and k[0] == prefix}
+        if len(rss) != 2:
+            continue
         small, big = sorted(rss, key=int)
         print()
-        print("Peak RSS, ref, 1 srv + 1 cli, %s vs %s events (target: within 10%%):" % (small, big))
-        for role in ("client", "server"):
+        print("Peak RSS, ref, %s, %s vs %s events (target: within 10%%):" % (layout, small, big))
+        for role in roles:
             a = num(rss[small]["roles"].get(role, {}), "peak_rss_MiB")
             b = num(rss[big]["roles"].get(role, {}), "peak_rss_MiB")
             if a and b:
