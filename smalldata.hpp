@@ -239,7 +239,9 @@ struct Options {
     std::size_t cache_bytes = std::size_t(32) << 20; // cap of one field's cache, in bytes
     std::size_t chunk_bytes = std::size_t(1) << 20;  // target HDF5 chunk size, in bytes
     int idle_sleep_max_us = 500;      // longest sleep of an idle wait (see docs/design.md)
-    int abort_grace_ms = 3000;        // how long a failing rank waits for servers to close
+    int abort_grace_ms = 3000;        // how long a failing rank waits for each server to
+                                      // answer that it is closing its part file
+    int abort_close_ms = 60000;       // then how long it waits for the file to be closed
     bool preallocate = true;          // reserve disk space ahead of the writes (Linux; see
                                       // docs/design.md, "File space")
     int write_thread = -1;            // HDF5 writes of full caches on a helper thread while
@@ -421,6 +423,7 @@ private:
     void save_summary_raw(std::string_view name, DType dt, const Shape& shape, const void* data);
     void save_summary_string(std::string_view name, const std::string& s);
     void warn_skipped_summary(std::string_view name) const;
+    void event_after_done() const;
     // Collective among clients. agree_count: the common length of the contributors'
     // vectors (Errc::reduction if they differ). reduce_raw: element-wise op in place, a
     // non-contributor adding the neutral element; returns whether any client contributed.
@@ -554,6 +557,10 @@ inline constexpr std::uint16_t wire_version = 1;
 enum class WireKind : std::uint16_t { batch = 1, large = 2, done = 3, shm = 4 };  // shm: extra = slot
 inline constexpr std::uint32_t wire_define = 0xFFFFFFFFu;  // field id announcing a definition
 inline constexpr std::size_t event_header_bytes = 12;      // i64 timestamp + u32 entries
+// One batch is one MPI message (an int count of bytes); one event, with its header and the
+// definitions of its new fields, must fit in a batch. Larger values are Errc::usage.
+inline constexpr std::size_t max_batch_bytes = 0x7fffffffu;
+inline constexpr std::size_t max_event_bytes = max_batch_bytes - sizeof(WireHeader);
 
 struct ClientField {
     FieldMeta meta;
@@ -586,6 +593,11 @@ inline bool same_name(const std::string& a, std::string_view b) noexcept {
     return true;
 }
 
+// Transactions. Nothing the Packer does from put() runs user code or ships a batch: a value
+// that does not fit grows the buffer, and the batch is shipped at the next event boundary
+// (start_event, flush). A put() commits the entry (its field's last_event, pos_, entries_)
+// only once its bytes are in the buffer or in the writer's column, so an exception leaves
+// the open event exactly as it was before the call.
 class Packer {
 public:
     Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size, std::size_t batch_bytes);
@@ -607,18 +619,16 @@ public:
         }
         id = resolve(name, dt, shape);
     hit:
-        fields_[id].last_event = event_no_;
-        ++pos_;
-        ++entries_;
         if (direct_) {
             sink_->value(id, data);
-            return;
+        } else {
+            const std::size_t need = 4 + bytes;
+            if (static_cast<std::size_t>(end_ - cur_) < need) make_room(need, id);
+            std::memcpy(cur_, &id, 4);
+            if (bytes) std::memcpy(cur_ + 4, data, bytes);
+            cur_ += need;
         }
-        const std::size_t need = 4 + bytes;
-        if (static_cast<std::size_t>(end_ - cur_) < need) make_room(need);
-        std::memcpy(cur_, &id, 4);
-        if (bytes) std::memcpy(cur_ + 4, data, bytes);
-        cur_ += need;
+        commit(id);
     }
     template <class T>
     void put_scalar(std::string_view name, const T& v) {   // scalars: shape known statically
@@ -633,30 +643,35 @@ public:
         }
         id = resolve(name, dt, Shape{});
     hit:
-        fields_[id].last_event = event_no_;
-        ++pos_;
-        ++entries_;
         if (direct_) {
             sink_->value(id, &v);
-            return;
+        } else {
+            if (static_cast<std::size_t>(end_ - cur_) < 4 + sizeof(T)) make_room(4 + sizeof(T), id);
+            std::memcpy(cur_, &id, 4);
+            std::memcpy(cur_ + 4, &v, sizeof(T));
+            cur_ += 4 + sizeof(T);
         }
-        if (static_cast<std::size_t>(end_ - cur_) < 4 + sizeof(T)) make_room(4 + sizeof(T));
-        std::memcpy(cur_, &id, 4);
-        std::memcpy(cur_ + 4, &v, sizeof(T));
-        cur_ += 4 + sizeof(T);
+        commit(id);
     }
     // Closes the open event and ships the current batch (done(), or before a summary).
     void flush();
     std::uint64_t events() const noexcept { return event_no_; }
-    // Validates a summary name against the fields this packer has seen.
+    // Summary names, checked against the fields in both orders: a summary whose name a
+    // field has (or needs as a group) is Errc::name, and so is a later field like that.
     void check_summary_name(std::string_view name) const;
+    void add_summary_name(std::string_view name);
 
 private:
+    void commit(std::uint32_t id) noexcept {
+        fields_[id].last_event = event_no_;
+        ++pos_;
+        ++entries_;
+    }
     void start_event(std::int64_t ts);
     void close_event();
     std::uint32_t resolve(std::string_view name, DType dt, const Shape& shape);
     void write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape);
-    void make_room(std::size_t need);
+    void make_room(std::size_t need, std::uint32_t id);
     void ship_completed();
     std::uint32_t lookup(std::string_view name) const noexcept;
     void index_insert(std::uint32_t id);
@@ -671,14 +686,15 @@ private:
     std::uint32_t entries_ = 0;       // entries of the open event
     std::uint32_t done_events_ = 0;   // complete events in buf_
     bool open_ = false;
+    bool split_ = false;              // the open event outgrew the batch: ship the ones before it
     bool direct_ = false;             // serial without callbacks: values skip the batch
-    std::int64_t ts_ = 0;
+    std::int64_t ts_ = 0;             // timestamp of the open (or last) event
     std::uint64_t event_no_ = 0;      // events started so far (1-based number of the open one)
     std::size_t pos_ = 0;             // entry position in the open event
     std::vector<std::uint32_t> seq_;  // field ids of the previous events, by position
     std::vector<ClientField> fields_;
     std::vector<std::uint32_t> index_;  // open-addressing hash: name -> id + 1 (0 = empty)
-    std::vector<std::string> groups_;   // every group path implied by a field name, sorted
+    std::vector<std::string> summaries_;  // summary names saved so far, sorted
     std::vector<unsigned char> scratch_;
 };
 
@@ -737,7 +753,7 @@ void SmallData::event(Timestamp timestamp, NameValue&&... name_value_pairs) {
     static_assert(sizeof...(NameValue) % 2 == 0,
                   "smalldata::event: arguments after the timestamp must be name/value pairs "
                   "(an even count)");
-    if (!packer_) return;
+    if (!packer_) return event_after_done();  // servers, other ranks: nothing; after done(): usage
     if constexpr (std::is_unsigned_v<Timestamp> && sizeof(Timestamp) >= 8) {
         if (timestamp > static_cast<Timestamp>(INT64_MAX))
             detail::throw_error(Errc::usage, "smalldata::event: timestamp " + std::to_string(timestamp) +
@@ -877,12 +893,12 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 #define SMALLDATA_IMPLEMENTATION_INCLUDED
 
 #include <hdf5.h>
-#if defined(__linux__)
-#include <fcntl.h>
-#include <sched.h>
+#include <fcntl.h>      // POSIX: output files are checked, replaced and renamed by path
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sched.h>
+#include <sys/vfs.h>
 #endif
 
 #include <algorithm>
@@ -899,6 +915,7 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 #include <limits>
 #include <map>
 #include <mutex>
+#include <random>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -1002,13 +1019,23 @@ void check_field_type(const FieldMeta& meta, DType want, bool scalar) {
                                               ", read as a scalar (use get_vector)");
 }
 
-// Throws Errc::name unless `name` is a valid dataset path: non-empty components separated
-// by single '/', no '.' or '..' component, and not the reserved "timestamp".
+// Validation of names and sizes, in one place (every field and summary passes here once):
+//   names   non-empty components separated by single '/', no '.' or '..' component, no
+//           NUL byte (HDF5 would cut the name there), at most 65535 bytes, and not the
+//           reserved "timestamp". Any other byte is allowed; '%' is escaped where HDF5
+//           reads names as patterns (the join's virtual datasets).
+//   sizes   one value at most max_value_bytes (2 GiB, what one message carries), with the
+//           element count computed without overflow.
+// Throws Errc::name unless `name` is a valid dataset path.
 inline void validate_name(std::string_view name, const char* what) {
     auto bad = [&](const char* why) {
-        throw_error(Errc::name, std::string(what) + " name '" + std::string(name) + "' is invalid: " + why);
+        std::string shown;
+        for (char c : name.substr(0, 200)) shown += c == '\0' ? std::string("\\0") : std::string(1, c);
+        throw_error(Errc::name, std::string(what) + " name '" + shown + "' is invalid: " + why);
     };
     if (name.empty()) bad("it is empty");
+    if (name.find('\0') != std::string_view::npos) bad("it contains a NUL byte");
+    if (name.size() > 65535) bad("it is longer than 65535 bytes");
     if (name.front() == '/') bad("it starts with '/'");
     if (name.back() == '/') bad("it ends with '/'");
     std::size_t start = 0;
@@ -1021,6 +1048,28 @@ inline void validate_name(std::string_view name, const char* what) {
         if (start == 0 && comp == "timestamp") bad("'timestamp' is reserved for the event timestamps");
         start = slash + 1;
     }
+}
+
+inline constexpr std::uint64_t max_value_bytes = std::uint64_t(1) << 31;  // one value, in bytes (< max_event_bytes)
+
+// Bytes of one value of `shape`, or false if that overflows or exceeds max_value_bytes.
+inline bool value_bytes(DType dt, const Shape& shape, std::uint64_t& out) {
+    std::uint64_t n = dtype_size(dt);
+    bool zero = false;
+    for (int i = 0; i < shape.rank; ++i) {
+        const std::uint64_t d = shape.dims[static_cast<std::size_t>(i)];
+        if (d > max_value_bytes) return false;  // also no HDF5 dimension beyond 2^31
+        if (d == 0) zero = true;
+        else if (n > max_value_bytes / d) return false;
+        else n *= d;
+    }
+    out = zero ? 0 : n;
+    return out <= max_value_bytes - 64 * 1024;
+}
+
+// "a" is a group of "a/b" (and of "a/b/c"), not of "ab".
+inline bool is_group_of(std::string_view group, std::string_view name) {
+    return name.size() > group.size() && name.compare(0, group.size(), group) == 0 && name[group.size()] == '/';
 }
 
 // A field whose last path component starts with "unaligned_" is exempt from fill rows.
@@ -1058,6 +1107,34 @@ inline std::array<unsigned char, 8> fill_bytes(DType t) {
 }
 
 inline bool valid_dtype(std::uint8_t v) { return v <= static_cast<std::uint8_t>(DType::boolean); }
+
+// The description of a new field from its first value: name and size validated.
+inline FieldMeta make_meta(std::string_view name, DType dt, const Shape& shape) {
+    validate_name(name, "field");
+    FieldMeta m;
+    m.name = std::string(name);
+    m.dtype = dt;
+    m.shape = shape;
+    std::uint64_t bytes = 0;
+    if (shape.rank > max_rank || !value_bytes(dt, shape, bytes))
+        throw_error(Errc::usage, "field '" + m.name + "': one value of " + dtype_name(dt) + " " + shape.str() +
+                                     " is larger than 2 GiB, the limit of one value");
+    m.bytes = static_cast<std::size_t>(bytes);
+    m.aligned = !is_unaligned(name);
+    return m;
+}
+
+// The same field given again: Errc::type_mismatch or shape_mismatch naming both kinds and
+// where each came from ("as first given", "timestamp 5", "from client 1 (rank 3)").
+inline void check_same_kind(const FieldMeta& f, DType dt, const Shape& shape, const std::string& then,
+                            const std::string& now) {
+    if (f.dtype != dt)
+        throw_error(Errc::type_mismatch, "field '" + f.name + "' is " + dtype_name(f.dtype) + " (" + then + ") but " +
+                                             dtype_name(dt) + " (" + now + ")");
+    if (f.shape != shape)
+        throw_error(Errc::shape_mismatch, "field '" + f.name + "' has shape " + f.shape.str() + " (" + then +
+                                              ") but shape " + shape.str() + " (" + now + ")");
+}
 
 // Byte-level readers and writers for the wire format and the join metadata.
 struct Reader {
@@ -1197,6 +1274,67 @@ inline void wait_all_gently(MPI_Request* reqs, int n, int max_us) {
     wait_until([&] { return all_done(reqs, n); }, max_us);
 }
 
+inline bool mpi_finalized() noexcept {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    return fin != 0;
+}
+
+// Owners of MPI handles (communicators, groups, info objects): each frees its handle once,
+// never throws, and does nothing once MPI is finalized. Freeing these is local to the
+// process, so an owner may run during stack unwinding. Implicit conversion keeps call
+// sites plain (MPI_Isend(..., im.comm, ...)); out() hands the slot to a creating call.
+template <class H, int (*Free)(H*)>
+class MpiOwner {
+public:
+    MpiOwner() noexcept : h_(null()) {}
+    ~MpiOwner() { reset(); }
+    MpiOwner(const MpiOwner&) = delete;
+    MpiOwner& operator=(const MpiOwner&) = delete;
+    operator H() const noexcept { return h_; }
+    H* out() noexcept {
+        reset();
+        return &h_;
+    }
+    void reset() noexcept {
+        if (h_ != null() && !mpi_finalized()) Free(&h_);
+        h_ = null();
+    }
+private:
+    static H null() noexcept;
+    H h_;
+};
+template <> inline MPI_Comm MpiOwner<MPI_Comm, MPI_Comm_free>::null() noexcept { return MPI_COMM_NULL; }
+template <> inline MPI_Group MpiOwner<MPI_Group, MPI_Group_free>::null() noexcept { return MPI_GROUP_NULL; }
+template <> inline MPI_Info MpiOwner<MPI_Info, MPI_Info_free>::null() noexcept { return MPI_INFO_NULL; }
+using CommOwner = MpiOwner<MPI_Comm, MPI_Comm_free>;
+using GroupOwner = MpiOwner<MPI_Group, MPI_Group_free>;
+using InfoOwner = MpiOwner<MPI_Info, MPI_Info_free>;
+
+// Owner of the node's shared-memory window. Freeing a window is collective over the node
+// (MPI_Win_free waits for every rank of it), so only free() does it, on a path every rank
+// of the node takes (done(), or a failure agreed by every rank). Otherwise the window is
+// left to MPI_Abort or MPI_Finalize: a destructor must not start a collective.
+class WinOwner {
+public:
+    WinOwner() = default;
+    WinOwner(const WinOwner&) = delete;
+    WinOwner& operator=(const WinOwner&) = delete;
+    operator MPI_Win() const noexcept { return w_; }
+    MPI_Win* out() noexcept { return &w_; }
+    void set_locked() noexcept { locked_ = true; }
+    void free() noexcept {
+        if (w_ == MPI_WIN_NULL || mpi_finalized()) return;
+        if (locked_) MPI_Win_unlock_all(w_);
+        locked_ = false;
+        MPI_Win_free(&w_);
+        w_ = MPI_WIN_NULL;
+    }
+private:
+    MPI_Win w_ = MPI_WIN_NULL;
+    bool locked_ = false;
+};
+
 inline MPI_Datatype mpi_type(DType t) {
     switch (t) {
         case DType::i8: return MPI_INT8_T;
@@ -1214,7 +1352,7 @@ inline MPI_Datatype mpi_type(DType t) {
     return MPI_BYTE;
 }
 
-enum Tag : int { tag_data = 11, tag_large = 12, tag_abort = 13, tag_abort_ack = 14 };
+enum Tag : int { tag_data = 11, tag_large = 12, tag_abort = 13, tag_abort_ack = 14, tag_abort_closed = 15 };
 
 // ============================================================================ [>>impl-hdf5]
 // 11. HDF5 handles and types: RAII owners of hid_t, the error stack as text, the scoped
@@ -1384,6 +1522,47 @@ inline void h5_write_string(hid_t file, const std::string& name, const std::stri
                  "cannot write summary dataset '" + name + "'");
 }
 
+// Attributes that tie part files to their run (section 16): a u64 and a string on the
+// root group. The getters return false when the attribute is missing or of another kind.
+inline void h5_set_attr_u64(hid_t obj, const char* name, std::uint64_t v) {
+    H5Id space(h5check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+    H5Id a(h5check(H5Acreate2(obj, name, H5T_STD_U64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                   std::string("cannot create attribute '") + name + "'"),
+           H5Aclose);
+    h5check_herr(H5Awrite(a.get(), H5T_NATIVE_UINT64, &v), std::string("cannot write attribute '") + name + "'");
+}
+inline void h5_set_attr_string(hid_t obj, const char* name, const std::string& v) {
+    H5Id type(h5check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+    h5check_herr(H5Tset_size(type.get(), v.empty() ? 1 : v.size()), "H5Tset_size");
+    h5check_herr(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+    H5Id space(h5check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+    H5Id a(h5check(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                   std::string("cannot create attribute '") + name + "'"),
+           H5Aclose);
+    const std::string buf = v.empty() ? std::string(1, '\0') : v;
+    h5check_herr(H5Awrite(a.get(), type.get(), buf.data()), std::string("cannot write attribute '") + name + "'");
+}
+inline bool h5_get_attr_u64(hid_t obj, const char* name, std::uint64_t& out) {
+    if (H5Aexists(obj, name) <= 0) return false;
+    H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+    return a.valid() && H5Aread(a.get(), H5T_NATIVE_UINT64, &out) >= 0;
+}
+inline bool h5_get_attr_string(hid_t obj, const char* name, std::string& out) {
+    if (H5Aexists(obj, name) <= 0) return false;
+    H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+    if (!a.valid()) return false;
+    H5Id type(H5Aget_type(a.get()), H5Tclose);
+    if (!type.valid() || H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) != 0) return false;
+    const std::size_t n = H5Tget_size(type.get());
+    std::string buf(n, '\0');
+    if (n == 0 || H5Aread(a.get(), type.get(), &buf[0]) < 0) return false;
+    out = buf.substr(0, buf.find('\0'));
+    return true;
+}
+inline H5Id h5_open_read(const std::string& path) {  // invalid if it cannot be opened
+    return H5Id(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+}
+
 // One summary value held until the final file is written.
 struct SummaryItem {
     std::string name;
@@ -1394,13 +1573,14 @@ struct SummaryItem {
     std::string text;
 };
 
+inline void write_summary_item(hid_t file, const SummaryItem& s) {
+    if (s.is_string)
+        h5_write_string(file, s.name, s.text);
+    else
+        h5_write_small(file, s.name, s.dtype, s.shape, s.bytes.data());
+}
 inline void write_summary(hid_t file, const std::vector<SummaryItem>& items) {
-    for (const SummaryItem& s : items) {
-        if (s.is_string)
-            h5_write_string(file, s.name, s.text);
-        else
-            h5_write_small(file, s.name, s.dtype, s.shape, s.bytes.data());
-    }
+    for (const SummaryItem& s : items) write_summary_item(file, s);
 }
 
 // Names of a set of datasets plus their groups, to check new names against.
@@ -1441,25 +1621,32 @@ Packer::Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_
 }
 
 void Packer::close_event() {
-    open_ = false;
     if (direct_) {
-        sink_->end_event(ts_);
-        return;
+        sink_->end_event(ts_);  // may throw (a write error): the event stays open
+    } else {
+        std::memcpy(buf_->data() + ev_off_ + 8, &entries_, 4);
+        ++done_events_;
     }
-    std::memcpy(buf_->data() + ev_off_ + 8, &entries_, 4);
-    ++done_events_;
+    open_ = false;
 }
 
+// An event boundary: the only place (with flush) where batches are shipped, so callbacks
+// (serial mode) and sends never see a half-written event.
 void Packer::start_event(std::int64_t ts) {
+    if (event_no_ > 0 && ts < ts_)  // also after an exception or a flush closed the last one
+        throw_error(Errc::timestamp_order, "event timestamps must increase: got " + std::to_string(ts) + " after " +
+                                               std::to_string(ts_));
     if (open_) {
-        if (ts < ts_)
-            throw_error(Errc::timestamp_order, "event timestamps must increase: got " + std::to_string(ts) +
-                                                   " after " + std::to_string(ts_));
+        if (split_) ship_completed();  // the events before the open one; it moves to the front
         close_event();
-        if (done_events_ >= batch_size_) ship_completed();
+        if (!direct_ && (done_events_ >= batch_size_ || static_cast<std::size_t>(cur_ - buf_->data()) > batch_bytes_))
+            ship_completed();
     }
     if (!direct_) {
-        if (static_cast<std::size_t>(end_ - cur_) < event_header_bytes) make_room(event_header_bytes);
+        if (static_cast<std::size_t>(end_ - cur_) < event_header_bytes) {
+            ship_completed();
+            if (static_cast<std::size_t>(end_ - cur_) < event_header_bytes) make_room(event_header_bytes, UINT32_MAX);
+        }
         ev_off_ = static_cast<std::size_t>(cur_ - buf_->data());
         std::memcpy(cur_, &ts, 8);
         std::memset(cur_ + 8, 0, 4);
@@ -1474,6 +1661,7 @@ void Packer::start_event(std::int64_t ts) {
 
 void Packer::ship_completed() {
     // Ships buf_[0, ev_off_) or the whole buffer when no event is open.
+    split_ = false;
     const std::size_t used = open_ ? ev_off_ : static_cast<std::size_t>(cur_ - buf_->data());
     if (done_events_ == 0) return;
     std::size_t tail = 0;
@@ -1492,12 +1680,9 @@ void Packer::ship_completed() {
         failed = std::current_exception();
     }
     done_events_ = 0;
+    if (buf_->size() < sizeof(WireHeader) + tail) buf_->resize(sizeof(WireHeader) + tail);
     unsigned char* base = buf_->data() + sizeof(WireHeader);
-    if (tail) {
-        if (buf_->size() < sizeof(WireHeader) + tail) buf_->resize(sizeof(WireHeader) + tail);
-        base = buf_->data() + sizeof(WireHeader);
-        std::memcpy(base, scratch_.data(), tail);
-    }
+    if (tail) std::memcpy(base, scratch_.data(), tail);
     ev_off_ = sizeof(WireHeader);
     cur_ = base + tail;
     // A buffer grown for one large event goes back to the batch_bytes limit.
@@ -1505,21 +1690,30 @@ void Packer::ship_completed() {
     if (failed) std::rethrow_exception(failed);
 }
 
-void Packer::make_room(std::size_t need) {
-    if (done_events_ > 0) ship_completed();
-    if (static_cast<std::size_t>(end_ - cur_) >= need) return;
-    // One event larger than the buffer: grow it (such a batch is sent as a "large" message).
+// Room for `need` more bytes of the open event, by growing the buffer (never by shipping:
+// see "Transactions"). The events before the open one are shipped at its end. An event
+// larger than one message can carry is Errc::usage, naming the field (id) being added.
+void Packer::make_room(std::size_t need, std::uint32_t id) {
+    const std::size_t used = static_cast<std::size_t>(cur_ - buf_->data());
+    const std::size_t event = used - (open_ ? ev_off_ : used);
+    if (event + need > max_event_bytes - event_header_bytes)
+        throw_error(Errc::usage, "the event with timestamp " + std::to_string(ts_) + " would be larger than 2 GiB" +
+                                     (id < fields_.size() ? " with field '" + fields_[id].meta.name + "'" : std::string()) +
+                                     ", the limit of one event");
+    if (done_events_ > 0) split_ = true;
     // The buffer may already be larger than batch_bytes from an earlier large event: use
     // that room before growing it again.
-    const std::size_t used = static_cast<std::size_t>(cur_ - buf_->data());
     if (buf_->size() < used + need) buf_->resize(std::max(buf_->size() * 2, used + need));
     cur_ = buf_->data() + used;
     end_ = buf_->data() + buf_->size();
 }
 
 void Packer::flush() {
-    if (open_) close_event();
-    ship_completed();
+    if (open_) {
+        if (split_) ship_completed();
+        close_event();
+    }
+    if (!direct_) ship_completed();
 }
 
 std::uint32_t Packer::lookup(std::string_view name) const noexcept {
@@ -1534,14 +1728,14 @@ std::uint32_t Packer::lookup(std::string_view name) const noexcept {
 
 void Packer::index_insert(std::uint32_t id) {
     if ((fields_.size() + 1) * 2 > index_.size()) {  // keep the load factor under 1/2
-        std::vector<std::uint32_t> old(index_.size() * 2, 0);
-        old.swap(index_);
-        for (std::uint32_t s : old)
+        std::vector<std::uint32_t> grown(index_.size() * 2, 0);
+        for (std::uint32_t s : index_)
             if (s) {
-                std::size_t h = std::hash<std::string_view>{}(fields_[s - 1].meta.name) & (index_.size() - 1);
-                while (index_[h]) h = (h + 1) & (index_.size() - 1);
-                index_[h] = s;
+                std::size_t h = std::hash<std::string_view>{}(fields_[s - 1].meta.name) & (grown.size() - 1);
+                while (grown[h]) h = (h + 1) & (grown.size() - 1);
+                grown[h] = s;
             }
+        index_.swap(grown);
     }
     std::size_t h = std::hash<std::string_view>{}(fields_[id].meta.name) & (index_.size() - 1);
     while (index_[h]) h = (h + 1) & (index_.size() - 1);
@@ -1551,7 +1745,7 @@ void Packer::index_insert(std::uint32_t id) {
 // Definition record, inline in the stream before the field's first entry.
 void Packer::write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape) {
     const std::size_t def = 4 + 4 + 1 + 1 + 2 + 8 * std::size_t(shape.rank) + name.size();
-    if (static_cast<std::size_t>(end_ - cur_) < def) make_room(def);
+    if (static_cast<std::size_t>(end_ - cur_) < def) make_room(def, UINT32_MAX);
     const std::uint32_t mark = wire_define;
     const auto dtb = static_cast<std::uint8_t>(dt);
     const auto len = static_cast<std::uint16_t>(name.size());
@@ -1566,37 +1760,37 @@ void Packer::write_definition(std::uint32_t id, std::string_view name, DType dt,
     cur_ += def;
 }
 
+// The slow path of put(): a field not at its usual position, or new. A new field is
+// validated (section 9), announced (a definition in the batch, or to the direct sink) and
+// only then registered, so a failure leaves no trace of it.
 std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shape) {
     std::uint32_t id = lookup(name);
     if (id != UINT32_MAX) {
         const ClientField& f = fields_[id];
-        if (f.meta.dtype != dt)
-            throw_error(Errc::type_mismatch, "field '" + f.meta.name + "' was first given as " +
-                                                 dtype_name(f.meta.dtype) + ", now as " + dtype_name(dt) +
-                                                 " (timestamp " + std::to_string(ts_) + ")");
-        if (f.meta.shape != shape)
-            throw_error(Errc::shape_mismatch, "field '" + f.meta.name + "' was first given with shape " +
-                                                  f.meta.shape.str() + ", now with shape " + shape.str() +
-                                                  " (timestamp " + std::to_string(ts_) + ")");
+        check_same_kind(f.meta, dt, shape, "as first given", "timestamp " + std::to_string(ts_));
         if (f.last_event == event_no_)
             throw_error(Errc::duplicate_field, "field '" + f.meta.name + "' given twice in the event with timestamp " +
                                                    std::to_string(ts_));
     } else {
-        validate_name(name, "field");
+        ClientField f;
+        f.meta = make_meta(name, dt, shape);
         check_clash(name, "field");
         if (fields_.size() >= UINT32_MAX - 1) throw_error(Errc::usage, "too many fields");
-        ClientField f;
-        f.meta.name = std::string(name);
-        f.meta.dtype = dt;
-        f.meta.shape = shape;
-        f.meta.bytes = static_cast<std::size_t>(shape.count()) * dtype_size(dt);
-        f.meta.aligned = !is_unaligned(name);
-        if (name.size() > 65535) throw_error(Errc::name, "field name longer than 65535 bytes");
         id = static_cast<std::uint32_t>(fields_.size());
-        if (direct_) sink_->define(id, f.meta);  // may throw: nothing recorded yet
+        if (direct_) {
+            sink_->define(id, f.meta);  // may throw: nothing recorded yet
+        } else {
+            const std::size_t at = static_cast<std::size_t>(cur_ - buf_->data());
+            write_definition(id, name, dt, shape);
+            try {
+                fields_.reserve(fields_.size() + 1);
+            } catch (...) {
+                cur_ = buf_->data() + at;  // take the definition back
+                throw;
+            }
+        }
         fields_.push_back(std::move(f));
         index_insert(id);
-        if (!direct_) write_definition(id, name, dt, shape);
     }
     if (pos_ < seq_.size())
         seq_[pos_] = id;
@@ -1605,25 +1799,38 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
     return id;
 }
 
-// Throws Errc::name if `name` is the group of a known field, or needs a group that is one.
+// Throws Errc::name if `name` clashes with a field or a summary: it is the group of a
+// known field, needs a group that is a field, or is (or needs, or is the group of) a
+// summary name.
 void Packer::check_clash(std::string_view name, const char* what) const {
-    for (const ClientField& f : fields_) {
-        if (f.meta.name.size() > name.size() && f.meta.name.compare(0, name.size(), name) == 0 &&
-            f.meta.name[name.size()] == '/')
+    for (const ClientField& f : fields_)
+        if (is_group_of(name, f.meta.name))
             throw_error(Errc::name, std::string(what) + " '" + std::string(name) + "' clashes with the group of field '" +
                                         f.meta.name + "'");
-    }
     for_each_group(name, [&](std::string_view g) {
         if (lookup(g) != UINT32_MAX)
             throw_error(Errc::name, std::string(what) + " '" + std::string(name) + "' needs a group '" + std::string(g) +
                                         "', but that is an event field");
     });
+    if (std::string_view(what) == "summary") return;
+    for (const std::string& sname : summaries_) {
+        if (sname == name)
+            throw_error(Errc::name, "field '" + std::string(name) + "' has the name of a summary saved before");
+        if (is_group_of(name, sname) || is_group_of(sname, name))
+            throw_error(Errc::name, "field '" + std::string(name) + "' clashes with the summary '" + sname +
+                                        "' (one would be a group of the other)");
+    }
 }
 
 void Packer::check_summary_name(std::string_view name) const {
     if (lookup(name) != UINT32_MAX)
         throw_error(Errc::name, "summary '" + std::string(name) + "' has the name of an event field");
     check_clash(name, "summary");
+}
+
+void Packer::add_summary_name(std::string_view name) {
+    auto it = std::lower_bound(summaries_.begin(), summaries_.end(), name);
+    if (it == summaries_.end() || *it != name) summaries_.insert(it, std::string(name));
 }
 
 }  // namespace detail
@@ -1785,6 +1992,7 @@ public:
     double write_seconds() const { return write_seconds_; }
 
     WField* field(std::size_t i) { return &fields_[i]; }
+    hid_t file() const noexcept { return file_.get(); }  // for the run's attributes (section 16)
 
     // The hot path, once per value: the open event's value of f, then end_event() once the
     // event's values are all given. Without a file only the events are counted.
@@ -2227,18 +2435,25 @@ private:
 //     without callbacks skips batches and feeds the writer's columns directly.
 
 // The shared-memory slots of one client (section 15), in the client's segment of the
-// node's window: `count` release flags, one per cache line (1: the client may fill the
-// slot, 0: the server owns it), then `count` slots of `slot_bytes`.
+// node's window: `count` release flags, each on its own cache line (1: the client may fill
+// the slot, 0: the server owns it), then `count` slots of `slot_bytes`, each starting on a
+// cache line. The segment is one line larger than needed, and both sides align its start
+// up to a line themselves, so the layout does not depend on where MPI places the segment.
 struct ShmSlots {
-    unsigned char* base = nullptr;
+    unsigned char* base = nullptr;   // aligned to `line`
     std::size_t slot_bytes = 0;
     std::uint32_t count = 0;
     static constexpr std::size_t line = 64;
-    static std::size_t bytes(std::uint32_t k, std::size_t b) { return (line + b) * k; }
+    static std::size_t stride(std::size_t b) { return (b + line - 1) / line * line; }
+    static std::size_t bytes(std::uint32_t k, std::size_t b) { return line + (line + stride(b)) * k; }
+    static unsigned char* align(void* segment) {
+        const auto a = reinterpret_cast<std::uintptr_t>(segment);
+        return static_cast<unsigned char*>(segment) + ((line - a % line) % line);
+    }
     std::atomic<std::uint32_t>* flag(std::uint32_t j) const {
         return reinterpret_cast<std::atomic<std::uint32_t>*>(base + line * j);
     }
-    unsigned char* slot(std::uint32_t j) const { return base + line * count + slot_bytes * j; }
+    unsigned char* slot(std::uint32_t j) const { return base + line * count + stride(slot_bytes) * j; }
 };
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared-memory flags need lock-free atomics");
 
@@ -2268,6 +2483,7 @@ public:
         for (std::uint32_t e = 0; e < h.n_events; ++e) {
             const auto ts = r.get<std::int64_t>();
             const auto ne = r.get<std::uint32_t>();
+            ++mark_;  // entry() refuses a field given twice in this event
             if (callbacks_.empty()) {  // fast path: values go straight to the columns
                 for (std::uint32_t k = 0; k < ne; ++k) {
                     WField& f = entry(s, r);
@@ -2349,6 +2565,8 @@ private:
         }
         if (id >= s.map.size()) throw_error(Errc::protocol, "unknown field id from " + s.source);
         WField& f = *s.map[id];
+        if (f.mark == mark_) throw_error(Errc::protocol, "field '" + f.meta.name + "' twice in one event from " + s.source);
+        f.mark = mark_;
         r.need(f.meta.bytes);
         return f;
     }
@@ -2360,13 +2578,10 @@ private:
         const auto len = r.get<std::uint16_t>();
         if (id != s.map.size() || !valid_dtype(dt) || rank > max_rank)
             throw_error(Errc::protocol, "malformed field definition from " + s.source);
-        FieldMeta m;
-        m.dtype = static_cast<DType>(dt);
-        m.shape.rank = rank;
-        for (int i = 0; i < rank; ++i) m.shape.dims[static_cast<std::size_t>(i)] = r.get<std::uint64_t>();
-        m.name = std::string(r.bytes(len));
-        m.bytes = static_cast<std::size_t>(m.shape.count()) * dtype_size(m.dtype);
-        m.aligned = !is_unaligned(m.name);
+        Shape shape;
+        shape.rank = rank;
+        for (int i = 0; i < rank; ++i) shape.dims[static_cast<std::size_t>(i)] = r.get<std::uint64_t>();
+        const FieldMeta m = make_meta(r.bytes(len), static_cast<DType>(dt), shape);
         s.map.push_back(w_.field(w_.field_index(m, s.source)));
     }
 
@@ -2425,6 +2640,30 @@ namespace detail {
 
 struct Impl;
 [[noreturn]] void abort_job(Impl& im, const std::string& reason) noexcept;
+[[noreturn]] void on_terminate();
+inline Impl*& active_impl() {  // the live SmallData of this process, for the exit paths
+    static Impl* p = nullptr;
+    return p;
+}
+
+// While a SmallData is live, an exception that escapes the program (std::terminate) and a
+// process that exits before done() (std::exit, an atexit handler) are routed to the
+// failure path of section 17, which closes the files and, in parallel mode, ends the job.
+// The guard installs the terminate handler and restores the previous one when the
+// SmallData goes away, whatever way that happens.
+class ExitGuard {
+public:
+    ExitGuard() = default;
+    ExitGuard(const ExitGuard&) = delete;
+    ExitGuard& operator=(const ExitGuard&) = delete;
+    void install(Impl* im);
+    ~ExitGuard() { uninstall(); }
+    void uninstall() noexcept;
+    std::terminate_handler previous() const noexcept { return prev_; }
+private:
+    Impl* im_ = nullptr;
+    std::terminate_handler prev_ = nullptr;
+};
 
 struct Impl {
     Options opt;
@@ -2432,22 +2671,22 @@ struct Impl {
     int rank = 0, size = 1;
     int n_servers = 0, n_clients = 0;
     int client_idx = -1, server_idx = -1;
-    MPI_Comm comm = MPI_COMM_NULL;          // duplicate of opt.comm: library traffic only
-    MPI_Comm clients_comm = MPI_COMM_NULL;  // the clients, for reductions
-    MPI_Comm node_comm = MPI_COMM_NULL;     // ranks sharing this node's memory (shared memory,
+    std::uint64_t run_token = 0;            // random, the same on every rank: tags this run's parts
+    CommOwner comm;                         // duplicate of opt.comm: library traffic only
+    CommOwner clients_comm;                 // the clients, for reductions
+    CommOwner node_comm;                    // ranks sharing this node's memory (shared memory,
     int ranks_on_node = 1;                  // automatic write thread), and how many
-    MPI_Win shm_win = MPI_WIN_NULL;         // one segment per client that shares its server's node
+    WinOwner shm_win;                       // one segment per client that shares its server's node
     ShmSlots my_shm;                        // client: its own slots (count 0: messages)
     std::vector<ShmSlots> shm_of;           // server: slots by client rank
-    bool finished = false;
+    bool finished = false;                  // done() was called
     std::unique_ptr<Writer> writer;         // serial process, or server
     std::unique_ptr<Sink> sink;
     std::unique_ptr<Packer> packer;
     std::vector<unsigned char> serial_buf;
     std::vector<SummaryItem> summary;
     Stats stats;
-    bool terminate_installed = false;
-    std::terminate_handler prev_terminate = nullptr;
+    ExitGuard exit_guard;                   // last member: uninstalled first
 
     bool parallel() const { return role != Role::serial; }
     int join_root() const { return n_servers; }  // client 0 builds the final file
@@ -2465,12 +2704,16 @@ struct Impl {
         if (r < n_servers + n_clients) return "client " + std::to_string(r - n_servers) + " (rank " + std::to_string(r) + ")";
         return "rank " + std::to_string(r);
     }
-    void run_server();
+    void setup_parallel();
     void setup_shared_memory();
-    void free_shared_memory() noexcept;
+    void open_outputs();
+    void run_server();
     void join();
     void build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens);
     void on_abort_notice(int from) noexcept;
+    // Collective over comm: every rank learns whether `ok` held on all of them; if not,
+    // every rank throws the error of the lowest failing rank (code and text).
+    void agree_or_throw(bool ok, Errc code, const std::string& text);
 };
 
 class Sender : public Sink {
@@ -2487,6 +2730,10 @@ public:
 
     std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events) override {
         Slot& s = slots_[cur_];
+        // The Packer keeps every batch under max_batch_bytes; checked here before anything
+        // is counted, so a refused batch leaves no gap in the sequence numbers.
+        if (used > max_batch_bytes)
+            throw_error(Errc::usage, "a batch of " + std::to_string(used) + " bytes exceeds the 2 GiB message limit");
         WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), seq_++, n_events, used, 0};
         std::memcpy(buf->data(), &h, sizeof h);
         if (shm_.count && used <= im_.opt.batch_bytes) {  // into the next shared slot; keep buf
@@ -2499,8 +2746,6 @@ public:
             check_mpi(MPI_Isend(buf->data(), static_cast<int>(used), MPI_BYTE, dest_, tag_data, im_.comm, &s.req[0]),
                       "MPI_Isend");
         } else {  // one event larger than batch_bytes: announce it, then send it on its own tag
-            if (used > static_cast<std::size_t>(INT_MAX))
-                throw_error(Errc::usage, "one event of " + std::to_string(used) + " bytes exceeds the 2 GiB message limit");
             s.notice = h;
             s.notice.kind = static_cast<std::uint16_t>(WireKind::large);
             s.notice.bytes = sizeof(WireHeader);
@@ -2582,9 +2827,9 @@ private:
 // window; each client whose server is on its node contributes send_buffers slots. Its
 // server maps them once and decodes batches in place, with no copy through MPI.
 inline void Impl::setup_shared_memory() {
-    MPI_Group all = MPI_GROUP_NULL, node = MPI_GROUP_NULL;
-    check_mpi(MPI_Comm_group(comm, &all), "MPI_Comm_group");
-    check_mpi(MPI_Comm_group(node_comm, &node), "MPI_Comm_group");
+    GroupOwner all, node;
+    check_mpi(MPI_Comm_group(comm, all.out()), "MPI_Comm_group");
+    check_mpi(MPI_Comm_group(node_comm, node.out()), "MPI_Comm_group");
     auto node_rank = [&](int r) {
         int out = MPI_UNDEFINED;
         check_mpi(MPI_Group_translate_ranks(all, 1, &r, node, &out), "MPI_Group_translate_ranks");
@@ -2593,16 +2838,18 @@ inline void Impl::setup_shared_memory() {
     const auto k = static_cast<std::uint32_t>(opt.send_buffers);
     const std::size_t mine =
         role == Role::client && node_rank(server_idx) != MPI_UNDEFINED ? ShmSlots::bytes(k, opt.batch_bytes) : 0;
-    MPI_Info info = MPI_INFO_NULL;
-    check_mpi(MPI_Info_create(&info), "MPI_Info_create");
-    MPI_Info_set(info, "alloc_shared_noncontig", "true");  // each segment near its owner
+    InfoOwner info;
+    check_mpi(MPI_Info_create(info.out()), "MPI_Info_create");
+    check_mpi(MPI_Info_set(info, "alloc_shared_noncontig", "true"), "MPI_Info_set");  // each segment near its owner
     void* base = nullptr;
-    const int rc = MPI_Win_allocate_shared(static_cast<MPI_Aint>(mine), 1, info, node_comm, &base, &shm_win);
-    MPI_Info_free(&info);
-    check_mpi(rc, "MPI_Win_allocate_shared");
+    check_mpi(MPI_Win_allocate_shared(static_cast<MPI_Aint>(mine), 1, info, node_comm, &base, shm_win.out()),
+              "MPI_Win_allocate_shared");
+    // Errors of window calls are returned to us (not fatal), like those of comm.
+    check_mpi(MPI_Win_set_errhandler(shm_win, MPI_ERRORS_RETURN), "MPI_Win_set_errhandler");
     check_mpi(MPI_Win_lock_all(MPI_MODE_NOCHECK, shm_win), "MPI_Win_lock_all");
+    shm_win.set_locked();
     if (mine) {
-        my_shm = ShmSlots{static_cast<unsigned char*>(base), opt.batch_bytes, k};
+        my_shm = ShmSlots{ShmSlots::align(base), opt.batch_bytes, k};
         for (std::uint32_t j = 0; j < k; ++j) new (my_shm.flag(j)) std::atomic<std::uint32_t>(1);
     }
     if (role == Role::server) {
@@ -2614,78 +2861,69 @@ inline void Impl::setup_shared_memory() {
             int unit = 0;
             void* p = nullptr;
             check_mpi(MPI_Win_shared_query(shm_win, nr, &bytes, &unit, &p), "MPI_Win_shared_query");
-            if (bytes > 0) shm_of[static_cast<std::size_t>(n_servers + c)] = ShmSlots{static_cast<unsigned char*>(p), opt.batch_bytes, k};
+            if (bytes > 0) shm_of[static_cast<std::size_t>(n_servers + c)] = ShmSlots{ShmSlots::align(p), opt.batch_bytes, k};
         }
     }
-    MPI_Group_free(&all);
-    MPI_Group_free(&node);
-}
-
-// Collective over the node (MPI_Win_free waits for every rank of it), so no segment goes
-// away while its server may still read it.
-inline void Impl::free_shared_memory() noexcept {
-    if (shm_win != MPI_WIN_NULL) {
-        MPI_Win_unlock_all(shm_win);
-        MPI_Win_free(&shm_win);
-    }
-    if (node_comm != MPI_COMM_NULL) MPI_Comm_free(&node_comm);
 }
 
 // The server's loop: `recv_buffers` receives stay posted (ANY_SOURCE); they are handled in
 // the order they were posted, which is the order messages matched them, so each client's
-// batches are decoded in sequence. Waiting is gentle (section 10) and checks for an abort
-// notice from a failing rank.
+// batches are decoded in sequence. Waiting is gentle (section 10). Every iteration, busy
+// or idle, also tests for an abort notice from a failing rank (section 17), and any error
+// at all (an HDF5 write, a callback, a malformed message) ends the job through abort_job:
+// nothing escapes from here to leave the clients waiting. The part file was created by
+// open_outputs() in the constructor.
 inline void Impl::run_server() {
-    const std::string path = opt.filename.empty() ? std::string() : part_path(server_idx);
-    writer = std::make_unique<Writer>(path, opt, use_write_thread(opt.write_thread, ranks_on_node));
-    Decoder decoder(*writer, opt.callbacks);
-    std::vector<Stream> streams(static_cast<std::size_t>(size));
-    int remaining = 0;
-    for (int c = server_idx; c < n_clients; c += n_servers) {
-        Stream& s = streams[static_cast<std::size_t>(n_servers + c)];
-        s.source = rank_text(n_servers + c);
-        if (!shm_of.empty()) s.shm = shm_of[static_cast<std::size_t>(n_servers + c)];
-        ++remaining;
-    }
-    const std::size_t R = static_cast<std::size_t>(opt.recv_buffers);
-    std::vector<std::vector<unsigned char>> bufs(R, std::vector<unsigned char>(opt.batch_bytes));
-    std::vector<MPI_Request> reqs(R, MPI_REQUEST_NULL);
-    // Receives that completed early (see `progress`), with their statuses.
-    std::vector<char> arrived(R, 0);
-    std::vector<MPI_Status> arrived_st(R), some_st(R);
-    std::vector<int> some_idx(R);
-    auto post = [&](std::size_t i) {
-        arrived[i] = 0;
-        check_mpi(MPI_Irecv(bufs[i].data(), static_cast<int>(opt.batch_bytes), MPI_BYTE, MPI_ANY_SOURCE, tag_data, comm,
-                            &reqs[i]),
-                  "MPI_Irecv");
-    };
     int abort_from = -1;
     MPI_Request abort_req = MPI_REQUEST_NULL;
-    check_mpi(MPI_Irecv(&abort_from, 1, MPI_INT, MPI_ANY_SOURCE, tag_abort, comm, &abort_req), "MPI_Irecv");
-    const std::function<void()> poll = [&] {
-        int flag = 0;
-        MPI_Status st;
-        if (MPI_Test(&abort_req, &flag, &st) == MPI_SUCCESS && flag) on_abort_notice(st.MPI_SOURCE);
-    };
-    // Completes every receive whose message is here. Called before each decode: a large
-    // message is copied only when the receiver drives MPI, so doing it now frees the
-    // client's send buffers while this server decodes, instead of after.
-    auto progress = [&] {
-        int n = 0;
-        check_mpi(MPI_Testsome(static_cast<int>(R), reqs.data(), &n, some_idx.data(), some_st.data()), "MPI_Testsome");
-        for (int k = 0; k < n && n != MPI_UNDEFINED; ++k) {
-            const auto i = static_cast<std::size_t>(some_idx[static_cast<std::size_t>(k)]);
-            arrived[i] = 1;
-            arrived_st[i] = some_st[static_cast<std::size_t>(k)];
-        }
-    };
-    std::vector<unsigned char> large;
     try {
+        Decoder decoder(*writer, opt.callbacks);
+        std::vector<Stream> streams(static_cast<std::size_t>(size));
+        int remaining = 0;
+        for (int c = server_idx; c < n_clients; c += n_servers) {
+            Stream& s = streams[static_cast<std::size_t>(n_servers + c)];
+            s.source = rank_text(n_servers + c);
+            if (!shm_of.empty()) s.shm = shm_of[static_cast<std::size_t>(n_servers + c)];
+            ++remaining;
+        }
+        const std::size_t R = static_cast<std::size_t>(opt.recv_buffers);
+        std::vector<std::vector<unsigned char>> bufs(R, std::vector<unsigned char>(opt.batch_bytes));
+        std::vector<MPI_Request> reqs(R, MPI_REQUEST_NULL);
+        // Receives that completed early (see `progress`), with their statuses.
+        std::vector<char> arrived(R, 0);
+        std::vector<MPI_Status> arrived_st(R), some_st(R);
+        std::vector<int> some_idx(R);
+        auto post = [&](std::size_t i) {
+            arrived[i] = 0;
+            check_mpi(MPI_Irecv(bufs[i].data(), static_cast<int>(opt.batch_bytes), MPI_BYTE, MPI_ANY_SOURCE, tag_data,
+                                comm, &reqs[i]),
+                      "MPI_Irecv");
+        };
+        check_mpi(MPI_Irecv(&abort_from, 1, MPI_INT, MPI_ANY_SOURCE, tag_abort, comm, &abort_req), "MPI_Irecv");
+        const std::function<void()> poll = [&] {
+            int flag = 0;
+            MPI_Status st;
+            check_mpi(MPI_Test(&abort_req, &flag, &st), "MPI_Test");
+            if (flag) on_abort_notice(st.MPI_SOURCE);
+        };
+        // Completes every receive whose message is here. Called before each decode: a large
+        // message is copied only when the receiver drives MPI, so doing it now frees the
+        // client's send buffers while this server decodes, instead of after.
+        auto progress = [&] {
+            int n = 0;
+            check_mpi(MPI_Testsome(static_cast<int>(R), reqs.data(), &n, some_idx.data(), some_st.data()), "MPI_Testsome");
+            for (int k = 0; k < n && n != MPI_UNDEFINED; ++k) {
+                const auto i = static_cast<std::size_t>(some_idx[static_cast<std::size_t>(k)]);
+                arrived[i] = 1;
+                arrived_st[i] = some_st[static_cast<std::size_t>(k)];
+            }
+        };
+        std::vector<unsigned char> large;
         if (remaining > 0)
             for (std::size_t i = 0; i < R; ++i) post(i);
         std::size_t head = 0;
         while (remaining > 0) {
+            poll();
             MPI_Status st;
             if (!arrived[head]) {
                 const double t0 = now_seconds();
@@ -2708,18 +2946,17 @@ inline void Impl::run_server() {
             if (h.magic != wire_magic || h.version != wire_version)
                 throw_error(Errc::protocol, "message with a bad header from " + s.source +
                                                 " (is every rank running the same smalldata version?)");
+            std::uint64_t got = 0;  // batch bytes decoded
             switch (static_cast<WireKind>(h.kind)) {
                 case WireKind::batch:
                     decoder.batch(s, msg, static_cast<std::size_t>(count));
-                    ++stats.batches;
-                    stats.bytes += static_cast<std::uint64_t>(count);
+                    got = static_cast<std::uint64_t>(count);
                     break;
                 case WireKind::shm: {  // the batch waits in the client's slot h.extra
                     const ShmSlots& q = s.shm;
                     if (q.count == 0 || h.extra >= q.count || h.seq != s.next_seq)
                         throw_error(Errc::protocol, "bad shared-memory notice from " + s.source);
                     check_mpi(MPI_Win_sync(shm_win), "MPI_Win_sync");
-                    std::atomic_thread_fence(std::memory_order_acquire);
                     const auto j = static_cast<std::uint32_t>(h.extra);
                     WireHeader in{};
                     std::memcpy(&in, q.slot(j), sizeof in);
@@ -2727,21 +2964,19 @@ inline void Impl::run_server() {
                         throw_error(Errc::protocol, "bad shared-memory batch from " + s.source);
                     decoder.batch(s, q.slot(j), static_cast<std::size_t>(in.bytes));
                     q.flag(j)->store(1, std::memory_order_release);
-                    ++stats.batches;
-                    stats.bytes += in.bytes;
+                    got = in.bytes;
                     break;
                 }
                 case WireKind::large: {
                     const std::uint64_t n = h.extra;
-                    if (h.seq != s.next_seq || n > static_cast<std::uint64_t>(INT_MAX))
+                    if (h.seq != s.next_seq || n > max_batch_bytes)
                         throw_error(Errc::protocol, "bad large-batch notice from " + s.source);
                     if (large.size() < n) large.resize(static_cast<std::size_t>(n));
                     MPI_Request r = MPI_REQUEST_NULL;
                     check_mpi(MPI_Irecv(large.data(), static_cast<int>(n), MPI_BYTE, src, tag_large, comm, &r), "MPI_Irecv");
                     wait_gently(r, opt.idle_sleep_max_us, MPI_STATUS_IGNORE, poll);
                     decoder.batch(s, large.data(), static_cast<std::size_t>(n));
-                    ++stats.batches;
-                    stats.bytes += n;
+                    got = n;
                     break;
                 }
                 case WireKind::done:
@@ -2756,27 +2991,49 @@ inline void Impl::run_server() {
                 default:
                     throw_error(Errc::protocol, "unknown message kind from " + s.source);
             }
+            if (got) {
+                ++stats.batches;
+                stats.bytes += got;
+            }
             if (remaining > 0) post(head);
             head = (head + 1) % R;
         }
         for (MPI_Request& r : reqs)
             if (r != MPI_REQUEST_NULL) {
-                MPI_Cancel(&r);
-                MPI_Wait(&r, MPI_STATUS_IGNORE);
+                check_mpi(MPI_Cancel(&r), "MPI_Cancel");
+                check_mpi(MPI_Wait(&r, MPI_STATUS_IGNORE), "MPI_Wait");
             }
-        MPI_Cancel(&abort_req);
-        MPI_Wait(&abort_req, MPI_STATUS_IGNORE);
+        // A notice that matched just before the cancel is still a notice: answer it.
+        MPI_Status st;
+        int cancelled = 0;
+        check_mpi(MPI_Cancel(&abort_req), "MPI_Cancel");
+        check_mpi(MPI_Wait(&abort_req, &st), "MPI_Wait");
+        check_mpi(MPI_Test_cancelled(&st, &cancelled), "MPI_Test_cancelled");
+        if (!cancelled) on_abort_notice(st.MPI_SOURCE);
         writer->finish(nullptr);
         stats.events = writer->events();
         stats.write_seconds = writer->write_seconds();
     } catch (const std::exception& e) {
-        abort_job(*this, std::string(e.what()));
+        abort_job(*this, e.what());
+    } catch (...) {
+        abort_job(*this, "an exception of unknown type (not a std::exception), from a callback or this server");
     }
 }
 
 // ============================================================================ [>>impl-join]
 // 16. Join: in done(), every server describes its part over MPI; client 0 builds the final
 //     file (one virtual dataset per field, the summary) and tells every rank the outcome.
+//     Also the output checks of the constructor: which files a run may replace.
+//
+//     Runs never mix. Every part file carries the run's random token and the name of its
+//     final file as attributes of its root group. The constructor refuses to replace a file
+//     at a part path unless it is a part of the same final file (a rerun), removes the old
+//     final file of a rerun before any part is truncated, and checks that the final file
+//     can be created. The join opens each part and checks its token, builds the final file
+//     under a temporary name next to it and renames it into place when it is complete.
+
+inline constexpr const char* attr_run = "smalldata_run";      // u64: the run token
+inline constexpr const char* attr_final = "smalldata_final";  // string: the final file's name
 
 struct JoinField {
     DType dtype = DType::f64;
@@ -2792,11 +3049,133 @@ inline std::string base_name(const std::string& path) {
     return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-inline void check_summary_names(const NameSet& fields, const std::vector<SummaryItem>& items) {
-    for (const SummaryItem& s : items) {
-        if (fields.has(s.name)) throw_error(Errc::name, "summary '" + s.name + "' has the name of an event field");
-        fields.check(s.name, "summary");
+// H5Pset_virtual reads source file and dataset names as patterns: '%' must be doubled.
+inline std::string vds_escape(const std::string& name) {
+    std::string out;
+    for (char c : name) {
+        out += c;
+        if (c == '%') out += '%';
     }
+    return out;
+}
+
+inline bool path_exists(const std::string& path) {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0;
+}
+inline bool path_is_dir(const std::string& path) {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Removes an old output file before a new one is created at its path: a reader that holds
+// the old file open keeps it intact (HDF5's own truncation would empty it under the
+// reader), and the new file is a new inode with no lock held on it.
+inline void remove_old_file(const std::string& path) {
+    if (!path_exists(path)) return;
+    if (path_is_dir(path)) throw_error(Errc::hdf5, "cannot create file '" + path + "': a directory has that name");
+    if (::unlink(path.c_str()) != 0)
+        throw_error(Errc::hdf5, "cannot replace '" + path + "': " + std::strerror(errno));
+}
+
+// Empty when the file at `part` (which exists) may be replaced by a part of `final_name`;
+// otherwise why not.
+inline std::string part_in_the_way(const std::string& part, const std::string& final_name) {
+    if (path_is_dir(part)) return "a directory has that name";
+    H5Quiet q;
+    H5Id f = h5_open_read(part);
+    std::string owner;
+    if (!f.valid()) {
+        H5Eclear2(H5E_DEFAULT);
+        return "it exists and is not a readable HDF5 file (a part of a run that crashed? recover or remove it)";
+    }
+    if (!h5_get_attr_string(f.get(), attr_final, owner)) return "it exists and is not a smalldata part file";
+    if (owner != base_name(final_name))
+        return "it is a part of '" + owner + "', another final file with the same stem; choose another filename "
+               "or remove it";
+    return {};
+}
+
+inline void Impl::agree_or_throw(bool ok, Errc code, const std::string& text) {
+    int first_bad = ok ? size : rank;
+    MPI_Request r = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &first_bad, 1, MPI_INT, MPI_MIN, comm, &r), "MPI_Iallreduce");
+    wait_gently(r, opt.idle_sleep_max_us);
+    if (first_bad == size) return;
+    struct {
+        int code;
+        char text[2000];
+    } msg{static_cast<int>(code), {0}};
+    if (rank == first_bad) std::snprintf(msg.text, sizeof msg.text, "%s", text.c_str());
+    check_mpi(MPI_Ibcast(&msg, sizeof msg, MPI_BYTE, first_bad, comm, &r), "MPI_Ibcast");
+    wait_gently(r, opt.idle_sleep_max_us);
+    msg.text[sizeof msg.text - 1] = 0;
+    shm_win.free();  // every rank of every node gets here: the free is collective
+    if (rank == first_bad) throw Error(code, text);
+    throw Error(static_cast<Errc>(msg.code), std::string(msg.text) + " [reported by " + rank_text(first_bad) + "]");
+}
+
+// Constructor, parallel mode: decides collectively which files this run writes, then the
+// servers create their part files, and a failure anywhere is an error on every rank.
+inline void Impl::open_outputs() {
+    const bool root = rank == join_root();
+    std::string why;
+    Errc code = Errc::hdf5;
+    try {
+        if (!opt.filename.empty()) {
+            if (role == Role::server) {
+                const std::string part = part_path(server_idx);
+                if (path_exists(part)) {
+                    const std::string bad = part_in_the_way(part, opt.filename);
+                    if (!bad.empty()) {
+                        code = Errc::option;
+                        throw_error(code, "part file '" + part + "' is in the way of '" + opt.filename + "': " + bad);
+                    }
+                }
+            }
+            if (root) {  // the final file must be creatable next to where it goes
+                if (path_is_dir(opt.filename))
+                    throw_error(Errc::hdf5, "cannot create file '" + opt.filename + "': a directory has that name");
+                const std::string probe = opt.filename + ".probe" + std::to_string(run_token % 1000000) + ".tmp";
+                const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+                if (fd < 0) throw_error(Errc::hdf5, "cannot create files next to '" + opt.filename + "': " + std::strerror(errno));
+                ::close(fd);
+                ::unlink(probe.c_str());
+            }
+        }
+    } catch (const Error& e) {
+        why = e.what();
+        code = e.code();
+    }
+    agree_or_throw(why.empty(), code, why);
+
+    // A rerun: the old final file maps the parts about to be truncated. Remove it first.
+    try {
+        if (root && !opt.filename.empty()) remove_old_file(opt.filename);
+    } catch (const Error& e) {
+        why = e.what();
+    }
+    agree_or_throw(why.empty(), Errc::hdf5, why);
+
+    if (role == Role::server) {
+        try {
+            const std::string path = opt.filename.empty() ? std::string() : part_path(server_idx);
+            if (!path.empty()) remove_old_file(path);
+            writer = std::make_unique<Writer>(path, opt, use_write_thread(opt.write_thread, ranks_on_node));
+            if (!path.empty()) {
+                H5Quiet q;
+                h5_set_attr_u64(writer->file(), attr_run, run_token);
+                h5_set_attr_string(writer->file(), attr_final, base_name(opt.filename));
+            }
+        } catch (const Error& e) {
+            why = e.what();
+            code = e.code();
+        } catch (const std::exception& e) {
+            why = who() + ": " + e.what();
+            code = Errc::hdf5;
+        }
+    }
+    agree_or_throw(why.empty(), code, why);
 }
 
 inline void Impl::build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens) {
@@ -2811,12 +3190,14 @@ inline void Impl::build_final(const std::vector<unsigned char>& all, const std::
         part_events[k] = r.get<std::uint64_t>();
         const auto nf = r.get<std::uint32_t>();
         for (std::uint32_t i = 0; i < nf; ++i) {
-            const auto dt = static_cast<DType>(r.get<std::uint8_t>());
+            const auto dtb = r.get<std::uint8_t>();
             Shape sh;
             sh.rank = r.get<std::uint8_t>();
             const bool aligned = r.get<std::uint8_t>() != 0;
             const auto len = r.get<std::uint16_t>();
             const auto rows = r.get<std::uint64_t>();
+            if (!valid_dtype(dtb) || sh.rank > max_rank) throw_error(Errc::protocol, "malformed " + src);
+            const auto dt = static_cast<DType>(dtb);
             for (int d = 0; d < sh.rank; ++d) sh.dims[static_cast<std::size_t>(d)] = r.get<std::uint64_t>();
             const std::string name(r.bytes(len));
             JoinField& f = fields[name];
@@ -2847,90 +3228,127 @@ inline void Impl::build_final(const std::vector<unsigned char>& all, const std::
         }
         names.add(kv.first);
     }
-    check_summary_names(names, summary);
+    // A summary that clashes with a field only another client gave: the events are joined
+    // all the same, the summary is left out and reported after the file is in place.
+    std::vector<const SummaryItem*> summaries;
+    std::string clashes;
+    for (const SummaryItem& it : summary) {
+        try {
+            if (names.has(it.name)) throw_error(Errc::name, "summary '" + it.name + "' has the name of an event field");
+            names.check(it.name, "summary");
+            summaries.push_back(&it);
+        } catch (const Error& e) {
+            clashes += (clashes.empty() ? "" : "; ") + std::string(e.what());
+        }
+    }
 
-    // The final file only refers to the parts, so each part with rows must be readable
-    // from here: one this rank cannot see (an output directory local to each node) would
-    // read back as fill values everywhere.
+    // The final file refers to the parts, so each part with rows must be readable from here
+    // (an output directory local to each node would read back as fill values everywhere),
+    // and must be this run's (not a stale part of an earlier run in this rank's directory).
+    H5Quiet q;
     for (std::size_t k = 0; k < P; ++k) {
         bool used = part_events[k] > 0;
         for (const auto& kv : fields) used = used || kv.second.rows[k] > 0;
         if (!used) continue;
         const std::string part = part_path(static_cast<int>(k));
-        if (std::FILE* fp = std::fopen(part.c_str(), "rb")) {
-            std::fclose(fp);
-            continue;
+        H5Id pf = h5_open_read(part);
+        if (!pf.valid()) {
+            const int err = errno;
+            H5Eclear2(H5E_DEFAULT);
+            throw_error(Errc::join, "part file '" + part + "' of server " + std::to_string(k) + " cannot be opened by " +
+                                        rank_text(rank) + ", which builds '" + opt.filename + "'" +
+                                        (path_exists(part) ? std::string() : std::string(" (") + std::strerror(err) + ")") +
+                                        ": every rank must see the same output directory");
         }
-        const int err = errno;
-        throw_error(Errc::join, "part file '" + part + "' of server " + std::to_string(k) + " cannot be opened by " +
-                                    rank_text(rank) + ", which builds '" + opt.filename + "' (" + std::strerror(err) +
-                                    "): every rank must see the same output directory");
+        std::uint64_t token = 0;
+        if (!h5_get_attr_u64(pf.get(), attr_run, token) || token != run_token)
+            throw_error(Errc::join, "part file '" + part + "' seen by " + rank_text(rank) + ", which builds '" +
+                                        opt.filename + "', is not the one server " + std::to_string(k) +
+                                        " wrote in this run (a stale part of an earlier run?): every rank must see the "
+                                        "same output directory");
     }
 
-    H5Quiet q;
-    H5Id file = h5_create_file(opt.filename);
-    for (const auto& kv : fields) {
-        const std::string& name = kv.first;
-        const JoinField& f = kv.second;
-        std::uint64_t total = 0;
-        for (std::size_t k = 0; k < P; ++k) total += f.aligned ? part_events[k] : f.rows[k];
-        H5Id ftype = h5_type(f.dtype, true), mtype = h5_type(f.dtype, false);
-        H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
-        const auto fill = fill_bytes(f.dtype);
-        h5check_herr(H5Pset_fill_value(dcpl.get(), mtype.get(), fill.data()), "H5Pset_fill_value");
-        H5Id vspace = h5_space(static_cast<long long>(total), f.shape);
-        std::uint64_t at = 0;
-        int mapped = 0;
-        for (std::size_t k = 0; k < P; ++k) {
-            const std::uint64_t rows = f.aligned ? part_events[k] : f.rows[k];
-            if (f.present[k] && rows > 0) {
-                hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
-                start[0] = static_cast<hsize_t>(at);
-                count[0] = static_cast<hsize_t>(rows);
-                for (int d = 0; d < f.shape.rank; ++d) count[d + 1] = f.shape.dims[static_cast<std::size_t>(d)];
-                h5check_herr(H5Sselect_hyperslab(vspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
-                             "H5Sselect_hyperslab");
-                H5Id sspace = h5_space(static_cast<long long>(rows), f.shape);
-                const std::string part = base_name(part_path(static_cast<int>(k)));
-                h5check_herr(H5Pset_virtual(dcpl.get(), vspace.get(), part.c_str(), name.c_str(), sspace.get()),
-                             "cannot map '" + name + "' of '" + part + "'");
-                ++mapped;
+    char token_hex[17];
+    std::snprintf(token_hex, sizeof token_hex, "%016llx", static_cast<unsigned long long>(run_token));
+    const std::string tmp = opt.filename + "." + token_hex + ".tmp";
+    try {
+        H5Id file = h5_create_file(tmp);
+        for (const auto& kv : fields) {
+            const std::string& name = kv.first;
+            const JoinField& f = kv.second;
+            std::uint64_t total = 0;
+            for (std::size_t k = 0; k < P; ++k) total += f.aligned ? part_events[k] : f.rows[k];
+            H5Id ftype = h5_type(f.dtype, true), mtype = h5_type(f.dtype, false);
+            H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+            const auto fill = fill_bytes(f.dtype);
+            h5check_herr(H5Pset_fill_value(dcpl.get(), mtype.get(), fill.data()), "H5Pset_fill_value");
+            H5Id vspace = h5_space(static_cast<long long>(total), f.shape);
+            std::uint64_t at = 0;
+            int mapped = 0;
+            for (std::size_t k = 0; k < P; ++k) {
+                const std::uint64_t rows = f.aligned ? part_events[k] : f.rows[k];
+                if (f.present[k] && rows > 0) {
+                    hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
+                    start[0] = static_cast<hsize_t>(at);
+                    count[0] = static_cast<hsize_t>(rows);
+                    for (int d = 0; d < f.shape.rank; ++d) count[d + 1] = f.shape.dims[static_cast<std::size_t>(d)];
+                    h5check_herr(H5Sselect_hyperslab(vspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+                                 "H5Sselect_hyperslab");
+                    H5Id sspace = h5_space(static_cast<long long>(rows), f.shape);
+                    const std::string part = base_name(part_path(static_cast<int>(k)));
+                    h5check_herr(H5Pset_virtual(dcpl.get(), vspace.get(), vds_escape(part).c_str(),
+                                                vds_escape(name).c_str(), sspace.get()),
+                                 "cannot map '" + name + "' of '" + part + "'");
+                    ++mapped;
+                }
+                at += rows;
             }
-            at += rows;
+            if (mapped == 0) {  // nothing to map (no rows anywhere): an ordinary empty dataset
+                h5check_herr(H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS), "H5Pset_layout");
+            }
+            H5Id d(h5check(H5Dcreate2(file.get(), name.c_str(), ftype.get(), vspace.get(), h5_lcpl().get(), dcpl.get(),
+                                      H5P_DEFAULT),
+                           "cannot create virtual dataset '" + name + "' in '" + opt.filename + "'"),
+                   H5Dclose);
         }
-        if (mapped == 0) {  // nothing to map (no rows anywhere): an ordinary empty dataset
-            h5check_herr(H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS), "H5Pset_layout");
-        }
-        H5Id d(h5check(H5Dcreate2(file.get(), name.c_str(), ftype.get(), vspace.get(), h5_lcpl().get(), dcpl.get(),
-                                  H5P_DEFAULT),
-                       "cannot create virtual dataset '" + name + "' in '" + opt.filename + "'"),
-               H5Dclose);
+        for (const SummaryItem* it : summaries) write_summary_item(file.get(), *it);
+        h5_set_attr_u64(file.get(), attr_run, run_token);
+        if (file.close() < 0) throw_h5("closing '" + tmp + "'");
+        if (std::rename(tmp.c_str(), opt.filename.c_str()) != 0)
+            throw_error(Errc::hdf5, "cannot rename '" + tmp + "' to '" + opt.filename + "': " + std::strerror(errno));
+    } catch (...) {
+        ::unlink(tmp.c_str());  // never leave a half-built final file
+        throw;
     }
-    write_summary(file.get(), summary);
-    if (file.close() < 0) throw_h5("closing '" + opt.filename + "'");
+    if (!clashes.empty()) throw_error(Errc::name, clashes + " (the events were joined; that summary was not written)");
 }
 
 inline void Impl::join() {
     const int root = join_root();
     std::vector<unsigned char> blob;
     if (role == Role::server && !opt.filename.empty()) blob = writer->describe();
-    int len = static_cast<int>(blob.size());
+    // The metadata of one part travels as one message: refuse what an int cannot count.
+    const int len = blob.size() <= max_batch_bytes ? static_cast<int>(blob.size()) : -1;
     std::vector<int> lens(rank == root ? static_cast<std::size_t>(size) : 0);
     MPI_Request r = MPI_REQUEST_NULL;
     check_mpi(MPI_Igather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm, &r), "MPI_Igather");
     wait_gently(r, opt.idle_sleep_max_us);
     std::vector<unsigned char> all;
     std::vector<int> displs;
+    bool too_big = false;
     if (rank == root) {
         displs.resize(static_cast<std::size_t>(size));
-        long long total = 0;
+        std::uint64_t total = 0;
         for (std::size_t i = 0; i < lens.size(); ++i) {
-            displs[i] = static_cast<int>(total);
-            total += lens[i];
+            if (lens[i] < 0 || total + static_cast<std::uint64_t>(lens[i]) > max_batch_bytes) too_big = true;
+            displs[i] = too_big ? 0 : static_cast<int>(total);
+            if (!too_big) total += static_cast<std::uint64_t>(lens[i]);
         }
+        if (too_big) std::fill(lens.begin(), lens.end(), 0);
         all.resize(static_cast<std::size_t>(total));
     }
-    check_mpi(MPI_Igatherv(blob.data(), len, MPI_BYTE, all.data(), lens.data(), displs.data(), MPI_BYTE, root, comm, &r),
+    check_mpi(MPI_Igatherv(blob.data(), too_big || len < 0 ? 0 : len, MPI_BYTE, all.data(), lens.data(), displs.data(),
+                           MPI_BYTE, root, comm, &r),
               "MPI_Igatherv");
     wait_gently(r, opt.idle_sleep_max_us);
 
@@ -2941,6 +3359,7 @@ inline void Impl::join() {
     if (rank == root && !opt.filename.empty()) {
         const double t0 = now_seconds();
         try {
+            if (too_big) throw_error(Errc::join, "the descriptions of the part files exceed 2 GiB (too many fields)");
             build_final(all, lens);
         } catch (const Error& e) {
             status.code = static_cast<int>(e.code());
@@ -2961,83 +3380,163 @@ inline void Impl::join() {
 }
 
 // ============================================================================ [>>impl-abort]
-// 17. Failure: the abort protocol. The failing rank prints why, asks every server to close
-//     its part file (waiting at most abort_grace_ms for their answers), then MPI_Abort.
-//     An exception escaping the user's code is routed here by a terminate handler.
+// 17. Failure: every way a live SmallData can end badly. The abort protocol (a failing
+//     rank closes its own file, asks every server to close its part file and waits for
+//     their two-phase answer, then MPI_Abort), the terminate handler (an exception escapes
+//     the program) and the exit hook (the process exits before done()).
+//
+//     The handshake. The failing rank sends a notice to every server. A server answers
+//     "closing" at once (tag_abort_ack) from its loop, which tests for notices on every
+//     iteration, closes its part file, then answers "closed" (tag_abort_closed). The failing
+//     rank waits up to abort_grace_ms for the "closing" answers (a server that does not
+//     answer is stuck or gone), then up to abort_close_ms for the "closed" answer of each
+//     server that said "closing", then ends the job. A server that answered waits to be
+//     ended, and ends the job itself if that does not happen.
 
-inline Impl*& active_impl() {
-    static Impl* p = nullptr;
-    return p;
+[[noreturn]] inline void end_job() noexcept {
+    aborting() = true;
+    // MPI_COMM_WORLD: aborting a sub-communicator may end only this process (MPICH).
+    if (!mpi_finalized()) MPI_Abort(MPI_COMM_WORLD, 1);
+    std::abort();
+}
+
+// Waits (sleeping 1 ms between tests) until every request is complete or `seconds` pass.
+inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexcept {
+    const double deadline = now_seconds() + seconds;
+    for (;;) {
+        int flag = 0;
+        if (reqs.empty() || MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+            return false;
+        if (flag) return true;
+        if (now_seconds() >= deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
 }
 
 [[noreturn]] void abort_job(Impl& im, const std::string& reason) noexcept {
+    static std::atomic<bool> busy{false};
+    if (busy.exchange(true)) end_job();  // a failure during the abort: no second round
     std::fprintf(stderr, "%s: fatal: %s\n%s: ending the job; servers close their part files first\n", who().c_str(),
                  reason.c_str(), who().c_str());
     std::fflush(stderr);
     if (im.writer) im.writer->close_on_abort();
-    if (im.comm != MPI_COMM_NULL) {
-        std::vector<MPI_Request> reqs;
-        std::vector<int> acks(static_cast<std::size_t>(im.n_servers), 0);
+    if (im.comm != MPI_COMM_NULL && !mpi_finalized()) {
+        const auto n = static_cast<std::size_t>(im.n_servers);
+        std::vector<int> closing(n, 0), closed(n, 0);
+        std::vector<MPI_Request> sends, phase1;
+        std::vector<int> asked;
         int token = im.rank;
         for (int s = 0; s < im.n_servers; ++s) {
             if (s == im.rank) continue;
             MPI_Request a = MPI_REQUEST_NULL, b = MPI_REQUEST_NULL;
-            MPI_Isend(&token, 1, MPI_INT, s, tag_abort, im.comm, &a);
-            MPI_Irecv(&acks[static_cast<std::size_t>(s)], 1, MPI_INT, s, tag_abort_ack, im.comm, &b);
-            reqs.push_back(a);
-            reqs.push_back(b);
+            if (MPI_Isend(&token, 1, MPI_INT, s, tag_abort, im.comm, &a) != MPI_SUCCESS) continue;
+            if (MPI_Irecv(&closing[static_cast<std::size_t>(s)], 1, MPI_INT, s, tag_abort_ack, im.comm, &b) != MPI_SUCCESS)
+                continue;
+            sends.push_back(a);
+            phase1.push_back(b);
+            asked.push_back(s);
         }
-        const double deadline = now_seconds() + im.opt.abort_grace_ms / 1000.0;
-        while (!reqs.empty() && now_seconds() < deadline) {
-            int flag = 0;
-            if (MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS || flag)
-                break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        wait_deadline(phase1, im.opt.abort_grace_ms / 1000.0);
+        std::vector<MPI_Request> phase2;
+        for (std::size_t i = 0; i < asked.size(); ++i) {
+            int done = 0;
+            if (phase1[i] != MPI_REQUEST_NULL && (MPI_Test(&phase1[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done)) {
+                std::fprintf(stderr, "%s: %s did not answer within abort_grace_ms\n", who().c_str(),
+                             im.rank_text(asked[i]).c_str());
+                continue;
+            }
+            MPI_Request c = MPI_REQUEST_NULL;
+            const int s = asked[i];
+            if (MPI_Irecv(&closed[static_cast<std::size_t>(s)], 1, MPI_INT, s, tag_abort_closed, im.comm, &c) == MPI_SUCCESS)
+                phase2.push_back(c);
         }
+        if (!wait_deadline(phase2, im.opt.abort_close_ms / 1000.0) && !phase2.empty())
+            std::fprintf(stderr, "%s: a server did not close its part file within abort_close_ms\n", who().c_str());
+        std::fflush(stderr);
     }
-    // MPI_COMM_WORLD: aborting a sub-communicator may end only this process (MPICH).
-    aborting() = true;
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    std::abort();
+    end_job();
 }
 
+// A server, from its loop: a rank failed. Answer, close the part file, answer again, and
+// wait to be ended by the failing rank's MPI_Abort.
 inline void Impl::on_abort_notice(int from) noexcept {
+    int token = rank;
+    MPI_Request r1 = MPI_REQUEST_NULL, r2 = MPI_REQUEST_NULL;
+    MPI_Isend(&token, 1, MPI_INT, from, tag_abort_ack, comm, &r1);
     std::fprintf(stderr, "%s: %s failed; closing part file '%s'\n", who().c_str(), rank_text(from).c_str(),
-                 writer ? part_path(server_idx).c_str() : "");
+                 writer && !opt.filename.empty() ? part_path(server_idx).c_str() : "");
     std::fflush(stderr);
     if (writer) writer->close_on_abort();
-    int token = rank;
-    MPI_Request r = MPI_REQUEST_NULL;
-    MPI_Isend(&token, 1, MPI_INT, from, tag_abort_ack, comm, &r);
-    const double deadline = now_seconds() + 2.0 * opt.abort_grace_ms / 1000.0 + 1.0;
-    int flag = 0;
-    while (now_seconds() < deadline) {  // wait to be ended by the failing rank's MPI_Abort
-        if (!flag) MPI_Test(&r, &flag, MPI_STATUS_IGNORE);
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    MPI_Isend(&token, 1, MPI_INT, from, tag_abort_closed, comm, &r2);
+    std::vector<MPI_Request> reqs{r1, r2};
+    wait_deadline(reqs, 1.0 + (opt.abort_grace_ms + opt.abort_close_ms) / 1000.0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(opt.abort_grace_ms));  // the failing rank ends the job
+    end_job();
+}
+
+// Why the program is terminating, from the exception in flight (if any).
+inline std::string terminate_reason() {
+    std::string why = "std::terminate called";
+    if (std::exception_ptr e = std::current_exception()) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+            why = std::string("uncaught exception: ") + x.what();
+        } catch (...) {
+            why = "uncaught exception of unknown type";
+        }
     }
-    aborting() = true;
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    std::abort();
+    return why;
+}
+
+// Serial mode's failure path: the file is closed with every event given so far (its
+// datasets aligned), so it stays readable; the summary is not written.
+inline void close_serial_on_failure(Impl& im, const std::string& reason) noexcept {
+    std::fprintf(stderr, "%s: fatal: %s\n%s: closing '%s' with the events given so far (no summary)\n", who().c_str(),
+                 reason.c_str(), who().c_str(), im.opt.filename.c_str());
+    std::fflush(stderr);
+    im.finished = true;
+    if (im.writer) im.writer->close_on_abort();
 }
 
 [[noreturn]] inline void on_terminate() {
     Impl* im = active_impl();
-    if (im && im->parallel() && !im->finished) {
-        std::string why = "terminate called";
-        if (std::exception_ptr e = std::current_exception()) {
-            try {
-                std::rethrow_exception(e);
-            } catch (const std::exception& x) {
-                why = std::string("uncaught exception: ") + x.what();
-            } catch (...) {
-                why = "uncaught exception of unknown type";
-            }
-        }
-        abort_job(*im, why);
+    const std::terminate_handler prev = im ? im->exit_guard.previous() : nullptr;
+    if (im && !im->finished) {
+        if (im->parallel()) abort_job(*im, terminate_reason());
+        close_serial_on_failure(*im, terminate_reason());
     }
-    std::terminate_handler prev = im ? im->prev_terminate : nullptr;
     if (prev && prev != on_terminate) prev();
     std::abort();
+}
+
+// Registered with std::atexit once per process. Automatic objects are not destroyed by
+// std::exit, so a SmallData still live here was never finished: its clients' and servers'
+// peers would wait for it forever.
+inline void exit_hook() {
+    Impl* im = active_impl();
+    if (!im || im->finished || aborting()) return;
+    const std::string why = "the process is exiting (std::exit, or the end of main with the SmallData still alive) "
+                            "before done() was called";
+    if (im->parallel()) abort_job(*im, why);
+    close_serial_on_failure(*im, why);
+}
+
+void ExitGuard::install(Impl* im) {
+    static bool hooked = false;
+    if (!hooked) {
+        hooked = std::atexit(exit_hook) == 0;
+    }
+    im_ = im;
+    active_impl() = im;
+    prev_ = std::set_terminate(on_terminate);
+}
+
+void ExitGuard::uninstall() noexcept {
+    if (!im_) return;
+    std::set_terminate(prev_);
+    if (active_impl() == im_) active_impl() = nullptr;
+    im_ = nullptr;
 }
 
 }  // namespace detail
@@ -3047,19 +3546,141 @@ inline void Impl::on_abort_notice(int from) noexcept {
 //     summaries, reductions, accessors.
 
 namespace detail {
-inline void check_options(const Options& o) {
-    auto bad = [](const std::string& what) { throw_error(Errc::option, what); };
-    if (o.batch_size < 1) bad("batch_size must be at least 1");
-    if (o.cache_size < 1) bad("cache_size must be at least 1");
-    if (o.batch_bytes < 1024) bad("batch_bytes must be at least 1024, got " + std::to_string(o.batch_bytes));
-    if (o.batch_bytes > static_cast<std::size_t>(INT_MAX)) bad("batch_bytes must be below 2 GiB");
-    if (o.send_buffers < 1) bad("send_buffers must be at least 1");
-    if (o.recv_buffers < 1) bad("recv_buffers must be at least 1");
-    if (o.cache_bytes < 1) bad("cache_bytes must be at least 1");
-    if (o.chunk_bytes < 1) bad("chunk_bytes must be at least 1");
+// Validation of the options, in one place: the first problem, or empty. In parallel mode
+// it runs before any rank can diverge, and the result is agreed (Impl::agree_or_throw).
+inline std::string option_problem(const Options& o) {
+    if (o.batch_size < 1) return "batch_size must be at least 1";
+    if (o.cache_size < 1) return "cache_size must be at least 1";
+    if (o.batch_bytes < 1024) return "batch_bytes must be at least 1024, got " + std::to_string(o.batch_bytes);
+    if (o.batch_bytes > max_batch_bytes) return "batch_bytes must be below 2 GiB";
+    if (o.send_buffers < 1) return "send_buffers must be at least 1";
+    if (o.recv_buffers < 1) return "recv_buffers must be at least 1";
+    if (o.cache_bytes < 1) return "cache_bytes must be at least 1";
+    if (o.chunk_bytes < 1) return "chunk_bytes must be at least 1";
+    if (o.idle_sleep_max_us < 1) return "idle_sleep_max_us must be at least 1";
+    if (o.abort_grace_ms < 0 || o.abort_close_ms < 0) return "abort_grace_ms and abort_close_ms must not be negative";
     if (o.write_thread < -1 || o.write_thread > 1)
-        bad("write_thread must be -1 (automatic), 0 or 1, got " + std::to_string(o.write_thread));
-    if (o.comm == MPI_COMM_NULL) bad("comm is MPI_COMM_NULL");
+        return "write_thread must be -1 (automatic), 0 or 1, got " + std::to_string(o.write_thread);
+    if (o.filename.find('\0') != std::string::npos) return "filename contains a NUL byte";
+    if (!o.filename.empty() && o.filename.back() == '/') return "filename '" + o.filename + "' names a directory";
+    return {};
+}
+
+inline std::string layout_problem(const Options& o, int size) {
+    const std::string sizes = " (" + std::to_string(size) + " ranks in comm, servers=" + std::to_string(o.servers) +
+                              ", clients=" + std::to_string(o.clients) + ")";
+    if (o.servers < 1) return "parallel mode needs at least one server" + sizes;
+    if (o.clients == 0 || o.clients < -1) return "clients must be -1 (all the rest) or at least 1" + sizes;
+    if (o.servers >= size) return "no rank is left for a client" + sizes;
+    const int clients = o.clients == -1 ? size - o.servers : o.clients;
+    if (o.servers + clients > size) return "more ranks asked for than exist" + sizes;
+    return {};
+}
+
+// A launcher that started N > 1 processes while the MPI library of this program sees a
+// world of one (the mpiexec of one MPI implementation, a program built with another)
+// would make N serial runs writing the same file. The launchers' own variables say N.
+inline std::string launcher_problem(int world_size) {
+    if (world_size != 1) return {};
+    for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+        const char* v = std::getenv(var);
+        if (v && std::atoi(v) > 1)
+            return std::string("this process was started as one of ") + v + " processes (" + var + "=" + v +
+                   "), but its MPI library reports a world of 1 process: the mpiexec used does not belong to the MPI "
+                   "library the program was built with (for example Open MPI's mpiexec and an MPICH build); use the "
+                   "matching mpiexec";
+    }
+    return {};
+}
+
+// A random token, drawn once per run by rank 0 of comm, that tags its part files.
+inline std::uint64_t new_run_token() {
+    std::random_device rd;
+    std::uint64_t t = (std::uint64_t(rd()) << 32) ^ rd();
+    t ^= static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+    t ^= static_cast<std::uint64_t>(::getpid()) << 17;
+    return t ? t : 1;
+}
+
+inline void Impl::setup_parallel() {
+    const Options& o = opt;
+    who() = "smalldata[rank " + std::to_string(rank) + "]";
+    std::string problem = option_problem(o);
+    Errc code = Errc::option;
+    if (problem.empty()) {
+        problem = layout_problem(o, size);
+        code = Errc::layout;
+    }
+    if (problem.empty()) {
+        n_servers = o.servers;
+        n_clients = o.clients == -1 ? size - o.servers : o.clients;
+        if (rank < n_servers) {
+            role = Role::server;
+            server_idx = rank;
+        } else if (rank < n_servers + n_clients) {
+            role = Role::client;
+            client_idx = rank - n_servers;
+            server_idx = client_idx % n_servers;
+        } else {
+            role = Role::other;
+        }
+        who() = "smalldata[rank " + std::to_string(rank) + ", " + role_name(role) +
+                (role == Role::client ? " " + std::to_string(client_idx)
+                                      : role == Role::server ? " " + std::to_string(server_idx) : std::string()) +
+                "]";
+    } else {
+        role = Role::other;
+    }
+    check_mpi(MPI_Comm_dup(o.comm, comm.out()), "MPI_Comm_dup");
+    check_mpi(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    // Every rank's own options first (an invalid option on one rank is an error on all),
+    // then whether they agree: the minimum and the maximum of each.
+    agree_or_throw(problem.empty(), code, problem);
+    const std::pair<const char*, long long> agree[] = {
+        {"servers", o.servers},
+        {"clients", o.clients},
+        {"filename", static_cast<long long>(std::hash<std::string>{}(o.filename) & 0x7fffffffffffLL)},
+        {"batch_size", static_cast<long long>(o.batch_size)},
+        {"cache_size", static_cast<long long>(o.cache_size)},
+        {"batch_bytes", static_cast<long long>(o.batch_bytes)},
+        {"send_buffers", o.send_buffers},
+        {"recv_buffers", o.recv_buffers},
+        {"shared_memory", o.shared_memory ? 1 : 0},
+        {"cache_bytes", static_cast<long long>(o.cache_bytes)},
+        {"chunk_bytes", static_cast<long long>(o.chunk_bytes)},
+        {"idle_sleep_max_us", o.idle_sleep_max_us},
+        {"abort_grace_ms", o.abort_grace_ms},
+        {"abort_close_ms", o.abort_close_ms},
+        {"preallocate", o.preallocate ? 1 : 0},
+        {"write_thread", o.write_thread},
+    };
+    constexpr std::size_t n = sizeof agree / sizeof agree[0];
+    long long mm[2 * n + 1];
+    for (std::size_t i = 0; i < n; ++i) {
+        mm[i] = agree[i].second;
+        mm[i + n] = -agree[i].second;
+    }
+    run_token = rank == 0 ? new_run_token() : 0;
+    mm[2 * n] = -static_cast<long long>(run_token >> 1);  // rank 0's token: the minimum
+    MPI_Request r = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, static_cast<int>(2 * n + 1), MPI_LONG_LONG, MPI_MIN, comm, &r),
+              "MPI_Iallreduce");
+    wait_gently(r, o.idle_sleep_max_us);
+    run_token = static_cast<std::uint64_t>(-mm[2 * n]) << 1 | 1;
+    for (std::size_t i = 0; i < n; ++i)
+        if (mm[i] != -mm[i + n]) throw_error(Errc::option, std::string("option '") + agree[i].first + "' differs between ranks");
+    check_mpi(MPI_Comm_split(comm, role == Role::client ? 0 : MPI_UNDEFINED, rank, clients_comm.out()), "MPI_Comm_split");
+    if (o.shared_memory || o.write_thread < 0) {  // both options agreed above: collective
+        check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, node_comm.out()),
+                  "MPI_Comm_split_type");
+        check_mpi(MPI_Comm_size(node_comm, &ranks_on_node), "MPI_Comm_size");
+    }
+    if (o.shared_memory) setup_shared_memory();
+    if (rank == 0 && n_servers > n_clients)
+        warn(std::to_string(n_servers - n_clients) + " of the " + std::to_string(n_servers) +
+             " servers have no client; their part files stay empty");
+    exit_guard.install(this);
+    open_outputs();
 }
 
 template <class T>
@@ -3092,15 +3713,22 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
     im.opt = std::move(options);
     const Options& o = im.opt;
     ensure_mpi();
-    check_options(o);
+    int world = 1;
+    check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &world), "MPI_Comm_size");
+    const std::string launcher = launcher_problem(world);
+    if (!launcher.empty()) throw_error(Errc::layout, launcher);
+    if (o.comm == MPI_COMM_NULL) throw_error(Errc::option, "comm is MPI_COMM_NULL");
     check_mpi(MPI_Comm_size(o.comm, &im.size), "MPI_Comm_size");
     check_mpi(MPI_Comm_rank(o.comm, &im.rank), "MPI_Comm_rank");
 
     if (im.size == 1) {  // serial mode: the writer runs in this process
         who() = "smalldata";
+        const std::string problem = option_problem(o);
+        if (!problem.empty()) throw_error(Errc::option, problem);
         im.role = Role::serial;
         im.client_idx = 0;
         im.n_clients = 1;
+        if (!o.filename.empty()) remove_old_file(o.filename);
         im.writer = std::make_unique<Writer>(o.filename, im.opt, use_write_thread(o.write_thread, 1));
         auto sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
         const bool direct = sink->direct();
@@ -3109,74 +3737,11 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.packer = std::make_unique<Packer>(im.sink.get(), &im.serial_buf, o.batch_size, o.batch_bytes);
         if (direct) im.packer->set_direct();
         packer_ = im.packer.get();
+        im.exit_guard.install(&im);
         return;
     }
 
-    // Layout: decided locally on every rank, so a bad one fails everywhere before any message.
-    who() = "smalldata[rank " + std::to_string(im.rank) + "]";
-    const std::string sizes = " (" + std::to_string(im.size) + " ranks in comm, servers=" + std::to_string(o.servers) +
-                              ", clients=" + std::to_string(o.clients) + ")";
-    if (o.servers < 1) throw_error(Errc::layout, "parallel mode needs at least one server" + sizes);
-    if (o.clients == 0 || o.clients < -1) throw_error(Errc::layout, "clients must be -1 (all the rest) or at least 1" + sizes);
-    if (o.servers >= im.size) throw_error(Errc::layout, "no rank is left for a client" + sizes);
-    im.n_servers = o.servers;
-    im.n_clients = o.clients == -1 ? im.size - o.servers : o.clients;
-    if (im.n_servers + im.n_clients > im.size)
-        throw_error(Errc::layout, "more ranks asked for than exist" + sizes);
-    if (im.rank < im.n_servers) {
-        im.role = Role::server;
-        im.server_idx = im.rank;
-    } else if (im.rank < im.n_servers + im.n_clients) {
-        im.role = Role::client;
-        im.client_idx = im.rank - im.n_servers;
-        im.server_idx = im.client_idx % im.n_servers;
-    } else {
-        im.role = Role::other;
-    }
-    who() = "smalldata[rank " + std::to_string(im.rank) + ", " + role_name(im.role) +
-            (im.role == Role::client ? " " + std::to_string(im.client_idx)
-                                     : im.role == Role::server ? " " + std::to_string(im.server_idx) : std::string()) +
-            "]";
-
-    check_mpi(MPI_Comm_dup(o.comm, &im.comm), "MPI_Comm_dup");
-    MPI_Comm_set_errhandler(im.comm, MPI_ERRORS_RETURN);
-    // Options that must agree between ranks: compare min and max of each.
-    const long long fname_hash = static_cast<long long>(std::hash<std::string>{}(o.filename) & 0x7fffffffffffLL);
-    constexpr int n_agree = 7;
-    const long long agree[n_agree] = {o.servers,       o.clients,    static_cast<long long>(o.batch_bytes),
-                                      fname_hash,      o.send_buffers, o.shared_memory ? 1 : 0,
-                                      o.write_thread < 0 ? 1 : 0};
-    const char* what[n_agree] = {"servers",      "clients",       "batch_bytes", "filename",
-                                 "send_buffers", "shared_memory", "write_thread"};
-    long long mm[2 * n_agree];
-    for (int i = 0; i < n_agree; ++i) {
-        mm[i] = agree[i];
-        mm[i + n_agree] = -agree[i];
-    }
-    MPI_Request r = MPI_REQUEST_NULL;
-    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, 2 * n_agree, MPI_LONG_LONG, MPI_MIN, im.comm, &r), "MPI_Iallreduce");
-    wait_gently(r, o.idle_sleep_max_us);
-    for (int i = 0; i < n_agree; ++i)
-        if (mm[i] != -mm[i + n_agree]) {
-            MPI_Comm_free(&im.comm);
-            throw_error(Errc::option, std::string("option '") + what[i] + "' differs between ranks");
-        }
-    check_mpi(MPI_Comm_split(im.comm, im.role == Role::client ? 0 : MPI_UNDEFINED, im.rank, &im.clients_comm),
-              "MPI_Comm_split");
-    if (o.shared_memory || o.write_thread < 0) {  // both options agreed above: collective
-        check_mpi(MPI_Comm_split_type(im.comm, MPI_COMM_TYPE_SHARED, im.rank, MPI_INFO_NULL, &im.node_comm),
-                  "MPI_Comm_split_type");
-        check_mpi(MPI_Comm_size(im.node_comm, &im.ranks_on_node), "MPI_Comm_size");
-    }
-    if (o.shared_memory) im.setup_shared_memory();
-    if (im.rank == 0 && im.n_servers > im.n_clients)
-        warn(std::to_string(im.n_servers - im.n_clients) + " of the " + std::to_string(im.n_servers) +
-             " servers have no client; their part files stay empty");
-
-    active_impl() = &im;
-    im.prev_terminate = std::set_terminate(on_terminate);
-    im.terminate_installed = true;
-
+    im.setup_parallel();  // roles, agreed options, communicators, part files: fails on all ranks
     if (im.role == Role::client) {
         auto sender = std::make_unique<Sender>(im);
         std::vector<unsigned char>* first = sender->first();
@@ -3184,7 +3749,7 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.packer = std::make_unique<Packer>(im.sink.get(), first, o.batch_size, o.batch_bytes);
         packer_ = im.packer.get();
     } else if (im.role == Role::server) {
-        im.run_server();  // returns when every client of this server is done
+        im.run_server();  // returns when every client of this server is done; never throws
     }
 }
 
@@ -3198,6 +3763,7 @@ SmallData::~SmallData() {
         if (impl_->parallel()) detail::abort_job(*impl_, std::string("done() failed in the destructor: ") + e.what());
         detail::warn(std::string("done() failed in the destructor: ") + e.what());
     } catch (...) {
+        if (impl_->parallel()) detail::abort_job(*impl_, "done() failed in the destructor");
         detail::warn("done() failed in the destructor");
     }
 }
@@ -3208,29 +3774,25 @@ void SmallData::done() {
     if (im.finished) return;
     im.finished = true;
     packer_ = nullptr;
-    struct Cleanup {  // whatever happens: release communicators, restore the terminate handler
-        Impl& im;
-        ~Cleanup() {
-            if (im.terminate_installed) {
-                std::set_terminate(im.prev_terminate);
-                im.terminate_installed = false;
-            }
-            if (active_impl() == &im) active_impl() = nullptr;
-            int fin = 0;
-            MPI_Finalized(&fin);
-            if (!fin) {
-                im.free_shared_memory();
-                if (im.clients_comm != MPI_COMM_NULL) MPI_Comm_free(&im.clients_comm);
-                if (im.comm != MPI_COMM_NULL) MPI_Comm_free(&im.comm);
-            }
-        }
-    } cleanup{im};
     if (im.role == Role::serial) {
-        im.packer->flush();
+        // Whatever fails (a callback in the last batch, a write), the writer is finished:
+        // the events handed over are written, the datasets aligned, the summary saved. The
+        // first error is thrown afterwards.
+        std::exception_ptr first;
+        try {
+            im.packer->flush();
+        } catch (...) {
+            first = std::current_exception();
+        }
         im.stats.events = im.packer->events();
-        check_summary_names(im.writer->names(), im.summary);
-        im.writer->finish(&im.summary);
+        try {
+            im.writer->finish(&im.summary);
+        } catch (...) {
+            if (!first) first = std::current_exception();
+        }
         im.stats.write_seconds = im.writer->write_seconds();
+        im.exit_guard.uninstall();
+        if (first) std::rethrow_exception(first);
         return;
     }
     if (im.role == Role::client) {
@@ -3240,9 +3802,25 @@ void SmallData::done() {
             static_cast<Sender*>(im.sink.get())->finish(im.packer->events());
         } catch (const std::exception& e) {
             abort_job(im, e.what());
+        } catch (...) {
+            abort_job(im, "an exception of unknown type while finishing the event stream");
         }
     }
-    im.join();
+    try {
+        im.join();
+    } catch (...) {
+        im.shm_win.free();  // every rank gets the join's outcome: still collective
+        im.exit_guard.uninstall();
+        throw;
+    }
+    im.shm_win.free();
+    im.exit_guard.uninstall();
+}
+
+void SmallData::event_after_done() const {
+    const detail::Impl& im = *impl_;
+    if (im.finished && (im.role == Role::serial || im.role == Role::client))
+        detail::throw_error(Errc::usage, "event() after done(): the event is not written");
 }
 
 Role SmallData::role() const noexcept { return impl_->role; }
@@ -3282,10 +3860,11 @@ inline SummaryItem* summary_slot(Impl& im, std::string_view name) {
     if (im.packer) im.packer->check_summary_name(name);
     for (SummaryItem& s : im.summary) {
         if (s.name == name) return &s;  // saving a name again replaces its value
-        NameSet one;
-        one.add(s.name);
-        one.check(name, "summary");
+        if (is_group_of(s.name, name) || is_group_of(name, s.name))
+            throw_error(Errc::name, "summary '" + std::string(name) + "' clashes with the summary '" + s.name +
+                                        "' (one would be a group of the other)");
     }
+    if (im.packer) im.packer->add_summary_name(name);  // later fields are checked against it
     im.summary.emplace_back();
     im.summary.back().name = std::string(name);
     return &im.summary.back();
@@ -3295,12 +3874,16 @@ inline SummaryItem* summary_slot(Impl& im, std::string_view name) {
 void SmallData::save_summary_raw(std::string_view name, DType dt, const Shape& shape, const void* data) {
     detail::Impl& im = *impl_;
     if (im.role != Role::serial && im.client_idx != 0) return;
+    std::uint64_t bytes = 0;
+    if (shape.rank > max_rank || !detail::value_bytes(dt, shape, bytes))
+        detail::throw_error(Errc::usage, "summary '" + std::string(name) + "': a value of " + dtype_name(dt) + " " +
+                                             shape.str() + " is larger than 2 GiB");
     detail::SummaryItem* s = detail::summary_slot(im, name);
     s->dtype = dt;
     s->shape = shape;
     s->is_string = false;
     const auto* p = static_cast<const unsigned char*>(data);
-    s->bytes.assign(p, p + static_cast<std::size_t>(shape.count()) * dtype_size(dt));
+    s->bytes.assign(p, p + static_cast<std::size_t>(bytes));
     if (s->bytes.empty()) s->bytes.resize(1);  // H5Dwrite wants a valid pointer
 }
 
