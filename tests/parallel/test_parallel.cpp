@@ -14,7 +14,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <limits>
+#include <optional>
 #include <set>
 
 using smalldata::Errc;
@@ -627,4 +629,180 @@ TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") 
             CHECK(h5r::disk_bytes(part) <= std::filesystem::file_size(part) + (std::uint64_t(1) << 20));
         }
     }
+}
+
+// ==================================================================== failure paths
+
+namespace {
+std::vector<std::string> files_in(const std::string& dir) {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+std::string error_code_of(const std::function<void()>& f, std::string* what = nullptr) {
+    try {
+        f();
+    } catch (const smalldata::Error& e) {
+        if (what) *what = e.what();
+        return errc_name(e.code());
+    }
+    return "none";
+}
+}  // namespace
+
+TEST_CASE("'%' in the file name and in field names joins to the right values", "[mpi][names]") {
+    // The join's virtual datasets read '%' as a pattern: the library escapes it.
+    const std::string dir = fresh_dir("percent");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/run_100%.h5";
+    const std::int64_t n = 500;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n))
+            smd.event(i, "load%%", static_cast<double>(i), "eff%b", static_cast<std::int32_t>(i), "g%/x", 2.0 * static_cast<double>(i));
+        smd.done();
+    }
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        const auto load = f.read<double>("load%%");
+        const auto eff = f.read<std::int32_t>("eff%b");
+        const auto gx = f.read<double>("g%/x");
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        REQUIRE(load.size() == ts.size());
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r)
+            bad += load[r] != static_cast<double>(ts[r]) || eff[r] != ts[r] || gx[r] != 2.0 * static_cast<double>(ts[r]);
+        CHECK(bad == 0);
+    }
+}
+
+TEST_CASE("a stale part file in the joining rank's directory is a join error, never joined", "[mpi][files]") {
+    // Run 1 leaves u_part0.h5 (field "old") where client 0 works; run 2 has its servers in
+    // another directory. The joining rank must not map run 1's part into run 2's file.
+    const int size = world_size();
+    if (size < 2) return;
+    const std::string dir = fresh_dir("stale");
+    Options o = base_options();
+    o.servers = servers_for(size);
+    o.filename = "u.h5";
+    const auto home = std::filesystem::current_path();
+    std::filesystem::create_directories(dir + "/servers");
+    std::filesystem::create_directories(dir + "/clients");
+    std::filesystem::current_path(dir + "/clients");  // run 1: everybody here
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(50)) smd.event(i, "old", static_cast<double>(i));
+        smd.done();
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    std::filesystem::current_path(dir + (world_rank() < o.servers ? "/servers" : "/clients"));  // run 2
+    std::string what;
+    std::string code;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(50)) smd.event(i, "new", static_cast<double>(i));
+        code = error_code_of([&] { smd.done(); }, &what);
+    }
+    std::filesystem::current_path(home);
+    CAPTURE(what);
+    CHECK(code == "join");
+    CHECK(what.find("u_part0.h5") != std::string::npos);
+    CHECK(what.find("not the one server 0 wrote in this run") != std::string::npos);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+        // Run 2's part is intact where its server wrote it; run 2 invalidated the final
+        // file of its own name (run 1's) before writing, and made none itself.
+        h5r::File p(dir + "/servers/u_part0.h5");
+        CHECK(p.exists("new"));
+        CHECK_FALSE(h5r::file_exists(dir + "/clients/u.h5"));
+        for (const std::string& name : files_in(dir + "/clients")) CHECK(name.find(".tmp") == std::string::npos);
+    }
+}
+
+TEST_CASE("a summary that clashes with a field only another client gave: events joined, summary reported", "[mpi][summary]") {
+    const int size = world_size();
+    if (size < 3) return;  // needs two clients
+    const std::string dir = fresh_dir("summary_other");
+    Options o = base_options();
+    o.servers = 1;
+    o.filename = dir + "/s.h5";
+    std::string code, what;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(200)) {
+            smd.event(i, "x", static_cast<double>(i));
+            if (smd.client_index() == 1) smd.event(i, "only1", static_cast<double>(i));
+        }
+        if (smd.summary()) smd.save_summary("only1", 1.0, "kept", 2.0);  // client 0 has never seen "only1"
+        code = error_code_of([&] { smd.done(); }, &what);
+    }
+    CAPTURE(what);
+    CHECK(code == "name");
+    CHECK(what.find("'only1'") != std::string::npos);
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        CHECK(f.read<std::int64_t>("timestamp").size() == 200);
+        CHECK(f.read<double>("x").size() == 200);
+        CHECK(f.read<double>("only1").size() == 200);  // the field, not the summary
+        CHECK(f.scalar<double>("kept") == 2.0);
+    }
+}
+
+TEST_CASE("a directory in place of the final file is an error on every rank before any event", "[mpi][files]") {
+    if (world_size() < 2) return;
+    const std::string dir = fresh_dir("final_is_dir");
+    if (world_rank() == 0) std::filesystem::create_directories(dir + "/f.h5");
+    MPI_Barrier(MPI_COMM_WORLD);
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/f.h5";
+    std::string what;
+    CHECK(error_code_of([&] { SmallData smd(o); }, &what) == "hdf5");
+    CAPTURE(what);
+    CHECK(what.find("a directory has that name") != std::string::npos);
+}
+
+TEST_CASE("a rerun replaces a final file that a reader holds open", "[mpi][files]") {
+    // The final file is built under a temporary name and renamed into place: no lock on
+    // the old file stops it, and the old file is never truncated under the reader.
+    const std::string dir = fresh_dir("held_final");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/h.h5";
+    auto run = [&](double scale) {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(100)) smd.event(i, "x", scale * static_cast<double>(i));
+        smd.done();
+    };
+    run(1.0);
+    std::optional<h5r::File> reader;
+    if (world_rank() == 0) reader.emplace(o.filename);
+    MPI_Barrier(MPI_COMM_WORLD);
+    run(3.0);
+    if (world_rank() == 0) {
+        reader.reset();
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        const auto x = f.read<double>("x");
+        REQUIRE(x.size() == 100);
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r) bad += x[r] != 3.0 * static_cast<double>(ts[r]);
+        CHECK(bad == 0);
+        for (const std::string& name : files_in(dir)) CHECK(name.find(".tmp") == std::string::npos);
+    }
+}
+
+TEST_CASE("event() after done() is Errc::usage on clients and does nothing on servers", "[mpi][done]") {
+    const std::string dir = fresh_dir("after_done");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/a.h5";
+    SmallData smd(o);
+    for (std::int64_t i : smd.share(10)) smd.event(i, "x", 1.0);
+    smd.done();
+    const std::string code = error_code_of([&] { smd.event(100, "x", 1.0); });
+    CHECK(code == (smd.summary() ? "usage" : "none"));
 }
