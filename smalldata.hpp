@@ -37,7 +37,7 @@
 //     7. Packer: event() -> binary batch (hot path) [>>packer]
 //     8. SmallData templates                        [>>templates]
 //   Implementation (only with SMALLDATA_IMPLEMENTATION)
-//     9.  Errors, logging, names                    [>>impl-errors]
+//     9.  Errors, logging, validation               [>>impl-errors]
 //     10. MPI environment, requests, gentle waits   [>>impl-mpi]
 //     11. HDF5 handles and types                    [>>impl-hdf5]
 //     12. Packer slow paths                         [>>impl-packer]
@@ -55,7 +55,19 @@
 //   - support heterogeneous clusters (mixed byte orders between ranks).
 //   - make SmallData thread-safe: call it from one thread per rank.
 //   - keep more than one SmallData alive at once per process in parallel mode.
-//
+//   - keep its files readable when the process is killed from outside (SIGKILL, a
+//     scheduler's SIGTERM, the out-of-memory killer, a node failure): HDF5 holds metadata
+//     in memory until a file is closed, so such a run leaves part files (or the serial
+//     file) that do not open. Every failure the library sees itself (an exception, a
+//     write error, std::exit or the end of main before done()) closes the files first.
+//   - accept one value larger than 2 GiB, or one event larger than one message (2 GiB):
+//     Errc::usage, naming the field.
+//   - accept names with a NUL byte, an empty, '.' or '..' component, a leading or
+//     trailing '/', more than 65535 bytes, or "timestamp" as first component: Errc::name.
+//     Any other byte is fine ('%' included).
+//   - replace a file at a part path that is not a part of the same final file (another
+//     final file with the same stem, a foreign file, a part left by a crashed run, kept
+//     for recovery): Errc::option before any event, naming both files.
 // CONCEPTS
 //   Roles.  With one rank in Options::comm the library runs in serial mode. Otherwise the
 //     first `servers` ranks are servers (they write), the next `clients` ranks are clients
@@ -79,21 +91,40 @@
 //     caches may be written by a helper thread (write_thread); disk space is reserved
 //     ahead of the writes and given back at close (preallocate).
 //   Join.  done() gives `filename` one virtual dataset per field concatenating the parts
-//     (named relative to the final file), plus the summary datasets.
+//     (named relative to the final file), plus the summary datasets. Runs never mix: each
+//     part carries its run's token, a rerun removes its old final file before any part is
+//     truncated, and the final file is built under a temporary name and renamed into
+//     place when complete (section 16).
 //
 // OPTIONS   (all in smalldata::Options; see section 3 for defaults)
 //   servers, clients, filename, batch_size, cache_size, callbacks, comm    (API contract)
 //   batch_bytes, send_buffers, recv_buffers, shared_memory, cache_bytes,
-//   chunk_bytes, idle_sleep_max_us, abort_grace_ms, preallocate, write_thread (tuning)
+//   chunk_bytes, idle_sleep_max_us, abort_grace_ms, abort_close_ms, preallocate,
+//   write_thread (tuning). Every option must be equal on every rank (checked).
 //
 // ERRORS AND LOGGING
 //   Every error is a smalldata::Error (a std::runtime_error) with a code() from
 //   smalldata::Errc and a message naming the rank, the field or file at fault and, when
-//   relevant, the HDF5 or MPI message underneath. In parallel mode an error that cannot be
-//   reported to the caller (a server failing while writing, an exception escaping a
-//   client) ends the job: the reason is printed with the rank, every server closes its part
-//   file (so rows already written stay readable), then MPI_Abort. Warnings go to stderr
-//   prefixed "smalldata[rank N]".
+//   relevant, the HDF5 or MPI message underneath. Where each kind of failure goes:
+//   - A bad option, layout or output path is found in the constructor and agreed between
+//     ranks: every rank throws (the first failing rank's code and message), none hangs.
+//   - A bad value or name throws from the event() or save_summary() call that gave it;
+//     nothing of that call is recorded, and the run may go on. A summary/field name clash
+//     is refused where the second name appears (in parallel mode, for a field only
+//     another client gave, done() joins the events, leaves that summary out and throws).
+//   - A callback's exception (serial mode) comes out of the event() or done() call that
+//     handed over its batch: the events of the batch before the failing one are written,
+//     the rest of that batch and the event of that call are lost, nothing is written twice.
+//   - A write error (a full disk) is sticky: that call and every later one throw it;
+//     done() still closes the file with every complete row, datasets aligned.
+//   - In serial mode done() always finishes the file (every event handed over, the
+//     summary), then throws the first error it met.
+//   - In parallel mode an error that cannot be returned to the caller (a server failing,
+//     an exception escaping a client, a process exiting before done()) ends the job: the
+//     reason is printed with the rank, every server closes its part file (a two-phase
+//     handshake, abort_grace_ms then abort_close_ms), then MPI_Abort. Serial mode closes
+//     its file the same way when an exception escapes the program or it exits early.
+//   Warnings go to stderr prefixed "smalldata[rank N]".
 //
 // REQUIREMENTS
 //   C++17 or later, MPI 3.0 or later (Open MPI, MPICH), HDF5 1.10.2 or later (serial or
@@ -229,7 +260,7 @@ struct Options {
     std::vector<Callback> callbacks;  // called once per complete event, before writing
     MPI_Comm comm = MPI_COMM_WORLD;   // the ranks that take part (duplicated internally)
 
-    // Tuning. All must be equal on every rank.
+    // Tuning. All must be equal on every rank (checked in the constructor).
     std::size_t batch_bytes = std::size_t(1) << 20;  // bytes per message (at most, unless
                                                       // one event is larger)
     int send_buffers = 4;             // batches in flight per client (back-pressure bound)
@@ -550,11 +581,12 @@ struct WireHeader {                 // at offset 0 of every message
     std::uint32_t seq;              // message number in this client's stream
     std::uint32_t n_events;         // events in this batch
     std::uint64_t bytes;            // total bytes of the batch (header included)
-    std::uint64_t extra;            // done: events sent in total; large: unused
+    std::uint64_t extra;            // done: events sent in total; large: bytes of the batch;
+                                    // shm: the slot holding it; batch: 0
 };
 inline constexpr std::uint32_t wire_magic = 0x31445353u;  // "SSD1"
 inline constexpr std::uint16_t wire_version = 1;
-enum class WireKind : std::uint16_t { batch = 1, large = 2, done = 3, shm = 4 };  // shm: extra = slot
+enum class WireKind : std::uint16_t { batch = 1, large = 2, done = 3, shm = 4 };
 inline constexpr std::uint32_t wire_define = 0xFFFFFFFFu;  // field id announcing a definition
 inline constexpr std::size_t event_header_bytes = 12;      // i64 timestamp + u32 entries
 // One batch is one MPI message (an int count of bytes); one event, with its header and the
@@ -927,7 +959,8 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 namespace smalldata {
 
 // ============================================================================ [>>impl-errors]
-// 9. Errors, logging, names: the text of every error, name validation, fill values.
+// 9. Errors, logging, validation: the text of every error, and every check of what a user
+//    gives (options, layout, names, value sizes, kinds of a field), plus fill values.
 
 const char* dtype_name(DType t) noexcept {
     switch (t) {
@@ -1134,6 +1167,53 @@ inline void check_same_kind(const FieldMeta& f, DType dt, const Shape& shape, co
     if (f.shape != shape)
         throw_error(Errc::shape_mismatch, "field '" + f.name + "' has shape " + f.shape.str() + " (" + then +
                                               ") but shape " + shape.str() + " (" + now + ")");
+}
+
+// Validation of the options, in one place: the first problem, or empty. In parallel mode
+// it runs before any rank can diverge, and the result is agreed (Impl::agree_or_throw).
+inline std::string option_problem(const Options& o) {
+    if (o.batch_size < 1) return "batch_size must be at least 1";
+    if (o.cache_size < 1) return "cache_size must be at least 1";
+    if (o.batch_bytes < 1024) return "batch_bytes must be at least 1024, got " + std::to_string(o.batch_bytes);
+    if (o.batch_bytes > max_batch_bytes) return "batch_bytes must be below 2 GiB";
+    if (o.send_buffers < 1) return "send_buffers must be at least 1";
+    if (o.recv_buffers < 1) return "recv_buffers must be at least 1";
+    if (o.cache_bytes < 1) return "cache_bytes must be at least 1";
+    if (o.chunk_bytes < 1) return "chunk_bytes must be at least 1";
+    if (o.idle_sleep_max_us < 1) return "idle_sleep_max_us must be at least 1";
+    if (o.abort_grace_ms < 0 || o.abort_close_ms < 0) return "abort_grace_ms and abort_close_ms must not be negative";
+    if (o.write_thread < -1 || o.write_thread > 1)
+        return "write_thread must be -1 (automatic), 0 or 1, got " + std::to_string(o.write_thread);
+    if (o.filename.find('\0') != std::string::npos) return "filename contains a NUL byte";
+    if (!o.filename.empty() && o.filename.back() == '/') return "filename '" + o.filename + "' names a directory";
+    return {};
+}
+
+inline std::string layout_problem(const Options& o, int size) {
+    const std::string sizes = " (" + std::to_string(size) + " ranks in comm, servers=" + std::to_string(o.servers) +
+                              ", clients=" + std::to_string(o.clients) + ")";
+    if (o.servers < 1) return "parallel mode needs at least one server" + sizes;
+    if (o.clients == 0 || o.clients < -1) return "clients must be -1 (all the rest) or at least 1" + sizes;
+    if (o.servers >= size) return "no rank is left for a client" + sizes;
+    const int clients = o.clients == -1 ? size - o.servers : o.clients;
+    if (o.servers + clients > size) return "more ranks asked for than exist" + sizes;
+    return {};
+}
+
+// A launcher that started N > 1 processes while the MPI library of this program sees a
+// world of one (the mpiexec of one MPI implementation, a program built with another)
+// would make N serial runs writing the same file. The launchers' own variables say N.
+inline std::string launcher_problem(int world_size) {
+    if (world_size != 1) return {};
+    for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+        const char* v = std::getenv(var);
+        if (v && std::atoi(v) > 1)
+            return std::string("this process was started as one of ") + v + " processes (" + var + "=" + v +
+                   "), but its MPI library reports a world of 1 process: the mpiexec used does not belong to the MPI "
+                   "library the program was built with (for example Open MPI's mpiexec and an MPICH build); use the "
+                   "matching mpiexec";
+    }
+    return {};
 }
 
 // Byte-level readers and writers for the wire format and the join metadata.
@@ -1422,15 +1502,18 @@ inline void h5check_herr(herr_t r, const std::string& what) {
 class H5Quiet {
 public:
     H5Quiet() {
-        H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-        H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+        saved_ = H5Eget_auto2(H5E_DEFAULT, &func_, &data_) >= 0;
+        if (saved_) H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // else: leave printing as it is
     }
-    ~H5Quiet() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+    ~H5Quiet() {
+        if (saved_) H5Eset_auto2(H5E_DEFAULT, func_, data_);
+    }
     H5Quiet(const H5Quiet&) = delete;
     H5Quiet& operator=(const H5Quiet&) = delete;
 private:
     H5E_auto2_t func_ = nullptr;
     void* data_ = nullptr;
+    bool saved_ = false;
 };
 
 // The HDF5 type of a dtype: `file` picks the little-endian storage type, else the native
@@ -3546,53 +3629,6 @@ void ExitGuard::uninstall() noexcept {
 //     summaries, reductions, accessors.
 
 namespace detail {
-// Validation of the options, in one place: the first problem, or empty. In parallel mode
-// it runs before any rank can diverge, and the result is agreed (Impl::agree_or_throw).
-inline std::string option_problem(const Options& o) {
-    if (o.batch_size < 1) return "batch_size must be at least 1";
-    if (o.cache_size < 1) return "cache_size must be at least 1";
-    if (o.batch_bytes < 1024) return "batch_bytes must be at least 1024, got " + std::to_string(o.batch_bytes);
-    if (o.batch_bytes > max_batch_bytes) return "batch_bytes must be below 2 GiB";
-    if (o.send_buffers < 1) return "send_buffers must be at least 1";
-    if (o.recv_buffers < 1) return "recv_buffers must be at least 1";
-    if (o.cache_bytes < 1) return "cache_bytes must be at least 1";
-    if (o.chunk_bytes < 1) return "chunk_bytes must be at least 1";
-    if (o.idle_sleep_max_us < 1) return "idle_sleep_max_us must be at least 1";
-    if (o.abort_grace_ms < 0 || o.abort_close_ms < 0) return "abort_grace_ms and abort_close_ms must not be negative";
-    if (o.write_thread < -1 || o.write_thread > 1)
-        return "write_thread must be -1 (automatic), 0 or 1, got " + std::to_string(o.write_thread);
-    if (o.filename.find('\0') != std::string::npos) return "filename contains a NUL byte";
-    if (!o.filename.empty() && o.filename.back() == '/') return "filename '" + o.filename + "' names a directory";
-    return {};
-}
-
-inline std::string layout_problem(const Options& o, int size) {
-    const std::string sizes = " (" + std::to_string(size) + " ranks in comm, servers=" + std::to_string(o.servers) +
-                              ", clients=" + std::to_string(o.clients) + ")";
-    if (o.servers < 1) return "parallel mode needs at least one server" + sizes;
-    if (o.clients == 0 || o.clients < -1) return "clients must be -1 (all the rest) or at least 1" + sizes;
-    if (o.servers >= size) return "no rank is left for a client" + sizes;
-    const int clients = o.clients == -1 ? size - o.servers : o.clients;
-    if (o.servers + clients > size) return "more ranks asked for than exist" + sizes;
-    return {};
-}
-
-// A launcher that started N > 1 processes while the MPI library of this program sees a
-// world of one (the mpiexec of one MPI implementation, a program built with another)
-// would make N serial runs writing the same file. The launchers' own variables say N.
-inline std::string launcher_problem(int world_size) {
-    if (world_size != 1) return {};
-    for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
-        const char* v = std::getenv(var);
-        if (v && std::atoi(v) > 1)
-            return std::string("this process was started as one of ") + v + " processes (" + var + "=" + v +
-                   "), but its MPI library reports a world of 1 process: the mpiexec used does not belong to the MPI "
-                   "library the program was built with (for example Open MPI's mpiexec and an MPICH build); use the "
-                   "matching mpiexec";
-    }
-    return {};
-}
-
 // A random token, drawn once per run by rank 0 of comm, that tags its part files.
 inline std::uint64_t new_run_token() {
     std::random_device rd;
