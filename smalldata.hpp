@@ -3206,6 +3206,15 @@ inline void Impl::open_outputs() {
     Errc code = Errc::hdf5;
     try {
         if (!opt.filename.empty()) {
+            // Can a file be created where `path` goes? (A missing or read-only directory.)
+            auto probe = [&](const std::string& path, const char* what) {
+                const std::string p = path + ".probe" + std::to_string(run_token % 1000000) + ".tmp";
+                const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+                if (fd < 0)
+                    throw_error(Errc::hdf5, std::string("cannot create ") + what + " '" + path + "': " + std::strerror(errno));
+                ::close(fd);
+                ::unlink(p.c_str());
+            };
             if (role == Role::server) {
                 const std::string part = part_path(server_idx);
                 if (path_exists(part)) {
@@ -3214,16 +3223,14 @@ inline void Impl::open_outputs() {
                         code = Errc::option;
                         throw_error(code, "part file '" + part + "' is in the way of '" + opt.filename + "': " + bad);
                     }
+                } else {
+                    probe(part, "part file");
                 }
             }
             if (root) {  // the final file must be creatable next to where it goes
                 if (path_is_dir(opt.filename))
                     throw_error(Errc::hdf5, "cannot create file '" + opt.filename + "': a directory has that name");
-                const std::string probe = opt.filename + ".probe" + std::to_string(run_token % 1000000) + ".tmp";
-                const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-                if (fd < 0) throw_error(Errc::hdf5, "cannot create files next to '" + opt.filename + "': " + std::strerror(errno));
-                ::close(fd);
-                ::unlink(probe.c_str());
+                probe(opt.filename, "final file");
             }
         }
     } catch (const Error& e) {
@@ -3579,6 +3586,12 @@ inline void close_serial_on_failure(Impl& im, const std::string& reason) noexcep
                  reason.c_str(), who().c_str(), im.opt.filename.c_str());
     std::fflush(stderr);
     im.finished = true;
+    if (im.packer) {
+        try {
+            im.packer->flush();  // the last event given is complete too
+        } catch (...) {
+        }
+    }
     if (im.writer) im.writer->close_on_abort();
 }
 
