@@ -4,7 +4,7 @@ survives. Every mode declares what must happen: the job ends on its own (a hang 
 after LIMIT seconds and fails) with a non-zero status, the reason appears in the output,
 and exactly the files listed remain, the part file readable with consistent rows.
 
-usage: run_fail.py MPIEXEC FAIL_PROG WORKDIR
+usage: run_fail.py MPIEXEC FAIL_PROG WORKDIR [MODE...]   (default: every mode)
 """
 import hashlib
 import os
@@ -187,17 +187,18 @@ def run_mode(m, mpiexec, prog, root):
 
 
 def main():
-    mpiexec, prog, root = sys.argv[1], sys.argv[2], sys.argv[3]
+    mpiexec, prog, root, only = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     os.makedirs(root, exist_ok=True)
+    modes = [m for m in MODES if not only or m.name in only]
     failures = []
     t_all = time.time()
-    for m in MODES:
+    for m in modes:
         try:
             problems = run_mode(m, mpiexec, prog, root)
         except Exception as e:  # noqa: BLE001 - a failed setup fails the mode
             problems = [f"setup failed: {e}"]
         failures += [f"{m.name}: {p}" for p in problems]
-    finish(failures, len(MODES), t_all)
+    finish(failures, len(modes), t_all)
 
 
 if __name__ == "__main__":
