@@ -1,61 +1,136 @@
 // fail_prog.cpp - a parallel program that fails on purpose, for run_fail.py.
 //
-//   fail_prog MODE FILE      (under mpiexec, 4 ranks: 1 server + 3 clients)
+//   fail_prog MODE FILE [N]   (under mpiexec, 4 ranks: 1 server + 3 clients; N events,
+//                              200,000 by default)
 //
-// MODE client-type : client 1 changes the type of field "x" half-way (uncaught
-//                    smalldata::Error on that client)
-//      user-throw  : client 2 throws its own std::runtime_error("detector exploded")
-//      server-type : clients 0 and 1 of the same server disagree on the type of "y"
-//                    (detected by the server while writing)
-//      abandon     : client 1 leaves its scope through an exception caught outside it
-//                    (SmallData destroyed during unwinding before done())
-// Every client writes "x" for its share of 200,000 events first, so the server has rows
+// Every client writes "x" = timestamp for its share of the events, so the server has rows
 // on disk when the failure comes; run_fail.py checks that they are still readable.
+//
+// Uncaught failures (the job must end itself):
+//   client-type  : client 1 changes the type of field "x" half-way (smalldata::Error)
+//   user-throw   : client 2 throws its own std::runtime_error("detector exploded") half-way
+//   server-type  : clients 0 and 1 of the same server disagree on the type of "y"
+//                  (detected by the server while writing)
+//   abandon      : client 1 leaves its scope through an exception caught outside it
+//                  (SmallData destroyed during unwinding before done())
+//   busy-abort   : a callback keeps the server busy (~3 us per event) while client 1
+//                  throws after 1.5 s of events and clients 0 and 2 keep producing
+//   exit         : client 1 calls std::exit(0) half-way, without done()
+//   nonstd-throw : a callback on the server throws 42 (not a std::exception); main has
+//                  catch (...) { return 1; }
+// Failures in the constructor, caught by main (every rank prints "caught [CODE] ..."):
+//   good         : no failure at all (also used to prepare the directory of a later run)
+//   bad-option   : only world rank 0 sets batch_bytes = 512 (below the minimum)
+//   Any other failure of `good` (missing directory, a directory or a foreign file at the
+//   part path) is set up by run_fail.py around the same program.
 // SMALLDATA_TEST_WRITE_THREAD=1 in the environment gives the server a write thread.
 #include "smalldata.hpp"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
-int main(int argc, char** argv) {
-    if (argc < 3) {
-        std::fprintf(stderr, "usage: fail_prog MODE FILE\n");
-        return 2;
+namespace {
+
+void spin_us(int us) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+    while (std::chrono::steady_clock::now() < end) {
     }
-    const std::string mode = argv[1];
+}
+
+int run(const std::string& mode, const std::string& file, std::int64_t n) {
     smalldata::Options o;
-    o.filename = argv[2];
+    o.filename = file;
     o.servers = 1;
     o.batch_size = 100;
     o.cache_size = 1000;
     o.abort_grace_ms = 5000;
     if (std::getenv("SMALLDATA_TEST_WRITE_THREAD")) o.write_thread = 1;
-    const std::int64_t n = 200000;
-    try {
-        smalldata::SmallData smd(o);
-        const int c = smd.client_index();
-        for (std::int64_t i : smd.share(n)) {
-            if (mode == "client-type" && c == 1 && i > n / 2)
-                smd.event(i, "x", static_cast<std::int32_t>(i));  // was double: type_mismatch
+    if (mode == "busy-abort") o.callbacks.push_back([](const smalldata::Event&) { spin_us(3); });
+    if (mode == "nonstd-throw") {
+        o.callbacks.push_back([seen = std::int64_t(0)](const smalldata::Event&) mutable {
+            if (++seen == 50000) throw 42;
+        });
+    }
+    if (mode == "bad-option") {
+        int world_rank = 0;
+        MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);  // main initialised MPI for this
+        if (world_rank == 0) o.batch_bytes = 512;
+    }
+    smalldata::SmallData smd(o);
+    const int c = smd.client_index();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::int64_t i : smd.share(n)) {
+        if (mode == "client-type" && c == 1 && i > n / 2)
+            smd.event(i, "x", static_cast<std::int32_t>(i));  // was double: type_mismatch
+        else
+            smd.event(i, "x", static_cast<double>(i));
+        if (mode == "user-throw" && c == 2 && i > n / 2) throw std::runtime_error("detector exploded");
+        if (mode == "server-type" && i > n / 2 && (c == 0 || c == 1)) {
+            if (c == 0)
+                smd.event(i, "y", static_cast<float>(i));
             else
-                smd.event(i, "x", static_cast<double>(i));
-            if (mode == "user-throw" && c == 2 && i > n / 2) throw std::runtime_error("detector exploded");
-            if (mode == "server-type" && i > n / 2 && (c == 0 || c == 1)) {
-                if (c == 0)
-                    smd.event(i, "y", static_cast<float>(i));
-                else
-                    smd.event(i, "y", static_cast<std::int64_t>(i));
-            }
-            if (mode == "abandon" && c == 1 && i > n / 2) throw std::logic_error("left the loop");
+                smd.event(i, "y", static_cast<std::int64_t>(i));
         }
-        smd.done();
+        if (mode == "abandon" && c == 1 && i > n / 2) throw std::logic_error("left the loop");
+        if (mode == "busy-abort" && c == 1 && std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(1500))
+            throw std::runtime_error("client 1 failed");
+        if (mode == "exit" && c == 1 && i > n / 2) std::exit(0);
+    }
+    smd.done();
+    return 0;
+}
+
+int world_rank() {
+    int r = -1;
+    int up = 0;
+    MPI_Initialized(&up);
+    if (up) MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 3) {
+        std::fprintf(stderr, "usage: fail_prog MODE FILE [N]\n");
+        return 2;
+    }
+    const std::string mode = argv[1];
+    const std::string file = argv[2];
+    const std::int64_t n = argc > 3 ? std::atoll(argv[3]) : 200000;
+    // bad-option needs the world rank before the library initialises MPI: main owns MPI.
+    const bool own_mpi = mode == "bad-option";
+    int provided = 0;
+    if (own_mpi) MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    if (mode == "nonstd-throw") {
+        try {
+            return run(mode, file, n);
+        } catch (...) {  // a common pattern; the job must end anyway
+            return 1;
+        }
+    }
+    if (mode == "good" || mode == "bad-option") {
+        int rc = 1;
+        try {
+            rc = run(mode, file, n);
+        } catch (const smalldata::Error& e) {
+            std::fprintf(stderr, "fail_prog: rank %d caught [%s] %s\n", world_rank(), smalldata::errc_name(e.code()),
+                         e.what());
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "fail_prog: rank %d caught [-] %s\n", world_rank(), e.what());
+        }
+        if (own_mpi) MPI_Finalize();
+        return rc;
+    }
+    try {
+        return run(mode, file, n);
     } catch (const std::logic_error& e) {
         // "abandon": the exception already went through ~SmallData, which ended the job.
         std::fprintf(stderr, "fail_prog: caught %s (should not be reached)\n", e.what());
         return 3;
     }
-    return 0;
 }

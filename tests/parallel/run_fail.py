@@ -1,75 +1,204 @@
 #!/usr/bin/env python3
-"""Runs fail_prog under mpiexec in each failure mode and checks that the job ends
-promptly with a non-zero status, that the reason and the failing rank are printed, and
-that the server's part file is readable with the rows it had written. Every mode runs
-twice: with the default options and with a write thread on the server.
+"""Runs fail_prog in each failure mode, each in a fresh directory, and checks what
+survives. Every mode declares what must happen: the job ends on its own (a hang is killed
+after LIMIT seconds and fails) with a non-zero status, the reason appears in the output,
+and exactly the files listed remain, the part file readable with consistent rows.
 
-usage: run_fail.py MPIEXEC FAIL_PROG WORKDIR
+usage: run_fail.py MPIEXEC FAIL_PROG WORKDIR [MODE...]   (default: every mode)
 """
+import hashlib
 import os
-import subprocess
+import shutil
 import sys
 import time
 
-import h5py
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from failrun import LIMIT, finish, h5py, np, run_limited  # noqa: E402 - tests/failrun.py
 
-MODES = {
-    # mode: strings that must appear in the job's stderr
-    "client-type": ["rank 2, client 1", "fatal", "type_mismatch" if False else "'x'", "float64", "int32"],
-    "user-throw": ["rank 3, client 2", "fatal", "detector exploded"],
-    "server-type": ["rank 0, server 0", "fatal", "'y'", "float32", "int64"],
-    "abandon": ["rank 2, client 1", "fatal", "before done()"],
-}
-LIMIT = 60  # seconds; a hang would be killed here and fail the test
+RANKS = 4   # 1 server + 3 clients
+WRITE_THREAD = {"SMALLDATA_TEST_WRITE_THREAD": "1"}
+
+
+class Mode:
+    """One failing run of fail_prog and what it must leave behind.
+
+    prog_mode : fail_prog's MODE; file: the output name, relative to the run's directory
+    setup     : called with the directory before the run (may run earlier jobs there)
+    launch    : "mpiexec", or an environment for running fail_prog as a plain process
+    needles   : strings the output must contain
+    caught    : (needles, failing world rank): every rank must print a "caught" line with
+                the needles; the other ranks' messages must name the failing rank
+    files     : the exact names left in the directory
+    part      : a part file whose timestamp and x must be readable, equally long (> 0)
+                and equal row by row
+    check     : called with the directory after the run; returns a list of problems
+    """
+
+    def __init__(self, name, prog_mode, file="out.h5", setup=None, launch="mpiexec", env=None, needles=(),
+                 caught=None, files=("out_part0.h5",), part="out_part0.h5", check=None, n=None):
+        self.name, self.prog_mode, self.file, self.setup, self.launch = name, prog_mode, file, setup, launch
+        self.env, self.needles, self.caught, self.files, self.part = env or {}, needles, caught, files, part
+        self.check, self.n = check, n
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def consistent_part(path):
+    """Problems with the part file: unreadable, no rows, or x != timestamp somewhere."""
+    try:
+        with h5py.File(path, "r") as f:
+            ts, x = f["timestamp"][:], f["x"][:]
+    except Exception as e:  # noqa: BLE001 - any failure to read is the finding
+        return [f"part file unreadable: {e}"]
+    print(f"    {os.path.basename(path)}: {len(ts)} rows")
+    if len(ts) == 0:
+        return ["the part file holds no rows"]
+    if len(x) != len(ts) or not np.array_equal(x, ts.astype(np.float64)):
+        return [f"part rows inconsistent: timestamp {len(ts)} rows, x {len(x)} rows"]
+    return []
+
+
+def good_job(mpiexec, prog, work, name, n):
+    """A run that must succeed (to prepare a directory). Returns a problem or None."""
+    p = run_limited([mpiexec, "-n", str(RANKS), prog, "good", os.path.join(work, name), str(n)])
+    if p is None:
+        return f"the preparing job for {name} hung"
+    return None if p.returncode == 0 else f"the preparing job for {name} failed: {p.stderr[-2000:]}"
+
+
+# --- modes that need more than one job -------------------------------------------------
+
+def foreign_setup(mpiexec, prog, work):
+    # run.nxs and run.h5 share the stem "run", so both want run_part0.h5.
+    bad = good_job(mpiexec, prog, work, "run.nxs", 30000)
+    if bad:
+        raise RuntimeError(bad)
+    return {f: digest(os.path.join(work, f)) for f in ("run.nxs", "run_part0.h5")}
+
+
+def foreign_check(work, before):
+    problems = [f"{f} was modified" for f, d in before.items() if digest(os.path.join(work, f)) != d]
+    try:
+        with h5py.File(os.path.join(work, "run.nxs"), "r") as f:
+            ts, x = np.sort(f["timestamp"][:]), f["x"][:]
+            order = np.argsort(f["timestamp"][:])
+            if not (np.array_equal(ts, np.arange(30000)) and np.array_equal(x[order], ts.astype(np.float64))):
+                problems.append("run.nxs no longer reads its 30000 rows")
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"run.nxs unreadable: {e}")
+    return problems
+
+
+def rerun_setup(mpiexec, prog, work):
+    bad = good_job(mpiexec, prog, work, "out.h5", 20000)
+    if bad:
+        raise RuntimeError(bad)
+    return None
+
+
+MODES = [
+    # The original failures: the failing rank and the reason are printed, the server
+    # closes its part file.
+    Mode("client-type", "client-type", needles=["rank 2, client 1", "fatal", "'x'", "float64", "int32"]),
+    Mode("user-throw", "user-throw", needles=["rank 3, client 2", "fatal", "detector exploded"]),
+    Mode("server-type", "server-type", needles=["rank 0, server 0", "fatal", "'y'", "float32", "int64"]),
+    Mode("abandon", "abandon", needles=["rank 2, client 1", "fatal", "before done()"]),
+    # A server that never idles (a slow callback, clients still producing) must still see
+    # the abort and close its part file before the failing client ends the job.
+    Mode("busy-abort", "busy-abort", n=100_000_000,
+         needles=["rank 2, client 1", "fatal", "client 1 failed", "client 1 (rank 2) failed; closing part file"]),
+    # std::exit on a client skips ~SmallData: the atexit hook must end the job.
+    Mode("exit", "exit", needles=["rank 2, client 1", "before done() was called"]),
+    # An exception that is not a std::exception, from a callback on the server, caught by
+    # catch (...) in main: the job must still end, naming it.
+    Mode("nonstd-throw", "nonstd-throw", needles=["rank 0, server 0", "unknown type"]),
+    # The server cannot create its part file and main catches: every rank must throw
+    # (none may wait for the others forever).
+    Mode("catch-bad-dir", "good", file="no_such_dir/out.h5", caught=(["out_part0.h5"], 0), files=(), part=None),
+    Mode("catch-part-is-dir", "good", setup=lambda mpi, prog, w: os.mkdir(os.path.join(w, "out_part0.h5")),
+         caught=(["out_part0.h5", "a directory has that name"], 0), part=None),
+    # An option invalid on one rank only: every rank throws Errc::option.
+    Mode("option-one-rank", "bad-option", caught=(["[option]", "batch_bytes must be at least 1024"], 0),
+         files=(), part=None),
+    # run_part0.h5 belongs to run.nxs: a run writing run.h5 must refuse before any event
+    # and leave run.nxs and its part untouched.
+    Mode("foreign-part", "good", file="run.h5", setup=foreign_setup, check=foreign_check,
+         caught=(["[option]", "in the way", "run.nxs"], 0), files=("run.nxs", "run_part0.h5"), part=None),
+    # A failing rerun: the old out.h5 maps the part files the rerun truncates; it must be
+    # gone before that (it would read fill values), while the new part stays readable.
+    Mode("rerun", "user-throw", setup=rerun_setup, needles=["detector exploded"]),
+    # A launcher of another MPI started 4 processes that each see a world of 1: refuse
+    # rather than run 4 serial jobs on the same file.
+    Mode("launcher-ompi", "good", launch={"OMPI_COMM_WORLD_SIZE": "4"},
+         needles=["one of 4 processes", "world of 1"], files=(), part=None),
+    Mode("launcher-pmi", "good", launch={"PMI_SIZE": "4"},
+         needles=["one of 4 processes", "world of 1"], files=(), part=None),
+]
+# The original modes run once more with a write thread on the server.
+MODES += [Mode(m.name + " (write thread)", m.prog_mode, needles=m.needles, env=WRITE_THREAD)
+          for m in MODES[:4]]
+
+
+def run_mode(m, mpiexec, prog, root):
+    """Runs one mode in a fresh directory; returns the list of problems."""
+    work = os.path.join(root, m.name.replace(" ", "_").replace("(", "").replace(")", ""))
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    state = m.setup(mpiexec, prog, work) if m.setup else None
+    out = os.path.join(work, m.file)
+    args = [prog, m.prog_mode, out] + ([str(m.n)] if m.n else [])
+    if m.launch == "mpiexec":
+        cmd, env = [mpiexec, "-n", str(RANKS)] + args, dict(os.environ, **m.env)
+    else:
+        cmd, env = args, dict(os.environ, **m.env, **m.launch)
+    t0 = time.time()
+    p = run_limited(cmd, env)
+    if p is None:
+        return [f"the job hung (killed after {LIMIT} s)"]
+    err = p.stderr + p.stdout
+    print(f"--- {m.name}: exit {p.returncode} after {time.time() - t0:.1f} s")
+    print("\n".join(l for l in err.splitlines() if "smalldata" in l or "fail_prog" in l)[:3000])
+    problems = []
+    if p.returncode == 0:
+        problems.append("the job exited 0")
+    problems += [f"output lacks {s!r}" for s in m.needles if s not in err]
+    if m.caught:
+        needles, failing = m.caught
+        for r in range(RANKS):
+            lines = [l for l in err.splitlines() if l.startswith(f"fail_prog: rank {r} caught")]
+            if len(lines) != 1:
+                problems.append(f"rank {r} printed {len(lines)} caught lines, expected 1")
+                continue
+            problems += [f"rank {r}'s message lacks {s!r}" for s in needles if s not in lines[0]]
+            who = "server 0 (rank 0)" if failing == 0 else f"client {failing - 1} (rank {failing})"
+            if r != failing and not lines[0].endswith(f"[reported by {who}]"):
+                problems.append(f"rank {r}'s message does not name the failing rank {failing}")
+    left = sorted(os.listdir(work))
+    if left != sorted(m.files):
+        problems.append(f"files left {left}, expected {sorted(m.files)}")
+    if m.part:
+        problems += consistent_part(os.path.join(work, m.part))
+    if m.check:
+        problems += m.check(work, state)
+    return problems
 
 
 def main():
-    mpiexec, prog, work = sys.argv[1], sys.argv[2], sys.argv[3]
-    os.makedirs(work, exist_ok=True)
+    mpiexec, prog, root, only = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    os.makedirs(root, exist_ok=True)
+    modes = [m for m in MODES if not only or m.name in only]
     failures = []
-    variants = [("", {}), (" (write thread)", {"SMALLDATA_TEST_WRITE_THREAD": "1"})]
-    runs = [(mode + label, mode, needles, env) for label, env in variants for mode, needles in MODES.items()]
-    for name, mode, needles, extra in runs:
-        out = os.path.join(work, f"fail_{mode}.h5")
-        part = os.path.join(work, f"fail_{mode}_part0.h5")
-        for f in (out, part):
-            if os.path.exists(f):
-                os.remove(f)
-        t0 = time.time()
+    t_all = time.time()
+    for m in modes:
         try:
-            p = subprocess.run([mpiexec, "-n", "4", prog, mode, out], capture_output=True, text=True, timeout=LIMIT,
-                               env=dict(os.environ, **extra))
-        except subprocess.TimeoutExpired:
-            failures.append(f"{name}: the job hung (killed after {LIMIT} s)")
-            continue
-        dt = time.time() - t0
-        err = p.stderr + p.stdout
-        print(f"--- {name}: exit {p.returncode} after {dt:.1f} s")
-        print("\n".join(l for l in err.splitlines() if "smalldata" in l)[:3000])
-        if p.returncode == 0:
-            failures.append(f"{name}: the job exited 0")
-        for s in needles:
-            if s not in err:
-                failures.append(f"{name}: stderr lacks {s!r}")
-        if os.path.exists(out):
-            failures.append(f"{name}: the final file exists although the job failed")
-        try:
-            with h5py.File(part, "r") as f:
-                ts = f["timestamp"][:]
-                x = f["x"][:]
-                if len(ts) == 0:
-                    failures.append(f"{name}: the part file holds no rows")
-                elif not np.array_equal(x[: len(ts)], ts.astype(np.float64)) and mode != "client-type":
-                    failures.append(f"{name}: rows of the part file are inconsistent")
-                print(f"    part file readable: {len(ts)} rows")
-        except Exception as e:  # noqa: BLE001 - any failure to read is the finding
-            failures.append(f"{name}: part file unreadable: {e}")
-    for f in failures:
-        print("FAIL:", f)
-    failed = len({f.split(':')[0] for f in failures})
-    print(f"{len(runs) - failed} passed, {failed} failed")
-    sys.exit(1 if failures else 0)
+            problems = run_mode(m, mpiexec, prog, root)
+        except Exception as e:  # noqa: BLE001 - a failed setup fails the mode
+            problems = [f"setup failed: {e}"]
+        failures += [f"{m.name}: {p}" for p in problems]
+    finish(failures, len(modes), t_all)
 
 
 if __name__ == "__main__":
