@@ -419,6 +419,11 @@ TEST_CASE("a field whose type differs between parts cannot be joined", "[mpi]") 
         h5r::File p0(dir + "/j_part0.h5");
         h5r::File p1(dir + "/j_part1.h5");
         CHECK(p0.read<std::int64_t>("timestamp").size() + p1.read<std::int64_t>("timestamp").size() == 100);
+        // No final file, not even a partial or temporary one, is left behind.
+        std::vector<std::string> left;
+        for (const auto& e : std::filesystem::directory_iterator(dir)) left.push_back(e.path().filename().string());
+        std::sort(left.begin(), left.end());
+        CHECK(left == std::vector<std::string>{"j_part0.h5", "j_part1.h5"});
     }
 }
 
