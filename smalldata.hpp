@@ -1456,9 +1456,28 @@ public:
     void reset() noexcept {
         if (id_ >= 0 && close_ && close_(id_) < 0) {
             H5Eclear2(H5E_DEFAULT);
-            warn("closing an HDF5 object failed");
+            warn("closing " + describe() + " failed");  // a failed close leaves the id valid
         }
         id_ = -1;
+    }
+    // "'/x' of 'out.h5'", for messages; "an HDF5 object" when HDF5 cannot tell.
+    std::string describe() const noexcept {
+        try {
+            H5E_auto2_t func = nullptr;
+            void* data = nullptr;
+            const bool saved = H5Eget_auto2(H5E_DEFAULT, &func, &data) >= 0;
+            if (saved) H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+            char name[512] = "", file[1024] = "";
+            const ssize_t n = H5Iget_name(id_, name, sizeof name);
+            const ssize_t f = H5Fget_name(id_, file, sizeof file);
+            H5Eclear2(H5E_DEFAULT);
+            if (saved) H5Eset_auto2(H5E_DEFAULT, func, data);
+            std::string out = n > 0 ? std::string("'") + name + "'" : std::string("an HDF5 object");
+            if (f > 0) out += std::string(" of '") + file + "'";
+            return out;
+        } catch (...) {
+            return "an HDF5 object";
+        }
     }
     herr_t close() noexcept {  // for files: the caller checks the result
         herr_t r = id_ >= 0 && close_ ? close_(id_) : 0;
