@@ -3444,20 +3444,22 @@ inline void Impl::join() {
     wait_gently(r, opt.idle_sleep_max_us);
     std::vector<unsigned char> all;
     std::vector<int> displs;
-    bool too_big = false;
+    int too_big = 0;  // decided by the root, told to every rank: then nobody sends
     if (rank == root) {
         displs.resize(static_cast<std::size_t>(size));
         std::uint64_t total = 0;
         for (std::size_t i = 0; i < lens.size(); ++i) {
-            if (lens[i] < 0 || total + static_cast<std::uint64_t>(lens[i]) > max_batch_bytes) too_big = true;
+            if (lens[i] < 0 || total + static_cast<std::uint64_t>(lens[i]) > max_batch_bytes) too_big = 1;
             displs[i] = too_big ? 0 : static_cast<int>(total);
             if (!too_big) total += static_cast<std::uint64_t>(lens[i]);
         }
         if (too_big) std::fill(lens.begin(), lens.end(), 0);
-        all.resize(static_cast<std::size_t>(total));
+        all.resize(too_big ? 0 : static_cast<std::size_t>(total));
     }
-    check_mpi(MPI_Igatherv(blob.data(), too_big || len < 0 ? 0 : len, MPI_BYTE, all.data(), lens.data(), displs.data(),
-                           MPI_BYTE, root, comm, &r),
+    check_mpi(MPI_Ibcast(&too_big, 1, MPI_INT, root, comm, &r), "MPI_Ibcast");
+    wait_gently(r, opt.idle_sleep_max_us);
+    check_mpi(MPI_Igatherv(blob.data(), too_big ? 0 : len, MPI_BYTE, all.data(), lens.data(), displs.data(), MPI_BYTE,
+                           root, comm, &r),
               "MPI_Igatherv");
     wait_gently(r, opt.idle_sleep_max_us);
 
