@@ -13,9 +13,11 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <new>
 #include <optional>
 #include <set>
 
@@ -537,6 +539,25 @@ TEST_CASE("a part file the joining rank cannot see is a join error naming it", "
 }
 
 extern std::atomic<long long> g_cxx_allocations;
+
+// The control for the test below: a counter that missed allocations would pass it trivially.
+// Calls of the operator functions (not new-expressions, which the compiler may elide).
+TEST_CASE("the allocation counter sees every form of operator new", "[mpi]") {
+    struct alignas(64) Wide {
+        unsigned char b[64];
+    };
+    const long long c0 = g_cxx_allocations.load();
+    ::operator delete(::operator new(8));
+    ::operator delete[](::operator new[](8));
+    ::operator delete(::operator new(8, std::nothrow), std::nothrow);
+    ::operator delete[](::operator new[](8, std::nothrow), std::nothrow);
+    void* w = ::operator new(sizeof(Wide), std::align_val_t{alignof(Wide)});
+    CHECK(reinterpret_cast<std::uintptr_t>(w) % alignof(Wide) == 0);
+    ::operator delete(w, std::align_val_t{alignof(Wide)});
+    ::operator delete[](::operator new[](sizeof(Wide), std::align_val_t{alignof(Wide)}, std::nothrow),
+                        std::align_val_t{alignof(Wide)}, std::nothrow);
+    CHECK(g_cxx_allocations.load() - c0 == 6);
+}
 
 TEST_CASE("event() allocates nothing in steady state", "[mpi]") {
     const std::string dir = fresh_dir("alloc");
