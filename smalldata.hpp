@@ -1928,7 +1928,12 @@ public:
 
     Writer(const Writer&) = delete;
     Writer& operator=(const Writer&) = delete;
-    ~Writer() { stop_thread(); }
+    // A file still open here (finish() was never reached: an error before it in done(), or
+    // an exception) is closed as close_on_abort() does: readable, aligned.
+    ~Writer() {
+        close_on_abort();
+        stop_thread();
+    }
 
     // Flushes every cache, gives aligned datasets their final length, writes the summary
     // (serial mode) and closes the file. Errors are thrown; the file is closed either way
@@ -2430,8 +2435,10 @@ private:
         }
     }
 
-    // Lets the write thread finish what was handed over, then ends it.
+    // Lets the write thread finish what was handed over, then ends it. From then on the
+    // caller's thread writes (also when no thread was started yet: none is started later).
     void stop_thread() noexcept {
+        async_ = false;
         if (!worker_.joinable() || worker_.get_id() == std::this_thread::get_id()) return;
         {
             std::lock_guard<std::mutex> lk(m_);
@@ -2439,7 +2446,6 @@ private:
         }
         work_cv_.notify_one();
         worker_.join();
-        async_ = false;
     }
     // stop_thread(), then a write error, if any, is thrown here.
     void drain() {
