@@ -1709,9 +1709,10 @@ namespace detail {
 //     cached rows are given up, and every put/end_event (the slow path, which every value
 //     then takes) throws that error again. Each field remembers the first row it may have
 //     lost (lost_from). The file is closed with every aligned dataset cut to the rows that
-//     are complete in all of them, unaligned ones to their own complete rows. A few MiB of
-//     disk space (SpareSpace) are held from the start and given back before that close, so
-//     that its metadata still fits on a full disk.
+//     are complete in all of them, unaligned ones to their own complete rows. Disk space
+//     (SpareSpace: 4 MiB + 8 KiB per field) is held from the start and given back before
+//     that close, so that its metadata still fits on a full disk. A writer destroyed with
+//     its file open (finish() never reached) closes it the same way.
 
 struct WField {
     FieldMeta meta;
@@ -1742,12 +1743,16 @@ struct WField {
 
 inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
 inline constexpr std::size_t first_cache_bytes = std::size_t(1) << 10;   // a new field's cache
-inline constexpr std::size_t spare_space_bytes = std::size_t(4) << 20;   // SpareSpace
+inline constexpr std::size_t spare_space_bytes = std::size_t(4) << 20;   // SpareSpace, and
+inline constexpr std::size_t spare_space_per_field = std::size_t(8) << 10; // this per field
 
 // Disk space held back for the closing metadata (Linux): an unlinked file next to the
-// output, allocated with posix_fallocate (also on tmpfs), and freed by release() when a
+// output, allocated with posix_fallocate (also on tmpfs), grown with the number of fields
+// (each has an object header and a chunk index to write), and freed by release() when a
 // write has failed or the file is about to be closed. Being unlinked, it leaves nothing
-// behind, whatever happens to the process. Best effort: without room, nothing is held.
+// behind, whatever happens to the process. Best effort: without room, nothing more is
+// held. If the close still runs out of space, HDF5 1.10 cannot close the file (and
+// crashes in its exit handler, H5F__close_cb): this space is what prevents that.
 class SpareSpace {
 public:
     SpareSpace() = default;
@@ -1767,8 +1772,17 @@ public:
             return;
         }
         fd_ = fd;
+        held_ = bytes;
 #else
         (void)path;
+        (void)bytes;
+#endif
+    }
+    void grow(std::size_t bytes) noexcept {
+#if defined(__linux__)
+        if (fd_ < 0 || bytes <= held_) return;
+        if (posix_fallocate(fd_, 0, static_cast<off_t>(bytes)) == 0) held_ = bytes;
+#else
         (void)bytes;
 #endif
     }
@@ -1781,6 +1795,7 @@ public:
 
 private:
     int fd_ = -1;
+    std::size_t held_ = 0;
 };
 
 // Disk space reserved ahead of one part file's writes (Linux, sec2 driver, not tmpfs):
@@ -2043,6 +2058,7 @@ private:
         fields_.push_back(std::move(f));
         by_name_.emplace(m.name, fields_.size() - 1);
         names_.add(m.name);
+        spare_space_.grow(spare_space_bytes + fields_.size() * spare_space_per_field);
         return fields_.size() - 1;
     }
 

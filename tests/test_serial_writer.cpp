@@ -77,6 +77,13 @@ std::size_t peak_rss() {
     return 0;
 }
 
+// Options writing `path`, with or without the write thread.
+smalldata::Options thread_opts(const std::string& path, int thread) {
+    smalldata::Options o = file_opts(path);
+    o.write_thread = thread;
+    return o;
+}
+
 // Every aligned dataset of the file has `rows` rows.
 void check_lengths(const h5r::File& f, const std::vector<std::string>& names, hsize_t rows) {
     for (const std::string& n : names) {
@@ -97,7 +104,7 @@ public:
         ok_ = ::mount("tmpfs", dir_.c_str(), "tmpfs", 0, opts.c_str()) == 0;
     }
     ~SmallDisk() {
-        if (ok_) ::umount(dir_.c_str());
+        if (ok_) ::umount2(dir_.c_str(), MNT_DETACH);  // a crash before this leaves it mounted
     }
     SmallDisk(const SmallDisk&) = delete;
     SmallDisk& operator=(const SmallDisk&) = delete;
@@ -249,8 +256,7 @@ TEST_CASE("peak memory of a run with many large fields stays near cache_memory",
     for (const int thread : {0, 1}) {
         CAPTURE(thread);
         const std::string path = fresh("mem_rss.h5");
-        smalldata::Options o = file_opts(path);
-        o.write_thread = thread;
+        smalldata::Options o = thread_opts(path, thread);
         o.cache_memory = 32 * MiB;
         std::vector<float> row(256);
         std::vector<std::string> names;
@@ -281,8 +287,7 @@ TEST_CASE("one early value and a long gap do not pin a field to small chunks", "
     for (const int thread : {0, 1}) {
         CAPTURE(thread);
         const std::string path = fresh("early_gap.h5");
-        smalldata::Options o = file_opts(path);
-        o.write_thread = thread;
+        smalldata::Options o = thread_opts(path, thread);
         constexpr std::int64_t n = 100000, gap_end = 20000;
         {
             smalldata::SmallData smd(o);
@@ -317,8 +322,7 @@ TEST_CASE("after a failed write every later event throws the same error; the fil
     for (const int thread : {0, 1}) {
         CAPTURE(thread);
         const std::string path = fresh("sticky.h5");
-        smalldata::Options o = file_opts(path);
-        o.write_thread = thread;
+        smalldata::Options o = thread_opts(path, thread);
         o.cache_bytes = 128;
         o.preallocate = false;
         struct rlimit old {};
@@ -373,6 +377,29 @@ TEST_CASE("after a failed write every later event throws the same error; the fil
     }
 }
 
+TEST_CASE("a row below one already given is an internal error, not a rewrite", "[serial][writer][errors]") {
+    // The decoder never does this; if it did, the writer must refuse (Errc::protocol)
+    // instead of wrapping the gap around, and stay usable.
+    const std::string path = fresh("row_order.h5");
+    smalldata::Options o;
+    {
+        smalldata::detail::Writer w(path, o, false);
+        auto* x = w.field(w.field_index(meta("x", DType::f64, 1), "the test"));
+        const double v = 1.5;
+        w.put(*x, reinterpret_cast<const unsigned char*>(&v));
+        const Thrown again = thrown([&] { w.put(*x, reinterpret_cast<const unsigned char*>(&v)); });
+        CHECK(again.code == "protocol");
+        CHECK_THAT(again.what, Catch::Contains("'x'"));
+        w.end_event(7);
+        w.put(*x, reinterpret_cast<const unsigned char*>(&v));
+        w.end_event(8);
+        w.finish(nullptr);
+    }
+    h5r::File f(path);
+    CHECK(f.read<std::int64_t>("timestamp") == std::vector<std::int64_t>{7, 8});
+    CHECK(f.read<double>("x") == std::vector<double>{1.5, 1.5});
+}
+
 TEST_CASE("a writer destroyed before finish() closes its file readable and aligned", "[serial][writer][errors]") {
     // done() throws before it reaches the writer (a summary name clashes with a field): the
     // rows still cached must be written when the writer goes, by the caller's thread, and
@@ -380,8 +407,7 @@ TEST_CASE("a writer destroyed before finish() closes its file readable and align
     for (const int thread : {0, 1}) {
         CAPTURE(thread);
         const std::string path = fresh("destroyed.h5");
-        smalldata::Options o = file_opts(path);
-        o.write_thread = thread;
+        smalldata::Options o = thread_opts(path, thread);
         o.cache_size = 64;
         {
             smalldata::SmallData smd(o);
@@ -413,8 +439,7 @@ TEST_CASE("a full disk: the rows written stay readable and aligned, the process 
             return;
         }
         const std::string path = disk.path("full.h5");
-        smalldata::Options o = file_opts(path);
-        o.write_thread = thread;
+        smalldata::Options o = thread_opts(path, thread);
         std::int64_t first_error = -1;
         std::string error;
         {
@@ -500,8 +525,7 @@ TEST_CASE("0-byte rows (an empty vector, a View with a 0 dimension) are written 
     for (const int thread : {0, 1}) {
         CAPTURE(thread);
         const std::string path = fresh("zero_bytes.h5");
-        smalldata::Options o = file_opts(path);
-        o.write_thread = thread;
+        smalldata::Options o = thread_opts(path, thread);
         o.cache_size = 16;
         {
             smalldata::SmallData smd(o);
