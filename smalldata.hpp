@@ -1719,7 +1719,7 @@ struct WField {
     std::string source;              // who defined it first, for error messages
     std::vector<unsigned char> cache;
     std::vector<unsigned char> fill_row;
-    std::size_t cache_rows = 0;      // capacity of the cache now, in rows (0-byte rows: full_rows)
+    std::size_t cache_rows = 0;      // capacity of the cache now, in rows (0-byte rows: always 0)
     std::size_t full_rows = 1;       // the most rows the cache may grow to (a power of two)
     std::size_t want_rows = 1;       // rows a new cache starts at: 1 KiB, then the rows last filled
     std::size_t cached = 0;          // rows in the cache
@@ -2049,7 +2049,7 @@ private:
         f.full_rows = static_cast<std::size_t>(
             pow2_floor(std::max<std::size_t>(1, std::min(opt_.cache_size, opt_.cache_bytes / rb1))));
         f.want_rows = std::min(f.full_rows, static_cast<std::size_t>(pow2_floor(std::max<std::size_t>(1, first_cache_bytes / rb1))));
-        f.cache_rows = rb == 0 ? f.full_rows : 0;  // 0-byte rows need no buffer
+        f.cache_rows = 0;  // no buffer until the first row (0-byte rows: never)
         f.big = m.bytes >= big_row_bytes;
         f.fill_row.resize(m.bytes);
         const auto fb = fill_bytes(m.dtype);
@@ -2079,10 +2079,9 @@ private:
         }
         append_slow(f, row, data);
     }
-    // n == 0 copies nothing (both pointers may be null then).
+    // n > 0: 0-byte rows never reach a copy (see append_slow), so the pointers are never null.
     static void copy_row(unsigned char* d, const unsigned char* s, std::size_t n) noexcept {
         switch (n) {  // fixed sizes become plain moves instead of a call
-        case 0: return;
         case 1: std::memcpy(d, s, 1); return;
         case 2: std::memcpy(d, s, 2); return;
         case 4: std::memcpy(d, s, 4); return;
@@ -2102,7 +2101,6 @@ private:
                 unsigned char* d = f.cache.data() + f.cached * rb;
                 const unsigned char* s = src + i * stride;
                 switch (rb) {  // fixed sizes become plain moves
-                case 0: break;
                 case 4: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 4, s + j * stride, 4); break;
                 case 8: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 8, s + j * stride, 8); break;
                 default: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * rb, s + j * stride, rb); break;
@@ -2127,6 +2125,10 @@ private:
                                             " (internal error: rows must increase)");
         if (f.big && write_big(f, row, data)) return;
         const std::size_t rb = f.meta.bytes;
+        if (rb == 0) {  // nothing to cache or write: the row count is all (never a fast path)
+            f.rows = row + 1;
+            return;
+        }
         if (f.cached == 0) f.cache_start = row;
         std::uint64_t next = f.cache_start + f.cached;
         const std::uint64_t need = row - f.cache_start + 1;  // rows the cache must hold, with the gap
@@ -2174,7 +2176,7 @@ private:
             for (; rows >= need && rows > f.cache_rows; rows /= 2) {
                 if (rows * rb > room) continue;
                 std::vector<unsigned char> bigger(rows * rb);
-                copy_row(bigger.data(), f.cache.data(), f.cached * rb);
+                if (f.cached != 0) std::memcpy(bigger.data(), f.cache.data(), f.cached * rb);
                 cache_bytes_ += bigger.size();
                 cache_peak_ = std::max(cache_peak_, cache_bytes_);
                 cache_bytes_ -= f.cache.size();
@@ -2408,7 +2410,7 @@ private:
         lk.unlock();
         work_cv_.notify_one();
         f.cache = std::move(next);
-        f.cache_rows = f.meta.bytes == 0 ? f.full_rows : f.cache.size() / f.meta.bytes;
+        f.cache_rows = f.cache.size() / f.meta.bytes;  // rb > 0: 0-byte rows are never cached
         f.cached = 0;
         return true;
     }
