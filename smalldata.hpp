@@ -100,7 +100,8 @@
 //   servers, clients, filename, batch_size, cache_size, callbacks, comm    (API contract)
 //   batch_bytes, send_buffers, recv_buffers, shared_memory, cache_bytes,
 //   chunk_bytes, idle_sleep_max_us, abort_grace_ms, abort_close_ms, preallocate,
-//   write_thread (tuning). Every option must be equal on every rank (checked).
+//   write_thread, cache_memory (tuning). Every option must be equal on every rank
+//   (checked).
 //
 // ERRORS AND LOGGING
 //   Every error is a smalldata::Error (a std::runtime_error) with a code() from
@@ -108,8 +109,10 @@
 //   relevant, the HDF5 or MPI message underneath. Where each kind of failure goes:
 //   - A bad option, layout or output path is found in the constructor and agreed between
 //     ranks: every rank throws (the first failing rank's code and message), none hangs.
-//   - A bad value or name throws from the event() or save_summary() call that gave it;
-//     nothing of that call is recorded, and the run may go on. A summary/field name clash
+//   - A bad value or name throws from the event() or save_summary() call that gave it.
+//     Pairs are taken left to right, each all or nothing: the refused pair and those after
+//     it are not recorded; the pairs before it are, and the event the call started exists.
+//     The run may go on. A summary/field name clash
 //     is refused where the second name appears (in parallel mode, for a field only
 //     another client gave, done() joins the events, leaves that summary out and throws).
 //   - A callback's exception (serial mode) comes out of the event() or done() call that
@@ -157,6 +160,7 @@
 #include <cstring>
 #include <functional>
 #include <initializer_list>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -280,6 +284,12 @@ struct Options {
                                       // is thread-safe and a core is free (more cores than
                                       // ranks on the node); 1 always, which needs a
                                       // thread-safe HDF5 if other code calls HDF5 meanwhile
+    std::size_t cache_memory = std::size_t(256) << 20; // cap of all the column caches of
+                                      // one writer (serial process or server), in bytes,
+                                      // with the write thread's: caches start small and
+                                      // grow with the rows seen; at the cap they are written
+                                      // out sooner instead (section 13,
+                                      // [>>impl-writer], "Memory")
 };
 
 enum class Role { serial, client, server, other };
@@ -297,26 +307,53 @@ struct Stats {
 };
 
 // The indices [begin, end) that belong to one client, round-robin. Empty on servers and
-// other ranks; everything in serial mode. Iterate it with a range-for.
+// other ranks; everything in serial mode. Iterate it with a range-for, or copy it
+// (std::vector<std::int64_t>(s.begin(), s.end())): an input iterator over std::int64_t.
+// size() is the number of indices, saturated at INT64_MAX (only a share of more than
+// 2^63 - 1 indices, e.g. share(INT64_MIN, INT64_MAX), saturates). No arithmetic here
+// overflows, whatever the bounds.
 class Share {
 public:
     Share(std::int64_t begin, std::int64_t end, std::int64_t first, std::int64_t step) noexcept
         : end_(end), first_(first < begin ? begin : first), step_(step < 1 ? 1 : step) {}
     class iterator {
     public:
-        iterator(std::int64_t i, std::int64_t step) noexcept : i_(i), step_(step) {}
+        using iterator_category = std::input_iterator_tag;
+        using value_type = std::int64_t;
+        using difference_type = std::ptrdiff_t;
+        using pointer = const std::int64_t*;
+        using reference = std::int64_t;
+        // left: indices from this one to the end; i: this index (any value when left == 0).
+        iterator(std::uint64_t left, std::int64_t i, std::int64_t step) noexcept : left_(left), i_(i), step_(step) {}
         std::int64_t operator*() const noexcept { return i_; }
-        iterator& operator++() noexcept { i_ += step_; return *this; }
-        bool operator!=(const iterator& o) const noexcept { return i_ < o.i_; }
+        iterator& operator++() noexcept {
+            if (--left_ != 0) i_ += step_;  // only towards an index that exists: no overflow
+            return *this;
+        }
+        iterator operator++(int) noexcept {
+            iterator old = *this;
+            ++*this;
+            return old;
+        }
+        friend bool operator==(const iterator& a, const iterator& b) noexcept { return a.left_ == b.left_; }
+        friend bool operator!=(const iterator& a, const iterator& b) noexcept { return a.left_ != b.left_; }
     private:
+        std::uint64_t left_;
         std::int64_t i_, step_;
     };
-    iterator begin() const noexcept { return {first_, step_}; }
-    iterator end() const noexcept { return {end_, step_}; }
+    iterator begin() const noexcept { return {count(), first_, step_}; }
+    iterator end() const noexcept { return {0, end_, step_}; }
     std::int64_t size() const noexcept {
-        return first_ >= end_ ? 0 : (end_ - first_ + step_ - 1) / step_;
+        const std::uint64_t n = count();
+        return n > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(n);
     }
 private:
+    std::uint64_t count() const noexcept {  // in unsigned arithmetic: up to 2^64 - 1
+        if (first_ >= end_) return 0;
+        const std::uint64_t d = static_cast<std::uint64_t>(end_) - static_cast<std::uint64_t>(first_);
+        const std::uint64_t s = static_cast<std::uint64_t>(step_);
+        return d / s + (d % s != 0 ? 1 : 0);
+    }
     std::int64_t end_, first_, step_;
 };
 
@@ -774,7 +811,12 @@ std::vector<T> Field::values() const {
     static_assert(detail::scalar_dtype<T>::ok, "Field::values<T>: T must be a supported scalar type");
     detail::check_field_type(*e_->meta, detail::scalar_dtype<T>::value, false);
     std::vector<T> v(static_cast<std::size_t>(e_->meta->shape.count()));
-    if (!v.empty()) std::memcpy(static_cast<void*>(v.data()), e_->data, v.size() * sizeof(T));
+    if constexpr (std::is_same_v<T, bool>) {  // std::vector<bool> has no data(): one by one
+        const unsigned char* p = static_cast<const unsigned char*>(e_->data);
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = p[i] != 0;
+    } else if (!v.empty()) {
+        std::memcpy(static_cast<void*>(v.data()), e_->data, v.size() * sizeof(T));
+    }
     return v;
 }
 
@@ -1180,6 +1222,7 @@ inline std::string option_problem(const Options& o) {
     if (o.recv_buffers < 1) return "recv_buffers must be at least 1";
     if (o.cache_bytes < 1) return "cache_bytes must be at least 1";
     if (o.chunk_bytes < 1) return "chunk_bytes must be at least 1";
+    if (o.cache_memory < 1) return "cache_memory must be at least 1";
     if (o.idle_sleep_max_us < 1) return "idle_sleep_max_us must be at least 1";
     if (o.abort_grace_ms < 0 || o.abort_close_ms < 0) return "abort_grace_ms and abort_close_ms must not be negative";
     if (o.write_thread < -1 || o.write_thread > 1)
@@ -1941,44 +1984,132 @@ namespace detail {
 
 // ============================================================================ [>>impl-writer]
 // 13. Writer: the one component that turns decoded events into HDF5 datasets, for the
-//     serial process and for every server. Owns the column caches, fill rules and chunking.
+//     serial process and for every server. Owns the column caches, their memory budget,
+//     fill rules, chunking, the write thread and what is kept after a failed write.
 //
 //     Rows. Event e (0-based, in arrival order) is row e of `timestamp` and of every aligned
 //     field; a value given for event e lands in row e, rows skipped in between take the fill
 //     value (inside the cache: copied; beyond it: left unwritten, which HDF5 reads back as
-//     the dataset's fill value). Unaligned fields append at their own row count.
-//     Chunks. chunk rows = the largest power of two <= min(chunk_bytes / row bytes, cache
-//     rows), and no larger than the rows known when the dataset is first written (so a
-//     short run does not allocate huge chunks). A full cache is then whole chunks, which go
-//     to the file raw (H5Dwrite_chunk). Rows of big_row_bytes or more (images) skip the
+//     the dataset's fill value). Unaligned fields append at their own row count. A row
+//     below one already given is an internal error (Errc::protocol), never a rewrite.
+//     Memory. Options::cache_memory caps the bytes of all cache buffers of one writer (every
+//     field, and with the write thread also the caches queued for it or kept for reuse):
+//         memory of the caches <= cache_memory, whatever the number of fields.
+//     Per field (pow2_floor: the largest power of two <= x, at least 1):
+//         full_rows  = pow2_floor(min(cache_size, cache_bytes / row bytes))
+//         limit_rows = min(full_rows, pow2_floor(cache_memory / (fields * T) / row bytes)),
+//                      T = 2 with the write thread (a cache filling, one being written), else 1
+//         first cache: min(limit_rows, pow2_floor(1 KiB / row bytes)) rows
+//     A cache doubles as rows arrive (a gap that fits in limit_rows grows it at once) up to
+//     limit_rows, and only while the writer's total stays within cache_memory; a cache that
+//     cannot grow is written out instead (smaller writes, the same rows). After a write a
+//     cache above limit_rows is freed (fields defined later lower the limit). With no room
+//     at all (cache_memory below fields x row bytes) a row is written on its own: slow, but
+//     right. The fast path (append) never looks at the budget: it runs while the cache has
+//     room. Not counted: HDF5's own memory, and the batches of the decoder.
+//     Chunks. chunk rows = the largest power of two <= min(chunk_bytes / row bytes,
+//     limit_rows), and no more than the next power of two >= the rows the run is known to
+//     have when the dataset is created (the events so far, and the row being written), so
+//     a short run does not allocate huge chunks while one early value followed by a gap
+//     does not pin a field to tiny chunks. A full cache is then whole chunks, which go to
+//     the file raw (H5Dwrite_chunk). Rows of big_row_bytes or more (images) skip the
 //     cache: one row per chunk, written straight from the batch they arrived in.
 //     Thread. With Options::write_thread a full cache is handed to a helper thread, which
 //     writes it while the caller fills a spare one (at most one cache per field waits). All
 //     HDF5 calls of a writer hold its mutex h5_; a write error surfaces at the next
 //     hand-over or at finish().
+//     Errors. The first failed write is sticky: from then on nothing more is written, the
+//     cached rows are given up, and every put/end_event (the slow path, which every value
+//     then takes) throws that error again. Each field remembers the first row it may have
+//     lost (lost_from). The file is closed with every aligned dataset cut to the rows that
+//     are complete in all of them, unaligned ones to their own complete rows. Disk space
+//     (SpareSpace: 4 MiB + 8 KiB per field) is held from the start and given back before
+//     that close, so that its metadata still fits on a full disk. A writer destroyed with
+//     its file open (finish() never reached) closes it the same way.
 
 struct WField {
     FieldMeta meta;
     std::string source;              // who defined it first, for error messages
     std::vector<unsigned char> cache;
     std::vector<unsigned char> fill_row;
-    std::size_t cache_rows = 1;      // capacity of the cache, in rows
+    std::size_t cache_rows = 0;      // capacity of the cache now, in rows (0-byte rows: always 0)
+    std::size_t full_rows = 1;       // the most rows the cache may grow to (a power of two)
+    std::size_t want_rows = 1;       // rows a new cache starts at: 1 KiB, then the rows last filled
     std::size_t cached = 0;          // rows in the cache
     std::uint64_t cache_start = 0;   // row of cache[0]
-    std::uint64_t rows = 0;          // rows so far (last row written + 1)
+    std::uint64_t rows = 0;          // rows so far (last row given + 1)
     std::uint64_t extent = 0;        // extent of the dataset in the file
     std::uint64_t chunk_rows = 0;    // rows per chunk, set when the dataset is created
     bool direct = false;             // whole chunks may go out with H5Dwrite_chunk
     bool big = false;                // rows of big_row_bytes or more: one row per chunk
     H5Id dset, memtype;
     // With a write thread (guarded by Writer::m_): caches handed over and not yet written,
-    // and written ones kept for reuse.
+    // and written ones kept for reuse (listed in Writer::with_spare_ while `listed`).
     int queued = 0;
     std::vector<std::vector<unsigned char>> spare;
+    bool listed = false;
+    // Guarded by Writer::m_: the first row that a failed write, or giving up the cache after
+    // one, may have lost; every row below it is in the file (or is a gap: fill value).
+    std::uint64_t lost_from = UINT64_MAX;
     std::uint64_t mark = 0;  // Decoder: last uniform-batch check that met this field
 };
 
 inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
+inline constexpr std::size_t first_cache_bytes = std::size_t(1) << 10;   // a new field's cache
+inline constexpr std::size_t spare_space_bytes = std::size_t(4) << 20;   // SpareSpace, and
+inline constexpr std::size_t spare_space_per_field = std::size_t(8) << 10; // this per field
+
+// Disk space held back for the closing metadata (Linux): an unlinked file next to the
+// output, allocated with posix_fallocate (also on tmpfs), grown with the number of fields
+// (each has an object header and a chunk index to write), and freed by release() when a
+// write has failed or the file is about to be closed. Being unlinked, it leaves nothing
+// behind, whatever happens to the process. Best effort: without room, nothing more is
+// held. If the close still runs out of space, HDF5 1.10 cannot close the file (and
+// crashes in its exit handler, H5F__close_cb): this space is what prevents that.
+class SpareSpace {
+public:
+    SpareSpace() = default;
+    SpareSpace(const SpareSpace&) = delete;
+    SpareSpace& operator=(const SpareSpace&) = delete;
+    ~SpareSpace() { release(); }
+    void hold(const std::string& path, std::size_t bytes) noexcept {
+#if defined(__linux__)
+        const std::size_t slash = path.find_last_of('/');
+        const std::string dir = slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
+        std::string name = dir + ".smalldata-spare-XXXXXX";
+        const int fd = mkostemp(&name[0], O_CLOEXEC);
+        if (fd < 0) return;
+        (void)::unlink(name.c_str());
+        if (posix_fallocate(fd, 0, static_cast<off_t>(bytes)) != 0) {
+            ::close(fd);
+            return;
+        }
+        fd_ = fd;
+        held_ = bytes;
+#else
+        (void)path;
+        (void)bytes;
+#endif
+    }
+    void grow(std::size_t bytes) noexcept {
+#if defined(__linux__)
+        if (fd_ < 0 || bytes <= held_) return;
+        if (posix_fallocate(fd_, 0, static_cast<off_t>(bytes)) == 0) held_ = bytes;
+#else
+        (void)bytes;
+#endif
+    }
+    void release() noexcept {
+#if defined(__linux__)
+        if (fd_ >= 0) ::close(fd_);
+#endif
+        fd_ = -1;
+    }
+
+private:
+    int fd_ = -1;
+    std::size_t held_ = 0;
+};
 
 // Disk space reserved ahead of one part file's writes (Linux, sec2 driver, not tmpfs):
 // appends then land in allocated blocks, instead of paying the file system's delayed
@@ -2061,6 +2192,7 @@ public:
             H5Quiet q;
             file_ = h5_create_file(path);
             if (o.preallocate) reserve_.open(file_.get(), path);
+            spare_space_.hold(path, spare_space_bytes);
         }
         FieldMeta ts;
         ts.name = "timestamp";
@@ -2091,13 +2223,19 @@ public:
     bool has_field(std::string_view name) const { return by_name_.count(std::string(name)) != 0; }
     const NameSet& names() const { return names_; }
     std::uint64_t events() const { return n_events_; }
-    double write_seconds() const { return write_seconds_; }
+    // Any thread (stats() while the write thread runs).
+    double write_seconds() const { return write_seconds_.load(std::memory_order_relaxed); }
+    // Bytes of cache buffers held now, and the most ever held at once (<= cache_memory).
+    // The thread that calls put()/end_event() only.
+    std::size_t cache_bytes() const { return cache_bytes_; }
+    std::size_t cache_peak_bytes() const { return cache_peak_; }
 
     WField* field(std::size_t i) { return &fields_[i]; }
     hid_t file() const noexcept { return file_.get(); }  // for the run's attributes (section 16)
 
     // The hot path, once per value: the open event's value of f, then end_event() once the
-    // event's values are all given. Without a file only the events are counted.
+    // event's values are all given. Without a file only the events are counted. After a
+    // failed write both throw that error (Errc::hdf5) and the event count stays.
     void put(WField& f, const unsigned char* data) {
         if (has_file_) append(f, f.meta.aligned ? n_events_ : f.rows, data);
     }
@@ -2119,10 +2257,16 @@ public:
 
     Writer(const Writer&) = delete;
     Writer& operator=(const Writer&) = delete;
-    ~Writer() { stop_thread(); }
+    // A file still open here (finish() was never reached: an error before it in done(), or
+    // an exception) is closed as close_on_abort() does: readable, aligned.
+    ~Writer() {
+        close_on_abort();
+        stop_thread();
+    }
 
     // Flushes every cache, gives aligned datasets their final length, writes the summary
-    // (serial mode) and closes the file. Errors are thrown; the file is closed either way.
+    // (serial mode) and closes the file. Errors are thrown; the file is closed either way
+    // (after a failed write as close_on_abort() leaves it).
     void finish(const std::vector<SummaryItem>* summary) {
         if (!has_file_ || !file_.valid()) return;
         try {
@@ -2135,8 +2279,8 @@ public:
         H5Quiet q;
         try {
             for (WField& f : fields_) {
-                if (!f.dset.valid()) create(f, f.cache_start + f.cached);
                 const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
+                if (!f.dset.valid()) create(f, want, limit_rows(f));
                 if (f.extent != want) set_extent(f, want);
                 f.dset.reset();
                 f.memtype.reset();
@@ -2146,29 +2290,48 @@ public:
             close_on_abort();
             throw;
         }
+        spare_space_.release();  // room for the metadata written by the close
         const herr_t closed = file_.close();
         reserve_.trim();
         if (closed < 0) throw_h5("closing '" + path_ + "'");
     }
 
-    // Best effort when the job is being aborted: keep what was given readable.
+    // Best effort when the job is being aborted, or after a failed write: keep what was
+    // given readable. Without a write error every cache is written first and the aligned
+    // datasets end at the events so far. After one, nothing more is written: every aligned
+    // dataset is cut to the rows complete in all of them (the smallest lost_from), so they
+    // stay as long as `timestamp`.
     void close_on_abort() noexcept {
         if (!has_file_ || !file_.valid()) return;
         stop_thread();  // what was handed over is written first (unless a write failed)
         H5Quiet q;
-        for (WField& f : fields_) {
-            try {
-                flush(f);
-                if (f.dset.valid()) {
-                    const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
-                    if (f.extent != want) set_extent(f, want);
+        if (!failed()) {
+            for (WField& f : fields_) {
+                try {
+                    flush(f);
+                } catch (...) {
                 }
+            }
+        }
+        std::uint64_t common = n_events_;
+        if (failed()) {
+            give_up_caches();
+            spare_space_.release();  // the disk may be full: the cuts and the close need room
+            for (const WField& f : fields_)
+                if (f.meta.aligned) common = std::min(common, f.lost_from);
+        }
+        for (WField& f : fields_) {
+            const std::uint64_t want = f.meta.aligned ? common : std::min(f.rows, f.lost_from);
+            try {
+                if (!f.dset.valid() && f.chunk_rows == 0) create(f, want, limit_rows(f));  // never written
+                if (f.dset.valid() && f.extent != want) set_extent(f, want);
             } catch (...) {
             }
             f.dset.reset();
             f.memtype.reset();
         }
-        file_.close();
+        spare_space_.release();
+        (void)file_.close();  // strong close degree: nothing of the file stays open in HDF5
         reserve_.trim();
     }
 
@@ -2194,10 +2357,13 @@ private:
         WField f;
         f.meta = m;
         f.source = source;
-        const std::size_t rb = std::max<std::size_t>(m.bytes, 1);
-        // A power of two, so that whole chunks (also powers of two) tile a full cache.
-        f.cache_rows = static_cast<std::size_t>(
-            pow2_floor(std::max<std::size_t>(1, std::min(opt_.cache_size, opt_.cache_bytes / rb))));
+        const std::size_t rb = m.bytes;
+        const std::size_t rb1 = std::max<std::size_t>(rb, 1);
+        // Powers of two, so that whole chunks (also powers of two) tile a full cache.
+        f.full_rows = static_cast<std::size_t>(
+            pow2_floor(std::max<std::size_t>(1, std::min(opt_.cache_size, opt_.cache_bytes / rb1))));
+        f.want_rows = std::min(f.full_rows, static_cast<std::size_t>(pow2_floor(std::max<std::size_t>(1, first_cache_bytes / rb1))));
+        f.cache_rows = 0;  // no buffer until the first row (0-byte rows: never)
         f.big = m.bytes >= big_row_bytes;
         f.fill_row.resize(m.bytes);
         const auto fb = fill_bytes(m.dtype);
@@ -2206,6 +2372,7 @@ private:
         fields_.push_back(std::move(f));
         by_name_.emplace(m.name, fields_.size() - 1);
         names_.add(m.name);
+        spare_space_.grow(spare_space_bytes + fields_.size() * spare_space_per_field);
         return fields_.size() - 1;
     }
 
@@ -2226,6 +2393,7 @@ private:
         }
         append_slow(f, row, data);
     }
+    // n > 0: 0-byte rows never reach a copy (see append_slow), so the pointers are never null.
     static void copy_row(unsigned char* d, const unsigned char* s, std::size_t n) noexcept {
         switch (n) {  // fixed sizes become plain moves instead of a call
         case 1: std::memcpy(d, s, 1); return;
@@ -2261,63 +2429,136 @@ private:
         }
     }
 
+    // Everything the fast path does not take: the first row of a cache, a gap, a full cache
+    // (grown, or written out), a big row, and, after a failed write, every value (throws).
     void append_slow(WField& f, std::uint64_t row, const unsigned char* data) {
-        const std::size_t rb = f.meta.bytes;
+        if (failed()) fail();
+        if (row < f.rows)
+            throw_error(Errc::protocol, "writer: row " + std::to_string(row) + " of field '" + f.meta.name +
+                                            "' given after row " + std::to_string(f.rows - 1) +
+                                            " (internal error: rows must increase)");
         if (f.big && write_big(f, row, data)) return;
-        if (f.cached == 0) {
-            f.cache_start = row;
-        } else {
-            const std::uint64_t next = f.cache_start + f.cached;
-            if (row != next) {  // rows skipped: fill them in the cache, or leave them unwritten
-                const std::uint64_t gap = row - next;
-                if (f.cached + gap < f.cache_rows) {
-                    if (f.cache.empty()) f.cache.resize(f.cache_rows * rb);
-                    for (std::uint64_t g = 0; g < gap; ++g, ++f.cached)
-                        std::memcpy(f.cache.data() + f.cached * rb, f.fill_row.data(), rb);
-                } else {
-                    flush(f);
-                    f.cache_start = row;
-                }
+        const std::size_t rb = f.meta.bytes;
+        if (rb == 0) {  // nothing to cache or write: the row count is all (never a fast path)
+            f.rows = row + 1;
+            return;
+        }
+        if (f.cached == 0) f.cache_start = row;
+        std::uint64_t next = f.cache_start + f.cached;
+        const std::uint64_t need = row - f.cache_start + 1;  // rows the cache must hold, with the gap
+        if (need > f.cache_rows && (need > f.full_rows || !grow(f, static_cast<std::size_t>(need)))) {
+            flush(f, row + 1);  // the skipped rows, if any, stay unwritten (fill value)
+            f.cache_start = next = row;
+            if (f.cache_rows == 0 && !grow(f, 1) && !take_spare(f)) {
+                write_now(f, data, row, 1, row + 1, limit_rows(f));  // no room at all: this row on its own
+                f.rows = row + 1;
+                return;
             }
         }
-        if (f.cached == f.cache_rows) {
-            flush(f);
-            f.cache_start = row;
-        }
-        if (f.cache.empty()) f.cache.resize(f.cache_rows * rb);
-        std::memcpy(f.cache.data() + f.cached * rb, data, rb);
+        for (; next < row; ++next, ++f.cached) copy_row(f.cache.data() + f.cached * rb, f.fill_row.data(), rb);
+        copy_row(f.cache.data() + f.cached * rb, data, rb);
         ++f.cached;
         f.rows = row + 1;
+    }
+
+    // The most rows f's cache may have now (limit_rows in the section comment).
+    std::size_t limit_rows(const WField& f) const {
+        const std::size_t share = opt_.cache_memory / (fields_.size() * (async_ ? 2 : 1));
+        const std::size_t rb = std::max<std::size_t>(f.meta.bytes, 1);
+        return std::min(f.full_rows, static_cast<std::size_t>(pow2_floor(share / rb)));
+    }
+    // Frees f's cache (nothing cached) when it is above its limit.
+    void trim_cache(WField& f) {
+        if (f.meta.bytes == 0 || f.cache_rows <= limit_rows(f)) return;
+        cache_bytes_ -= f.cache.size();
+        std::vector<unsigned char>().swap(f.cache);
+        f.cache_rows = 0;
+    }
+    // Room for `need` rows in f's cache, keeping the cached ones: a new buffer of the next
+    // power of two >= max(need, want_rows) rows up to limit_rows, or fewer (down to need)
+    // if the budget is short, after freeing the idle spare caches of the write thread.
+    // false: no room (the caller writes out instead). The old and the new buffer both
+    // count while the rows are copied.
+    bool grow(WField& f, std::size_t need) {
+        const std::size_t rb = f.meta.bytes;
+        const std::size_t limit = limit_rows(f);
+        if (need > limit) return false;
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            const std::size_t room = opt_.cache_memory > cache_bytes_ ? opt_.cache_memory - cache_bytes_ : 0;
+            std::size_t rows = static_cast<std::size_t>(
+                std::min<std::uint64_t>(limit, pow2_ceil(std::max(need, f.want_rows))));
+            for (; rows >= need && rows > f.cache_rows; rows /= 2) {
+                if (rows * rb > room) continue;
+                std::vector<unsigned char> bigger(rows * rb);
+                if (f.cached != 0) std::memcpy(bigger.data(), f.cache.data(), f.cached * rb);
+                cache_bytes_ += bigger.size();
+                cache_peak_ = std::max(cache_peak_, cache_bytes_);
+                cache_bytes_ -= f.cache.size();
+                f.cache.swap(bigger);
+                f.cache_rows = rows;
+                return true;
+            }
+            if (!free_spares()) break;
+        }
+        return false;
+    }
+    // The write thread's idle spare caches are freed (they are made again when needed).
+    // false: there were none.
+    bool free_spares() {
+        std::lock_guard<std::mutex> lk(m_);
+        bool any = false;
+        for (WField* g : with_spare_) {
+            for (const auto& b : g->spare) {
+                cache_bytes_ -= b.size();
+                any = true;
+            }
+            g->spare.clear();
+            g->listed = false;
+        }
+        with_spare_.clear();
+        return any;
+    }
+    // Waits until f's cache handed to the write thread is written, and takes it back as
+    // f's cache (no new memory). false: f has none (no write thread, or none handed over).
+    bool take_spare(WField& f) {
+        std::unique_lock<std::mutex> lk(m_);
+        done_cv_.wait(lk, [&] { return f.queued == 0 || error_; });
+        if (error_) {
+            lk.unlock();
+            fail();
+        }
+        if (f.spare.empty()) return false;
+        f.cache = std::move(f.spare.back());
+        f.spare.pop_back();
+        f.cache_rows = f.cache.size() / std::max<std::size_t>(f.meta.bytes, 1);
+        return f.cache_rows > 0;
     }
 
     // A big row straight from the batch, one row per chunk, the extent growing by doubling.
     // false: the layouts differ (no raw writes), so the row goes through the cache.
     bool write_big(WField& f, std::uint64_t row, const unsigned char* data) {
-        {
-            std::lock_guard<std::mutex> lk(m_);
-            if (error_) std::rethrow_exception(error_);
-        }
-        std::lock_guard<std::mutex> g(h5_);
+        if (failed()) fail();
         try {
-            if (!f.dset.valid()) create(f, row + 1);
+            std::lock_guard<std::mutex> g(h5_);
+            if (!f.dset.valid()) create(f, row + 1, limit_rows(f));
             if (!f.direct) return false;
             const double t0 = now_seconds();
             if (f.extent <= row) set_extent(f, std::max<std::uint64_t>(row + 1, 2 * f.extent));
             write_chunk(f, row, data);
             f.rows = row + 1;
-            write_seconds_ += now_seconds() - t0;
+            add_write_seconds(now_seconds() - t0);
             return true;
         } catch (...) {
-            std::lock_guard<std::mutex> lk(m_);
-            if (!error_) error_ = std::current_exception();
-            throw;
+            set_error(f, row);
+            fail();
         }
     }
 
-    // rows_known: rows the dataset will have at its first write (bounds the chunk).
-    void create(WField& f, std::uint64_t rows_known) {
+    // rows_known: rows the run is known to have at the first write; limit: limit_rows(f) on
+    // the caller's thread (both bound the chunk).
+    void create(WField& f, std::uint64_t rows_known, std::size_t limit) {
         const std::size_t rb = std::max<std::size_t>(f.meta.bytes, 1);
-        std::uint64_t rows = pow2_floor(std::max<std::uint64_t>(1, std::min<std::uint64_t>(opt_.chunk_bytes / rb, f.cache_rows)));
+        std::uint64_t rows = pow2_floor(std::max<std::uint64_t>(1, std::min<std::uint64_t>(opt_.chunk_bytes / rb, limit)));
         rows = std::min(rows, pow2_ceil(std::max<std::uint64_t>(1, rows_known)));
         if (f.big) rows = 1;
         hsize_t chunk[max_rank + 1];
@@ -2356,27 +2597,38 @@ private:
         f.extent = rows;
     }
 
-    // Empties f's cache: to the write thread, or written here. After a failed write
-    // nothing more is written: every later flush throws that first error again.
-    void flush(WField& f) {
+    // Empties f's cache: to the write thread, or written here. known: rows the run is known
+    // to have (at least; for the chunk size). After a failed write nothing more is written:
+    // every later flush throws that first error again.
+    void flush(WField& f, std::uint64_t known = 0) {
         if (f.cached == 0) return;
-        if (async_ && hand_over(f)) return;
-        if (error_) std::rethrow_exception(error_);
+        if (failed()) fail();
+        known = std::max({known, f.cache_start + f.cached, f.meta.aligned ? n_events_ : f.rows});
+        const std::size_t limit = limit_rows(f);
+        if (async_ && hand_over(f, known, limit)) return;
+        write_now(f, f.cache.data(), f.cache_start, f.cached, known, limit);
+        f.cached = 0;
+        trim_cache(f);
+    }
+    // Rows [start, start + n) of f from `data`, on this thread; a failure becomes the
+    // sticky error.
+    void write_now(WField& f, const unsigned char* data, std::uint64_t start, std::uint64_t n, std::uint64_t known,
+                   std::size_t limit) {
         try {
             std::lock_guard<std::mutex> g(h5_);
             H5Quiet q;
-            write_cache(f, f.cache.data(), f.cache_start, f.cached);
+            write_cache(f, data, start, n, known, limit);
         } catch (...) {
-            error_ = std::current_exception();
-            throw;
+            set_error(f, start);
+            fail();
         }
-        f.cached = 0;
     }
 
-    // Rows [start, start + n) of f from `data`. The caller holds h5_.
-    void write_cache(WField& f, const unsigned char* data, std::uint64_t start, std::uint64_t n) {
+    // Rows [start, start + n) of f from `data`. The caller holds h5_. known, limit: see create().
+    void write_cache(WField& f, const unsigned char* data, std::uint64_t start, std::uint64_t n, std::uint64_t known,
+                     std::size_t limit) {
         const double t0 = now_seconds();
-        if (!f.dset.valid()) create(f, start + n);
+        if (!f.dset.valid()) create(f, std::max(start + n, known), limit);
         const std::uint64_t end = start + n;
         if (f.extent < end) set_extent(f, end);
         if (f.meta.bytes > 0) {
@@ -2393,19 +2645,56 @@ private:
             for (std::uint64_t r = first; r < last; r += c) write_chunk(f, r, data + (r - start) * f.meta.bytes);
             if (last < end) write_rows(f, last, end - last, data + (last - start) * f.meta.bytes);
         }
-        write_seconds_ += now_seconds() - t0;
+        add_write_seconds(now_seconds() - t0);
+    }
+    // The caller holds h5_ (the only writers), so a load and a store do not lose time.
+    void add_write_seconds(double s) {
+        write_seconds_.store(write_seconds_.load(std::memory_order_relaxed) + s, std::memory_order_relaxed);
+    }
+
+    // ---- errors
+    bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+    // Records the current exception as the sticky error (the first one wins) and that f's
+    // rows from `start` on may be lost.
+    void set_error(WField& f, std::uint64_t start) {
+        std::lock_guard<std::mutex> lk(m_);
+        if (!error_) error_ = std::current_exception();
+        failed_.store(true, std::memory_order_release);
+        f.lost_from = std::min(f.lost_from, start);
+    }
+    // Every field's cached rows are given up: they will never be written, and with no
+    // cached row every value takes the slow path, which throws. The caller's thread.
+    void give_up_caches() {
+        std::lock_guard<std::mutex> lk(m_);
+        for (WField& g : fields_) {
+            if (g.cached == 0) continue;
+            g.lost_from = std::min(g.lost_from, g.cache_start);
+            g.cached = 0;
+        }
+    }
+    // Throws the sticky error on the caller's thread, after giving up the caches.
+    [[noreturn]] void fail() {
+        give_up_caches();
+        std::exception_ptr e;
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            e = error_;
+        }
+        std::rethrow_exception(e);
     }
 
     // ---- write thread
     struct Job {
         WField* f;
         std::vector<unsigned char> buf;
-        std::uint64_t start, rows;
+        std::uint64_t start, rows, known;
+        std::size_t limit;
     };
 
-    // Queues f's cache for the write thread and gives f a spare one; waits while f already
-    // has a cache queued (back-pressure). false: no thread could be started (write here).
-    bool hand_over(WField& f) {
+    // Queues f's cache for the write thread and gives f its spare one (or none: a new one
+    // is made on the next row, within the budget); waits while f already has a cache
+    // queued (back-pressure). false: no thread could be started (write here).
+    bool hand_over(WField& f, std::uint64_t known, std::size_t limit) {
         std::unique_lock<std::mutex> lk(m_);
         if (!worker_.joinable()) {
             try {
@@ -2417,26 +2706,32 @@ private:
         }
         done_cv_.wait(lk, [&] { return f.queued == 0 || error_; });
         if (error_) {
-            std::exception_ptr e = error_;
             lk.unlock();
-            std::rethrow_exception(e);
+            fail();
         }
         std::vector<unsigned char> next;
         if (!f.spare.empty()) {
             next = std::move(f.spare.back());
             f.spare.pop_back();
+            if (next.size() > limit * f.meta.bytes) {  // above the limit now: freed
+                cache_bytes_ -= next.size();
+                std::vector<unsigned char>().swap(next);
+            }
         }
-        jobs_.push_back(Job{&f, std::move(f.cache), f.cache_start, f.cached});
+        f.want_rows = std::max(f.want_rows, f.cache_rows);
+        jobs_.push_back(Job{&f, std::move(f.cache), f.cache_start, f.cached, known, limit});
         ++f.queued;
         lk.unlock();
         work_cv_.notify_one();
-        f.cache = std::move(next);  // empty when there is no spare yet: sized on first use
+        f.cache = std::move(next);
+        f.cache_rows = f.cache.size() / f.meta.bytes;  // rb > 0: 0-byte rows are never cached
         f.cached = 0;
         return true;
     }
 
     // The write thread: jobs in order until stopped and drained. After an error the
-    // remaining jobs are dropped; the error waits in error_ for the caller's thread.
+    // remaining jobs are dropped (their rows count as lost); the error waits in error_
+    // for the caller's thread.
     void work() {
         std::unique_lock<std::mutex> lk(m_);
         for (;;) {
@@ -2451,21 +2746,31 @@ private:
                 try {
                     std::lock_guard<std::mutex> g(h5_);
                     H5Quiet q;
-                    write_cache(*j.f, j.buf.data(), j.start, j.rows);
+                    write_cache(*j.f, j.buf.data(), j.start, j.rows, j.known, j.limit);
                 } catch (...) {
                     err = std::current_exception();
                 }
             }
             lk.lock();
             if (err && !error_) error_ = err;
+            if (skip || err) {
+                failed_.store(true, std::memory_order_release);
+                j.f->lost_from = std::min(j.f->lost_from, j.start);
+            }
             j.f->spare.push_back(std::move(j.buf));
+            if (!j.f->listed) {
+                with_spare_.push_back(j.f);
+                j.f->listed = true;
+            }
             --j.f->queued;
             done_cv_.notify_all();
         }
     }
 
-    // Lets the write thread finish what was handed over, then ends it.
+    // Lets the write thread finish what was handed over, then ends it. From then on the
+    // caller's thread writes (also when no thread was started yet: none is started later).
     void stop_thread() noexcept {
+        async_ = false;
         if (!worker_.joinable() || worker_.get_id() == std::this_thread::get_id()) return;
         {
             std::lock_guard<std::mutex> lk(m_);
@@ -2473,12 +2778,11 @@ private:
         }
         work_cv_.notify_one();
         worker_.join();
-        async_ = false;
     }
     // stop_thread(), then a write error, if any, is thrown here.
     void drain() {
         stop_thread();
-        if (error_) std::rethrow_exception(error_);
+        if (failed()) fail();
     }
 
     void write_rows(WField& f, std::uint64_t row, std::uint64_t n, const unsigned char* data) {
@@ -2515,18 +2819,25 @@ private:
     std::string path_;
     H5Id file_;
     FileReserve reserve_;
+    SpareSpace spare_space_;
     std::deque<WField> fields_;  // deque: FieldMeta addresses stay valid for EntryRef
     std::unordered_map<std::string, std::size_t> by_name_;
     NameSet names_;
     std::uint64_t n_events_ = 0;
-    double write_seconds_ = 0;  // written under h5_
-    // Write thread: jobs_, stop_, error_ and every WField's queued and spare are guarded by m_.
+    std::atomic<double> write_seconds_{0};  // added to under h5_, read from any thread
+    // Bytes of every cache buffer (filling, queued, spare), changed by the caller's thread
+    // only: buffers are made and freed there; the write thread only passes them around.
+    std::size_t cache_bytes_ = 0, cache_peak_ = 0;
+    std::atomic<bool> failed_{false};  // error_ is set
+    // Write thread: jobs_, stop_, error_, with_spare_ and every WField's queued, spare,
+    // listed and lost_from are guarded by m_.
     std::mutex h5_;
     std::mutex m_;
     std::condition_variable work_cv_, done_cv_;
     std::deque<Job> jobs_;
     bool stop_ = false;
     std::exception_ptr error_;
+    std::vector<WField*> with_spare_;  // fields with a spare cache (to free them when short)
     std::thread worker_;
 };
 
@@ -3723,6 +4034,7 @@ inline void Impl::setup_parallel() {
         {"abort_close_ms", o.abort_close_ms},
         {"preallocate", o.preallocate ? 1 : 0},
         {"write_thread", o.write_thread},
+        {"cache_memory", static_cast<long long>(o.cache_memory)},
     };
     constexpr std::size_t n = sizeof agree / sizeof agree[0];
     long long mm[2 * n + 1];
