@@ -744,7 +744,7 @@ private:
     void ship_completed();
     std::uint32_t lookup(std::string_view name) const noexcept;
     void index_insert(std::uint32_t id);
-    void check_clash(std::string_view name, const char* what) const;
+    void check_clash(std::string_view name, bool summary) const;
 
     Sink* sink_;
     std::vector<unsigned char>* buf_;
@@ -1654,10 +1654,15 @@ inline void h5_write_small(hid_t file, const std::string& name, DType t, const S
     h5check_herr(H5Dwrite(d.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
                  "cannot write summary dataset '" + name + "'");
 }
-inline void h5_write_string(hid_t file, const std::string& name, const std::string& s) {
+// A fixed-length UTF-8 string type for `s` (at least one byte, as HDF5 wants).
+inline H5Id h5_string_type(const std::string& s) {
     H5Id type(h5check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
     h5check_herr(H5Tset_size(type.get(), s.empty() ? 1 : s.size()), "H5Tset_size");
     h5check_herr(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+    return type;
+}
+inline void h5_write_string(hid_t file, const std::string& name, const std::string& s) {
+    H5Id type = h5_string_type(s);
     H5Id space(h5check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
     H5Id d(h5check(H5Dcreate2(file, name.c_str(), type.get(), space.get(), h5_lcpl().get(), H5P_DEFAULT, H5P_DEFAULT),
                    "cannot create summary dataset '" + name + "'"),
@@ -1677,9 +1682,7 @@ inline void h5_set_attr_u64(hid_t obj, const char* name, std::uint64_t v) {
     h5check_herr(H5Awrite(a.get(), H5T_NATIVE_UINT64, &v), std::string("cannot write attribute '") + name + "'");
 }
 inline void h5_set_attr_string(hid_t obj, const char* name, const std::string& v) {
-    H5Id type(h5check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
-    h5check_herr(H5Tset_size(type.get(), v.empty() ? 1 : v.size()), "H5Tset_size");
-    h5check_herr(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+    H5Id type = h5_string_type(v);
     H5Id space(h5check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
     H5Id a(h5check(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
                    std::string("cannot create attribute '") + name + "'"),
@@ -1919,7 +1922,7 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
     } else {
         ClientField f;
         f.meta = make_meta(name, dt, shape);
-        check_clash(name, "field");
+        check_clash(name, false);
         if (fields_.size() >= UINT32_MAX - 1) throw_error(Errc::usage, "too many fields");
         id = static_cast<std::uint32_t>(fields_.size());
         if (direct_) {
@@ -1944,10 +1947,11 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
     return id;
 }
 
-// Throws Errc::name if `name` clashes with a field or a summary: it is the group of a
-// known field, needs a group that is a field, or is (or needs, or is the group of) a
-// summary name.
-void Packer::check_clash(std::string_view name, const char* what) const {
+// Throws Errc::name if `name` (a new field, or with `summary` a new summary) clashes: it is
+// the group of a known field, or needs a group that is one; a new field also must not be,
+// need as a group, or be the group of a summary name.
+void Packer::check_clash(std::string_view name, bool summary) const {
+    const char* what = summary ? "summary" : "field";
     for (const ClientField& f : fields_)
         if (is_group_of(name, f.meta.name))
             throw_error(Errc::name, std::string(what) + " '" + std::string(name) + "' clashes with the group of field '" +
@@ -1957,7 +1961,7 @@ void Packer::check_clash(std::string_view name, const char* what) const {
             throw_error(Errc::name, std::string(what) + " '" + std::string(name) + "' needs a group '" + std::string(g) +
                                         "', but that is an event field");
     });
-    if (std::string_view(what) == "summary") return;
+    if (summary) return;  // summary against summary: summary_slot()
     for (const std::string& sname : summaries_) {
         if (sname == name)
             throw_error(Errc::name, "field '" + std::string(name) + "' has the name of a summary saved before");
@@ -1970,7 +1974,7 @@ void Packer::check_clash(std::string_view name, const char* what) const {
 void Packer::check_summary_name(std::string_view name) const {
     if (lookup(name) != UINT32_MAX)
         throw_error(Errc::name, "summary '" + std::string(name) + "' has the name of an event field");
-    check_clash(name, "summary");
+    check_clash(name, true);
 }
 
 void Packer::add_summary_name(std::string_view name) {
@@ -2207,21 +2211,12 @@ public:
         auto it = by_name_.find(m.name);
         if (it != by_name_.end()) {
             const WField& f = fields_[it->second];
-            if (f.meta.dtype != m.dtype)
-                throw_error(Errc::type_mismatch, "field '" + m.name + "' is " + dtype_name(m.dtype) + " from " + source +
-                                                     " but " + dtype_name(f.meta.dtype) + " from " + f.source);
-            if (f.meta.shape != m.shape)
-                throw_error(Errc::shape_mismatch, "field '" + m.name + "' has shape " + m.shape.str() + " from " + source +
-                                                      " but " + f.meta.shape.str() + " from " + f.source);
+            check_same_kind(f.meta, m.dtype, m.shape, "from " + f.source, "from " + source);
             return it->second;
         }
-        validate_name(m.name, "field");
-        names_.check(m.name, "field");
+        names_.check(m.name, "field");  // the name itself was validated by make_meta()
         return add_field(m, source);
     }
-    std::size_t field_count() const { return fields_.size(); }
-    bool has_field(std::string_view name) const { return by_name_.count(std::string(name)) != 0; }
-    const NameSet& names() const { return names_; }
     std::uint64_t events() const { return n_events_; }
     // Any thread (stats() while the write thread runs).
     double write_seconds() const { return write_seconds_.load(std::memory_order_relaxed); }
@@ -3549,10 +3544,8 @@ inline void Impl::open_outputs() {
                 const std::string part = part_path(server_idx);
                 if (path_exists(part)) {
                     const std::string bad = part_in_the_way(part, opt.filename);
-                    if (!bad.empty()) {
-                        code = Errc::option;
-                        throw_error(code, "part file '" + part + "' is in the way of '" + opt.filename + "': " + bad);
-                    }
+                    if (!bad.empty())
+                        throw_error(Errc::option, "part file '" + part + "' is in the way of '" + opt.filename + "': " + bad);
                 } else {
                     probe(part, "part file");
                 }

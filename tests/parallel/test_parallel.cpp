@@ -64,6 +64,14 @@ Options base_options() {
     return o;
 }
 
+// The names in a directory, sorted.
+std::vector<std::string> files_in(const std::string& dir) {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
 long long sum_over_world(long long v) {
     long long out = 0;
     MPI_Allreduce(&v, &out, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
@@ -422,10 +430,7 @@ TEST_CASE("a field whose type differs between parts cannot be joined", "[mpi]") 
         h5r::File p1(dir + "/j_part1.h5");
         CHECK(p0.read<std::int64_t>("timestamp").size() + p1.read<std::int64_t>("timestamp").size() == 100);
         // No final file, not even a partial or temporary one, is left behind.
-        std::vector<std::string> left;
-        for (const auto& e : std::filesystem::directory_iterator(dir)) left.push_back(e.path().filename().string());
-        std::sort(left.begin(), left.end());
-        CHECK(left == std::vector<std::string>{"j_part0.h5", "j_part1.h5"});
+        CHECK(files_in(dir) == std::vector<std::string>{"j_part0.h5", "j_part1.h5"});
     }
 }
 
@@ -660,12 +665,6 @@ TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") 
 // ==================================================================== failure paths
 
 namespace {
-std::vector<std::string> files_in(const std::string& dir) {
-    std::vector<std::string> out;
-    for (const auto& e : std::filesystem::directory_iterator(dir)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-}
 std::string error_code_of(const std::function<void()>& f, std::string* what = nullptr) {
     try {
         f();
