@@ -243,10 +243,16 @@ const char* errc_description(Errc c) noexcept;  // the text of the list above
 
 class Error : public std::runtime_error {
 public:
-    Error(Errc code, const std::string& message) : std::runtime_error(message), code_(code) {}
+    Error(Errc code, const std::string& message, int library_code = 0)
+        : std::runtime_error(message), code_(code), library_code_(library_code) {}
     Errc code() const noexcept { return code_; }
+    // What the layer below said, when one number says it: the MPI error class
+    // (MPI_Error_class) of a failed MPI call, the errno of a failed file-system call;
+    // 0 otherwise (HDF5's own error stack is in what()).
+    int library_code() const noexcept { return library_code_; }
 private:
     Errc code_;
+    int library_code_;
 };
 
 // ============================================================================ [>>options]
@@ -603,7 +609,7 @@ template <class A> inline constexpr bool is_vector_bool<std::vector<bool, A>> = 
 template <class N>
 inline constexpr bool is_name = std::is_convertible_v<const N&, std::string_view>;
 
-[[noreturn]] void throw_error(Errc code, const std::string& message);
+[[noreturn]] void throw_error(Errc code, const std::string& message, int library_code = 0);
 
 // ============================================================================ [>>packer]
 // 7. Packer: checks event() calls and turns them into the binary batch format
@@ -688,6 +694,7 @@ public:
         }
         id = resolve(name, dt, shape);
     hit:
+        const Commit c = pending(id);
         if (direct_) {
             sink_->value(id, data);
         } else {
@@ -697,7 +704,7 @@ public:
             if (bytes) std::memcpy(cur_ + 4, data, bytes);
             cur_ += need;
         }
-        commit(id);
+        commit(c);
     }
     template <class T>
     void put_scalar(std::string_view name, const T& v) {   // scalars: shape known statically
@@ -712,6 +719,7 @@ public:
         }
         id = resolve(name, dt, Shape{});
     hit:
+        const Commit c = pending(id);
         if (direct_) {
             sink_->value(id, &v);
         } else {
@@ -720,7 +728,7 @@ public:
             std::memcpy(cur_ + 4, &v, sizeof(T));
             cur_ += 4 + sizeof(T);
         }
-        commit(id);
+        commit(c);
     }
     // Closes the open event and ships the current batch (done(), or before a summary).
     void flush();
@@ -731,15 +739,26 @@ public:
     void add_summary_name(std::string_view name);
 
 private:
-    void commit(std::uint32_t id) noexcept {
-        fields_[id].last_event = event_no_;
-        ++pos_;
-        ++entries_;
+    // An entry's commit, worked out before its bytes are copied: the copy (through an
+    // unsigned char pointer, which may alias anything) then forces no reloads.
+    struct Commit {
+        ClientField* field;
+        std::uint64_t event;
+        std::size_t pos;
+        std::uint32_t entries;
+    };
+    Commit pending(std::uint32_t id) noexcept { return Commit{&fields_[id], event_no_, pos_ + 1, entries_ + 1}; }
+    void commit(const Commit& c) noexcept {
+        c.field->last_event = c.event;
+        pos_ = c.pos;
+        entries_ = c.entries;
     }
     void start_event(std::int64_t ts);
     void close_event();
     std::uint32_t resolve(std::string_view name, DType dt, const Shape& shape);
-    void write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape);
+    void write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape,
+                          std::size_t value_bytes);
+    void check_event_limit(std::size_t need, std::string_view field) const;
     void make_room(std::size_t need, std::uint32_t id);
     void ship_completed();
     std::uint32_t lookup(std::string_view name) const noexcept;
@@ -1076,8 +1095,8 @@ inline std::string& who() {
     return w;
 }
 
-[[noreturn]] void throw_error(Errc code, const std::string& message) {
-    throw Error(code, who() + ": " + message);
+[[noreturn]] void throw_error(Errc code, const std::string& message, int library_code) {
+    throw Error(code, who() + ": " + message, library_code);
 }
 
 inline void warn(const std::string& message) {
@@ -1321,7 +1340,9 @@ inline void check_mpi(int rc, const char* what) {
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(rc, text, &len);
-    throw_error(Errc::mpi, std::string(what) + " failed: " + std::string(text, static_cast<std::size_t>(len)));
+    int cls = 0;
+    if (MPI_Error_class(rc, &cls) != MPI_SUCCESS) cls = rc;
+    throw_error(Errc::mpi, std::string(what) + " failed: " + std::string(text, static_cast<std::size_t>(len)), cls);
 }
 
 // Idle waiting without burning a core: 32 polls, 32 polls with yield, then sleeps that
@@ -1841,13 +1862,18 @@ void Packer::ship_completed() {
 // Room for `need` more bytes of the open event, by growing the buffer (never by shipping:
 // see "Transactions"). The events before the open one are shipped at its end. An event
 // larger than one message can carry is Errc::usage, naming the field (id) being added.
-void Packer::make_room(std::size_t need, std::uint32_t id) {
+void Packer::check_event_limit(std::size_t need, std::string_view field) const {
     const std::size_t used = static_cast<std::size_t>(cur_ - buf_->data());
     const std::size_t event = used - (open_ ? ev_off_ : used);
     if (event + need > max_event_bytes - event_header_bytes)
         throw_error(Errc::usage, "the event with timestamp " + std::to_string(ts_) + " would be larger than 2 GiB" +
-                                     (id < fields_.size() ? " with field '" + fields_[id].meta.name + "'" : std::string()) +
+                                     (field.empty() ? std::string() : " with field '" + std::string(field) + "'") +
                                      ", the limit of one event");
+}
+
+void Packer::make_room(std::size_t need, std::uint32_t id) {
+    check_event_limit(need, id < fields_.size() ? std::string_view(fields_[id].meta.name) : std::string_view());
+    const std::size_t used = static_cast<std::size_t>(cur_ - buf_->data());
     if (done_events_ > 0) split_ = true;
     // The buffer may already be larger than batch_bytes from an earlier large event: use
     // that room before growing it again.
@@ -1891,8 +1917,10 @@ void Packer::index_insert(std::uint32_t id) {
 }
 
 // Definition record, inline in the stream before the field's first entry.
-void Packer::write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape) {
+void Packer::write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape,
+                              std::size_t value_bytes) {
     const std::size_t def = 4 + 4 + 1 + 1 + 2 + 8 * std::size_t(shape.rank) + name.size();
+    check_event_limit(def + 4 + value_bytes, name);  // the value will not fit: define nothing
     if (static_cast<std::size_t>(end_ - cur_) < def) make_room(def, UINT32_MAX);
     const std::uint32_t mark = wire_define;
     const auto dtb = static_cast<std::uint8_t>(dt);
@@ -1929,7 +1957,7 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
             sink_->define(id, f.meta);  // may throw: nothing recorded yet
         } else {
             const std::size_t at = static_cast<std::size_t>(cur_ - buf_->data());
-            write_definition(id, name, dt, shape);
+            write_definition(id, name, dt, shape, f.meta.bytes);
             try {
                 fields_.reserve(fields_.size() + 1);
             } catch (...) {
@@ -2003,8 +2031,8 @@ namespace detail {
 //         full_rows  = pow2_floor(min(cache_size, cache_bytes / row bytes))
 //         limit_rows = min(full_rows, pow2_floor(cache_memory / (fields * T) / row bytes)),
 //                      T = 2 with the write thread (a cache filling, one being written), else 1
-//         first cache: min(limit_rows, pow2_floor(1 KiB / row bytes)) rows
-//     A cache doubles as rows arrive (a gap that fits in limit_rows grows it at once) up to
+//         first cache: min(limit_rows, pow2_floor(4 KiB / row bytes)) rows
+//     A cache grows 8x as rows arrive (a gap that fits in limit_rows grows it at once) up to
 //     limit_rows, and only while the writer's total stays within cache_memory; a cache that
 //     cannot grow is written out instead (smaller writes, the same rows). After a write a
 //     cache above limit_rows is freed (fields defined later lower the limit). With no room
@@ -2038,7 +2066,7 @@ struct WField {
     std::vector<unsigned char> fill_row;
     std::size_t cache_rows = 0;      // capacity of the cache now, in rows (0-byte rows: always 0)
     std::size_t full_rows = 1;       // the most rows the cache may grow to (a power of two)
-    std::size_t want_rows = 1;       // rows a new cache starts at: 1 KiB, then the rows last filled
+    std::size_t want_rows = 1;       // rows a new cache starts at: 4 KiB, then the rows last filled
     std::size_t cached = 0;          // rows in the cache
     std::uint64_t cache_start = 0;   // row of cache[0]
     std::uint64_t rows = 0;          // rows so far (last row given + 1)
@@ -2059,7 +2087,8 @@ struct WField {
 };
 
 inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
-inline constexpr std::size_t first_cache_bytes = std::size_t(1) << 10;   // a new field's cache
+inline constexpr std::size_t first_cache_bytes = std::size_t(1) << 12;   // a new field's cache (a page)
+inline constexpr std::size_t cache_growth = 8;  // a full cache grows 8x: few re-copies, few fresh pages
 inline constexpr std::size_t spare_space_bytes = std::size_t(4) << 20;   // SpareSpace, and
 inline constexpr std::size_t spare_space_per_field = std::size_t(8) << 10; // this per field
 
@@ -2470,7 +2499,7 @@ private:
         f.cache_rows = 0;
     }
     // Room for `need` rows in f's cache, keeping the cached ones: a new buffer of the next
-    // power of two >= max(need, want_rows) rows up to limit_rows, or fewer (down to need)
+    // power of two >= max(need, want_rows, 8 x its rows now) up to limit_rows, or fewer (down to need)
     // if the budget is short, after freeing the idle spare caches of the write thread.
     // false: no room (the caller writes out instead). The old and the new buffer both
     // count while the rows are copied.
@@ -2481,7 +2510,7 @@ private:
         for (int attempt = 0; attempt < 2; ++attempt) {
             const std::size_t room = opt_.cache_memory > cache_bytes_ ? opt_.cache_memory - cache_bytes_ : 0;
             std::size_t rows = static_cast<std::size_t>(
-                std::min<std::uint64_t>(limit, pow2_ceil(std::max(need, f.want_rows))));
+                std::min<std::uint64_t>(limit, pow2_ceil(std::max({need, f.want_rows, f.cache_rows * cache_growth}))));
             for (; rows >= need && rows > f.cache_rows; rows /= 2) {
                 if (rows * rb > room) continue;
                 std::vector<unsigned char> bigger(rows * rb);
@@ -3121,7 +3150,7 @@ struct Impl {
     void on_abort_notice(int from) noexcept;
     // Collective over comm: every rank learns whether `ok` held on all of them; if not,
     // every rank throws the error of the lowest failing rank (code and text).
-    void agree_or_throw(bool ok, Errc code, const std::string& text);
+    void agree_or_throw(bool ok, Errc code, const std::string& text, int library_code = 0);
 };
 
 class Sender : public Sink {
@@ -3281,6 +3310,17 @@ inline void Impl::setup_shared_memory() {
 // at all (an HDF5 write, a callback, a malformed message) ends the job through abort_job:
 // nothing escapes from here to leave the clients waiting. The part file was created by
 // open_outputs() in the constructor.
+// Cancels the pending receive r. true: it had already matched a message (st describes
+// it), which the caller must still handle; false: cancelled, nothing arrived.
+inline bool cancel_receive(MPI_Request& r, MPI_Status& st) {
+    if (r == MPI_REQUEST_NULL) return false;
+    check_mpi(MPI_Cancel(&r), "MPI_Cancel");
+    check_mpi(MPI_Wait(&r, &st), "MPI_Wait");
+    int cancelled = 0;
+    check_mpi(MPI_Test_cancelled(&st, &cancelled), "MPI_Test_cancelled");
+    return !cancelled;
+}
+
 inline void Impl::run_server() {
     int abort_from = -1;
     MPI_Request abort_req = MPI_REQUEST_NULL;
@@ -3413,11 +3453,7 @@ inline void Impl::run_server() {
             }
         // A notice that matched just before the cancel is still a notice: answer it.
         MPI_Status st;
-        int cancelled = 0;
-        check_mpi(MPI_Cancel(&abort_req), "MPI_Cancel");
-        check_mpi(MPI_Wait(&abort_req, &st), "MPI_Wait");
-        check_mpi(MPI_Test_cancelled(&st, &cancelled), "MPI_Test_cancelled");
-        if (!cancelled) on_abort_notice(st.MPI_SOURCE);
+        if (cancel_receive(abort_req, st)) on_abort_notice(st.MPI_SOURCE);
         writer->finish(nullptr);
         stats.events = writer->events();
         stats.write_seconds = writer->write_seconds();
@@ -3482,8 +3518,10 @@ inline bool path_is_dir(const std::string& path) {
 inline void remove_old_file(const std::string& path) {
     if (!path_exists(path)) return;
     if (path_is_dir(path)) throw_error(Errc::hdf5, "cannot create file '" + path + "': a directory has that name");
-    if (::unlink(path.c_str()) != 0)
-        throw_error(Errc::hdf5, "cannot replace '" + path + "': " + std::strerror(errno));
+    if (::unlink(path.c_str()) != 0) {
+        const int err = errno;
+        throw_error(Errc::hdf5, "cannot replace '" + path + "': " + std::strerror(err), err);
+    }
 }
 
 // Empty when the file at `part` (which exists) may be replaced by a part of `final_name`;
@@ -3504,7 +3542,7 @@ inline std::string part_in_the_way(const std::string& part, const std::string& f
     return {};
 }
 
-inline void Impl::agree_or_throw(bool ok, Errc code, const std::string& text) {
+inline void Impl::agree_or_throw(bool ok, Errc code, const std::string& text, int library_code) {
     int first_bad = ok ? size : rank;
     MPI_Request r = MPI_REQUEST_NULL;
     check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &first_bad, 1, MPI_INT, MPI_MIN, comm, &r), "MPI_Iallreduce");
@@ -3512,15 +3550,17 @@ inline void Impl::agree_or_throw(bool ok, Errc code, const std::string& text) {
     if (first_bad == size) return;
     struct {
         int code;
+        int library_code;
         char text[2000];
-    } msg{static_cast<int>(code), {0}};
+    } msg{static_cast<int>(code), library_code, {0}};
     if (rank == first_bad) std::snprintf(msg.text, sizeof msg.text, "%s", text.c_str());
     check_mpi(MPI_Ibcast(&msg, sizeof msg, MPI_BYTE, first_bad, comm, &r), "MPI_Ibcast");
     wait_gently(r, opt.idle_sleep_max_us);
     msg.text[sizeof msg.text - 1] = 0;
     shm_win.free();  // every rank of every node gets here: the free is collective
-    if (rank == first_bad) throw Error(code, text);
-    throw Error(static_cast<Errc>(msg.code), std::string(msg.text) + " [reported by " + rank_text(first_bad) + "]");
+    if (rank == first_bad) throw Error(code, text, library_code);
+    throw Error(static_cast<Errc>(msg.code), std::string(msg.text) + " [reported by " + rank_text(first_bad) + "]",
+                msg.library_code);
 }
 
 // Constructor, parallel mode: decides collectively which files this run writes, then the
@@ -3529,14 +3569,18 @@ inline void Impl::open_outputs() {
     const bool root = rank == join_root();
     std::string why;
     Errc code = Errc::hdf5;
+    int lib = 0;  // Error::library_code
     try {
         if (!opt.filename.empty()) {
             // Can a file be created where `path` goes? (A missing or read-only directory.)
             auto probe = [&](const std::string& path, const char* what) {
                 const std::string p = path + ".probe" + std::to_string(run_token % 1000000) + ".tmp";
                 const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-                if (fd < 0)
-                    throw_error(Errc::hdf5, std::string("cannot create ") + what + " '" + path + "': " + std::strerror(errno));
+                if (fd < 0) {
+                    const int err = errno;
+                    throw_error(Errc::hdf5, std::string("cannot create ") + what + " '" + path + "': " + std::strerror(err),
+                                err);
+                }
                 ::close(fd);
                 ::unlink(p.c_str());
             };
@@ -3559,16 +3603,18 @@ inline void Impl::open_outputs() {
     } catch (const Error& e) {
         why = e.what();
         code = e.code();
+        lib = e.library_code();
     }
-    agree_or_throw(why.empty(), code, why);
+    agree_or_throw(why.empty(), code, why, lib);
 
     // A rerun: the old final file maps the parts about to be truncated. Remove it first.
     try {
         if (root && !opt.filename.empty()) remove_old_file(opt.filename);
     } catch (const Error& e) {
         why = e.what();
+        lib = e.library_code();
     }
-    agree_or_throw(why.empty(), Errc::hdf5, why);
+    agree_or_throw(why.empty(), Errc::hdf5, why, lib);
 
     if (role == Role::server) {
         try {
@@ -3583,12 +3629,13 @@ inline void Impl::open_outputs() {
         } catch (const Error& e) {
             why = e.what();
             code = e.code();
+            lib = e.library_code();
         } catch (const std::exception& e) {
             why = who() + ": " + e.what();
             code = Errc::hdf5;
         }
     }
-    agree_or_throw(why.empty(), code, why);
+    agree_or_throw(why.empty(), code, why, lib);
 }
 
 inline void Impl::build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens) {
@@ -3727,8 +3774,10 @@ inline void Impl::build_final(const std::vector<unsigned char>& all, const std::
         for (const SummaryItem* it : summaries) write_summary_item(file.get(), *it);
         h5_set_attr_u64(file.get(), attr_run, run_token);
         if (file.close() < 0) throw_h5("closing '" + tmp + "'");
-        if (std::rename(tmp.c_str(), opt.filename.c_str()) != 0)
-            throw_error(Errc::hdf5, "cannot rename '" + tmp + "' to '" + opt.filename + "': " + std::strerror(errno));
+        if (std::rename(tmp.c_str(), opt.filename.c_str()) != 0) {
+            const int err = errno;
+            throw_error(Errc::hdf5, "cannot rename '" + tmp + "' to '" + opt.filename + "': " + std::strerror(err), err);
+        }
     } catch (...) {
         ::unlink(tmp.c_str());  // never leave a half-built final file
         throw;

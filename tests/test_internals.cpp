@@ -137,3 +137,40 @@ TEST_CASE("shared-memory flags and slots sit on their own cache lines wherever t
         }
     }
 }
+
+TEST_CASE("a receive cancelled after its message matched still delivers that message", "[internals][mpi]") {
+    // The server's abort receive at the end of its loop: a notice that matched just before
+    // the cancel must be answered, not swallowed (the failing rank would wait out its whole
+    // grace period). Needs two ranks (the test `internals_np2`); one rank has nothing to do.
+    int size = 1, rank = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (size < 2) return;
+    MPI_Comm comm;
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+    for (const bool sent : {true, false}) {
+        CAPTURE(sent);
+        int value = -1;
+        if (rank == 0 && sent) {
+            int v = 42;
+            MPI_Ssend(&v, 1, MPI_INT, 1, 7, comm);  // returns once the receive has matched
+        }
+        if (rank == 1) {
+            MPI_Request r = MPI_REQUEST_NULL;
+            MPI_Irecv(&value, 1, MPI_INT, MPI_ANY_SOURCE, 7, comm, &r);
+            MPI_Barrier(comm);  // rank 0's Ssend has completed: the message matched
+            MPI_Status st;
+            const bool matched = cancel_receive(r, st);
+            CHECK(matched == sent);
+            CHECK(r == MPI_REQUEST_NULL);
+            if (sent) {
+                CHECK(st.MPI_SOURCE == 0);
+                CHECK(value == 42);
+            }
+        } else {
+            MPI_Barrier(comm);
+        }
+        MPI_Barrier(comm);
+    }
+    MPI_Comm_free(&comm);
+}

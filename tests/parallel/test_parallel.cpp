@@ -11,12 +11,14 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <new>
 #include <optional>
 #include <set>
@@ -790,6 +792,27 @@ TEST_CASE("a directory in place of the final file is an error on every rank befo
     CHECK(what.find("a directory has that name") != std::string::npos);
 }
 
+TEST_CASE("a missing output directory is Errc::hdf5 with errno ENOENT on every rank", "[mpi][files]") {
+    if (world_size() < 2) return;
+    const std::string dir = fresh_dir("missing_dir");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/no_such_dir/f.h5";
+    int library_code = -1;
+    std::string what;
+    try {
+        SmallData smd(o);
+    } catch (const smalldata::Error& e) {
+        what = e.what();
+        CHECK(e.code() == Errc::hdf5);
+        library_code = e.library_code();
+    }
+    CAPTURE(what);
+    CHECK(library_code == ENOENT);
+    CHECK(what.find("no_such_dir") != std::string::npos);
+    CHECK(files_in(dir).empty());
+}
+
 TEST_CASE("a rerun replaces a final file that a reader holds open", "[mpi][files]") {
     // The final file is built under a temporary name and renamed into place: no lock on
     // the old file stops it, and the old file is never truncated under the reader.
@@ -830,4 +853,54 @@ TEST_CASE("event() after done() is Errc::usage on clients and does nothing on se
     smd.done();
     const std::string code = error_code_of([&] { smd.event(100, "x", 1.0); });
     CHECK(code == (smd.summary() ? "usage" : "none"));
+}
+
+TEST_CASE("an event refused for being over 2 GiB leaves no gap in the stream", "[mpi][errors]") {
+    // A value of just under 2 GiB after 70 KiB of others makes the event larger than one
+    // message. The refused pair is never copied (its bytes are not even touched: fresh
+    // pages). The client catches the usage error and goes on; no batch is skipped, so the
+    // servers see an unbroken stream and done() succeeds. Serial mode has no message limit:
+    // there the same call is accepted, so this case runs in parallel mode only.
+    if (world_size() == 1) return;
+    const std::string dir = fresh_dir("over_2gib");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/big.h5";
+    const std::int64_t n = 40, refused = 5;
+    const std::uint64_t big_bytes = (std::uint64_t(1) << 31) - 64 * 1024;
+    std::string code, what;
+    {
+        SmallData smd(o);
+        std::unique_ptr<std::uint8_t[]> big;  // never read: refused before any copy
+        const std::vector<std::uint8_t> pad(70 * 1024, 7);
+        for (std::int64_t i : smd.share(n)) {
+            if (i == refused) {
+                big.reset(new std::uint8_t[big_bytes]);
+                code = error_code_of([&] { smd.event(i, "pad", pad, "huge", smalldata::view(big.get(), {big_bytes})); }, &what);
+            }
+            smd.event(i, "x", static_cast<double>(i));
+        }
+        smd.done();
+    }
+    // Only the client that had event 5 saw the refusal.
+    const int saw = static_cast<int>(sum_over_world(code == "usage" ? 1 : 0));
+    CHECK(saw == 1);
+    if (code == "usage") CHECK_THAT(what, Catch::Contains("'huge'") && Catch::Contains("2 GiB"));
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        auto ts = f.read<std::int64_t>("timestamp");
+        const auto x = f.read<double>("x");
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        REQUIRE(x.size() == ts.size());
+        for (std::size_t r = 0; r < ts.size(); ++r) CHECK(x[r] == static_cast<double>(ts[r]));
+        // The pair before the refused one is recorded: event 5 has its 'pad' row, the
+        // others the fill value.
+        const auto pad = f.read<std::uint8_t>("pad");
+        REQUIRE(pad.size() == ts.size() * 70 * 1024);
+        for (std::size_t r = 0; r < ts.size(); ++r)
+            CHECK(pad[r * 70 * 1024] == (ts[r] == refused ? 7 : 255));  // 255: the fill value of uint8
+        CHECK_FALSE(f.exists("huge"));
+        std::sort(ts.begin(), ts.end());
+        for (std::int64_t i = 0; i < n; ++i) CHECK(ts[static_cast<std::size_t>(i)] == i);
+    }
 }
