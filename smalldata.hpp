@@ -671,8 +671,8 @@ inline bool same_name(const std::string& a, std::string_view b) noexcept {
 // Transactions. Nothing the Packer does from put() runs user code or ships a batch: a value
 // that does not fit grows the buffer, and the batch is shipped at the next event boundary
 // (start_event, flush). A put() commits the entry (its field's last_event, pos_, entries_)
-// only once its bytes are in the buffer or in the writer's column, so an exception leaves
-// the open event exactly as it was before the call.
+// only once nothing that can throw remains (see commit() for direct mode), so an exception
+// leaves the open event exactly as it was before the call.
 class Packer {
 public:
     Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size, std::size_t batch_bytes);
@@ -694,17 +694,16 @@ public:
         }
         id = resolve(name, dt, shape);
     hit:
-        const Commit c = pending(id);
         if (direct_) {
-            sink_->value(id, data);
+            direct_value(id, data);
         } else {
             const std::size_t need = 4 + bytes;
             if (static_cast<std::size_t>(end_ - cur_) < need) make_room(need, id);
+            commit(id);  // nothing below throws
             std::memcpy(cur_, &id, 4);
             if (bytes) std::memcpy(cur_ + 4, data, bytes);
             cur_ += need;
         }
-        commit(c);
     }
     template <class T>
     void put_scalar(std::string_view name, const T& v) {   // scalars: shape known statically
@@ -719,16 +718,15 @@ public:
         }
         id = resolve(name, dt, Shape{});
     hit:
-        const Commit c = pending(id);
         if (direct_) {
-            sink_->value(id, &v);
+            direct_value(id, &v);
         } else {
             if (static_cast<std::size_t>(end_ - cur_) < 4 + sizeof(T)) make_room(4 + sizeof(T), id);
+            commit(id);  // nothing below throws
             std::memcpy(cur_, &id, 4);
             std::memcpy(cur_ + 4, &v, sizeof(T));
             cur_ += 4 + sizeof(T);
         }
-        commit(c);
     }
     // Closes the open event and ships the current batch (done(), or before a summary).
     void flush();
@@ -739,19 +737,18 @@ public:
     void add_summary_name(std::string_view name);
 
 private:
-    // An entry's commit, worked out before its bytes are copied: the copy (through an
-    // unsigned char pointer, which may alias anything) then forces no reloads.
-    struct Commit {
-        ClientField* field;
-        std::uint64_t event;
-        std::size_t pos;
-        std::uint32_t entries;
-    };
-    Commit pending(std::uint32_t id) noexcept { return Commit{&fields_[id], event_no_, pos_ + 1, entries_ + 1}; }
-    void commit(const Commit& c) noexcept {
-        c.field->last_event = c.event;
-        pos_ = c.pos;
-        entries_ = c.entries;
+    // An entry is committed once nothing that can throw remains: in a batch after
+    // make_room(). In direct mode before the writer takes the value: the writer throws
+    // only after a failed write, which is sticky (every later call throws it again, so the
+    // open event is moot), or when memory runs out.
+    void commit(std::uint32_t id) noexcept {
+        fields_[id].last_event = event_no_;
+        ++pos_;
+        ++entries_;
+    }
+    void direct_value(std::uint32_t id, const void* data) {
+        commit(id);
+        sink_->value(id, data);
     }
     void start_event(std::int64_t ts);
     void close_event();
@@ -3102,6 +3099,27 @@ private:
     std::terminate_handler prev_ = nullptr;
 };
 
+// Server k's part file of the final file `filename`: <stem>_part<k>.h5 (API.md).
+inline std::string part_path_of(const std::string& filename, int k) {
+    const std::size_t slash = filename.rfind('/');
+    const std::size_t dot = filename.rfind('.');
+    const std::string stem = (dot != std::string::npos && (slash == std::string::npos || dot > slash + 1))
+                                 ? filename.substr(0, dot)
+                                 : filename;
+    return stem + "_part" + std::to_string(k) + ".h5";
+}
+
+// What a final file is built from, besides the parts' descriptions (Writer::describe()):
+// used by the join and by `smalldata recover`.
+struct FinalSpec {
+    std::string filename;
+    int parts = 0;                                // servers
+    std::uint64_t run_token = 0;                  // every part must carry it
+    const std::vector<SummaryItem>* summary = nullptr;
+    std::string builder;                          // who builds it, for messages
+};
+void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& all, const std::vector<int>& lens);
+
 struct Impl {
     Options opt;
     Role role = Role::serial;
@@ -3127,15 +3145,7 @@ struct Impl {
 
     bool parallel() const { return role != Role::serial; }
     int join_root() const { return n_servers; }  // client 0 builds the final file
-    std::string part_path(int k) const {
-        const std::string& f = opt.filename;
-        const std::size_t slash = f.rfind('/');
-        const std::size_t dot = f.rfind('.');
-        const std::string stem = (dot != std::string::npos && (slash == std::string::npos || dot > slash + 1))
-                                     ? f.substr(0, dot)
-                                     : f;
-        return stem + "_part" + std::to_string(k) + ".h5";
-    }
+    std::string part_path(int k) const { return part_path_of(opt.filename, k); }
     std::string rank_text(int r) const {
         if (r < n_servers) return "server " + std::to_string(r) + " (rank " + std::to_string(r) + ")";
         if (r < n_servers + n_clients) return "client " + std::to_string(r - n_servers) + " (rank " + std::to_string(r) + ")";
@@ -3638,8 +3648,11 @@ inline void Impl::open_outputs() {
     agree_or_throw(why.empty(), code, why, lib);
 }
 
-inline void Impl::build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens) {
-    const std::size_t P = static_cast<std::size_t>(n_servers);
+void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& all, const std::vector<int>& lens) {
+    auto part_path = [&](int k) { return part_path_of(spec.filename, k); };
+    static const std::vector<SummaryItem> no_summary;
+    const std::vector<SummaryItem>& summary = spec.summary ? *spec.summary : no_summary;
+    const std::size_t P = static_cast<std::size_t>(spec.parts);
     std::vector<std::uint64_t> part_events(P, 0);
     std::map<std::string, JoinField> fields;
     std::size_t off = 0;
@@ -3716,21 +3729,21 @@ inline void Impl::build_final(const std::vector<unsigned char>& all, const std::
             const int err = errno;
             H5Eclear2(H5E_DEFAULT);
             throw_error(Errc::join, "part file '" + part + "' of server " + std::to_string(k) + " cannot be opened by " +
-                                        rank_text(rank) + ", which builds '" + opt.filename + "'" +
+                                        spec.builder + ", which builds '" + spec.filename + "'" +
                                         (path_exists(part) ? std::string() : std::string(" (") + std::strerror(err) + ")") +
                                         ": every rank must see the same output directory");
         }
         std::uint64_t token = 0;
-        if (!h5_get_attr_u64(pf.get(), attr_run, token) || token != run_token)
-            throw_error(Errc::join, "part file '" + part + "' seen by " + rank_text(rank) + ", which builds '" +
-                                        opt.filename + "', is not the one server " + std::to_string(k) +
+        if (!h5_get_attr_u64(pf.get(), attr_run, token) || token != spec.run_token)
+            throw_error(Errc::join, "part file '" + part + "' seen by " + spec.builder + ", which builds '" +
+                                        spec.filename + "', is not the one server " + std::to_string(k) +
                                         " wrote in this run (a stale part of an earlier run?): every rank must see the "
                                         "same output directory");
     }
 
     char token_hex[17];
-    std::snprintf(token_hex, sizeof token_hex, "%016llx", static_cast<unsigned long long>(run_token));
-    const std::string tmp = opt.filename + "." + token_hex + ".tmp";
+    std::snprintf(token_hex, sizeof token_hex, "%016llx", static_cast<unsigned long long>(spec.run_token));
+    const std::string tmp = spec.filename + "." + token_hex + ".tmp";
     try {
         H5Id file = h5_create_file(tmp);
         for (const auto& kv : fields) {
@@ -3768,21 +3781,31 @@ inline void Impl::build_final(const std::vector<unsigned char>& all, const std::
             }
             H5Id d(h5check(H5Dcreate2(file.get(), name.c_str(), ftype.get(), vspace.get(), h5_lcpl().get(), dcpl.get(),
                                       H5P_DEFAULT),
-                           "cannot create virtual dataset '" + name + "' in '" + opt.filename + "'"),
+                           "cannot create virtual dataset '" + name + "' in '" + spec.filename + "'"),
                    H5Dclose);
         }
         for (const SummaryItem* it : summaries) write_summary_item(file.get(), *it);
-        h5_set_attr_u64(file.get(), attr_run, run_token);
+        h5_set_attr_u64(file.get(), attr_run, spec.run_token);
         if (file.close() < 0) throw_h5("closing '" + tmp + "'");
-        if (std::rename(tmp.c_str(), opt.filename.c_str()) != 0) {
+        if (std::rename(tmp.c_str(), spec.filename.c_str()) != 0) {
             const int err = errno;
-            throw_error(Errc::hdf5, "cannot rename '" + tmp + "' to '" + opt.filename + "': " + std::strerror(err), err);
+            throw_error(Errc::hdf5, "cannot rename '" + tmp + "' to '" + spec.filename + "': " + std::strerror(err), err);
         }
     } catch (...) {
         ::unlink(tmp.c_str());  // never leave a half-built final file
         throw;
     }
     if (!clashes.empty()) throw_error(Errc::name, clashes + " (the events were joined; that summary was not written)");
+}
+
+inline void Impl::build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens) {
+    FinalSpec spec;
+    spec.filename = opt.filename;
+    spec.parts = n_servers;
+    spec.run_token = run_token;
+    spec.summary = &summary;
+    spec.builder = rank_text(rank);
+    build_final_file(spec, all, lens);
 }
 
 inline void Impl::join() {
