@@ -3488,6 +3488,8 @@ inline void Impl::run_server() {
 
 inline constexpr const char* attr_run = "smalldata_run";      // u64: the run token
 inline constexpr const char* attr_final = "smalldata_final";  // string: the final file's name
+inline constexpr const char* attr_part = "smalldata_part";    // u64: this part's server index
+inline constexpr const char* attr_parts = "smalldata_parts";  // u64: the run's number of parts
 
 struct JoinField {
     DType dtype = DType::f64;
@@ -3634,6 +3636,8 @@ inline void Impl::open_outputs() {
             if (!path.empty()) {
                 H5Quiet q;
                 h5_set_attr_u64(writer->file(), attr_run, run_token);
+                h5_set_attr_u64(writer->file(), attr_part, static_cast<std::uint64_t>(server_idx));
+                h5_set_attr_u64(writer->file(), attr_parts, static_cast<std::uint64_t>(n_servers));
                 h5_set_attr_string(writer->file(), attr_final, base_name(opt.filename));
             }
         } catch (const Error& e) {
