@@ -155,6 +155,7 @@
 #include <mpi.h>
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -231,7 +232,8 @@ View<T> view(const T* data, const std::vector<std::uint64_t>& shape);
     X(hdf5, "an HDF5 call failed")                                                       \
     X(mpi, "an MPI call failed")                                                         \
     X(join, "the part files cannot be joined")                                           \
-    X(protocol, "a message between ranks was malformed or events were lost")
+    X(protocol, "a message between ranks was malformed or events were lost")            \
+    X(interrupted, "the run was stopped early (request_stop()); done() has run")
 
 enum class Errc : int {
 #define SMALLDATA_X_ENUM(id, text) id,
@@ -441,7 +443,20 @@ private:
 // ============================================================================ [>>smalldata]
 // 5. SmallData: the object a user's program creates once per run.
 
-namespace detail { class Packer; struct Impl; }
+namespace detail {
+class Packer;
+struct Impl;
+// Why the run must stop: 0 (it need not), the signal that asked (SIGTERM, SIGINT), or -1
+// for request_stop(). Checked once per event() call, and by the servers' loop.
+inline std::atomic<int> stop_requested{0};
+}  // namespace detail
+
+// Ends the run early, as SIGTERM does when the library handles it: every live SmallData
+// of this process runs done() at its next event() call (the final file is written), and
+// that event() throws Errc::interrupted; servers make what they hold durable at once.
+// Async-signal-safe: a program with its own SIGTERM/SIGINT handler (the library installs
+// its handler only where the program has none) calls this from that handler.
+void request_stop() noexcept;
 
 class SmallData {
 public:
@@ -502,6 +517,7 @@ private:
     void save_summary_string(std::string_view name, const std::string& s);
     void warn_skipped_summary(std::string_view name) const;
     void event_after_done() const;
+    void stop_at_event();  // detail::stop_requested is set: done(), then end the process or throw
     // Collective among clients. agree_count: the common length of the contributors'
     // vectors (Errc::reduction if they differ). reduce_raw: element-wise op in place, a
     // non-contributor adding the neutral element; returns whether any client contributed.
@@ -873,6 +889,7 @@ void SmallData::event(Timestamp timestamp, NameValue&&... name_value_pairs) {
                   "smalldata::event: arguments after the timestamp must be name/value pairs "
                   "(an even count)");
     if (!packer_) return event_after_done();  // servers, other ranks: nothing; after done(): usage
+    if (detail::stop_requested.load(std::memory_order_relaxed) != 0) return stop_at_event();
     if constexpr (std::is_unsigned_v<Timestamp> && sizeof(Timestamp) >= 8) {
         if (timestamp > static_cast<Timestamp>(INT64_MAX))
             detail::throw_error(Errc::usage, "smalldata::event: timestamp " + std::to_string(timestamp) +
@@ -1013,6 +1030,7 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 
 #include <hdf5.h>
 #include <fcntl.h>      // POSIX: output files are checked, replaced and renamed by path
+#include <signal.h>     // POSIX: sigaction (SIGTERM and SIGINT end the run gracefully)
 #include <sys/stat.h>
 #include <unistd.h>
 #if defined(__linux__)
@@ -1024,6 +1042,7 @@ template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <climits>
 #include <cmath>
 #include <cstdio>
@@ -3208,6 +3227,7 @@ public:
 private:
     Impl* im_ = nullptr;
     std::terminate_handler prev_ = nullptr;
+    bool handles_[2] = {false, false};  // SIGTERM, SIGINT: the library's handler is installed
 };
 
 // Server k's part file of the final file `filename`: <stem>_part<k>.h5 (API.md).
@@ -3431,6 +3451,25 @@ inline void Impl::setup_shared_memory() {
 // at all (an HDF5 write, a callback, a malformed message) ends the job through abort_job:
 // nothing escapes from here to leave the clients waiting. The part file was created by
 // open_outputs() in the constructor.
+// The name of a stop signal, for messages.
+inline const char* stop_name(int sig) {
+    return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig > 0 ? "a signal" : "request_stop()";
+}
+
+// After done(), when a signal asked the run to stop: the process ends as that signal's
+// default action would have ended it, now that the files are complete.
+inline void end_by_stop_signal(const Impl& im) {
+    const int sig = stop_requested.load();
+    if (sig <= 0) return;
+    std::fprintf(stderr, "%s: the run ended early (%s): %llu events %s; the file%s complete\n", who().c_str(),
+                 stop_name(sig), static_cast<unsigned long long>(im.stats.events),
+                 im.role == Role::server ? "written by this server" : "handed over by this rank",
+                 im.opt.filename.empty() ? "s are" : (" '" + im.opt.filename + "' is").c_str());
+    std::fflush(stderr);
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+}
+
 // Cancels the pending receive r. true: it had already matched a message (st describes
 // it), which the caller must still handle; false: cancelled, nothing arrived.
 inline bool cancel_receive(MPI_Request& r, MPI_Status& st) {
@@ -3445,6 +3484,7 @@ inline bool cancel_receive(MPI_Request& r, MPI_Status& st) {
 inline void Impl::run_server() {
     int abort_from = -1;
     MPI_Request abort_req = MPI_REQUEST_NULL;
+    bool stop_seen = false;
     try {
         Decoder decoder(*writer, opt.callbacks);
         std::vector<Stream> streams(static_cast<std::size_t>(size));
@@ -3474,6 +3514,14 @@ inline void Impl::run_server() {
             MPI_Status st;
             check_mpi(MPI_Test(&abort_req, &flag, &st), "MPI_Test");
             if (flag) on_abort_notice(st.MPI_SOURCE);
+            if (stop_requested.load(std::memory_order_relaxed) != 0 && !stop_seen) {
+                stop_seen = true;  // the clients end at their next event(): make all held durable now
+                writer->checkpoint();
+                std::fprintf(stderr, "%s: interrupted by %s: %llu events are durable in '%s'\n", who().c_str(),
+                             stop_name(stop_requested.load()), static_cast<unsigned long long>(writer->events()),
+                             opt.filename.empty() ? "" : part_path(server_idx).c_str());
+                std::fflush(stderr);
+            }
             writer->checkpoint_if_due();  // also while no batch comes
         };
         // Completes every receive whose message is here. Called before each decode: a large
@@ -4131,6 +4179,16 @@ inline void exit_hook() {
     close_serial_on_failure(*im, why);
 }
 
+// The library's SIGTERM/SIGINT handler: the first signal asks the run to stop (see
+// request_stop), a second one ends the process at once (the default action).
+inline void on_stop_signal(int sig) {
+    int none = 0;
+    if (!stop_requested.compare_exchange_strong(none, sig)) {
+        std::signal(sig, SIG_DFL);
+        std::raise(sig);
+    }
+}
+
 void ExitGuard::install(Impl* im) {
     static bool hooked = false;
     if (!hooked) {
@@ -4139,10 +4197,29 @@ void ExitGuard::install(Impl* im) {
     im_ = im;
     active_impl() = im;
     prev_ = std::set_terminate(on_terminate);
+    // SIGTERM and SIGINT end the run gracefully, where the program has no handler of its own.
+    stop_requested.store(0);
+    const int sigs[2] = {SIGTERM, SIGINT};
+    for (int i = 0; i < 2; ++i) {
+        struct sigaction old {};
+        if (sigaction(sigs[i], nullptr, &old) != 0 || (old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL) continue;
+        struct sigaction sa {};
+        sa.sa_handler = on_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        handles_[i] = sigaction(sigs[i], &sa, nullptr) == 0;
+    }
 }
 
 void ExitGuard::uninstall() noexcept {
     if (!im_) return;
+    const int sigs[2] = {SIGTERM, SIGINT};
+    for (int i = 0; i < 2; ++i) {
+        struct sigaction now {};
+        if (handles_[i] && sigaction(sigs[i], nullptr, &now) == 0 && now.sa_handler == on_stop_signal)
+            std::signal(sigs[i], SIG_DFL);
+        handles_[i] = false;
+    }
     std::set_terminate(prev_);
     if (active_impl() == im_) active_impl() = nullptr;
     im_ = nullptr;
@@ -4359,6 +4436,7 @@ void SmallData::done() {
         im.stats.write_seconds = im.writer->write_seconds();
         im.exit_guard.uninstall();
         if (first) std::rethrow_exception(first);
+        end_by_stop_signal(im);
         return;
     }
     if (im.role == Role::client) {
@@ -4381,6 +4459,22 @@ void SmallData::done() {
     }
     im.shm_win.free();
     im.exit_guard.uninstall();
+    end_by_stop_signal(im);
+}
+
+void request_stop() noexcept {
+    int none = 0;
+    detail::stop_requested.compare_exchange_strong(none, -1);
+}
+
+void SmallData::stop_at_event() {
+    const int sig = detail::stop_requested.load();
+    std::fprintf(stderr, "%s: interrupted by %s: ending the run now (done())\n", detail::who().c_str(),
+                 detail::stop_name(sig));
+    std::fflush(stderr);
+    done();  // with a signal, ends the process (below); throws if the run cannot end well
+    detail::throw_error(Errc::interrupted, std::string("the run was stopped by ") + detail::stop_name(sig) +
+                                               " after this rank's events so far were written (done() has run)");
 }
 
 void SmallData::event_after_done() const {
