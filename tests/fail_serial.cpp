@@ -9,9 +9,20 @@
 //      callback-in-done : 1,000 events ("n" = t, "x" = t / 2) in one batch, so done() ships
 //                         them; a callback throws at timestamp 950; summary "total" = 7.0;
 //                         main catches the exception of done() and returns 0
+//      sigterm          : summary "total" = 7.0, then 300,000 events, then SIGTERM to itself
+//                         and one more event() call (the library's handler: done() runs
+//                         and the process ends by SIGTERM)
+//      request-stop     : the same with the program's own SIGTERM handler, which calls
+//                         smalldata::request_stop(); event() throws Errc::interrupted,
+//                         main catches it and returns 0
+//      sigkill          : checkpoint_seconds 0.5; the 300,000 events, then more (timestamps
+//                         from 300,000 on, one a millisecond) for 1.5 s, then SIGKILL
 #include "smalldata.hpp"
 
 #include <array>
+#include <chrono>
+#include <csignal>
+#include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -62,6 +73,33 @@ int main(int argc, char** argv) {
         }
         std::fprintf(stderr, "fail_serial: done() did not throw\n");
         return 0;
+    }
+    if (mode == "sigterm" || mode == "request-stop") {
+        if (mode == "request-stop") std::signal(SIGTERM, [](int) { smalldata::request_stop(); });
+        smalldata::SmallData smd(o);
+        smd.save_summary("total", 7.0);
+        many_events(smd);
+        std::raise(SIGTERM);
+        try {
+            smd.event(std::int64_t(300000), "x", 0.0);  // ends the run: not recorded
+        } catch (const smalldata::Error& e) {
+            std::fprintf(stderr, "fail_serial: event() threw %s: %s\n", smalldata::errc_name(e.code()), e.what());
+            return 0;
+        }
+        std::fprintf(stderr, "fail_serial: still running after SIGTERM\n");
+        return 0;
+    }
+    if (mode == "sigkill") {
+        o.checkpoint_seconds = 0.5;
+        smalldata::SmallData smd(o);
+        many_events(smd);
+        const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+        for (std::int64_t t = 300000; std::chrono::steady_clock::now() < end; ++t) {
+            const auto v = static_cast<std::int32_t>(t);
+            smd.event(t, "x", static_cast<double>(t), "a", std::array<std::int32_t, 3>{v, 2 * v, 3 * v});
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        std::raise(SIGKILL);
     }
     std::fprintf(stderr, "fail_serial: unknown mode %s\n", mode.c_str());
     return 2;

@@ -51,6 +51,32 @@ def callback_in_done_intact(f):
     return problems
 
 
+def stopped_intact(f):
+    """A run stopped by SIGTERM at its 300,001st event() call: the 300,000 events before
+    it, and the summary (done() ran)."""
+    problems = many_events_intact(f)
+    if "total" not in f or f["total"][()] != 7.0:
+        problems.append("summary 'total' missing or not 7.0")
+    return problems
+
+
+def killed_intact(f):
+    """SIGKILL 1.5 s after the first 300,000 events, with checkpoints every 0.5 s: those
+    events are on disk, every aligned dataset as long as timestamp, later rows right."""
+    problems = []
+    ts, x, a = f["timestamp"][:], f["x"][:], f["a"][:]
+    if not (len(ts) == len(x) == len(a)):
+        problems.append(f"lengths differ: timestamp {len(ts)}, x {len(x)}, a {len(a)}")
+    elif len(ts) < N:
+        problems.append(f"{len(ts)} events on disk, expected at least {N}")
+    else:
+        t = np.arange(len(ts))
+        if not (np.array_equal(ts, t) and np.array_equal(x, t.astype(np.float64))
+                and np.array_equal(a, np.stack([t, 2 * t, 3 * t], axis=1))):
+            problems.append("rows differ from t, t, {t, 2t, 3t}")
+    return problems
+
+
 MODES = {
     # A12: an exception escaping main ends with std::terminate (SIGABRT); the terminate
     # handler closes the file with the events given so far.
@@ -62,6 +88,15 @@ MODES = {
     # the summary, and the datasets stay aligned.
     "callback-in-done": dict(returncode=0, needles=["done() threw", "callback failed at 950"],
                              check=callback_in_done_intact),
+    # Issue 10: SIGTERM with the library's handler: done() runs at the next event() (the
+    # file complete, the summary in it), then the process ends by SIGTERM.
+    "sigterm": dict(returncode=-signal.SIGTERM, needles=["interrupted by SIGTERM", "the run ended early"],
+                    check=stopped_intact),
+    # The program's own handler calls request_stop(): the same, and event() throws.
+    "request-stop": dict(returncode=0, needles=["event() threw interrupted"], check=stopped_intact),
+    # SIGKILL: nothing runs, yet every event older than checkpoint_seconds is on disk. The
+    # file is opened as an SWMR reader would (its writer never closed it).
+    "sigkill": dict(returncode=-signal.SIGKILL, needles=[], check=killed_intact, swmr=True),
 }
 
 
@@ -88,7 +123,8 @@ def main():
                 if s not in err:
                     failures.append(f"{mode}: output lacks {s!r}")
             try:
-                with h5py.File(out, "r") as f:
+                kw = dict(libver="latest", swmr=True) if want.get("swmr") else {}
+                with h5py.File(out, "r", **kw) as f:
                     failures += [f"{mode}: {m}" for m in want["check"](f)]
             except Exception as e:  # noqa: BLE001 - any failure to read is the finding
                 failures.append(f"{mode}: file unreadable: {e}")

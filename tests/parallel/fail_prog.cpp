@@ -16,6 +16,8 @@
 //   busy-abort   : a callback keeps the server busy (~3 us per event) while client 1
 //                  throws after 1.5 s of events and clients 0 and 2 keep producing
 //   exit         : client 1 calls std::exit(0) half-way, without done()
+//   sigterm      : client 1 gets SIGTERM half-way (the library ends its run: done(), then
+//                  the signal); the others finish
 //   nonstd-throw : a callback on the server throws 42 (not a std::exception); main has
 //                  catch (...) { return 1; }
 // Failures in the constructor, caught by main (every rank prints "caught [CODE] ..."):
@@ -27,6 +29,7 @@
 #include "smalldata.hpp"
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -79,6 +82,7 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
         if (mode == "busy-abort" && c == 1 && std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(1500))
             throw std::runtime_error("client 1 failed");
         if (mode == "exit" && c == 1 && i > n / 2) std::exit(0);
+        if (mode == "sigterm" && c == 1 && i > n / 2 && i <= n / 2 + 3) std::raise(SIGTERM);  // once: c's next i
     }
     smd.done();
     return 0;

@@ -137,6 +137,33 @@ MODES = [
     Mode("launcher-pmi", "good", launch={"PMI_SIZE": "4"},
          needles=["one of 4 processes", "world of 1"], files=(), part=None),
 ]
+def sigterm_check(work, _state):
+    """Client 1 got SIGTERM past the middle: it ran done() at its next event() and ended by
+    the signal; the others finished. The final file holds every event of clients 0 and 2,
+    and of client 1 every one up to where it stopped, each once."""
+    try:
+        with h5py.File(os.path.join(work, "out.h5"), "r") as f:
+            ts, x = f["timestamp"][:], f["x"][:]
+    except Exception as e:  # noqa: BLE001
+        return [f"final file unreadable: {e}"]
+    n = 200_000
+    problems = []
+    if len(np.unique(ts)) != len(ts):
+        problems.append("a timestamp appears twice")
+    if not np.array_equal(x, ts.astype(np.float64)):
+        problems.append("x != timestamp")
+    others = np.setdiff1d(np.arange(n)[np.arange(n) % 3 != 1], ts)
+    if len(others):
+        problems.append(f"{len(others)} events of clients 0 and 2 missing")
+    c1 = np.sort(ts[ts % 3 == 1])
+    if len(c1) == 0 or c1[-1] <= n // 2 or not np.array_equal(c1, np.arange(1, c1[-1] + 1, 3)):
+        problems.append("client 1's events are not the prefix up to past the middle")
+    print(f"    out.h5: {len(ts)} events, client 1 stopped after {c1[-1] if len(c1) else None}")
+    return problems
+
+
+MODES.append(Mode("sigterm", "sigterm", needles=["rank 2, client 1", "interrupted by SIGTERM", "the run ended early"],
+                  files=("out.h5", "out_part0.h5"), check=sigterm_check))
 # The original modes run once more with a write thread on the server.
 MODES += [Mode(m.name + " (write thread)", m.prog_mode, needles=m.needles, env=WRITE_THREAD)
           for m in MODES[:4]]
