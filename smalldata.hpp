@@ -55,11 +55,13 @@
 //   - support heterogeneous clusters (mixed byte orders between ranks).
 //   - make SmallData thread-safe: call it from one thread per rank.
 //   - keep more than one SmallData alive at once per process in parallel mode.
-//   - keep its files readable when the process is killed from outside (SIGKILL, a
-//     scheduler's SIGTERM, the out-of-memory killer, a node failure): HDF5 holds metadata
-//     in memory until a file is closed, so such a run leaves part files (or the serial
-//     file) that do not open. Every failure the library sees itself (an exception, a
-//     write error, std::exit or the end of main before done()) closes the files first.
+//   - keep events handed over in the last checkpoint_seconds when the process is killed
+//     (SIGKILL, the out-of-memory killer): what is older is on disk, in files that open
+//     again (`smalldata recover`); summaries are only written by done(). Nor does it
+//     survive the loss of the machine (power, kernel): files are not fsync'ed.
+//   - take checkpoints while a serial program or a client stops calling event(): what it
+//     handed over last waits for its next event() call or done(). Servers checkpoint on
+//     their own, busy or idle.
 //   - accept one value larger than 2 GiB, or one event larger than one message (2 GiB):
 //     Errc::usage, naming the field.
 //   - accept names with a NUL byte, an empty, '.' or '..' component, a leading or
@@ -90,6 +92,13 @@
 //     in-process; without callbacks event() feeds its columns directly (no batch). Full
 //     caches may be written by a helper thread (write_thread); disk space is reserved
 //     ahead of the writes and given back at close (preallocate).
+//   Crashes.  Writer files are written in HDF5's SWMR mode, valid on disk at every
+//     instant. Every checkpoint_seconds x 0.4 a writer writes its caches and flushes the
+//     file, and clients ship events that waited that long, so every event handed over more
+//     than checkpoint_seconds ago is on disk. After a kill, `smalldata recover FILE` makes
+//     FILE whole again from what is on disk. SIGTERM and SIGINT (where the program has no
+//     handler of its own; else request_stop()) end the run at the next event(): done()
+//     runs, the files are complete, and the process then ends by that signal.
 //   Join.  done() gives `filename` one virtual dataset per field concatenating the parts
 //     (named relative to the final file), plus the summary datasets. Runs never mix: each
 //     part carries its run's token, a rerun removes its old final file before any part is
@@ -100,8 +109,8 @@
 //   servers, clients, filename, batch_size, cache_size, callbacks, comm    (API contract)
 //   batch_bytes, send_buffers, recv_buffers, shared_memory, cache_bytes,
 //   chunk_bytes, idle_sleep_max_us, abort_grace_ms, abort_close_ms, preallocate,
-//   write_thread, cache_memory (tuning). Every option must be equal on every rank
-//   (checked).
+//   write_thread, cache_memory, checkpoint_seconds (tuning). Every option must be equal
+//   on every rank (checked).
 //
 // ERRORS AND LOGGING
 //   Every error is a smalldata::Error (a std::runtime_error) with a code() from
@@ -2114,6 +2123,12 @@ namespace detail {
 //     writes it while the caller fills a spare one (at most one cache per field waits). All
 //     HDF5 calls of a writer hold its mutex h5_; a write error surfaces at the next
 //     hand-over or at finish().
+//     Checkpoints. With Options::checkpoint_seconds > 0 the file is made under
+//     <path>.tmp, switched to SWMR writing (HDF5 then orders its metadata writes so that
+//     the file on disk is valid at every instant) and renamed to <path>. Every 0.4 x the
+//     interval (checked between events: end_event, end_events, a server's idle loop) the
+//     caches are written, aligned extents set to the events so far, and the file flushed.
+//     After a kill the file opens with its status flags cleared (recover_file, section 17).
 //     Errors. The first failed write is sticky: from then on nothing more is written, the
 //     cached rows are given up, and every put/end_event (the slow path, which every value
 //     then takes) throws that error again. Each field remembers the first row it may have
