@@ -2188,6 +2188,8 @@ public:
     SpareSpace(const SpareSpace&) = delete;
     SpareSpace& operator=(const SpareSpace&) = delete;
     ~SpareSpace() { release(); }
+    // Whether space is held (Linux, a file system with posix_fallocate).
+    bool held() const noexcept { return fd_ >= 0; }
     void hold(const std::string& path, std::size_t bytes) noexcept {
 #if defined(__linux__)
         const std::size_t slash = path.find_last_of('/');
@@ -2314,6 +2316,7 @@ public:
             }
             if (o.preallocate) reserve_.open(file_.get(), path);
             spare_space_.hold(path, spare_space_bytes);
+            if (o.checkpoint_seconds > 0) spare_flush_.hold(path, spare_space_bytes);
         }
         FieldMeta ts;
         ts.name = "timestamp";
@@ -2390,9 +2393,21 @@ public:
                 const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
                 if (f.dset.valid() && f.extent != want) set_extent(f, want);
             }
+            // The flush writes metadata: room for it is held back from the data (like the
+            // close's), given to it now and taken again after. A file system too full to give
+            // it back is an error now, while the file is flushed and the close's room is kept.
+            const bool had_room = spare_flush_.held();
+            spare_flush_.release();
             if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) throw_h5("cannot flush '" + path_ + "'");
             add_write_seconds(now_seconds() - t0);
             ++checkpoints_;
+            if (had_room) {
+                spare_flush_.hold(path_, spare_space_bytes + fields_.size() * spare_space_per_field);
+                if (!spare_flush_.held())
+                    throw_error(Errc::hdf5, "the file system of '" + path_ +
+                                                "' is full: no room left for the next checkpoint (every event up to "
+                                                "this one is in the file)");
+            }
         } catch (...) {
             set_error(fields_[0], n_events_);
             fail();
@@ -2436,6 +2451,7 @@ public:
             throw;
         }
         spare_space_.release();  // room for the metadata written by the close
+        spare_flush_.release();
         const herr_t closed = file_.close();
         reserve_.trim();
         if (closed < 0) throw_h5("closing '" + path_ + "'");
@@ -2462,6 +2478,7 @@ public:
         if (failed()) {
             give_up_caches();
             spare_space_.release();  // the disk may be full: the cuts and the close need room
+            spare_flush_.release();
             for (const WField& f : fields_)
                 if (f.meta.aligned) common = std::min(common, f.lost_from);
         }
@@ -2476,6 +2493,7 @@ public:
             f.memtype.reset();
         }
         spare_space_.release();
+        spare_flush_.release();
         (void)file_.close();  // strong close degree: nothing of the file stays open in HDF5
         reserve_.trim();
     }
@@ -2537,6 +2555,7 @@ private:
         by_name_.emplace(m.name, fields_.size() - 1);
         names_.add(m.name);
         spare_space_.grow(spare_space_bytes + fields_.size() * spare_space_per_field);
+        spare_flush_.grow(spare_space_bytes + fields_.size() * spare_space_per_field);
         return fields_.size() - 1;
     }
 
@@ -2985,6 +3004,7 @@ private:
     std::string path_;
     H5Id file_;
     FileReserve reserve_;
+    SpareSpace spare_flush_;  // room for a checkpoint's metadata (given to it, then taken again)
     SpareSpace spare_space_;
     std::deque<WField> fields_;  // deque: FieldMeta addresses stay valid for EntryRef
     std::unordered_map<std::string, std::size_t> by_name_;

@@ -15,14 +15,19 @@
 //      request-stop     : the same with the program's own SIGTERM handler, which calls
 //                         smalldata::request_stop(); event() throws Errc::interrupted,
 //                         main catches it and returns 0
+//      fill             : checkpoint_seconds 0.2; events with an 8 KiB row ("img", every
+//                         element = t) until event() throws (the disk is full), then done();
+//                         prints both errors
 //      sigkill          : checkpoint_seconds 0.5; the 300,000 events, then more (timestamps
 //                         from 300,000 on, one a millisecond) for 1.5 s, then SIGKILL
 #include "smalldata.hpp"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <csignal>
 #include <thread>
+#include <vector>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -87,6 +92,27 @@ int main(int argc, char** argv) {
             return 0;
         }
         std::fprintf(stderr, "fail_serial: still running after SIGTERM\n");
+        return 0;
+    }
+    if (mode == "fill") {
+        o.checkpoint_seconds = 0.2;  // what a checkpoint wrote before the disk filled stays
+        smalldata::SmallData smd(o);
+        std::vector<float> img(2048);
+        std::int64_t t = 0;
+        try {
+            for (;; ++t) {
+                std::fill(img.begin(), img.end(), static_cast<float>(t));
+                smd.event(t, "x", static_cast<double>(t), "img", img);
+            }
+        } catch (const smalldata::Error& e) {
+            std::fprintf(stderr, "fail_serial: event() threw %s at %lld: %s\n", smalldata::errc_name(e.code()),
+                         static_cast<long long>(t), e.what());
+        }
+        try {
+            smd.done();
+        } catch (const smalldata::Error& e) {
+            std::fprintf(stderr, "fail_serial: done() threw %s: %s\n", smalldata::errc_name(e.code()), e.what());
+        }
         return 0;
     }
     if (mode == "sigkill") {

@@ -16,6 +16,9 @@
 //   busy-abort   : a callback keeps the server busy (~3 us per event) while client 1
 //                  throws after 1.5 s of events and clients 0 and 2 keep producing
 //   exit         : client 1 calls std::exit(0) half-way, without done()
+//   fill         : checkpoint_seconds 0.2; every event also has an 8 KiB row "img" (all =
+//                  i), 5,000 events/s per client, so that a small file system fills up
+//                  after a few checkpoints (tests/full_disk.py)
 //   sigterm      : client 1 gets SIGTERM half-way (the library ends its run: done(), then
 //                  the signal); the others finish
 //   nonstd-throw : a callback on the server throws 42 (not a std::exception); main has
@@ -35,6 +38,8 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace {
 
@@ -63,12 +68,17 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
         MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);  // main initialised MPI for this
         if (world_rank == 0) o.batch_bytes = 512;
     }
+    if (mode == "fill") o.checkpoint_seconds = 0.2;  // what a checkpoint wrote stays
     smalldata::SmallData smd(o);
     const int c = smd.client_index();
     const auto t0 = std::chrono::steady_clock::now();
     for (std::int64_t i : smd.share(n)) {
         if (mode == "client-type" && c == 1 && i > n / 2)
             smd.event(i, "x", static_cast<std::int32_t>(i));  // was double: type_mismatch
+        else if (mode == "fill") {  // about 40 MB/s per client: checkpoints come before the disk is full
+            smd.event(i, "x", static_cast<double>(i), "img", std::vector<float>(2048, static_cast<float>(i)));
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
         else
             smd.event(i, "x", static_cast<double>(i));
         if (mode == "user-throw" && c == 2 && i > n / 2) throw std::runtime_error("detector exploded");
