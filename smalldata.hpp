@@ -297,6 +297,10 @@ struct Options {
                                       // grow with the rows seen; at the cap they are written
                                       // out sooner instead (section 13,
                                       // [>>impl-writer], "Memory")
+    double checkpoint_seconds = 5;    // crash safety: every event handed to event() longer
+                                      // ago than this is in the file on disk, which opens
+                                      // again after any crash (`smalldata recover`); 0 = off
+                                      // (section 13, [>>impl-writer], "Checkpoints")
 };
 
 enum class Role { serial, client, server, other };
@@ -674,11 +678,35 @@ inline bool same_name(const std::string& a, std::string_view b) noexcept {
 // (start_event, flush). A put() commits the entry (its field's last_event, pos_, entries_)
 // only once nothing that can throw remains (see commit() for direct mode), so an exception
 // leaves the open event exactly as it was before the call.
+// "Has `period` passed?", asked on a hot path: the clock is read only every stride-th call,
+// the stride adapting (1 to 64) so that a fast caller reads it a few dozen times a period
+// and a slow one, or one back from a pause, at every call. period <= 0: never.
+class Periodic {
+public:
+    explicit Periodic(double period = 0);
+    bool tick(std::uint64_t calls = 1) {
+        if (period_ <= 0) return false;
+        if (countdown_ > calls) {
+            countdown_ -= calls;
+            return false;
+        }
+        return read_clock();
+    }
+    double period() const noexcept { return period_; }
+
+private:
+    bool read_clock();
+    double period_, last_, next_;
+    std::uint64_t stride_ = 1, countdown_ = 1;
+};
+
 class Packer {
 public:
     Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size, std::size_t batch_bytes);
     // From now on values go to sink->value() instead of into batches (before any event).
     void set_direct() noexcept { direct_ = true; }
+    // Checkpoints: complete events wait at most about `seconds` before they are shipped.
+    void set_max_age(double seconds) { age_ = Periodic(seconds); }
 
     void begin(std::int64_t ts) {
         if (open_ && ts == ts_) return;
@@ -782,6 +810,7 @@ private:
     std::vector<std::uint32_t> index_;  // open-addressing hash: name -> id + 1 (0 = empty)
     std::vector<std::string> summaries_;  // summary names saved so far, sorted
     std::vector<unsigned char> scratch_;
+    Periodic age_;                    // ships a partly filled batch (checkpoints)
 };
 
 // Shared by Field::value/values: copy out of a possibly unaligned entry after checking type.
@@ -1242,6 +1271,8 @@ inline std::string option_problem(const Options& o) {
     if (o.cache_memory < 1) return "cache_memory must be at least 1";
     if (o.idle_sleep_max_us < 1) return "idle_sleep_max_us must be at least 1";
     if (o.abort_grace_ms < 0 || o.abort_close_ms < 0) return "abort_grace_ms and abort_close_ms must not be negative";
+    if (!(o.checkpoint_seconds >= 0 && o.checkpoint_seconds <= 1e6))
+        return "checkpoint_seconds must be between 0 (off) and 1e6, got " + std::to_string(o.checkpoint_seconds);
     if (o.write_thread < -1 || o.write_thread > 1)
         return "write_thread must be -1 (automatic), 0 or 1, got " + std::to_string(o.write_thread);
     if (o.filename.find('\0') != std::string::npos) return "filename contains a NUL byte";
@@ -1385,6 +1416,22 @@ inline bool use_write_thread(int option, int ranks_on_node) {
 
 inline double now_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+Periodic::Periodic(double period) : period_(period), last_(now_seconds()), next_(last_ + period) {}
+
+bool Periodic::read_clock() {
+    const double t = now_seconds();
+    const double step = t - last_;
+    last_ = t;
+    if (step > period_ / 4)
+        stride_ = 1;  // slow calls, or a pause: read the clock at every call again
+    else if (step < period_ / 64 && stride_ < 64)
+        stride_ *= 2;
+    countdown_ = stride_;
+    if (t < next_) return false;
+    next_ = t + period_;
+    return true;
 }
 
 // Waits gently until ready() returns true; every wait of the library is one of these.
@@ -1806,7 +1853,8 @@ void Packer::start_event(std::int64_t ts) {
     if (open_) {
         if (split_) ship_completed();  // the events before the open one; it moves to the front
         close_event();
-        if (!direct_ && (done_events_ >= batch_size_ || static_cast<std::size_t>(cur_ - buf_->data()) > batch_bytes_))
+        if (!direct_ && (done_events_ >= batch_size_ || static_cast<std::size_t>(cur_ - buf_->data()) > batch_bytes_ ||
+                         age_.tick()))
             ship_completed();
     }
     if (!direct_) {
@@ -2087,6 +2135,10 @@ struct WField {
 inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
 inline constexpr std::size_t first_cache_bytes = std::size_t(1) << 12;   // a new field's cache (a page)
 inline constexpr std::size_t cache_growth = 8;  // a full cache grows 8x: few re-copies, few fresh pages
+// A checkpoint's interval, and the longest a client keeps complete events before it ships
+// them, are each this share of Options::checkpoint_seconds: an event is shipped, written
+// and flushed within the interval, with room for the transfer and the flush.
+inline constexpr double checkpoint_share = 0.4;
 inline constexpr std::size_t spare_space_bytes = std::size_t(4) << 20;   // SpareSpace, and
 inline constexpr std::size_t spare_space_per_field = std::size_t(8) << 10; // this per field
 
@@ -2221,7 +2273,12 @@ public:
         : opt_(o), has_file_(!path.empty()), async_(has_file_ && thread), path_(path) {
         if (has_file_) {
             H5Quiet q;
-            file_ = h5_create_file(path);
+            if (o.checkpoint_seconds > 0) {
+                create_swmr(path);
+                checkpoint_ = Periodic(o.checkpoint_seconds * checkpoint_share);
+            } else {
+                file_ = h5_create_file(path);
+            }
             if (o.preallocate) reserve_.open(file_.get(), path);
             spare_space_.hold(path, spare_space_bytes);
         }
@@ -2264,6 +2321,7 @@ public:
     void end_event(std::int64_t ts) {
         if (has_file_) append(fields_[0], n_events_, reinterpret_cast<const unsigned char*>(&ts));
         ++n_events_;
+        if (checkpoint_.tick()) checkpoint();
     }
 
     // Runs of n events at once (the decoder's uniform batches): value i of f, at
@@ -2275,7 +2333,39 @@ public:
     void end_events(const unsigned char* ts, std::size_t stride, std::size_t n) {
         if (has_file_) append_run(fields_[0], n_events_, ts, stride, n);
         n_events_ += n;
+        if (checkpoint_.tick(n)) checkpoint();
     }
+    // Between events, from a loop that may have nothing else to do (a server waiting).
+    void checkpoint_if_due() {
+        if (checkpoint_.tick()) checkpoint();
+    }
+
+    // Makes everything given so far durable: every cache written, every aligned dataset
+    // as long as the events, unaligned ones as their rows, then the file flushed. The file
+    // is in SWMR mode, so what is on disk is a valid file at every instant; after this,
+    // one that holds these events. Between events only. After a failed write: throws it.
+    void checkpoint() {
+        if (!has_file_ || !file_.valid()) return;
+        if (failed()) fail();
+        for (WField& f : fields_) flush(f);
+        drain();
+        try {
+            std::lock_guard<std::mutex> g(h5_);
+            H5Quiet q;
+            const double t0 = now_seconds();
+            for (WField& f : fields_) {
+                const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
+                if (f.dset.valid() && f.extent != want) set_extent(f, want);
+            }
+            if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) throw_h5("cannot flush '" + path_ + "'");
+            add_write_seconds(now_seconds() - t0);
+            ++checkpoints_;
+        } catch (...) {
+            set_error(fields_[0], n_events_);
+            fail();
+        }
+    }
+    std::uint64_t checkpoints() const noexcept { return checkpoints_; }
 
     Writer(const Writer&) = delete;
     Writer& operator=(const Writer&) = delete;
@@ -2375,6 +2465,25 @@ public:
     }
 
 private:
+    // The file is made under <path>.tmp, switched to SWMR writing (from then on valid on
+    // disk at every instant) and only then renamed to `path`: a crash never leaves a
+    // half-made file under the real name.
+    void create_swmr(const std::string& path) {
+        const std::string creating = path + ".tmp";
+        file_ = h5_create_file(creating);
+        try {
+            if (H5Fstart_swmr_write(file_.get()) < 0) throw_h5("cannot start SWMR writing of '" + creating + "'");
+            if (std::rename(creating.c_str(), path.c_str()) != 0) {
+                const int err = errno;
+                throw_error(Errc::hdf5, "cannot rename '" + creating + "' to '" + path + "': " + std::strerror(err), err);
+            }
+        } catch (...) {
+            (void)file_.close();
+            ::unlink(creating.c_str());
+            throw;
+        }
+    }
+
     std::size_t add_field(const FieldMeta& m, const std::string& source) {
         WField f;
         f.meta = m;
@@ -2836,6 +2945,8 @@ private:
     }
 
     const Options& opt_;
+    Periodic checkpoint_;             // Options::checkpoint_seconds (x checkpoint_share)
+    std::uint64_t checkpoints_ = 0;
     bool has_file_;
     bool async_;  // full caches go to the write thread
     std::string path_;
@@ -3364,6 +3475,7 @@ inline void Impl::run_server() {
             MPI_Status st;
             check_mpi(MPI_Test(&abort_req, &flag, &st), "MPI_Test");
             if (flag) on_abort_notice(st.MPI_SOURCE);
+            writer->checkpoint_if_due();  // also while no batch comes
         };
         // Completes every receive whose message is here. Called before each decode: a large
         // message is copied only when the receiver drives MPI, so doing it now frees the
@@ -4386,6 +4498,7 @@ inline void Impl::setup_parallel() {
         {"send_buffers", o.send_buffers},
         {"recv_buffers", o.recv_buffers},
         {"shared_memory", o.shared_memory ? 1 : 0},
+        {"checkpoint_seconds", std::llround(o.checkpoint_seconds * 1e6)},
         {"cache_bytes", static_cast<long long>(o.cache_bytes)},
         {"chunk_bytes", static_cast<long long>(o.chunk_bytes)},
         {"idle_sleep_max_us", o.idle_sleep_max_us},
@@ -4477,6 +4590,7 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.serial_buf.resize(direct ? sizeof(WireHeader) : o.batch_bytes);  // direct: never filled
         im.packer = std::make_unique<Packer>(im.sink.get(), &im.serial_buf, o.batch_size, o.batch_bytes);
         if (direct) im.packer->set_direct();
+        if (!o.filename.empty()) im.packer->set_max_age(o.checkpoint_seconds * checkpoint_share);
         packer_ = im.packer.get();
         im.exit_guard.install(&im);
         return;
@@ -4488,6 +4602,7 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         std::vector<unsigned char>* first = sender->first();
         im.sink = std::move(sender);
         im.packer = std::make_unique<Packer>(im.sink.get(), first, o.batch_size, o.batch_bytes);
+        if (!o.filename.empty()) im.packer->set_max_age(o.checkpoint_seconds * checkpoint_share);
         packer_ = im.packer.get();
     } else if (im.role == Role::server) {
         im.run_server();  // returns when every client of this server is done; never throws
