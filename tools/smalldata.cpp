@@ -56,6 +56,7 @@ struct PartTags {
     bool ok = false;   // all four read
     std::uint64_t run = 0, part = 0, parts = 0;
     std::string final_name;
+    std::size_t datasets = 0;
 };
 // Reads them without modifying the file: plainly, or as an SWMR reader when a crash left
 // the status flags set. Throws (naming the file) when the file does not open either way.
@@ -72,6 +73,7 @@ PartTags read_tags(const std::string& path) {
            dt::h5_get_attr_u64(f.get(), dt::attr_parts, t.parts) &&
            dt::h5_get_attr_string(f.get(), dt::attr_final, t.final_name);
     H5Eclear2(H5E_DEFAULT);
+    t.datasets = dt::list_datasets(f.get(), path).size();
     return t;
 }
 
@@ -121,7 +123,8 @@ void remove_final_leftovers(const std::string& file) {
     }
 }
 
-int recover_parallel(const std::string& file, const PartNames& names, const std::map<int, PartTags>& tags) {
+int recover_parallel(const std::string& file, const PartNames& names, const std::map<int, PartTags>& tags,
+                     const std::map<int, std::string>& blank) {
     // Every part of FILE must agree on the run and the number of parts.
     std::uint64_t run = 0, parts = 0;
     int first = -1;
@@ -153,7 +156,23 @@ int recover_parallel(const std::string& file, const PartNames& names, const std:
         const std::string path = dt::part_path_of(file, ki);
         std::vector<unsigned char> desc;
         auto it = names.parts.find(ki);
-        if (it == names.parts.end()) {
+        if (blank.count(ki)) {
+            // Killed before its first checkpoint: give it the run's attributes, so that it
+            // is an empty part of this run (for `check`, and for a rerun, which replaces it).
+            {
+                dt::H5Id f = dt::h5_open_recovering(path, true);
+                dt::H5Quiet q;
+                dt::h5_set_attr_u64(f.get(), dt::attr_run, run);
+                dt::h5_set_attr_u64(f.get(), dt::attr_part, k);
+                dt::h5_set_attr_u64(f.get(), dt::attr_parts, parts);
+                dt::h5_set_attr_string(f.get(), dt::attr_final, dt::base_name(file));
+                if (f.close() < 0) dt::throw_h5("closing '" + path + "'");
+            }
+            dt::append_pod(desc, std::uint64_t(0));
+            dt::append_pod(desc, std::uint32_t(0));
+            std::printf("  part %d  %-28s        0 events  (killed before its first checkpoint: no run attributes "
+                        "on disk; given them now)\n", ki, dt::base_name(path).c_str());
+        } else if (it == names.parts.end()) {
             dt::append_pod(desc, std::uint64_t(0));
             dt::append_pod(desc, std::uint32_t(0));
             std::printf("  part %d  %-28s missing: 0 events%s\n", ki, dt::base_name(path).c_str(),
@@ -224,7 +243,8 @@ int recover_serial(const std::string& file) {
 
 int recover(const std::string& file) {
     const PartNames names = find_part_names(file);
-    std::map<int, PartTags> tags;  // the parts that belong to FILE
+    std::map<int, PartTags> tags;       // the parts that belong to FILE
+    std::map<int, std::string> blank;   // parts with neither run attributes nor datasets
     for (const auto& kv : names.parts) {
         PartTags t;
         try {
@@ -233,14 +253,28 @@ int recover(const std::string& file) {
             dt::throw_error(sd::Errc::hdf5, "part file '" + kv.second + "' cannot be recovered: " + e.what());
         }
         if (!t.ok) {
-            // Not a smalldata part: the name is taken by something else. A serial FILE is
-            // still recoverable; otherwise say what is in the way.
+            // A part killed before its run attributes reached the disk holds nothing: it
+            // is this run's (nothing else makes files of that name in SWMR mode) with 0
+            // events. Anything else in the way is not ours: a serial FILE is still
+            // recoverable; otherwise say what is in the way.
+            if (t.datasets == 0) {
+                blank[kv.first] = kv.second;
+                continue;
+            }
             if (dt::path_exists(file)) continue;
             dt::throw_error(sd::Errc::join, "'" + kv.second + "' is not a smalldata part file");
         }
         if (t.final_name == dt::base_name(file)) tags[kv.first] = t;
     }
-    if (!tags.empty()) return recover_parallel(file, names, tags);
+    if (!tags.empty()) return recover_parallel(file, names, tags, blank);
+    if (!blank.empty() && !dt::path_exists(file)) {
+        // No part reached its first checkpoint: there is no run to rebuild.
+        std::printf("%s: no part file reached its first checkpoint: 0 events\n", file.c_str());
+        for (const auto& kv : blank) remove_file(kv.second);
+        for (const auto& kv : names.tmps) remove_file(kv.second);
+        remove_final_leftovers(file);
+        return 0;
+    }
     return recover_serial(file);
 }
 
