@@ -250,7 +250,9 @@ int recover(const std::string& file) {
         try {
             t = read_tags(kv.second);
         } catch (const sd::Error& e) {
-            dt::throw_error(sd::Errc::hdf5, "part file '" + kv.second + "' cannot be recovered: " + e.what());
+            std::string why = e.what();
+            if (why.compare(0, dt::who().size() + 2, dt::who() + ": ") == 0) why.erase(0, dt::who().size() + 2);
+            dt::throw_error(sd::Errc::hdf5, "part file '" + kv.second + "' cannot be recovered: " + why);
         }
         if (!t.ok) {
             // A part killed before its run attributes reached the disk holds nothing: it
@@ -292,9 +294,9 @@ int check(const std::string& file) {
     dt::H5Quiet q;
     dt::H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
     if (!f.valid()) {
-        const std::string why = dt::h5_stack();
-        std::printf("%s: cannot be opened (%s)\n", file.c_str(),
-                    dt::path_exists(file) ? "a crashed file? run `smalldata recover` on it" : std::strerror(ENOENT));
+        const bool exists = dt::path_exists(file);
+        const std::string why = exists ? dt::h5_stack() : std::string(std::strerror(ENOENT));
+        std::printf("%s: cannot be opened%s\n", file.c_str(), exists ? " (a crashed file? run `smalldata recover` on it)" : "");
         std::printf("NOT SOUND: '%s' cannot be opened: %s\n", file.c_str(), why.c_str());
         return 1;
     }
