@@ -45,8 +45,9 @@
 //     14. Decoder: batch -> events -> writer        [>>impl-decoder]
 //     15. Transport: sender, shared memory, server  [>>impl-transport]
 //     16. Join: part files -> virtual datasets      [>>impl-join]
-//     17. Failure: abort protocol                   [>>impl-abort]
-//     18. SmallData out-of-line API                 [>>impl-api]
+//     17. Recovery: crashed files, checks           [>>impl-recover]
+//     18. Failure: abort protocol                   [>>impl-abort]
+//     19. SmallData out-of-line API                 [>>impl-api]
 //   License                                         [>>license]
 //
 // DOES NOT
@@ -3247,7 +3248,7 @@ inline Impl*& active_impl() {  // the live SmallData of this process, for the ex
 
 // While a SmallData is live, an exception that escapes the program (std::terminate) and a
 // process that exits before done() (std::exit, an atexit handler) are routed to the
-// failure path of section 17, which closes the files and, in parallel mode, ends the job.
+// failure path of section 18, which closes the files and, in parallel mode, ends the job.
 // The guard installs the terminate handler and restores the previous one when the
 // SmallData goes away, whatever way that happens.
 class ExitGuard {
@@ -3482,7 +3483,7 @@ inline void Impl::setup_shared_memory() {
 // The server's loop: `recv_buffers` receives stay posted (ANY_SOURCE); they are handled in
 // the order they were posted, which is the order messages matched them, so each client's
 // batches are decoded in sequence. Waiting is gentle (section 10). Every iteration, busy
-// or idle, also tests for an abort notice from a failing rank (section 17), and any error
+// or idle, also tests for an abort notice from a failing rank (section 18), and any error
 // at all (an HDF5 write, a callback, a malformed message) ends the job through abort_job:
 // nothing escapes from here to leave the clients waiting. The part file was created by
 // open_outputs() in the constructor.
@@ -4065,8 +4066,297 @@ inline void Impl::join() {
     }
 }
 
+// ============================================================================ [>>impl-recover]
+// 17. Recovery: opening a part or serial file in whatever state a crash left it, cutting
+//     its aligned datasets to the complete rows, and reading back what a file holds.
+//
+//     Used by the `smalldata` tool (tools/smalldata.cpp: recover, check) and its tests, not
+//     by a run. A file killed while open in SWMR write mode has its superblock status flags
+//     set, so a plain H5Fopen refuses it; opening it read-write with HDF5's
+//     "clear_status_flags" file-access property (the one h5clear sets) clears them, and the
+//     close drops whatever was not flushed. Recovery then cuts every aligned dataset to the
+//     rows complete in all of them (the shortest, `timestamp` included): the rows of the
+//     last checkpoint. Unaligned datasets keep their rows. Recovering a file twice, or a
+//     file that was closed cleanly, changes nothing.
+
+// The dtype of an HDF5 type as the writer stores it (the inverse of h5_type): integers
+// and floats by class, size and sign, bool as the enum {FALSE = 0, TRUE = 1} over int8.
+// false for any other type (strings, compounds, other enums).
+inline bool dtype_of_h5(hid_t type, DType& out) {
+    const H5T_class_t cls = H5Tget_class(type);
+    const std::size_t size = H5Tget_size(type);
+    if (cls == H5T_INTEGER) {
+        const bool sign = H5Tget_sign(type) == H5T_SGN_2;
+        switch (size) {
+            case 1: out = sign ? DType::i8 : DType::u8; return true;
+            case 2: out = sign ? DType::i16 : DType::u16; return true;
+            case 4: out = sign ? DType::i32 : DType::u32; return true;
+            case 8: out = sign ? DType::i64 : DType::u64; return true;
+            default: return false;
+        }
+    }
+    if (cls == H5T_FLOAT) {
+        if (size == 4) { out = DType::f32; return true; }
+        if (size == 8) { out = DType::f64; return true; }
+        return false;
+    }
+    if (cls == H5T_ENUM && size == 1 && H5Tget_nmembers(type) == 2) {
+        H5Id base(H5Tget_super(type), H5Tclose);
+        if (!base.valid() || H5Tget_class(base.get()) != H5T_INTEGER || H5Tget_sign(base.get()) != H5T_SGN_2) return false;
+        std::int8_t v = -1;
+        if (H5Tenum_valueof(type, "FALSE", &v) < 0 || v != 0) return false;
+        if (H5Tenum_valueof(type, "TRUE", &v) < 0 || v != 1) return false;
+        out = DType::boolean;
+        return true;
+    }
+    return false;
+}
+
+// One dataset of a file, as recovery and `smalldata check` see it.
+struct DatasetInfo {
+    std::string name;            // path from the root, without the leading '/'
+    bool known_type = false;     // dtype is meaningful (a type the writer stores)
+    bool is_string = false;      // a string summary
+    DType dtype = DType::f64;
+    int rank = 0;                // of the dataspace (0: scalar)
+    std::uint64_t rows = 0;      // dims[0], when rank > 0
+    Shape shape;                 // dims[1..]: the shape of one row (rank <= max_rank + 1)
+    bool event_axis = false;     // a field: chunked with an unlimited first axis, or virtual
+    bool is_virtual = false;
+    bool aligned = false;        // event_axis and not unaligned_
+};
+
+inline herr_t collect_link_name(hid_t, const char* name, const H5L_info_t* info, void* out) {
+    if (info->type == H5L_TYPE_HARD) static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+    return 0;
+}
+
+// Every dataset of an open file, found recursively in its groups, in name order.
+inline std::vector<DatasetInfo> list_datasets(hid_t file, const std::string& path) {
+    std::vector<std::string> names;
+    if (H5Lvisit(file, H5_INDEX_NAME, H5_ITER_INC, collect_link_name, &names) < 0)
+        throw_h5("cannot list the objects of '" + path + "'");
+    std::vector<DatasetInfo> out;
+    for (const std::string& n : names) {
+        H5Id obj(H5Oopen(file, n.c_str(), H5P_DEFAULT), H5Oclose);
+        if (!obj.valid()) throw_h5("cannot open '" + n + "' in '" + path + "'");
+        if (H5Iget_type(obj.get()) != H5I_DATASET) continue;
+        DatasetInfo d;
+        d.name = n;
+        H5Id type(h5check(H5Dget_type(obj.get()), "H5Dget_type"), H5Tclose);
+        d.is_string = H5Tget_class(type.get()) == H5T_STRING;
+        d.known_type = dtype_of_h5(type.get(), d.dtype);
+        H5Id space(h5check(H5Dget_space(obj.get()), "H5Dget_space"), H5Sclose);
+        const int rank = H5Sget_simple_extent_ndims(space.get());
+        if (rank < 0) throw_h5("cannot read the shape of '" + n + "' in '" + path + "'");
+        d.rank = rank;
+        hsize_t dims[H5S_MAX_RANK], maxd[H5S_MAX_RANK];
+        H5Sget_simple_extent_dims(space.get(), dims, maxd);
+        H5Id dcpl(h5check(H5Dget_create_plist(obj.get()), "H5Dget_create_plist"), H5Pclose);
+        const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+        d.is_virtual = layout == H5D_VIRTUAL;
+        if (rank > 0 && rank <= max_rank + 1) {
+            d.rows = dims[0];
+            d.shape.rank = static_cast<std::uint8_t>(rank - 1);
+            for (int i = 1; i < rank; ++i) d.shape.dims[static_cast<std::size_t>(i - 1)] = dims[i];
+            d.event_axis = d.known_type && (d.is_virtual || (layout == H5D_CHUNKED && maxd[0] == H5S_UNLIMITED));
+        }
+        d.aligned = d.event_axis && !is_unaligned(d.name);
+        out.push_back(std::move(d));
+    }
+    return out;
+}
+
+// The events of a file's datasets: the shortest aligned dataset (0 without `timestamp`).
+inline std::uint64_t complete_rows(const std::vector<DatasetInfo>& ds) {
+    bool has_ts = false;
+    std::uint64_t n = std::numeric_limits<std::uint64_t>::max();
+    for (const DatasetInfo& d : ds) {
+        if (!d.aligned) continue;
+        has_ts = has_ts || d.name == "timestamp";
+        n = std::min(n, d.rows);
+    }
+    return has_ts ? n : 0;
+}
+
+// Opens a file that a crash may have left with its status flags set: plainly first (a
+// cleanly closed file is not modified), else read-write with the flags cleared. `write`:
+// read-write in either case. `cleared` tells which way it went. Errc::hdf5 naming the
+// file when neither works (not an HDF5 file, or cut before its superblock).
+inline H5Id h5_open_recovering(const std::string& path, bool write, bool* cleared = nullptr) {
+    H5Quiet q;
+    if (cleared) *cleared = false;
+    if (!path_exists(path)) {
+        const int err = errno;
+        throw_error(Errc::hdf5, "cannot open '" + path + "': " + std::strerror(err), err);
+    }
+    if (path_is_dir(path)) throw_error(Errc::hdf5, "cannot open '" + path + "': it is a directory");
+    H5Id f(H5Fopen(path.c_str(), write ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (f.valid()) return f;
+    const std::string first = h5_stack();
+    H5Id fapl(h5check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
+    if (H5Pexist(fapl.get(), "clear_status_flags") <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        throw_error(Errc::hdf5, "cannot open '" + path + "' (" + first +
+                                    "), and this HDF5 cannot clear a crashed file's status flags");
+    }
+    hbool_t t = 1;
+    h5check_herr(H5Pset(fapl.get(), "clear_status_flags", &t), "H5Pset(clear_status_flags)");
+    h5check_herr(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), "H5Pset_fclose_degree");
+    H5Id g(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get()), H5Fclose);
+    if (!g.valid())
+        throw_error(Errc::hdf5, "cannot open '" + path + "', not even with its status flags cleared (not an HDF5 file, "
+                                    "or cut short before its first flush): " + first);
+    if (cleared) *cleared = true;
+    return g;
+}
+
+// What recover_file found and left.
+struct Recovered {
+    std::uint64_t events = 0;                 // rows of every aligned dataset now
+    std::vector<unsigned char> description;   // Writer::describe()'s format, for build_final_file
+    bool cleared = false;                     // the status flags were set (a crashed writer)
+    std::uint64_t cut_rows = 0;               // aligned rows dropped, over all datasets
+};
+
+// The description of a file's fields in Writer::describe()'s format (events, then per
+// field dtype, rank, aligned, name length, rows, dims, name). Errc::hdf5 for a field of a
+// type the writer does not store.
+inline std::vector<unsigned char> describe_datasets(const std::vector<DatasetInfo>& ds, std::uint64_t events,
+                                                    const std::string& path) {
+    std::vector<unsigned char> out;
+    std::uint32_t n = 0;
+    for (const DatasetInfo& d : ds) n += d.event_axis ? 1u : 0u;
+    append_pod(out, events);
+    append_pod(out, n);
+    for (const DatasetInfo& d : ds) {
+        if (!d.event_axis) continue;
+        if (d.name.size() > 65535) throw_error(Errc::hdf5, "dataset name too long in '" + path + "'");
+        append_pod(out, static_cast<std::uint8_t>(d.dtype));
+        append_pod(out, d.shape.rank);
+        append_pod(out, static_cast<std::uint8_t>(d.aligned));
+        append_pod(out, static_cast<std::uint16_t>(d.name.size()));
+        append_pod(out, d.aligned ? events : d.rows);
+        for (int i = 0; i < d.shape.rank; ++i) append_pod(out, d.shape.dims[static_cast<std::size_t>(i)]);
+        out.insert(out.end(), d.name.begin(), d.name.end());
+    }
+    return out;
+}
+
+// Recovers a part or serial file in place (see the top of this section) and describes it.
+inline Recovered recover_file(const std::string& path) {
+    H5Quiet q;
+    Recovered r;
+    H5Id f = h5_open_recovering(path, false, &r.cleared);
+    std::vector<DatasetInfo> ds = list_datasets(f.get(), path);
+    r.events = complete_rows(ds);
+    bool even = true;
+    for (const DatasetInfo& d : ds) even = even && (!d.aligned || d.rows == r.events);
+    if (!even && !r.cleared) {  // closed cleanly, yet uneven (killed between two closes): reopen to cut
+        if (f.close() < 0) throw_h5("closing '" + path + "'");
+        f = H5Id(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+        if (!f.valid()) throw_h5("cannot open '" + path + "' for writing");
+    }
+    for (DatasetInfo& d : ds) {
+        if (!d.aligned || d.rows == r.events) continue;
+        H5Id dset(h5check(H5Dopen2(f.get(), d.name.c_str(), H5P_DEFAULT), "cannot open '" + d.name + "' in '" + path + "'"),
+                  H5Dclose);
+        hsize_t dims[max_rank + 1];
+        dims[0] = static_cast<hsize_t>(r.events);
+        for (int i = 0; i < d.shape.rank; ++i) dims[i + 1] = d.shape.dims[static_cast<std::size_t>(i)];
+        h5check_herr(H5Dset_extent(dset.get(), dims), "cannot cut '" + d.name + "' in '" + path + "'");
+        r.cut_rows += d.rows - r.events;
+        d.rows = r.events;
+    }
+    if (f.close() < 0) throw_h5("closing '" + path + "'");
+    r.description = describe_datasets(ds, r.events, path);
+    return r;
+}
+
+// The summary datasets of a final or serial file (every dataset that is not a field), read
+// back as build_final_file takes them: a rebuilt final file keeps the summary of the one it
+// replaces. Datasets of other types are left out.
+inline std::vector<SummaryItem> read_summary(hid_t file, const std::vector<DatasetInfo>& ds) {
+    std::vector<SummaryItem> out;
+    for (const DatasetInfo& d : ds) {
+        if (d.event_axis || d.is_virtual || (!d.known_type && !d.is_string)) continue;
+        H5Id dset(H5Dopen2(file, d.name.c_str(), H5P_DEFAULT), H5Dclose);
+        if (!dset.valid()) continue;
+        SummaryItem it;
+        it.name = d.name;
+        if (d.is_string) {
+            H5Id type(h5check(H5Dget_type(dset.get()), "H5Dget_type"), H5Tclose);
+            if (H5Tis_variable_str(type.get()) != 0 || d.rank != 0) continue;
+            std::string buf(H5Tget_size(type.get()), '\0');
+            if (buf.empty() || H5Dread(dset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &buf[0]) < 0) continue;
+            it.is_string = true;
+            it.text = buf.substr(0, buf.find('\0'));
+        } else {
+            if (d.rank > max_rank) continue;
+            it.dtype = d.dtype;
+            it.shape.rank = static_cast<std::uint8_t>(d.rank);  // a summary has no event axis
+            if (d.rank > 0) it.shape.dims[0] = d.rows;
+            for (int i = 1; i < d.rank; ++i) it.shape.dims[static_cast<std::size_t>(i)] = d.shape.dims[static_cast<std::size_t>(i - 1)];
+            std::size_t n = dtype_size(d.dtype);
+            for (int i = 0; i < it.shape.rank; ++i) n *= static_cast<std::size_t>(it.shape.dims[static_cast<std::size_t>(i)]);
+            it.bytes.resize(n);
+            H5Id mem = h5_type(d.dtype, false);
+            if (n > 0 && H5Dread(dset.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, it.bytes.data()) < 0) continue;
+        }
+        out.push_back(std::move(it));
+    }
+    H5Eclear2(H5E_DEFAULT);
+    return out;
+}
+
+// One mapping of a virtual dataset: the source file and dataset as stored (patterns, '%'
+// doubled, relative to the file holding the mapping) and the source's rows it takes.
+struct VirtualSource {
+    std::string file, dataset;
+    std::uint64_t rows = 0;
+};
+inline std::vector<VirtualSource> virtual_sources(hid_t file, const std::string& dataset) {
+    std::vector<VirtualSource> out;
+    H5Id d(h5check(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), "cannot open '" + dataset + "'"), H5Dclose);
+    H5Id dcpl(h5check(H5Dget_create_plist(d.get()), "H5Dget_create_plist"), H5Pclose);
+    if (H5Pget_layout(dcpl.get()) != H5D_VIRTUAL) return out;
+    std::size_t n = 0;
+    h5check_herr(H5Pget_virtual_count(dcpl.get(), &n), "H5Pget_virtual_count");
+    for (std::size_t i = 0; i < n; ++i) {
+        VirtualSource s;
+        auto text = [&](ssize_t (*get)(hid_t, size_t, char*, size_t)) {
+            const ssize_t len = get(dcpl.get(), i, nullptr, 0);
+            if (len < 0) throw_h5("cannot read a mapping of '" + dataset + "'");
+            std::string buf(static_cast<std::size_t>(len) + 1, '\0');
+            get(dcpl.get(), i, &buf[0], buf.size());
+            buf.resize(static_cast<std::size_t>(len));
+            return buf;
+        };
+        s.file = text(H5Pget_virtual_filename);
+        s.dataset = text(H5Pget_virtual_dsetname);
+        H5Id sspace(h5check(H5Pget_virtual_srcspace(dcpl.get(), i), "H5Pget_virtual_srcspace"), H5Sclose);
+        const hssize_t points = H5Sget_select_npoints(sspace.get());
+        hsize_t dims[H5S_MAX_RANK];
+        const int rank = H5Sget_simple_extent_dims(sspace.get(), dims, nullptr);
+        std::uint64_t row = 1;
+        for (int k = 1; k < rank; ++k) row *= dims[k];
+        s.rows = rank > 0 && points >= 0 && row > 0 ? static_cast<std::uint64_t>(points) / row : 0;
+        out.push_back(std::move(s));
+    }
+    return out;
+}
+// A virtual dataset's stored source name back to a file name ("%%" -> "%").
+inline std::string vds_unescape(const std::string& name) {
+    std::string out;
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        out += name[i];
+        if (name[i] == '%' && i + 1 < name.size() && name[i + 1] == '%') ++i;
+    }
+    return out;
+}
+
 // ============================================================================ [>>impl-abort]
-// 17. Failure: every way a live SmallData can end badly. The abort protocol (a failing
+// 18. Failure: every way a live SmallData can end badly. The abort protocol (a failing
 //     rank closes its own file, asks every server to close its part file and waits for
 //     their two-phase answer, then MPI_Abort), the terminate handler (an exception escapes
 //     the program) and the exit hook (the process exits before done()).
@@ -4263,7 +4553,7 @@ void ExitGuard::uninstall() noexcept {
 }  // namespace detail
 
 // ============================================================================ [>>impl-api]
-// 18. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
+// 19. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
 //     summaries, reductions, accessors.
 
 namespace detail {

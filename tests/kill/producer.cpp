@@ -1,0 +1,127 @@
+// The program the kill test (run_kill.py) kills: every client hands over events as fast as
+// it may (throttled), and logs with write(2), every ~10 ms, how far it has got.
+//
+// usage: producer FILE LOGDIR CHECKPOINT_SECONDS RUN_SECONDS [RATE]
+//   layout: from mpiexec -n (1 rank: serial mode; 2: 1 server + 1 client; 6: 2 + 4).
+//   Client c hands over the events i = 0, 1, 2, ... with timestamp ts = i * clients + c:
+//     "x" = ts * 0.5 (float64), "n" = ts (int64), "v" = float32[16], v[k] = ts % 65536 + k.
+//   RATE: events per second per client (default 100000), so that a run of a few seconds
+//   stays small on a shared machine.
+//   LOGDIR/rank<r>.pid     "<pid> <role> <client or server index>", written before the
+//                          constructor (role: serial, server or client)
+//   LOGDIR/client<c>.log   lines "<CLOCK_REALTIME seconds> <highest i handed over>",
+//                          appended with write(2): what a SIGKILL cannot take back.
+//   LOGDIR/client<c>.done  created when the client calls done()
+#include "smalldata.hpp"
+
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+namespace {
+
+double realtime() {
+    timespec t{};
+    clock_gettime(CLOCK_REALTIME, &t);
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+void append_line(int fd, const std::string& s) {
+    const char* p = s.data();
+    std::size_t left = s.size();
+    while (left > 0) {
+        const ssize_t n = ::write(fd, p, left);
+        if (n <= 0) return;
+        p += n;
+        left -= static_cast<std::size_t>(n);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 5) {
+        std::fprintf(stderr, "usage: producer FILE LOGDIR CHECKPOINT_SECONDS RUN_SECONDS [RATE]\n");
+        return 2;
+    }
+    const std::string logdir = argv[2];
+    const double run_seconds = std::atof(argv[4]);
+    const double rate = argc > 5 ? std::atof(argv[5]) : 100000.0;
+
+    smalldata::Options opt;
+    int world = 1;
+    MPI_Init(&argc, &argv);  // the layout follows the world size: 6 ranks or more, 2 servers
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    opt.servers = world >= 6 ? 2 : 1;
+    opt.filename = argv[1];
+    opt.checkpoint_seconds = std::atof(argv[3]);
+    {  // before the constructor, which a server does not leave until its clients are done
+        int rank = 0;
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        const bool server = world > 1 && rank < opt.servers;
+        const std::string what = world == 1 ? "serial 0"
+                                 : server   ? "server " + std::to_string(rank)
+                                            : "client " + std::to_string(rank - opt.servers);
+        const std::string pidfile = logdir + "/rank" + std::to_string(rank) + ".pid";
+        const int fd = ::open(pidfile.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            append_line(fd, std::to_string(::getpid()) + " " + what + "\n");
+            ::close(fd);
+        }
+    }
+    smalldata::SmallData smd(opt);
+
+    // Servers return from the constructor when their clients are done; only clients
+    // (and the serial process) get here with events to give.
+    if (smd.summary()) {
+        const int c = smd.client_index() < 0 ? 0 : smd.client_index();
+        const std::int64_t clients = smd.client_count();
+        const std::string log = logdir + "/client" + std::to_string(c) + ".log";
+        const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        const double t0 = realtime();
+        double next_log = t0;
+        std::int64_t i = 0;
+        std::int64_t handed = -1;
+        const std::int64_t step = 64;  // events between clock reads
+        for (;;) {
+            const double t = realtime();
+            if (t >= next_log) {
+                char b[64];
+                std::snprintf(b, sizeof b, "%.6f %lld\n", t, static_cast<long long>(handed));
+                append_line(fd, b);
+                next_log = t + 0.01;
+            }
+            if (t - t0 >= run_seconds) break;
+            // Throttle: no further ahead than `rate` events per second allow.
+            const double allowed = (t - t0) * rate;
+            if (static_cast<double>(i) > allowed) {
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+                continue;
+            }
+            for (std::int64_t k = 0; k < step; ++k, ++i) {
+                const std::int64_t ts = i * clients + c;
+                std::array<float, 16> v;
+                for (std::size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>(ts % 65536) + static_cast<float>(j);
+                smd.event(ts, "x", static_cast<double>(ts) * 0.5, "n", ts, "v", v);
+                handed = i;
+            }
+        }
+        char b[64];
+        std::snprintf(b, sizeof b, "%.6f %lld\n", realtime(), static_cast<long long>(handed));
+        append_line(fd, b);
+        ::close(fd);
+        // Tells the driver that done() starts now (for kills during the flush and the join).
+        const std::string marker = logdir + "/client" + std::to_string(c) + ".done";
+        ::close(::open(marker.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    }
+    smd.done();
+    MPI_Finalize();
+    return 0;
+}

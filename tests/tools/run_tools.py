@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""`smalldata recover` and `smalldata check` on files written by the library (write_run):
+
+  clean      a clean parallel run (2 servers + 3 clients): check is sound; recover rebuilds
+             the same final file (every dataset, fill value and summary), and again (idempotent)
+  deleted    the final file deleted after the run: recover rebuilds it (no summary)
+  missing    a part deleted: check exits 1 naming it
+  truncated  a part cut short: recover exits non-zero naming it; so does check
+  serial     a serial file: check is sound; recover leaves it as it is (same bytes)
+
+usage: run_tools.py MPIEXEC WRITE_RUN SMALLDATA_TOOL WORKDIR
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from failrun import LIMIT, finish, h5py, np, run_limited  # noqa: E402 - tests/failrun.py
+
+N = 20000
+
+
+def contents(path):
+    """{dataset: (dtype, shape, fill value, values)} and the root attributes of a file."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                fill = obj.fillvalue if obj.shape != () and obj.dtype.kind != "S" else None
+                out[name] = (str(obj.dtype), obj.shape, repr(fill), obj[()])
+        f.visititems(visit)
+        attrs = {k: repr(v) for k, v in f.attrs.items()}
+    return out, attrs
+
+
+def same(a, b):
+    """Differences between two contents() results, as text."""
+    (da, aa), (db, ab) = a, b
+    probs = []
+    if set(da) != set(db):
+        probs.append(f"datasets differ: {sorted(set(da) ^ set(db))}")
+    for k in sorted(set(da) & set(db)):
+        ta, tb = da[k], db[k]
+        if ta[:3] != tb[:3]:
+            probs.append(f"{k}: {ta[:3]} != {tb[:3]}")
+        else:
+            va, vb = np.asarray(ta[3]), np.asarray(tb[3])
+            if not np.array_equal(va, vb, equal_nan=va.dtype.kind == "f"):
+                probs.append(f"{k}: values differ")
+    if aa != ab:
+        probs.append(f"root attributes differ: {aa} != {ab}")
+    return probs
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class Ctx:
+    def __init__(self, mpiexec, write_run, tool, root):
+        self.mpiexec, self.write_run, self.tool, self.root = mpiexec, write_run, tool, root
+
+    def fresh(self, name, ranks):
+        d = os.path.join(self.root, name)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        out = os.path.join(d, "run.h5")
+        cmd = [self.write_run, out, str(N)]
+        if ranks > 1:
+            cmd = [self.mpiexec, "-n", str(ranks)] + cmd
+        p = run_limited(cmd)
+        if p is None or p.returncode != 0:
+            raise RuntimeError(f"write_run failed: {p.stderr[-2000:] if p else 'hung'}")
+        return out
+
+    def tool_run(self, verb, path):
+        p = subprocess.run([self.tool, verb, path], capture_output=True, text=True, timeout=LIMIT)
+        print(f"    $ smalldata {verb} {os.path.basename(path)}  -> exit {p.returncode}")
+        for line in (p.stdout + p.stderr).strip().splitlines()[:14]:
+            print("      " + line)
+        return p
+
+
+def check_values(path, with_summary):
+    """The run's content, from what write_run wrote: every event once, values right."""
+    probs = []
+    with h5py.File(path, "r") as f:
+        ts = f["timestamp"][:]
+        if len(ts) != N or not np.array_equal(np.sort(ts), np.arange(N)):
+            return [f"timestamp: {len(ts)} rows, not 0..{N - 1} once each"]
+        if not np.array_equal(f["x"][:], ts * 0.5):
+            probs.append("x != timestamp / 2")
+        if not np.array_equal(f["flag"][:], ts % 2 == 1):
+            probs.append("flag wrong")
+        img = f["det/image"][:]
+        want = ((ts[:, None] + np.arange(12)[None, :]) % 60000).reshape(-1, 3, 4)
+        if img.shape != (N, 3, 4) or not np.array_equal(img, want):
+            probs.append(f"det/image wrong (shape {img.shape})")
+        late = f["late"][:]
+        ok = np.where(ts >= N // 2, late == ts.astype(np.float32), np.isnan(late))
+        if not ok.all():
+            probs.append("late: values or fill wrong")
+        hits = np.sort(f["det/unaligned_hits"][:])
+        if not np.array_equal(hits, np.arange(0, N, 3)):
+            probs.append("det/unaligned_hits wrong")
+        if with_summary:
+            if "n_events" not in f or f["n_events"][()] != N or f["note"][()] != b"write_run":
+                probs.append("summary missing or wrong")
+        elif "n_events" in f:
+            probs.append("a summary appeared from nowhere")
+    return probs
+
+
+def mode_clean(c):
+    out = c.fresh("clean", 5)
+    probs = check_values(out, True)
+    before = contents(out)
+    p = c.tool_run("check", out)
+    if p.returncode != 0 or "sound" not in p.stdout:
+        probs.append(f"check of a clean run exited {p.returncode}")
+    for needle in ("20000 events", "det/image", "uint16 (3, 4)", "run_part0.h5", "run_part1.h5", "bool ()"):
+        if needle not in p.stdout:
+            probs.append(f"check's summary lacks {needle!r}")
+    parts = {n: sha(os.path.join(os.path.dirname(out), n)) for n in ("run_part0.h5", "run_part1.h5")}
+    for i in range(2):
+        p = c.tool_run("recover", out)
+        if p.returncode != 0:
+            probs.append(f"recover #{i + 1} exited {p.returncode}")
+        probs += [f"after recover #{i + 1}: {d}" for d in same(before, contents(out))]
+        for n, h in parts.items():
+            if sha(os.path.join(os.path.dirname(out), n)) != h:
+                probs.append(f"recover #{i + 1} modified the intact {n}")
+    p = c.tool_run("check", out)
+    if p.returncode != 0:
+        probs.append(f"check after recover exited {p.returncode}")
+    return probs
+
+
+def mode_deleted(c):
+    out = c.fresh("deleted", 5)
+    os.unlink(out)
+    p = c.tool_run("recover", out)
+    probs = [] if p.returncode == 0 else [f"recover exited {p.returncode}"]
+    if not os.path.exists(out):
+        return probs + ["recover did not rebuild the final file"]
+    probs += check_values(out, False)
+    if "20000 events" not in p.stdout:
+        probs.append("recover did not print the total of 20000 events")
+    p = c.tool_run("check", out)
+    if p.returncode != 0:
+        probs.append(f"check of the rebuilt file exited {p.returncode}")
+    return probs
+
+
+def mode_missing(c):
+    out = c.fresh("missing", 5)
+    os.unlink(os.path.join(os.path.dirname(out), "run_part1.h5"))
+    p = c.tool_run("check", out)
+    probs = [] if p.returncode == 1 else [f"check exited {p.returncode}, expected 1"]
+    if "run_part1.h5" not in p.stdout or "missing" not in p.stdout:
+        probs.append("check does not name the missing run_part1.h5")
+    return probs
+
+
+def mode_truncated(c):
+    out = c.fresh("truncated", 5)
+    part = os.path.join(os.path.dirname(out), "run_part0.h5")
+    with open(part, "r+b") as f:
+        f.truncate(1000)
+    p = c.tool_run("recover", out)
+    probs = [] if p.returncode not in (0, None) else [f"recover exited {p.returncode}, expected non-zero"]
+    if "run_part0.h5" not in p.stderr:
+        probs.append("recover's error does not name run_part0.h5")
+    p = c.tool_run("check", out)
+    if p.returncode != 1 or "run_part0.h5" not in p.stdout:
+        probs.append(f"check exited {p.returncode} or did not name run_part0.h5")
+    # Garbage in place of a part: the same.
+    with open(part, "wb") as f:
+        f.write(b"not an HDF5 file" * 100)
+    p = c.tool_run("recover", out)
+    if p.returncode == 0 or "run_part0.h5" not in p.stderr:
+        probs.append(f"recover of a garbage part exited {p.returncode} or did not name it")
+    return probs
+
+
+def mode_serial(c):
+    out = c.fresh("serial", 1)
+    probs = check_values(out, True)
+    h = sha(out)
+    p = c.tool_run("check", out)
+    if p.returncode != 0 or "serial file" not in p.stdout:
+        probs.append(f"check of a serial file exited {p.returncode}")
+    p = c.tool_run("recover", out)
+    if p.returncode != 0 or "20000 events" not in p.stdout:
+        probs.append(f"recover of a serial file exited {p.returncode}")
+    if sha(out) != h:
+        probs.append("recover modified an intact serial file")
+    os.unlink(out)
+    p = c.tool_run("recover", out)
+    if p.returncode == 0 or "run.h5" not in p.stderr:
+        probs.append("recover of a missing serial file did not fail naming it")
+    p = c.tool_run("check", out)
+    if p.returncode != 1:
+        probs.append(f"check of a missing file exited {p.returncode}, expected 1")
+    return probs
+
+
+MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
+         "serial": mode_serial}
+
+
+def main():
+    c = Ctx(*sys.argv[1:5])
+    os.makedirs(c.root, exist_ok=True)
+    failures = []
+    t0 = time.time()
+    for name, fn in MODES.items():
+        print(f"--- {name}")
+        try:
+            problems = fn(c)
+        except Exception as e:  # noqa: BLE001 - a failed step fails the mode
+            problems = [f"{type(e).__name__}: {e}"]
+        failures += [f"{name}: {p}" for p in problems]
+    finish(failures, len(MODES), t0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+// write_run: a small run for the tool tests (run_tools.py), in serial or parallel mode
+// (2 servers from 4 ranks up, else 1). Fields of several kinds: scalars, a bool, a 2-d
+// image in a group, a field first seen late (back-filled), an unaligned field, summaries.
+// Usage: write_run OUTPUT.h5 [EVENTS]
+#include "smalldata.hpp"
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <vector>
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: %s OUTPUT.h5 [EVENTS]\n", argv[0]);
+        return 2;
+    }
+    const std::int64_t n = argc > 2 ? std::atoll(argv[2]) : 20000;
+    try {
+        MPI_Init(&argc, &argv);
+        int world = 1;
+        MPI_Comm_size(MPI_COMM_WORLD, &world);
+        smalldata::Options opt;
+        opt.filename = argv[1];
+        opt.servers = world >= 4 ? 2 : 1;
+        smalldata::SmallData smd(opt);
+        std::int64_t mine = 0;
+        for (std::int64_t i : smd.share(n)) {
+            std::array<std::uint16_t, 12> img{};
+            for (std::size_t k = 0; k < img.size(); ++k) img[k] = static_cast<std::uint16_t>((i + static_cast<std::int64_t>(k)) % 60000);
+            smd.event(i, "x", static_cast<double>(i) * 0.5, "flag", i % 2 == 1, "det/image", smalldata::view(img.data(), {3, 4}));
+            if (i % 3 == 0) smd.event(i, "det/unaligned_hits", static_cast<std::int32_t>(i));
+            if (i >= n / 2) smd.event(i, "late", static_cast<float>(i));
+            ++mine;
+        }
+        if (smd.summary()) {
+            const std::int64_t total = smd.sum(mine);
+            smd.save_summary("n_events", total, "note", std::string("write_run"), "hist", std::vector<double>{1, 2, 3});
+        }
+        smd.done();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "write_run: %s\n", e.what());
+        return 1;
+    }
+    MPI_Finalize();
+    return 0;
+}

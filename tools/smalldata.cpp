@@ -1,0 +1,469 @@
+// smalldata: the command-line tool of smalldata.hpp (docs/tools.md).
+//
+//   smalldata recover FILE   make the output of a run that was killed readable again
+//   smalldata check FILE     verify a final or serial file and print what it holds
+//
+// It uses only the header's HDF5 code (section 17, Recovery, and the join's
+// build_final_file); it runs as a plain process and does not initialise MPI.
+#define SMALLDATA_IMPLEMENTATION
+#include "../smalldata.hpp"
+
+#include <dirent.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <set>
+
+namespace sd = smalldata;
+namespace dt = smalldata::detail;
+
+namespace {
+
+const char* const usage_text =
+    "usage: smalldata recover FILE   make the output of a killed run readable: recover its part files and\n"
+    "                                rebuild FILE from them, or recover FILE itself if it is a serial file\n"
+    "       smalldata check FILE     verify a final (or serial) file and its parts; exit 0 if sound, 1 if not\n";
+
+std::string dir_of(const std::string& path) {
+    const std::size_t slash = path.rfind('/');
+    return slash == std::string::npos ? std::string(".") : (slash == 0 ? std::string("/") : path.substr(0, slash));
+}
+std::string join_path(const std::string& dir, const std::string& name) {
+    if (!name.empty() && name[0] == '/') return name;
+    return dir == "." ? name : dir + "/" + name;
+}
+std::vector<std::string> list_dir(const std::string& dir) {
+    std::vector<std::string> out;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return out;
+    while (const dirent* e = ::readdir(d)) out.emplace_back(e->d_name);
+    ::closedir(d);
+    return out;
+}
+bool all_hex(const std::string& s) {
+    for (char c : s)
+        if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+    return !s.empty();
+}
+std::string hex16(std::uint64_t v) {
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
+// The root attributes a part file carries (section 16).
+struct PartTags {
+    bool ok = false;   // all four read
+    std::uint64_t run = 0, part = 0, parts = 0;
+    std::string final_name;
+    std::size_t datasets = 0;
+};
+// Reads them without modifying the file: plainly, or as an SWMR reader when a crash left
+// the status flags set. Throws (naming the file) when the file does not open either way.
+PartTags read_tags(const std::string& path) {
+    dt::H5Quiet q;
+    dt::H5Id f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (!f.valid()) f = dt::H5Id(H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT), H5Fclose);
+    if (!f.valid()) {
+        // Last resort: clear the flags (what recovery does anyway).
+        f = dt::h5_open_recovering(path, false);
+    }
+    PartTags t;
+    t.ok = dt::h5_get_attr_u64(f.get(), dt::attr_run, t.run) && dt::h5_get_attr_u64(f.get(), dt::attr_part, t.part) &&
+           dt::h5_get_attr_u64(f.get(), dt::attr_parts, t.parts) &&
+           dt::h5_get_attr_string(f.get(), dt::attr_final, t.final_name);
+    H5Eclear2(H5E_DEFAULT);
+    t.datasets = dt::list_datasets(f.get(), path).size();
+    return t;
+}
+
+// Names in FILE's directory that look like its parts: <stem>_part<k>.h5, and <...>.tmp.
+struct PartNames {
+    std::map<int, std::string> parts;   // k -> path
+    std::map<int, std::string> tmps;    // k -> path of <part>.tmp
+};
+PartNames find_part_names(const std::string& file) {
+    PartNames out;
+    const std::string dir = dir_of(file);
+    const std::string p0 = dt::base_name(dt::part_path_of(file, 0));  // <stem>_part0.h5
+    const std::string prefix = p0.substr(0, p0.size() - 4);           // <stem>_part
+    for (const std::string& n : list_dir(dir)) {
+        if (n.compare(0, prefix.size(), prefix) != 0) continue;
+        std::string rest = n.substr(prefix.size());
+        bool tmp = false;
+        if (rest.size() > 4 && rest.compare(rest.size() - 4, 4, ".tmp") == 0) {
+            tmp = true;
+            rest.resize(rest.size() - 4);
+        }
+        if (rest.size() < 4 || rest.compare(rest.size() - 3, 3, ".h5") != 0) continue;
+        const std::string digits = rest.substr(0, rest.size() - 3);
+        if (digits.empty() || digits.size() > 6 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+        if (digits.size() > 1 && digits[0] == '0') continue;
+        const int k = std::stoi(digits);
+        if (dt::base_name(dt::part_path_of(file, k)) + (tmp ? ".tmp" : "") != n) continue;
+        (tmp ? out.tmps : out.parts)[k] = join_path(dir, n);
+    }
+    return out;
+}
+
+void remove_file(const std::string& path) {
+    if (::unlink(path.c_str()) == 0)
+        std::printf("  removed leftover %s\n", path.c_str());
+    else
+        dt::throw_error(sd::Errc::hdf5, "cannot remove '" + path + "': " + std::strerror(errno), errno);
+}
+
+// Final-file leftovers of a join that was killed: FILE.<16 hex digits>.tmp.
+void remove_final_leftovers(const std::string& file) {
+    const std::string dir = dir_of(file), base = dt::base_name(file);
+    for (const std::string& n : list_dir(dir)) {
+        if (n.size() != base.size() + 1 + 16 + 4 || n.compare(0, base.size() + 1, base + ".") != 0) continue;
+        if (n.compare(n.size() - 4, 4, ".tmp") != 0 || !all_hex(n.substr(base.size() + 1, 16))) continue;
+        remove_file(join_path(dir, n));
+    }
+}
+
+int recover_parallel(const std::string& file, const PartNames& names, const std::map<int, PartTags>& tags,
+                     const std::map<int, std::string>& blank) {
+    // Every part of FILE must agree on the run and the number of parts.
+    std::uint64_t run = 0, parts = 0;
+    int first = -1;
+    for (const auto& kv : tags) {
+        const PartTags& t = kv.second;
+        const std::string& path = names.parts.at(kv.first);
+        if (t.part != static_cast<std::uint64_t>(kv.first))
+            dt::throw_error(sd::Errc::join, "'" + path + "' says it is part " + std::to_string(t.part));
+        if (first < 0) {
+            first = kv.first;
+            run = t.run;
+            parts = t.parts;
+        } else if (t.run != run || t.parts != parts) {
+            dt::throw_error(sd::Errc::join, "'" + path + "' is from another run than '" + names.parts.at(first) +
+                                                "' (run " + hex16(t.run) + " of " + std::to_string(t.parts) +
+                                                " parts, not " + hex16(run) + " of " + std::to_string(parts) + ")");
+        }
+    }
+    if (parts == 0 || parts > 1000000) dt::throw_error(sd::Errc::join, "'" + names.parts.at(first) + "' has no valid part count");
+    for (const auto& kv : names.parts)
+        if (static_cast<std::uint64_t>(kv.first) >= parts)
+            dt::throw_error(sd::Errc::join, "'" + kv.second + "' is beyond the run's " + std::to_string(parts) + " parts");
+    std::printf("%s: run %s, %" PRIu64 " part file%s\n", file.c_str(), hex16(run).c_str(), parts, parts == 1 ? "" : "s");
+    std::vector<unsigned char> all;
+    std::vector<int> lens;
+    std::uint64_t total = 0;
+    for (std::uint64_t k = 0; k < parts; ++k) {
+        const int ki = static_cast<int>(k);
+        const std::string path = dt::part_path_of(file, ki);
+        std::vector<unsigned char> desc;
+        auto it = names.parts.find(ki);
+        if (blank.count(ki)) {
+            // Killed before its first checkpoint: give it the run's attributes, so that it
+            // is an empty part of this run (for `check`, and for a rerun, which replaces it).
+            {
+                dt::H5Id f = dt::h5_open_recovering(path, true);
+                dt::H5Quiet q;
+                dt::h5_set_attr_u64(f.get(), dt::attr_run, run);
+                dt::h5_set_attr_u64(f.get(), dt::attr_part, k);
+                dt::h5_set_attr_u64(f.get(), dt::attr_parts, parts);
+                dt::h5_set_attr_string(f.get(), dt::attr_final, dt::base_name(file));
+                if (f.close() < 0) dt::throw_h5("closing '" + path + "'");
+            }
+            dt::append_pod(desc, std::uint64_t(0));
+            dt::append_pod(desc, std::uint32_t(0));
+            std::printf("  part %d  %-28s        0 events  (killed before its first checkpoint: no run attributes "
+                        "on disk; given them now)\n", ki, dt::base_name(path).c_str());
+        } else if (it == names.parts.end()) {
+            dt::append_pod(desc, std::uint64_t(0));
+            dt::append_pod(desc, std::uint32_t(0));
+            std::printf("  part %d  %-28s missing: 0 events%s\n", ki, dt::base_name(path).c_str(),
+                        names.tmps.count(ki) ? " (killed while it was created)" : "");
+        } else {
+            const dt::Recovered r = dt::recover_file(path);
+            desc = r.description;
+            total += r.events;
+            std::printf("  part %d  %-28s %12" PRIu64 " events%s", ki, dt::base_name(path).c_str(), r.events,
+                        r.cleared ? "  (crashed: status flags cleared" : "");
+            if (r.cut_rows) std::printf("%s%" PRIu64 " incomplete rows cut", r.cleared ? ", " : "  (", r.cut_rows);
+            std::printf("%s\n", r.cleared || r.cut_rows ? ")" : "");
+        }
+        lens.push_back(static_cast<int>(desc.size()));
+        all.insert(all.end(), desc.begin(), desc.end());
+    }
+    for (const auto& kv : names.tmps) remove_file(kv.second);
+    remove_final_leftovers(file);
+    // A final file of this run that is still there keeps its summary (done() wrote it);
+    // otherwise the summary is lost: it lived only in memory until the join.
+    std::vector<dt::SummaryItem> summary;
+    bool kept = false;
+    if (dt::path_exists(file)) {
+        dt::H5Quiet q;
+        dt::H5Id old(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+        std::uint64_t tok = 0;
+        if (old.valid() && dt::h5_get_attr_u64(old.get(), dt::attr_run, tok) && tok == run) {
+            summary = dt::read_summary(old.get(), dt::list_datasets(old.get(), file));
+            kept = true;
+        }
+        H5Eclear2(H5E_DEFAULT);
+    }
+    dt::FinalSpec spec;
+    spec.filename = file;
+    spec.parts = static_cast<int>(parts);
+    spec.run_token = run;
+    spec.summary = &summary;
+    spec.builder = "smalldata recover";
+    dt::build_final_file(spec, all, lens);
+    if (kept && !summary.empty())
+        std::printf("  total %" PRIu64 " events; rebuilt %s (%zu summary datasets kept from it)\n", total, file.c_str(),
+                    summary.size());
+    else
+        std::printf("  total %" PRIu64 " events; rebuilt %s (no summary datasets: done() did not write them)\n", total,
+                    file.c_str());
+    return 0;
+}
+
+int recover_serial(const std::string& file) {
+    const std::string tmp = file + ".tmp";
+    if (!dt::path_exists(file)) {
+        if (dt::path_exists(tmp)) {
+            std::printf("%s: only %s exists: the run was killed while it created its file; 0 events\n", file.c_str(),
+                        tmp.c_str());
+            remove_file(tmp);
+            return 0;
+        }
+        dt::throw_error(sd::Errc::usage, "'" + file + "' does not exist, and neither do part files of it");
+    }
+    const dt::Recovered r = dt::recover_file(file);
+    std::printf("%s: serial file, %" PRIu64 " events%s", file.c_str(), r.events,
+                r.cleared ? " (crashed: status flags cleared" : "");
+    if (r.cut_rows) std::printf("%s%" PRIu64 " incomplete rows cut", r.cleared ? ", " : " (", r.cut_rows);
+    std::printf("%s\n", r.cleared || r.cut_rows ? ")" : "");
+    if (dt::path_exists(tmp)) remove_file(tmp);
+    return 0;
+}
+
+int recover(const std::string& file) {
+    const PartNames names = find_part_names(file);
+    std::map<int, PartTags> tags;       // the parts that belong to FILE
+    std::map<int, std::string> blank;   // parts with neither run attributes nor datasets
+    for (const auto& kv : names.parts) {
+        PartTags t;
+        try {
+            t = read_tags(kv.second);
+        } catch (const sd::Error& e) {
+            std::string why = e.what();
+            if (why.compare(0, dt::who().size() + 2, dt::who() + ": ") == 0) why.erase(0, dt::who().size() + 2);
+            dt::throw_error(sd::Errc::hdf5, "part file '" + kv.second + "' cannot be recovered: " + why);
+        }
+        if (!t.ok) {
+            // A part killed before its run attributes reached the disk holds nothing: it
+            // is this run's (nothing else makes files of that name in SWMR mode) with 0
+            // events. Anything else in the way is not ours: a serial FILE is still
+            // recoverable; otherwise say what is in the way.
+            if (t.datasets == 0) {
+                blank[kv.first] = kv.second;
+                continue;
+            }
+            if (dt::path_exists(file)) continue;
+            dt::throw_error(sd::Errc::join, "'" + kv.second + "' is not a smalldata part file");
+        }
+        if (t.final_name == dt::base_name(file)) tags[kv.first] = t;
+    }
+    if (!tags.empty()) return recover_parallel(file, names, tags, blank);
+    if (!blank.empty() && !dt::path_exists(file)) {
+        // No part reached its first checkpoint: there is no run to rebuild.
+        std::printf("%s: no part file reached its first checkpoint: 0 events\n", file.c_str());
+        for (const auto& kv : blank) remove_file(kv.second);
+        for (const auto& kv : names.tmps) remove_file(kv.second);
+        remove_final_leftovers(file);
+        return 0;
+    }
+    return recover_serial(file);
+}
+
+// ---------------------------------------------------------------- check
+const char* yes(bool b) { return b ? "yes" : "NO"; }
+
+std::string kind_text(const dt::DatasetInfo& d) {
+    std::string s = d.known_type ? sd::dtype_name(d.dtype) : (d.is_string ? "string" : "?");
+    return s + " " + d.shape.str();
+}
+
+int check(const std::string& file) {
+    std::vector<std::string> problems;
+    auto problem = [&](const std::string& p) { problems.push_back(p); };
+    dt::H5Quiet q;
+    dt::H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (!f.valid()) {
+        const bool exists = dt::path_exists(file);
+        const std::string why = exists ? dt::h5_stack() : std::string(std::strerror(ENOENT));
+        std::printf("%s: cannot be opened%s\n", file.c_str(), exists ? " (a crashed file? run `smalldata recover` on it)" : "");
+        std::printf("NOT SOUND: '%s' cannot be opened: %s\n", file.c_str(), why.c_str());
+        return 1;
+    }
+    std::uint64_t run = 0;
+    const bool has_run = dt::h5_get_attr_u64(f.get(), dt::attr_run, run);
+    H5Eclear2(H5E_DEFAULT);
+    const std::vector<dt::DatasetInfo> ds = dt::list_datasets(f.get(), file);
+    bool any_virtual = false;
+    for (const auto& d : ds) any_virtual = any_virtual || d.is_virtual;
+    const dt::DatasetInfo* ts = nullptr;
+    for (const auto& d : ds)
+        if (d.name == "timestamp" && d.event_axis) ts = &d;
+    const std::uint64_t events = ts ? ts->rows : 0;
+    // A final file's empty fields are plain (contiguous) datasets: fields are the
+    // datasets of one row per event, next to `timestamp`.
+    std::vector<const dt::DatasetInfo*> fields, summaries;
+    for (const auto& d : ds) {
+        const bool field = d.event_axis || (any_virtual && d.known_type && d.rank >= 1 && d.rows == 0 && events == 0);
+        (field ? fields : summaries).push_back(&d);
+    }
+    if (!ts && !fields.empty()) problem("there is no 'timestamp' dataset");
+    for (const auto* d : fields)
+        if (!dt::is_unaligned(d->name) && d->rows != events)
+            problem("aligned dataset '" + d->name + "' has " + std::to_string(d->rows) + " rows, timestamp " +
+                    std::to_string(events));
+
+    // Parts: every source of every mapping, the run's parts by number.
+    struct PartState {
+        std::string path;
+        bool exists = false, opens = false, token_ok = false;
+        std::uint64_t events = 0;
+        int index = -1;
+    };
+    std::map<std::string, PartState> parts;   // by stored source name
+    std::uint64_t n_parts = 0;
+    std::string final_name;
+    const std::string dir = dir_of(file);
+    std::map<std::string, std::vector<dt::DatasetInfo>> part_ds;
+    for (const auto* d : fields) {
+        if (!d->is_virtual) continue;
+        for (const dt::VirtualSource& s : dt::virtual_sources(f.get(), d->name)) {
+            const std::string src = dt::vds_unescape(s.file);
+            auto it = parts.find(src);
+            if (it == parts.end()) {
+                PartState p;
+                p.path = src == "." ? file : join_path(dir, src);
+                p.exists = dt::path_exists(p.path);
+                if (p.exists) {
+                    dt::H5Id pf(H5Fopen(p.path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+                    p.opens = pf.valid();
+                    if (p.opens) {
+                        std::uint64_t tok = 0, idx = 0, np = 0;
+                        std::string fin;
+                        p.token_ok = dt::h5_get_attr_u64(pf.get(), dt::attr_run, tok) && has_run && tok == run;
+                        if (dt::h5_get_attr_u64(pf.get(), dt::attr_part, idx)) p.index = static_cast<int>(idx);
+                        if (dt::h5_get_attr_u64(pf.get(), dt::attr_parts, np)) n_parts = std::max(n_parts, np);
+                        if (dt::h5_get_attr_string(pf.get(), dt::attr_final, fin)) final_name = fin;
+                        part_ds[src] = dt::list_datasets(pf.get(), p.path);
+                        p.events = dt::complete_rows(part_ds[src]);
+                    }
+                    H5Eclear2(H5E_DEFAULT);
+                }
+                if (!p.exists) problem("part file '" + p.path + "' is missing (mapped by '" + d->name + "')");
+                else if (!p.opens) problem("part file '" + p.path + "' cannot be opened (crashed? run smalldata recover)");
+                else if (!p.token_ok) problem("part file '" + p.path + "' is not of this file's run " + hex16(run));
+                it = parts.emplace(src, p).first;
+            }
+            const PartState& p = it->second;
+            if (!p.opens) continue;
+            const std::string sname = dt::vds_unescape(s.dataset);
+            const dt::DatasetInfo* sd_ = nullptr;
+            for (const auto& x : part_ds[src])
+                if (x.name == sname) sd_ = &x;
+            if (!sd_)
+                problem("'" + d->name + "' maps '" + sname + "' of '" + p.path + "', which has no such dataset");
+            else if (sd_->rows < s.rows)
+                problem("'" + d->name + "' maps " + std::to_string(s.rows) + " rows of '" + p.path + "', which has " +
+                        std::to_string(sd_->rows));
+        }
+    }
+    // Parts with no rows are not mapped; they must still be there to be a whole run.
+    if (n_parts > 0 && !final_name.empty()) {
+        const std::string as_final = join_path(dir, final_name);
+        for (std::uint64_t k = 0; k < n_parts; ++k) {
+            const std::string p = dt::part_path_of(as_final, static_cast<int>(k));
+            bool known = false;
+            for (const auto& kv : parts) known = known || kv.second.path == p;
+            if (known) continue;
+            PartState st;
+            st.path = p;
+            st.index = static_cast<int>(k);
+            st.exists = dt::path_exists(p);
+            if (!st.exists) {
+                problem("part file '" + p + "' (part " + std::to_string(k) + " of " + std::to_string(n_parts) +
+                        ") is missing");
+            } else {
+                dt::H5Id pf(H5Fopen(p.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+                st.opens = pf.valid();
+                std::uint64_t tok = 0;
+                st.token_ok = st.opens && dt::h5_get_attr_u64(pf.get(), dt::attr_run, tok) && has_run && tok == run;
+                if (st.opens) st.events = dt::complete_rows(dt::list_datasets(pf.get(), p));
+                H5Eclear2(H5E_DEFAULT);
+                if (!st.opens) problem("part file '" + p + "' cannot be opened (crashed? run smalldata recover)");
+                else if (!st.token_ok) problem("part file '" + p + "' is not of this file's run " + hex16(run));
+            }
+            parts.emplace(dt::base_name(p), st);
+        }
+    }
+
+    // The summary.
+    std::printf("%s: %s, %" PRIu64 " events%s\n", file.c_str(),
+                any_virtual ? "final file" : (has_run ? "final file without parts" : "serial file"), events,
+                has_run ? (", run " + hex16(run)).c_str() : "");
+    std::printf("fields (%zu):\n", fields.size());
+    std::size_t shown = 0;
+    for (const auto* d : fields) {
+        if (++shown > 40) {
+            std::printf("  ... %zu more\n", fields.size() - 40);
+            break;
+        }
+        std::printf("  %-32s %-20s %12" PRIu64 " rows%s\n", d->name.c_str(), kind_text(*d).c_str(), d->rows,
+                    dt::is_unaligned(d->name) ? "  (unaligned)" : "");
+    }
+    if (!summaries.empty()) {
+        std::printf("summary datasets (%zu):", summaries.size());
+        shown = 0;
+        for (const auto* d : summaries) {
+            if (++shown > 12) {
+                std::printf(" ...");
+                break;
+            }
+            std::printf(" %s", d->name.c_str());
+        }
+        std::printf("\n");
+    }
+    if (!parts.empty()) {
+        std::vector<const PartState*> order;
+        for (const auto& kv : parts) order.push_back(&kv.second);
+        std::sort(order.begin(), order.end(), [](const PartState* a, const PartState* b) { return a->path < b->path; });
+        std::printf("parts (%zu of %" PRIu64 "):\n", parts.size(), n_parts);
+        for (const PartState* p : order)
+            std::printf("  %-32s present %-3s  opens %-3s  run %-3s %12" PRIu64 " events\n", dt::base_name(p->path).c_str(),
+                        yes(p->exists), yes(p->opens), yes(p->token_ok), p->events);
+    }
+    if (problems.empty()) {
+        std::printf("sound\n");
+        return 0;
+    }
+    for (const std::string& p : problems) std::printf("NOT SOUND: %s\n", p.c_str());
+    return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 3 || (std::strcmp(argv[1], "recover") != 0 && std::strcmp(argv[1], "check") != 0)) {
+        std::fputs(usage_text, argc == 2 && std::strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+        return argc == 2 && std::strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    }
+    dt::who() = "smalldata " + std::string(argv[1]);
+    const std::string file = argv[2];
+    try {
+        return std::strcmp(argv[1], "recover") == 0 ? recover(file) : check(file);
+    } catch (const std::exception& e) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "%s\nsmalldata %s: '%s' was not %s\n", e.what(), argv[1], file.c_str(),
+                     std::strcmp(argv[1], "recover") == 0 ? "recovered" : "checked");
+        return 1;
+    }
+}
