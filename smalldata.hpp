@@ -2305,15 +2305,17 @@ class Writer {
 public:
     // path empty: no file, only the event count (callbacks-only mode).
     // thread: hand full caches to a write thread (Options::write_thread, as resolved).
-    Writer(const std::string& path, const Options& o, bool thread)
+    // tag: writes attributes into the new file before it has its real name.
+    Writer(const std::string& path, const Options& o, bool thread, const std::function<void(hid_t)>& tag = {})
         : opt_(o), has_file_(!path.empty()), async_(has_file_ && thread), path_(path) {
         if (has_file_) {
             H5Quiet q;
             if (o.checkpoint_seconds > 0) {
-                create_swmr(path);
+                create_swmr(path, tag);
                 checkpoint_ = Periodic(o.checkpoint_seconds * checkpoint_share);
             } else {
                 file_ = h5_create_file(path);
+                if (tag) tag(file_.get());
             }
             if (o.preallocate) reserve_.open(file_.get(), path);
             spare_space_.hold(path, spare_space_bytes);
@@ -2520,10 +2522,11 @@ private:
     // The file is made under <path>.tmp, switched to SWMR writing (from then on valid on
     // disk at every instant) and only then renamed to `path`: a crash never leaves a
     // half-made file under the real name.
-    void create_swmr(const std::string& path) {
+    void create_swmr(const std::string& path, const std::function<void(hid_t)>& tag) {
         const std::string creating = path + ".tmp";
         file_ = h5_create_file(creating);
         try {
+            if (tag) tag(file_.get());
             if (H5Fstart_swmr_write(file_.get()) < 0) throw_h5("cannot start SWMR writing of '" + creating + "'");
             if (std::rename(creating.c_str(), path.c_str()) != 0) {
                 const int err = errno;
@@ -3828,14 +3831,15 @@ inline void Impl::open_outputs() {
         try {
             const std::string path = opt.filename.empty() ? std::string() : part_path(server_idx);
             if (!path.empty()) remove_old_file(path);
-            writer = std::make_unique<Writer>(path, opt, use_write_thread(opt.write_thread, ranks_on_node));
-            if (!path.empty()) {
-                H5Quiet q;
-                h5_set_attr_u64(writer->file(), attr_run, run_token);
-                h5_set_attr_u64(writer->file(), attr_part, static_cast<std::uint64_t>(server_idx));
-                h5_set_attr_u64(writer->file(), attr_parts, static_cast<std::uint64_t>(n_servers));
-                h5_set_attr_string(writer->file(), attr_final, base_name(opt.filename));
-            }
+            // The part's identity goes in before the file gets its real name (and SWMR
+            // writing starts): a part killed at any instant says which run it belongs to.
+            auto tag = [&](hid_t file) {
+                h5_set_attr_u64(file, attr_run, run_token);
+                h5_set_attr_u64(file, attr_part, static_cast<std::uint64_t>(server_idx));
+                h5_set_attr_u64(file, attr_parts, static_cast<std::uint64_t>(n_servers));
+                h5_set_attr_string(file, attr_final, base_name(opt.filename));
+            };
+            writer = std::make_unique<Writer>(path, opt, use_write_thread(opt.write_thread, ranks_on_node), tag);
         } catch (const Error& e) {
             why = e.what();
             code = e.code();
