@@ -45,7 +45,10 @@ def mount(kind, where, scratch):
         img = os.path.join(scratch, "ext4.img")
         with open(img, "wb") as f:
             f.truncate(SIZE_MB << 20)
-        p = subprocess.run(["mkfs.ext4", "-q", "-F", img], capture_output=True, text=True)
+        try:
+            p = subprocess.run(["mkfs.ext4", "-q", "-F", img], capture_output=True, text=True)
+        except OSError as e:  # no mkfs.ext4 here
+            return str(e)
         if p.returncode != 0:
             return f"mkfs.ext4: {p.stderr.strip()}"
         cmd = ["mount", "-o", "loop", img, where]
