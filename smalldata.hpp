@@ -1770,7 +1770,9 @@ inline void h5_write_string(hid_t file, const std::string& name, const std::stri
 // root group. The getters return false when the attribute is missing or of another kind.
 inline void h5_set_attr_u64(hid_t obj, const char* name, std::uint64_t v) {
     H5Id space(h5check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
-    H5Id a(h5check(H5Acreate2(obj, name, H5T_STD_U64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+    const bool exists = H5Aexists(obj, name) > 0;  // then written over
+    H5Id a(h5check(exists ? H5Aopen(obj, name, H5P_DEFAULT)
+                          : H5Acreate2(obj, name, H5T_STD_U64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
                    std::string("cannot create attribute '") + name + "'"),
            H5Aclose);
     h5check_herr(H5Awrite(a.get(), H5T_NATIVE_UINT64, &v), std::string("cannot write attribute '") + name + "'");
@@ -2163,6 +2165,7 @@ struct WField {
     // Guarded by Writer::m_: the first row that a failed write, or giving up the cache after
     // one, may have lost; every row below it is in the file (or is a gap: fill value).
     std::uint64_t lost_from = UINT64_MAX;
+    std::uint64_t written_end = 0;  // rows [cache_start, this) of the cache are on disk (a checkpoint)
     std::uint64_t mark = 0;  // Decoder: last uniform-batch check that met this field
 };
 
@@ -2173,6 +2176,10 @@ inline constexpr std::size_t cache_growth = 8;  // a full cache grows 8x: few re
 // them, are each this share of Options::checkpoint_seconds: an event is shipped, written
 // and flushed within the interval, with room for the transfer and the flush.
 inline constexpr double checkpoint_share = 0.4;
+// Root attribute of a writer file: the events its last checkpoint (or its close) made
+// durable. Recovery keeps no more than these: rows past them may lack a field's data
+// (an image dataset's extent runs ahead of its rows).
+inline constexpr const char* attr_events = "smalldata_events";
 inline constexpr std::size_t spare_space_bytes = std::size_t(4) << 20;   // SpareSpace, and
 inline constexpr std::size_t spare_space_per_field = std::size_t(8) << 10; // this per field
 
@@ -2386,16 +2393,25 @@ public:
     void checkpoint() {
         if (!has_file_ || !file_.valid()) return;
         if (failed()) fail();
-        for (WField& f : fields_) flush(f);
-        drain();
+        drain();  // what the write thread holds first
         try {
             std::lock_guard<std::mutex> g(h5_);
             H5Quiet q;
             const double t0 = now_seconds();
             for (WField& f : fields_) {
+                // The cached rows go out and stay cached: the cache keeps its place in the
+                // chunk grid, and writes them again, whole, when it is full.
                 const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
-                if (f.dset.valid() && f.extent != want) set_extent(f, want);
+                if (f.cached > 0) {
+                    write_cache(f, f.cache.data(), f.cache_start, f.cached, want, limit_rows(f));
+                    f.written_end = f.cache_start + f.cached;
+                }
+                if (!f.dset.valid()) continue;
+                // Aligned: at least the events (an image dataset may run ahead: recovery
+                // stops at attr_events). Unaligned: exactly its rows.
+                if (f.meta.aligned ? f.extent < want : f.extent != want) set_extent(f, want);
             }
+            h5_set_attr_u64(file_.get(), attr_events, n_events_);
             // The flush writes metadata: room for it is held back from the data (like the
             // close's), given to it now and taken again after. A file system too full to give
             // it back is an error now, while the file is flushed and the close's room is kept.
@@ -2449,6 +2465,7 @@ public:
                 f.memtype.reset();
             }
             if (summary) write_summary(file_.get(), *summary);
+            h5_set_attr_u64(file_.get(), attr_events, n_events_);
         } catch (...) {
             close_on_abort();
             throw;
@@ -2494,6 +2511,10 @@ public:
             }
             f.dset.reset();
             f.memtype.reset();
+        }
+        try {
+            h5_set_attr_u64(file_.get(), attr_events, common);
+        } catch (...) {
         }
         spare_space_.release();
         spare_flush_.release();
@@ -2847,7 +2868,7 @@ private:
         std::lock_guard<std::mutex> lk(m_);
         if (!error_) error_ = std::current_exception();
         failed_.store(true, std::memory_order_release);
-        f.lost_from = std::min(f.lost_from, start);
+        f.lost_from = std::min(f.lost_from, std::max(start, f.written_end));  // a checkpoint wrote those
     }
     // Every field's cached rows are given up: they will never be written, and with no
     // cached row every value takes the slow path, which throws. The caller's thread.
@@ -2855,7 +2876,7 @@ private:
         std::lock_guard<std::mutex> lk(m_);
         for (WField& g : fields_) {
             if (g.cached == 0) continue;
-            g.lost_from = std::min(g.lost_from, g.cache_start);
+            g.lost_from = std::min(g.lost_from, std::max(g.cache_start, g.written_end));  // a checkpoint wrote those
             g.cached = 0;
         }
     }
@@ -4254,6 +4275,11 @@ inline Recovered recover_file(const std::string& path) {
     H5Id f = h5_open_recovering(path, false, &r.cleared);
     std::vector<DatasetInfo> ds = list_datasets(f.get(), path);
     r.events = complete_rows(ds);
+    if (r.cleared) {  // a crashed writer: no more than its last checkpoint made durable
+        std::uint64_t durable = 0;
+        if (!h5_get_attr_u64(f.get(), attr_events, durable)) durable = 0;  // killed before its first
+        r.events = std::min(r.events, durable);
+    }
     bool even = true;
     for (const DatasetInfo& d : ds) even = even && (!d.aligned || d.rows == r.events);
     if (!even && !r.cleared) {  // closed cleanly, yet uneven (killed between two closes): reopen to cut

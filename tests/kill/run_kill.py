@@ -10,6 +10,7 @@ Starts the producer (producer.cpp) in three layouts, kills it at a random instan
     kill time - checkpoint_seconds);
   - no event appears twice, every row holds the values of its timestamp;
   - every aligned dataset has as many rows as `timestamp`;
+  - h5dump reads the recovered file and every part file;
   - `smalldata check FILE` finds the recovered file sound.
 
 Kills: SIGKILL of a client, of a server, of the whole job (every process of its session),
@@ -199,9 +200,8 @@ def run_one(args, k, kill, work):
 
     rec = subprocess.run([args.tool, "recover", out], capture_output=True, text=True)
     row["recover_out"] = rec.stdout + rec.stderr
-    # A part killed before its first checkpoint lacks its run attributes on disk (they are
-    # written after the SWMR switch and reach the disk with the first flush); recover gives
-    # them to it. Counted, for the closing table.
+    # A part without its run attributes (none is expected: they are written before the
+    # file gets its real name) is given them by recover. Counted, for the closing table.
     row["untagged"] = rec.stdout.count("no run attributes") + rec.stdout.count("no part file reached")
     left = sorted(n for n in os.listdir(d) if n != "logs")
     if rec.returncode != 0:
@@ -220,6 +220,11 @@ def run_one(args, k, kill, work):
     rec2 = subprocess.run([args.tool, "recover", out], capture_output=True, text=True)
     if rec2.returncode != 0:
         row["problems"].append(f"a second recover exited {rec2.returncode}: {rec2.stderr.strip()[-300:]}")
+    # h5dump reads the recovered file and every file beside it (the parts) too.
+    for name in sorted(n for n in os.listdir(d) if n.endswith(".h5")):
+        dump = subprocess.run(["h5dump", "-H", os.path.join(d, name)], capture_output=True, text=True)
+        if dump.returncode != 0:
+            row["problems"].append(f"h5dump cannot read {name}: {dump.stderr.strip()[-300:]}")
 
     try:
         with h5py.File(out, "r") as f:
