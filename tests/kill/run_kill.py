@@ -14,7 +14,7 @@ Starts the producer (producer.cpp) in three layouts, kills it at a random instan
   - `smalldata check FILE` finds the recovered file sound.
 
 Kills: SIGKILL of a client, of a server, of the whole job (every process of its session),
-SIGTERM of the job; at uniform instants in [0.1, 3] s after the start, some in the first second, and
+SIGTERM of the job; at uniform instants in [1.5, 3.5] s after the start, some in the first second, and
 some while done() flushes and joins (short runs, killed as a client enters done()).
 
 usage: run_kill.py MPIEXEC PRODUCER SMALLDATA_TOOL WORKDIR [--seed N] [--only LAYOUT]
@@ -47,12 +47,14 @@ def plan(rng):
     kills = []
     for layout in LAYOUTS:
         targets = ["job"] if layout == "serial" else ["client", "server", "job"]
+        # Most kills come once events are due on disk (after start-up and one interval),
+        # so that the rule has events to check; some in the first second.
         for t in targets:
-            kills.append((layout, "KILL", t, 4.0, rng.uniform(0.1, 3.0)))
-        kills.append((layout, "TERM", "job", 4.0, rng.uniform(0.1, 3.0)))
+            kills.append((layout, "KILL", t, 4.0, rng.uniform(1.5, 3.5)))
+        kills.append((layout, "TERM", "job", 4.0, rng.uniform(1.5, 3.5)))
         kills.append((layout, "KILL", rng.choice(targets), 4.0, rng.uniform(0.1, 1.0)))   # first second
-        kills.append((layout, "KILL", rng.choice(targets), 4.0, rng.uniform(1.0, 3.0)))
-        kills.append((layout, "KILL", rng.choice(targets), 4.0, rng.uniform(1.5, 3.0)))
+        kills.append((layout, "KILL", rng.choice(targets), 4.0, rng.uniform(1.5, 3.5)))
+        kills.append((layout, "KILL", rng.choice(targets), 4.0, rng.uniform(1.5, 3.5)))
         kills.append((layout, "KILL", rng.choice(targets), 0.4, "done"))                   # flush and join
         kills.append((layout, "TERM", "job", 0.4, "done"))
     return kills
