@@ -111,7 +111,8 @@
 //   batch_bytes, send_buffers, recv_buffers, shared_memory, cache_bytes,
 //   chunk_bytes, idle_sleep_max_us, abort_grace_ms, abort_close_ms, preallocate,
 //   write_thread, cache_memory, checkpoint_seconds (tuning). Every option must be equal
-//   on every rank (checked).
+//   on every rank (checked). SMALLDATA_SERVERS=N in the environment overrides `servers`;
+//   rank 0 prints the layout in use (servers, clients, other) once per parallel run.
 //
 // ERRORS AND LOGGING
 //   Every error is a smalldata::Error (a std::runtime_error) with a code() from
@@ -1308,8 +1309,23 @@ inline std::string option_problem(const Options& o) {
     return {};
 }
 
+// SMALLDATA_SERVERS=N in the environment sets o.servers. Returns what is wrong with it, or
+// nothing (also when it is not set).
+inline std::string servers_from_environment(Options& o) {
+    const char* e = std::getenv("SMALLDATA_SERVERS");
+    if (!e) return {};
+    char* end = nullptr;
+    errno = 0;
+    const long v = std::strtol(e, &end, 10);
+    if (*e == '\0' || *end != '\0' || errno != 0 || v < 1 || v > INT_MAX)
+        return "SMALLDATA_SERVERS must be a whole number of servers, at least 1; got '" + std::string(e) + "'";
+    o.servers = static_cast<int>(v);
+    return {};
+}
+
 inline std::string layout_problem(const Options& o, int size) {
     const std::string sizes = " (" + std::to_string(size) + " ranks in comm, servers=" + std::to_string(o.servers) +
+                              (std::getenv("SMALLDATA_SERVERS") ? " from SMALLDATA_SERVERS" : "") +
                               ", clients=" + std::to_string(o.clients) + ")";
     if (o.servers < 1) return "parallel mode needs at least one server" + sizes;
     if (o.clients == 0 || o.clients < -1) return "clients must be -1 (all the rest) or at least 1" + sizes;
@@ -4599,7 +4615,9 @@ inline std::uint64_t new_run_token() {
 inline void Impl::setup_parallel() {
     const Options& o = opt;
     who() = "smalldata[rank " + std::to_string(rank) + "]";
-    std::string problem = option_problem(o);
+    // SMALLDATA_SERVERS=N at launch overrides Options::servers (as psana's PS_SRV_NODES).
+    std::string problem = servers_from_environment(opt);
+    if (problem.empty()) problem = option_problem(o);
     Errc code = Errc::option;
     if (problem.empty()) {
         problem = layout_problem(o, size);
@@ -4672,6 +4690,13 @@ inline void Impl::setup_parallel() {
         check_mpi(MPI_Comm_size(node_comm, &ranks_on_node), "MPI_Comm_size");
     }
     if (o.shared_memory) setup_shared_memory();
+    if (rank == 0) {  // the layout in use, once per run
+        std::fprintf(stderr, "smalldata: parallel mode, %d ranks: %d server%s, %d client%s, %d other (servers from %s)\n",
+                     size, n_servers, n_servers == 1 ? "" : "s", n_clients, n_clients == 1 ? "" : "s",
+                     size - n_servers - n_clients,
+                     std::getenv("SMALLDATA_SERVERS") ? "SMALLDATA_SERVERS" : "Options::servers");
+        std::fflush(stderr);
+    }
     if (rank == 0 && n_servers > n_clients)
         warn(std::to_string(n_servers - n_clients) + " of the " + std::to_string(n_servers) +
              " servers have no client; their part files stay empty");

@@ -103,7 +103,10 @@ MODES = [
     # The original failures: the failing rank and the reason are printed, the server
     # closes its part file.
     Mode("client-type", "client-type", needles=["rank 2, client 1", "fatal", "'x'", "float64", "int32"]),
-    Mode("user-throw", "user-throw", needles=["rank 3, client 2", "fatal", "detector exploded"]),
+    Mode("user-throw", "user-throw", needles=["rank 3, client 2", "fatal", "detector exploded",
+                                              # the layout line of every parallel run
+                                              "smalldata: parallel mode, 4 ranks: 1 server, 3 clients, 0 other "
+                                              "(servers from Options::servers)"]),
     Mode("server-type", "server-type", needles=["rank 0, server 0", "fatal", "'y'", "float32", "int64"]),
     Mode("abandon", "abandon", needles=["rank 2, client 1", "fatal", "before done()"]),
     # A server that never idles (a slow callback, clients still producing) must still see

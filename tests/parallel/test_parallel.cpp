@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -903,4 +904,39 @@ TEST_CASE("an event refused for being over 2 GiB leaves no gap in the stream", "
         std::sort(ts.begin(), ts.end());
         for (std::int64_t i = 0; i < n; ++i) CHECK(ts[static_cast<std::size_t>(i)] == i);
     }
+}
+
+TEST_CASE("SMALLDATA_SERVERS sets the number of servers; a bad value is Errc::option on every rank",
+          "[mpi][layout]") {
+    // Every rank sets the same environment, as a launcher would (here after MPI started:
+    // the library reads it in the constructor).
+    if (world_size() < 3) return;
+    const std::string dir = fresh_dir("servers_env");
+    Options o = base_options();
+    o.servers = 1;
+    o.filename = dir + "/env.h5";
+    const std::int64_t n = 300;
+    setenv("SMALLDATA_SERVERS", "2", 1);
+    int is_server = 0;
+    {
+        SmallData smd(o);
+        is_server = smd.role() == smalldata::Role::server ? 1 : 0;
+        for (std::int64_t i : smd.share(n)) smd.event(i, "x", static_cast<double>(i));
+        smd.done();
+    }
+    // Counted after done(): servers leave the constructor only when their clients are done.
+    CHECK(sum_over_world(is_server) == 2);
+    if (world_rank() == 0) {
+        CHECK(files_in(dir) == std::vector<std::string>{"env.h5", "env_part0.h5", "env_part1.h5"});
+        h5r::File f(o.filename);
+        CHECK(f.read<std::int64_t>("timestamp").size() == static_cast<std::size_t>(n));
+    }
+    for (const char* bad : {"0", "two", "", "3x"}) {
+        CAPTURE(bad);
+        setenv("SMALLDATA_SERVERS", bad, 1);
+        std::string what;
+        CHECK(error_code_of([&] { SmallData smd(o); }, &what) == "option");
+        CHECK(what.find("SMALLDATA_SERVERS") != std::string::npos);
+    }
+    unsetenv("SMALLDATA_SERVERS");
 }
