@@ -89,7 +89,10 @@
 //     appends them to its part file `<stem>_part<k>.h5` as whole raw chunks; rows of
 //     64 KiB or more (images) go to the file straight from the batch. Aligned fields have
 //     one row per event (fill values for missing rows); fields whose last path component
-//     starts with `unaligned_` have only the rows given. Serial mode runs the same writer
+//     starts with `unaligned_` have only the rows given. A field with a component starting
+//     with `var_` takes any number of rows per event (concatenated); its group's lengths
+//     are the aligned int64 field `<path to that component>_len` (fill 0), which the client
+//     sends as an ordinary field. Serial mode runs the same writer
 //     in-process; without callbacks event() feeds its columns directly (no batch). Full
 //     caches may be written by a helper thread (write_thread); disk space is reserved
 //     ahead of the writes and given back at close (preallocate).
@@ -385,13 +388,16 @@ namespace detail {
 struct FieldMeta {
     std::string name;
     DType dtype = DType::f64;
-    Shape shape;
-    std::size_t bytes = 0;   // payload bytes of one value
-    bool aligned = true;     // false for `unaligned_` fields
+    Shape shape;             // of one value; of one row (axis 0 left out) for a var_ field
+    std::size_t bytes = 0;   // payload bytes of one value (of one row for a var_ field)
+    bool aligned = true;     // false for `unaligned_` fields and var_ fields' data
+    bool var = false;        // a var_ field: each event gives any number of rows
+    bool length = false;     // a var_ group's "<group>_len" (made by the library; fill 0)
 };
 struct EntryRef {
     const FieldMeta* meta;
     const unsigned char* data;  // not necessarily aligned for the element type
+    std::uint64_t rows = 1;     // a var_ field's rows in this event (1 for other fields)
 };
 template <class T> struct dtype_of;
 }  // namespace detail
@@ -405,9 +411,20 @@ public:
     explicit Field(const detail::EntryRef& e) noexcept : e_(&e) {}
     const std::string& name() const noexcept { return e_->meta->name; }
     DType dtype() const noexcept { return e_->meta->dtype; }
-    const Shape& shape() const noexcept { return e_->meta->shape; }
+    // The shape of this event's value; for a var_ field (rows(), row shape...).
+    Shape shape() const noexcept {
+        if (!e_->meta->var) return e_->meta->shape;
+        Shape s;
+        s.rank = static_cast<std::uint8_t>(e_->meta->shape.rank + 1);
+        s.dims[0] = e_->rows;
+        for (int i = 0; i < e_->meta->shape.rank; ++i)
+            s.dims[static_cast<std::size_t>(i) + 1] = e_->meta->shape.dims[static_cast<std::size_t>(i)];
+        return s;
+    }
     bool aligned() const noexcept { return e_->meta->aligned; }
-    std::size_t bytes() const noexcept { return e_->meta->bytes; }
+    bool variable() const noexcept { return e_->meta->var; }  // a var_ field
+    std::uint64_t length() const noexcept { return e_->rows; } // var_: rows in this event; else 1
+    std::size_t bytes() const noexcept { return static_cast<std::size_t>(e_->rows) * e_->meta->bytes; }
     const void* data() const noexcept { return e_->data; }  // raw bytes, maybe unaligned
     template <class T> T value() const;                     // a scalar, T must match dtype
     template <class T> std::vector<T> values() const;        // all elements, flattened
@@ -671,6 +688,9 @@ inline constexpr std::size_t max_event_bytes = max_batch_bytes - sizeof(WireHead
 struct ClientField {
     FieldMeta meta;
     std::uint64_t last_event = 0;   // event number in which it was last given
+    std::uint32_t len_id = 0;       // a var_ field: its group's length field
+    std::uint32_t len_by = 0;       // a length field: the var_ field that gave it in last_event
+    std::uint64_t len = 0;          // a length field: its value in last_event
 };
 
 // Where full batches go: the in-process writer (serial) or the MPI sender (client).
@@ -684,6 +704,7 @@ public:
     // each value goes straight to the writer's column, then the event is ended.
     virtual void define(std::uint32_t /*id*/, const FieldMeta& /*meta*/) {}
     virtual void value(std::uint32_t /*id*/, const void* /*data*/) {}
+    virtual void rows(std::uint32_t /*id*/, const void* /*data*/, std::uint64_t /*n*/) {}  // var_
     virtual void end_event(std::int64_t /*timestamp*/) {}
 };
 
@@ -743,11 +764,13 @@ public:
         if (pos_ < seq_.size()) {
             id = seq_[pos_];
             const ClientField& f = fields_[id];
-            if (f.last_event != event_no_ && f.meta.dtype == dt && same_name(f.meta.name, name) &&
-                f.meta.shape == shape)
-                goto hit;
+            if (f.last_event != event_no_ && f.meta.dtype == dt && same_name(f.meta.name, name)) {
+                if (f.meta.shape == shape && !f.meta.var) goto hit;
+                if (f.meta.var && is_row_shape(f.meta.shape, shape)) return put_rows(id, shape.dims[0], data, bytes);
+            }
         }
         id = resolve(name, dt, shape);
+        if (fields_[id].meta.var) return put_rows(id, shape.dims[0], data, bytes);
     hit:
         if (direct_) {
             direct_value(id, data);
@@ -767,7 +790,7 @@ public:
         if (pos_ < seq_.size()) {
             id = seq_[pos_];
             const ClientField& f = fields_[id];
-            if (f.last_event != event_no_ && f.meta.dtype == dt && f.meta.shape.rank == 0 &&
+            if (f.last_event != event_no_ && f.meta.dtype == dt && f.meta.shape.rank == 0 && !f.meta.var &&
                 same_name(f.meta.name, name))
                 goto hit;
         }
@@ -805,6 +828,50 @@ private:
         commit(id);
         sink_->value(id, data);
     }
+    // A var_ value of n rows, as two entries: the group's length (the first value of the
+    // group in this event; a later one must have as many rows) and the rows themselves,
+    // [id][u64 n][n rows]. The length entry takes no position in seq_: the prediction of
+    // the next field stays that of the fields the caller gives.
+    static bool is_row_shape(const Shape& row, const Shape& value) noexcept {
+        if (value.rank != row.rank + 1) return false;
+        for (int i = 0; i < row.rank; ++i)
+            if (value.dims[static_cast<std::size_t>(i) + 1] != row.dims[static_cast<std::size_t>(i)]) return false;
+        return true;
+    }
+    void put_rows(std::uint32_t id, std::uint64_t n, const void* data, std::size_t bytes) {
+        const std::uint32_t lid = fields_[id].len_id;
+        ClientField& len = fields_[lid];
+        const bool first = len.last_event != event_no_;
+        if (!first && len.len != n) length_mismatch(id, n);
+        const auto value = static_cast<std::int64_t>(n);
+        if (direct_) {
+            if (first) commit_length(len, id, n);
+            commit(id);
+            if (first) sink_->value(lid, &value);
+            sink_->rows(id, data, n);
+            return;
+        }
+        const std::size_t need = (first ? 12 : 0) + 12 + bytes;
+        if (static_cast<std::size_t>(end_ - cur_) < need) make_room(need, id);
+        if (first) {  // nothing below throws
+            commit_length(len, id, n);
+            std::memcpy(cur_, &lid, 4);
+            std::memcpy(cur_ + 4, &value, 8);
+            cur_ += 12;
+        }
+        commit(id);
+        std::memcpy(cur_, &id, 4);
+        std::memcpy(cur_ + 4, &n, 8);
+        if (bytes) std::memcpy(cur_ + 12, data, bytes);
+        cur_ += 12 + bytes;
+    }
+    void commit_length(ClientField& len, std::uint32_t by, std::uint64_t n) noexcept {
+        len.last_event = event_no_;
+        len.len_by = by;
+        len.len = n;
+        ++entries_;
+    }
+    [[noreturn]] void length_mismatch(std::uint32_t id, std::uint64_t n) const;
     void start_event(std::int64_t ts);
     void close_event();
     std::uint32_t resolve(std::string_view name, DType dt, const Shape& shape);
@@ -882,7 +949,7 @@ template <class T>
 std::vector<T> Field::values() const {
     static_assert(detail::scalar_dtype<T>::ok, "Field::values<T>: T must be a supported scalar type");
     detail::check_field_type(*e_->meta, detail::scalar_dtype<T>::value, false);
-    std::vector<T> v(static_cast<std::size_t>(e_->meta->shape.count()));
+    std::vector<T> v(static_cast<std::size_t>(e_->rows * e_->meta->shape.count()));
     if constexpr (std::is_same_v<T, bool>) {  // std::vector<bool> has no data(): one by one
         const unsigned char* p = static_cast<const unsigned char*>(e_->data);
         for (std::size_t i = 0; i < v.size(); ++i) v[i] = p[i] != 0;
@@ -1164,6 +1231,9 @@ void check_field_type(const FieldMeta& meta, DType want, bool scalar) {
     if (meta.dtype != want)
         throw_error(Errc::type_mismatch, "field '" + meta.name + "' has type " + dtype_name(meta.dtype) +
                                              ", read as " + dtype_name(want));
+    if (scalar && meta.var)
+        throw_error(Errc::shape_mismatch, "field '" + meta.name + "' is a var_ field (rows of any number), read as a "
+                                              "scalar (use get_vector, or its length field)");
     if (scalar && meta.shape.rank != 0)
         throw_error(Errc::shape_mismatch, "field '" + meta.name + "' has shape " + meta.shape.str() +
                                               ", read as a scalar (use get_vector)");
@@ -1229,6 +1299,55 @@ inline bool is_unaligned(std::string_view name) {
     return last.substr(0, 10) == "unaligned_";
 }
 
+// var_ fields (psana's rule): the first path component that starts with "var_" makes a
+// field variable-length, and names its group: the fields under "a/var_p" share the
+// lengths in "a/var_p_len". var_prefix: the bytes of the name up to and including that
+// component, 0 if it has none.
+inline std::size_t var_prefix(std::string_view name) {
+    for (std::size_t start = 0; start < name.size();) {
+        std::size_t slash = name.find('/', start);
+        if (slash == std::string_view::npos) slash = name.size();
+        if (name.compare(start, 4, "var_") == 0) return slash;
+        start = slash + 1;
+    }
+    return 0;
+}
+// A component "var_..._len" (8 bytes or more) is a length dataset's name, or a group that
+// would clash with one: reserved for the library.
+inline bool is_length_component(std::string_view c) {
+    return c.size() >= 8 && c.compare(0, 4, "var_") == 0 && c.compare(c.size() - 4, 4, "_len") == 0;
+}
+// The length field of a var_ group: its first var_ component is its last one, "var_..._len".
+inline bool is_length_name(std::string_view name) {
+    const std::size_t p = var_prefix(name);
+    if (p != name.size()) return false;
+    const std::size_t slash = name.rfind('/');
+    return is_length_component(slash == std::string_view::npos ? name : name.substr(slash + 1));
+}
+// The data of a var_ field (not its length field).
+inline bool is_var_name(std::string_view name) { return var_prefix(name) != 0 && !is_length_name(name); }
+// "a/var_p/x" -> "a/var_p_len".
+inline std::string length_name(std::string_view var_field) {
+    return std::string(var_field.substr(0, var_prefix(var_field))) + "_len";
+}
+// The names users may not give a field: any "var_..._len" component (the library's length
+// fields), a var_ field whose name ends in "_len", a var_ field that is also unaligned_.
+inline void check_user_field_name(std::string_view name) {
+    for (std::size_t start = 0; start < name.size();) {
+        std::size_t slash = name.find('/', start);
+        if (slash == std::string_view::npos) slash = name.size();
+        if (is_length_component(name.substr(start, slash - start)))
+            throw_error(Errc::name, "field name '" + std::string(name) + "' is reserved: a component 'var_..._len' " +
+                                        "names the lengths of a var_ group");
+        start = slash + 1;
+    }
+    if (var_prefix(name) == 0) return;
+    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "_len") == 0)
+        throw_error(Errc::name, "field name '" + std::string(name) + "': a var_ field's name must not end in '_len'");
+    if (is_unaligned(name))
+        throw_error(Errc::name, "field '" + std::string(name) + "' cannot be both var_ and unaligned_");
+}
+
 // Every proper group prefix of a path: "a/b/c" -> "a", "a/b".
 inline void for_each_group(std::string_view name, const std::function<void(std::string_view)>& f) {
     for (std::size_t i = name.find('/'); i != std::string_view::npos; i = name.find('/', i + 1))
@@ -1236,9 +1355,10 @@ inline void for_each_group(std::string_view name, const std::function<void(std::
 }
 
 // Fill value of one element: signed -99999 (the type's minimum where that does not fit),
-// unsigned the maximum, floats NaN, bool false.
-inline std::array<unsigned char, 8> fill_bytes(DType t) {
+// unsigned the maximum, floats NaN, bool false; 0 in a var_ group's length field (no rows).
+inline std::array<unsigned char, 8> fill_bytes(DType t, bool length = false) {
     std::array<unsigned char, 8> b{};
+    if (length) return b;
     auto put = [&](auto v) { std::memcpy(b.data(), &v, sizeof(v)); };
     switch (t) {
         case DType::i8: put(std::numeric_limits<std::int8_t>::min()); break;
@@ -1270,7 +1390,11 @@ inline FieldMeta make_meta(std::string_view name, DType dt, const Shape& shape) 
         throw_error(Errc::usage, "field '" + m.name + "': one value of " + dtype_name(dt) + " " + shape.str() +
                                      " is larger than 2 GiB, the limit of one value");
     m.bytes = static_cast<std::size_t>(bytes);
-    m.aligned = !is_unaligned(name);
+    m.length = is_length_name(name);
+    m.var = !m.length && var_prefix(name) != 0;
+    m.aligned = !m.var && !is_unaligned(name);
+    if (m.length && (dt != DType::i64 || shape.rank != 0))
+        throw_error(Errc::protocol, "length field '" + m.name + "' must be an int64 scalar");
     return m;
 }
 
@@ -1281,9 +1405,10 @@ inline void check_same_kind(const FieldMeta& f, DType dt, const Shape& shape, co
     if (f.dtype != dt)
         throw_error(Errc::type_mismatch, "field '" + f.name + "' is " + dtype_name(f.dtype) + " (" + then + ") but " +
                                              dtype_name(dt) + " (" + now + ")");
+    const char* what = f.var ? " rows of shape " : " shape ";
     if (f.shape != shape)
-        throw_error(Errc::shape_mismatch, "field '" + f.name + "' has shape " + f.shape.str() + " (" + then +
-                                              ") but shape " + shape.str() + " (" + now + ")");
+        throw_error(Errc::shape_mismatch, "field '" + f.name + "' has" + what + f.shape.str() + " (" + then +
+                                              ") but" + what + shape.str() + " (" + now + ")");
 }
 
 // Validation of the options, in one place: the first problem, or empty. In parallel mode
@@ -2031,31 +2156,82 @@ void Packer::write_definition(std::uint32_t id, std::string_view name, DType dt,
 // The slow path of put(): a field not at its usual position, or new. A new field is
 // validated (section 9), announced (a definition in the batch, or to the direct sink) and
 // only then registered, so a failure leaves no trace of it.
+// A var_ field's value gives its rows along axis 0: a 1-d value of any length, or an N-d
+// one whose first extent varies. Errc::shape_mismatch for a scalar.
+static Shape row_shape(std::string_view name, const Shape& value, std::int64_t ts) {
+    if (value.rank == 0)
+        throw_error(Errc::shape_mismatch, "field '" + std::string(name) + "' is a var_ field: its value must be an "
+                                              "array (std::vector, std::array or View) of rows, not a scalar (timestamp " +
+                                              std::to_string(ts) + ")");
+    Shape row;
+    row.rank = static_cast<std::uint8_t>(value.rank - 1);
+    for (int i = 0; i < row.rank; ++i)
+        row.dims[static_cast<std::size_t>(i)] = value.dims[static_cast<std::size_t>(i) + 1];
+    return row;
+}
+
+void Packer::length_mismatch(std::uint32_t id, std::uint64_t n) const {
+    const ClientField& f = fields_[id];
+    const ClientField& len = fields_[f.len_id];
+    throw_error(Errc::shape_mismatch, "field '" + f.meta.name + "' has " + std::to_string(n) +
+                                          " rows in the event with timestamp " + std::to_string(ts_) + ", but '" +
+                                          fields_[len.len_by].meta.name + "' of the same var_ group has " +
+                                          std::to_string(len.len) + " (they share '" + len.meta.name + "')");
+}
+
 std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shape) {
     std::uint32_t id = lookup(name);
     if (id != UINT32_MAX) {
         const ClientField& f = fields_[id];
-        check_same_kind(f.meta, dt, shape, "as first given", "timestamp " + std::to_string(ts_));
+        check_same_kind(f.meta, dt, f.meta.var ? row_shape(name, shape, ts_) : shape, "as first given",
+                        "timestamp " + std::to_string(ts_));
         if (f.last_event == event_no_)
             throw_error(Errc::duplicate_field, "field '" + f.meta.name + "' given twice in the event with timestamp " +
                                                    std::to_string(ts_));
     } else {
+        // Everything is checked before anything is announced: a failure leaves no trace.
+        check_user_field_name(name);
+        const bool var = var_prefix(name) != 0;
         ClientField f;
-        f.meta = make_meta(name, dt, shape);
+        f.meta = make_meta(name, dt, var ? row_shape(name, shape, ts_) : shape);
         check_clash(name, false);
-        if (fields_.size() >= UINT32_MAX - 1) throw_error(Errc::usage, "too many fields");
-        id = static_cast<std::uint32_t>(fields_.size());
+        ClientField len;  // a var_ field of a new group: its length field comes first
+        std::uint32_t lid = UINT32_MAX;
+        if (var) {
+            const std::string ln = length_name(name);
+            lid = lookup(ln);
+            if (lid == UINT32_MAX) {
+                len.meta = make_meta(ln, DType::i64, Shape{});
+                check_clash(ln, false);
+            }
+        }
+        const bool new_len = var && lid == UINT32_MAX;
+        if (fields_.size() >= UINT32_MAX - 3) throw_error(Errc::usage, "too many fields");
+        if (new_len) lid = static_cast<std::uint32_t>(fields_.size());
+        id = static_cast<std::uint32_t>(fields_.size() + (new_len ? 1 : 0));
+        f.len_id = lid;
         if (direct_) {
-            sink_->define(id, f.meta);  // may throw: nothing recorded yet
+            fields_.reserve(fields_.size() + 2);
+            if (new_len) {  // the writer's ids follow ours: a defined length field is kept
+                sink_->define(lid, len.meta);  // may throw: nothing recorded yet
+                fields_.push_back(std::move(len));
+                index_insert(lid);
+            }
+            sink_->define(id, f.meta);
         } else {
             const std::size_t at = static_cast<std::size_t>(cur_ - buf_->data());
-            write_definition(id, name, dt, shape, f.meta.bytes);
             try {
-                fields_.reserve(fields_.size() + 1);
+                if (new_len) write_definition(lid, len.meta.name, DType::i64, Shape{}, 8);
+                write_definition(id, name, dt, f.meta.shape, f.meta.var ? 0 : f.meta.bytes);
+                fields_.reserve(fields_.size() + 2);
             } catch (...) {
-                cur_ = buf_->data() + at;  // take the definition back
+                cur_ = buf_->data() + at;  // take the definitions back
                 throw;
             }
+        }
+        if (new_len && !direct_) {
+            fields_.push_back(std::move(len));
+            index_insert(lid);
         }
         fields_.push_back(std::move(f));
         index_insert(id);
@@ -2114,7 +2290,8 @@ namespace detail {
 //     Rows. Event e (0-based, in arrival order) is row e of `timestamp` and of every aligned
 //     field; a value given for event e lands in row e, rows skipped in between take the fill
 //     value (inside the cache: copied; beyond it: left unwritten, which HDF5 reads back as
-//     the dataset's fill value). Unaligned fields append at their own row count. A row
+//     the dataset's fill value). Unaligned fields append at their own row count, and so do
+//     var_ fields, n rows per value (put_rows). A row
 //     below one already given is an internal error (Errc::protocol), never a rewrite.
 //     Memory. Options::cache_memory caps the bytes of all cache buffers of one writer (every
 //     field, and with the write thread also the caches queued for it or kept for reuse):
@@ -2183,6 +2360,7 @@ struct WField {
     std::uint64_t lost_from = UINT64_MAX;
     std::uint64_t written_end = 0;  // rows [cache_start, this) of the cache are on disk (a checkpoint)
     std::uint64_t mark = 0;  // Decoder: last uniform-batch check that met this field
+    std::size_t len_index = 0;  // a var_ field: the writer's index of its group's length field
 };
 
 inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
@@ -2313,6 +2491,53 @@ private:
     std::string path_;
 };
 
+// var_ groups read back (the writer after a failed write, recovery): the lengths of
+// events [0, events) from a length dataset that has `have` rows (rows past them are 0: no
+// rows), read in blocks. events_within: the most events e whose rows (the sum of their
+// lengths) fit in `rows`; rows_of: the rows of the first e events.
+inline void for_each_length(hid_t len, std::uint64_t events, std::uint64_t have,
+                            const std::function<bool(std::uint64_t event, std::uint64_t length)>& f) {
+    const std::uint64_t block = std::uint64_t(1) << 20;
+    std::vector<std::int64_t> buf;
+    const std::uint64_t stored = std::min(events, have);
+    for (std::uint64_t at = 0; at < stored; at += block) {
+        const std::uint64_t n = std::min(block, stored - at);
+        buf.resize(static_cast<std::size_t>(n));
+        H5Id fspace(h5check(H5Dget_space(len), "H5Dget_space"), H5Sclose);
+        hsize_t start = static_cast<hsize_t>(at), count = static_cast<hsize_t>(n);
+        h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr),
+                     "H5Sselect_hyperslab");
+        H5Id mspace(h5check(H5Screate_simple(1, &count, nullptr), "H5Screate_simple"), H5Sclose);
+        h5check_herr(H5Dread(len, H5T_NATIVE_INT64, mspace.get(), fspace.get(), H5P_DEFAULT, buf.data()),
+                     "cannot read a var_ group's lengths");
+        for (std::uint64_t i = 0; i < n; ++i) {
+            const std::int64_t v = buf[static_cast<std::size_t>(i)];
+            if (v < 0) throw_error(Errc::hdf5, "a var_ group's length dataset holds a negative length");
+            if (!f(at + i, static_cast<std::uint64_t>(v))) return;
+        }
+    }
+}
+inline std::uint64_t events_within(hid_t len, std::uint64_t events, std::uint64_t have, std::uint64_t rows) {
+    std::uint64_t sum = 0, e = events;
+    for_each_length(len, events, have, [&](std::uint64_t i, std::uint64_t n) {
+        if (n > rows - sum) {
+            e = i;
+            return false;
+        }
+        sum += n;
+        return true;
+    });
+    return e;
+}
+inline std::uint64_t rows_of(hid_t len, std::uint64_t events, std::uint64_t have) {
+    std::uint64_t sum = 0;
+    for_each_length(len, events, have, [&](std::uint64_t, std::uint64_t n) {
+        sum += n;
+        return true;
+    });
+    return sum;
+}
+
 inline std::uint64_t pow2_floor(std::uint64_t v) {
     std::uint64_t p = 1;
     while (p * 2 <= v) p *= 2;
@@ -2361,7 +2586,21 @@ public:
             return it->second;
         }
         names_.check(m.name, "field");  // the name itself was validated by make_meta()
-        return add_field(m, source);
+        std::size_t len = 0;
+        if (m.var) {  // its group's length field (each client defines it first; made here if not)
+            const std::string ln = length_name(m.name);
+            auto l = by_name_.find(ln);
+            if (l == by_name_.end()) {
+                names_.check(ln, "field");
+                len = add_field(make_meta(ln, DType::i64, Shape{}), source);
+            } else {
+                len = l->second;
+                if (!fields_[len].meta.length) throw_error(Errc::protocol, "'" + ln + "' is not a length field");
+            }
+        }
+        const std::size_t i = add_field(m, source);
+        fields_[i].len_index = len;
+        return i;
     }
     std::uint64_t events() const { return n_events_; }
     // Any thread (stats() while the write thread runs).
@@ -2379,6 +2618,10 @@ public:
     // failed write both throw that error (Errc::hdf5) and the event count stays.
     void put(WField& f, const unsigned char* data) {
         if (has_file_) append(f, f.meta.aligned ? n_events_ : f.rows, data);
+    }
+    // A var_ field's n rows in the open event (its group's length is a put() of its own).
+    void put_rows(WField& f, const unsigned char* data, std::uint64_t n) {
+        if (has_file_) append_run(f, f.rows, data, f.meta.bytes, static_cast<std::size_t>(n));
     }
     void end_event(std::int64_t ts) {
         if (has_file_) append(fields_[0], n_events_, reinterpret_cast<const unsigned char*>(&ts));
@@ -2511,15 +2754,19 @@ public:
             }
         }
         std::uint64_t common = n_events_;
+        std::vector<std::uint64_t> var_rows;  // after a failed write: each var_ field's rows kept
         if (failed()) {
             give_up_caches();
             spare_space_.release();  // the disk may be full: the cuts and the close need room
             spare_flush_.release();
             for (const WField& f : fields_)
                 if (f.meta.aligned) common = std::min(common, f.lost_from);
+            common = var_complete(common, var_rows);
         }
-        for (WField& f : fields_) {
-            const std::uint64_t want = f.meta.aligned ? common : std::min(f.rows, f.lost_from);
+        for (std::size_t i = 0; i < fields_.size(); ++i) {
+            WField& f = fields_[i];
+            std::uint64_t want = f.meta.aligned ? common : std::min(f.rows, f.lost_from);
+            if (f.meta.var && !var_rows.empty()) want = var_rows[i];
             try {
                 if (!f.dset.valid() && f.chunk_rows == 0) create(f, want, limit_rows(f));  // never written
                 if (f.dset.valid() && f.extent != want) set_extent(f, want);
@@ -2576,6 +2823,34 @@ private:
         }
     }
 
+    // After a failed write: the events, at most `common`, whose var_ rows are all in the
+    // file (a var_ field's lost rows end the events at the first one they belong to), and
+    // in rows[i] each var_ field's rows for those events, from its group's lengths read
+    // back (rows below `common` of a length field are in the file, or gaps: 0). Without
+    // var_ fields, or if the lengths cannot be read: common, and rows left empty (each
+    // var_ field then keeps its own complete rows).
+    std::uint64_t var_complete(std::uint64_t common, std::vector<std::uint64_t>& rows) noexcept {
+        try {
+            for (const WField& f : fields_) {
+                if (!f.meta.var) continue;
+                const WField& len = fields_[f.len_index];
+                const std::uint64_t have = len.dset.valid() ? len.extent : 0;
+                const std::uint64_t kept = std::min(f.rows, f.lost_from);
+                common = std::min(common, events_within(len.dset.get(), common, have, kept));
+            }
+            rows.assign(fields_.size(), 0);
+            for (std::size_t i = 0; i < fields_.size(); ++i) {
+                const WField& f = fields_[i];
+                if (!f.meta.var) continue;
+                const WField& len = fields_[f.len_index];
+                rows[i] = rows_of(len.dset.get(), common, len.dset.valid() ? len.extent : 0);
+            }
+        } catch (...) {
+            rows.clear();
+        }
+        return common;
+    }
+
     std::size_t add_field(const FieldMeta& m, const std::string& source) {
         WField f;
         f.meta = m;
@@ -2589,7 +2864,7 @@ private:
         f.cache_rows = 0;  // no buffer until the first row (0-byte rows: never)
         f.big = m.bytes >= big_row_bytes;
         f.fill_row.resize(m.bytes);
-        const auto fb = fill_bytes(m.dtype);
+        const auto fb = fill_bytes(m.dtype, m.length);
         const std::size_t es = dtype_size(m.dtype);
         for (std::size_t i = 0; i + es <= m.bytes; i += es) std::memcpy(f.fill_row.data() + i, fb.data(), es);
         fields_.push_back(std::move(f));
@@ -2792,7 +3067,7 @@ private:
         H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
         h5check_herr(H5Pset_chunk(dcpl.get(), f.meta.shape.rank + 1, chunk), "H5Pset_chunk");
         f.memtype = h5_type(f.meta.dtype, false);
-        const auto fill = fill_bytes(f.meta.dtype);
+        const auto fill = fill_bytes(f.meta.dtype, f.meta.length);
         h5check_herr(H5Pset_fill_value(dcpl.get(), f.memtype.get(), fill.data()), "H5Pset_fill_value");
         H5Id ftype = h5_type(f.meta.dtype, true);
         H5Id space = h5_space(0, f.meta.shape, true);
@@ -3127,21 +3402,33 @@ public:
             if (callbacks_.empty()) {  // fast path: values go straight to the columns
                 for (std::uint32_t k = 0; k < ne; ++k) {
                     WField& f = entry(s, r);
-                    w_.put(f, r.p);
-                    r.p += f.meta.bytes;
+                    if (f.meta.var) {
+                        const std::uint64_t n = rows(s, f, r);
+                        w_.put_rows(f, r.p, n);
+                        r.p += n * f.meta.bytes;
+                    } else {
+                        w_.put(f, r.p);
+                        r.p += f.meta.bytes;
+                    }
                 }
             } else {  // the event is complete before callbacks see it, and written after
                 entries_.clear();
                 fptr_.clear();
                 for (std::uint32_t k = 0; k < ne; ++k) {
                     WField& f = entry(s, r);
-                    entries_.push_back(EntryRef{&f.meta, r.p});
+                    const std::uint64_t n = f.meta.var ? rows(s, f, r) : 1;
+                    entries_.push_back(EntryRef{&f.meta, r.p, n});
                     fptr_.push_back(&f);
-                    r.p += f.meta.bytes;
+                    r.p += n * f.meta.bytes;
                 }
                 const Event ev(ts, entries_.data(), entries_.size());
                 for (const Callback& cb : callbacks_) cb(ev);
-                for (std::size_t i = 0; i < entries_.size(); ++i) w_.put(*fptr_[i], entries_[i].data);
+                for (std::size_t i = 0; i < entries_.size(); ++i) {
+                    if (fptr_[i]->meta.var)
+                        w_.put_rows(*fptr_[i], entries_[i].data, entries_[i].rows);
+                    else
+                        w_.put(*fptr_[i], entries_[i].data);
+                }
             }
             w_.end_event(ts);
             ++s.events;
@@ -3171,7 +3458,8 @@ private:
             std::memcpy(&id, base + off, 4);
             if (id >= s.map.size()) return false;  // a definition, or an error the general path reports
             WField* f = s.map[id];
-            if (f->mark == mark_) return false;  // a field given twice in one event
+            if (f->mark == mark_ || f->meta.var) return false;  // a field given twice in one event; rows
+                                                                // of any number (var_): not uniform
             f->mark = mark_;
             layout_.push_back(Slot{f, id, off + 4});
             off += 4 + f->meta.bytes;
@@ -3207,8 +3495,16 @@ private:
         WField& f = *s.map[id];
         if (f.mark == mark_) throw_error(Errc::protocol, "field '" + f.meta.name + "' twice in one event from " + s.source);
         f.mark = mark_;
-        r.need(f.meta.bytes);
+        if (!f.meta.var) r.need(f.meta.bytes);
         return f;
+    }
+    // A var_ entry's row count, whose rows are checked to be there; they start at r.p.
+    static std::uint64_t rows(const Stream& s, const WField& f, Reader& r) {
+        const auto n = r.get<std::uint64_t>();
+        const std::size_t left = static_cast<std::size_t>(r.end - r.p);
+        if (f.meta.bytes != 0 && n > left / f.meta.bytes)
+            throw_error(Errc::protocol, "truncated message from " + s.source);
+        return n;
     }
 
     void define(Stream& s, Reader& r) {
@@ -3253,6 +3549,9 @@ public:
     }
     void value(std::uint32_t id, const void* data) override {
         w_.put(*stream_.map[id], static_cast<const unsigned char*>(data));
+    }
+    void rows(std::uint32_t id, const void* data, std::uint64_t n) override {
+        w_.put_rows(*stream_.map[id], static_cast<const unsigned char*>(data), n);
     }
     void end_event(std::int64_t timestamp) override { w_.end_event(timestamp); }
     std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events) override {
@@ -3994,7 +4293,7 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
             for (std::size_t k = 0; k < P; ++k) total += f.aligned ? part_events[k] : f.rows[k];
             H5Id ftype = h5_type(f.dtype, true), mtype = h5_type(f.dtype, false);
             H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
-            const auto fill = fill_bytes(f.dtype);
+            const auto fill = fill_bytes(f.dtype, is_length_name(name));
             h5check_herr(H5Pset_fill_value(dcpl.get(), mtype.get(), fill.data()), "H5Pset_fill_value");
             H5Id vspace = h5_space(static_cast<long long>(total), f.shape);
             std::uint64_t at = 0;
@@ -4164,7 +4463,7 @@ struct DatasetInfo {
     Shape shape;                 // dims[1..]: the shape of one row (rank <= max_rank + 1)
     bool event_axis = false;     // a field: chunked with an unlimited first axis, or virtual
     bool is_virtual = false;
-    bool aligned = false;        // event_axis and not unaligned_
+    bool aligned = false;        // event_axis and not unaligned_ or var_
 };
 
 inline herr_t collect_link_name(hid_t, const char* name, const H5L_info_t* info, void* out) {
@@ -4202,7 +4501,7 @@ inline std::vector<DatasetInfo> list_datasets(hid_t file, const std::string& pat
             for (int i = 1; i < rank; ++i) d.shape.dims[static_cast<std::size_t>(i - 1)] = dims[i];
             d.event_axis = d.known_type && (d.is_virtual || (layout == H5D_CHUNKED && maxd[0] == H5S_UNLIMITED));
         }
-        d.aligned = d.event_axis && !is_unaligned(d.name);
+        d.aligned = d.event_axis && !is_unaligned(d.name) && !is_var_name(d.name);
         out.push_back(std::move(d));
     }
     return out;
@@ -4296,23 +4595,54 @@ inline Recovered recover_file(const std::string& path) {
         if (!h5_get_attr_u64(f.get(), attr_events, durable)) durable = 0;  // killed before its first
         r.events = std::min(r.events, durable);
     }
+    // var_ fields: no more events than their rows hold, and then exactly those rows.
+    std::vector<std::uint64_t> var_rows(ds.size(), 0);
+    auto length_of = [&](const DatasetInfo& d) -> const DatasetInfo* {
+        const std::string ln = length_name(d.name);
+        for (const DatasetInfo& l : ds)
+            if (l.name == ln && l.aligned) return &l;
+        return nullptr;
+    };
+    for (int pass = 0; pass < 2; ++pass) {
+        for (std::size_t i = 0; i < ds.size(); ++i) {
+            const DatasetInfo& d = ds[i];
+            if (!d.event_axis || !is_var_name(d.name)) continue;
+            const DatasetInfo* l = length_of(d);
+            if (!l) {  // its lengths are gone: no event can say which rows are its
+                r.events = 0;
+                continue;
+            }
+            H5Id len(h5check(H5Dopen2(f.get(), l->name.c_str(), H5P_DEFAULT), "cannot open '" + l->name + "' in '" + path + "'"),
+                     H5Dclose);
+            if (pass == 0)
+                r.events = std::min(r.events, events_within(len.get(), r.events, l->rows, d.rows));
+            else
+                var_rows[i] = rows_of(len.get(), r.events, l->rows);
+        }
+    }
     bool even = true;
-    for (const DatasetInfo& d : ds) even = even && (!d.aligned || d.rows == r.events);
+    for (std::size_t i = 0; i < ds.size(); ++i) {
+        const DatasetInfo& d = ds[i];
+        even = even && (!d.aligned || d.rows == r.events) && (!d.event_axis || !is_var_name(d.name) || d.rows == var_rows[i]);
+    }
     if (!even && !r.cleared) {  // closed cleanly, yet uneven (killed between two closes): reopen to cut
         if (f.close() < 0) throw_h5("closing '" + path + "'");
         f = H5Id(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
         if (!f.valid()) throw_h5("cannot open '" + path + "' for writing");
     }
-    for (DatasetInfo& d : ds) {
-        if (!d.aligned || d.rows == r.events) continue;
+    for (std::size_t i = 0; i < ds.size(); ++i) {
+        DatasetInfo& d = ds[i];
+        const bool var = d.event_axis && is_var_name(d.name);
+        const std::uint64_t want = var ? var_rows[i] : r.events;
+        if (!(d.aligned || var) || d.rows == want) continue;
         H5Id dset(h5check(H5Dopen2(f.get(), d.name.c_str(), H5P_DEFAULT), "cannot open '" + d.name + "' in '" + path + "'"),
                   H5Dclose);
         hsize_t dims[max_rank + 1];
-        dims[0] = static_cast<hsize_t>(r.events);
-        for (int i = 0; i < d.shape.rank; ++i) dims[i + 1] = d.shape.dims[static_cast<std::size_t>(i)];
+        dims[0] = static_cast<hsize_t>(want);
+        for (int k = 0; k < d.shape.rank; ++k) dims[k + 1] = d.shape.dims[static_cast<std::size_t>(k)];
         h5check_herr(H5Dset_extent(dset.get(), dims), "cannot cut '" + d.name + "' in '" + path + "'");
-        r.cut_rows += d.rows - r.events;
-        d.rows = r.events;
+        r.cut_rows += d.rows - want;
+        d.rows = want;
     }
     if (f.close() < 0) throw_h5("closing '" + path + "'");
     r.description = describe_datasets(ds, r.events, path);

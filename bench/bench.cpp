@@ -17,6 +17,9 @@
 //   ref   - timestamp; doubles a..h; int64 n1, n2; det/proj float[100]; det/roi int16[4]
 //           (496 bytes of payload)
 //   large - timestamp; det/image uint16[256][256] (128 KiB)
+//   array - timestamp; det/peaks, a std::vector<float> of 100 (400 bytes)
+//   var   - timestamp; det/var_peaks, a var_ field given the same std::vector<float> of 100
+//           (the same bytes: compare ns_per_event_call with `array`)
 //
 // --no-shm sends every batch as an MPI message (Options::shared_memory = false).
 // --write-thread N sets Options::write_thread (default -1, automatic). 1 is safe here: this
@@ -83,8 +86,8 @@ Args parse(int argc, char** argv) {
             std::exit(2);
         }
     }
-    if (a.workload != "ref" && a.workload != "large") {
-        std::fprintf(stderr, "bench: --workload is ref or large\n");
+    if (a.workload != "ref" && a.workload != "large" && a.workload != "array" && a.workload != "var") {
+        std::fprintf(stderr, "bench: --workload is ref, large, array or var\n");
         std::exit(2);
     }
     a.opt.filename = a.out;
@@ -162,7 +165,9 @@ int main(int argc, char** argv) {
     std::array<float, 100> proj{};
     std::array<std::int16_t, 4> roi{};
     std::vector<std::uint16_t> image(a.workload == "large" ? 256 * 256 : 0);
-    const std::size_t payload = a.workload == "ref" ? 496 : 8 + image.size() * 2;
+    std::vector<float> peaks(a.workload == "array" || a.workload == "var" ? 100 : 0);
+    const bool var = a.workload == "var";
+    const std::size_t payload = a.workload == "ref" ? 496 : peaks.empty() ? 8 + image.size() * 2 : 408;
 
     double loop = 0;
     std::int64_t mine = 0;
@@ -175,6 +180,9 @@ int main(int argc, char** argv) {
                 roi[static_cast<std::size_t>(i % 4)] = static_cast<std::int16_t>(i % 30000);
                 smd.event(i, "a", x, "b", x + 1, "c", x + 2, "d", x + 3, "e", x + 4, "f", x + 5, "g", x + 6, "h", x + 7,
                           "n1", i, "n2", -i, "det/proj", proj, "det/roi", roi);
+            } else if (!peaks.empty()) {
+                peaks[static_cast<std::size_t>(i % 100)] = static_cast<float>(x);
+                smd.event(i, var ? "det/var_peaks" : "det/peaks", peaks);
             } else {
                 image[static_cast<std::size_t>(i % 65536)] = static_cast<std::uint16_t>(i);
                 smd.event(i, "det/image", smalldata::view(image.data(), {256, 256}));

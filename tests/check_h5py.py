@@ -106,6 +106,33 @@ def main():
             if isinstance(note, (bytes, np.bytes_)):
                 note = note.decode()
             check(note == "written by write_sample", "summary note string %r" % note)
+
+            # var_ fields: rows concatenated, cumsum of the group's _len indexes them
+            plen = f["peaks/var_p_len"]
+            check(plen.dtype == np.int64 and plen.shape == (6,), "peaks/var_p_len int64, one row per event: %s %s"
+                  % (plen.dtype, plen.shape))
+            check(plen.fillvalue == 0, "peaks/var_p_len fillvalue 0 (%r)" % plen.fillvalue)
+            lens = plen[:]
+            start = np.concatenate(([0], np.cumsum(lens)))
+            px, py = f["peaks/var_p/x"][:], f["peaks/var_p/y"][:]
+            check(px.shape == (int(start[-1]),) and py.shape == px.shape, "peaks/var_p/x and y have sum(len) rows: %s %s"
+                  % (px.shape, lens.tolist()))
+            ok = True
+            for r, t in enumerate(f["timestamp"][:]):
+                i = int(t) - 100
+                want = [] if i == 3 else [t + 0.5 * j for j in range(i % 4)]
+                got = px[start[r]:start[r + 1]].tolist()
+                ok = ok and got == want and py[start[r]:start[r + 1]].tolist() == [-v for v in want]
+            check(ok, "each event's peaks are x[cumsum(len)[i-1]:cumsum(len)[i]] (lengths %s)" % lens.tolist())
+            pix, pl = f["var_pix"], f["var_pix_len"][:]
+            check(pix.shape == (int(pl.sum()), 2) and pix.dtype == np.int32, "var_pix (sum(len), 2) int32: %s %s"
+                  % (pix.shape, pix.dtype))
+            ps = np.concatenate(([0], np.cumsum(pl)))
+            ok = True
+            for r, t in enumerate(f["timestamp"][:]):
+                rows = pix[ps[r]:ps[r + 1]].tolist()
+                ok = ok and rows == [[int(t), 1], [int(t), 2]][:(int(t) - 100) % 3]
+            check(ok, "var_pix rows per event %s" % pl.tolist())
     if failures:
         print("%d h5py checks failed" % len(failures))
         return 1

@@ -29,6 +29,17 @@ int main(int argc, char** argv) {
             const float img[4] = {static_cast<float>(i), 1, 2, 3};
             smd.event(ts, "det/img", smalldata::view(img, {2, 2}));
             if (i == 1 || i == 4) smd.event(ts, "unaligned_hits", static_cast<std::int64_t>(i * 100));
+            // var_: event i has i % 4 peaks (none at all in event 3), rows of 2 in "var_pix"
+            if (i != 3) {
+                std::vector<double> px(static_cast<std::size_t>(i % 4)), py(px.size());
+                for (std::size_t j = 0; j < px.size(); ++j) {
+                    px[j] = static_cast<double>(ts) + 0.5 * static_cast<double>(j);
+                    py[j] = -px[j];
+                }
+                smd.event(ts, "peaks/var_p/x", px, "peaks/var_p/y", py);
+            }
+            const std::int32_t pix[4] = {static_cast<std::int32_t>(ts), 1, static_cast<std::int32_t>(ts), 2};
+            smd.event(ts, "var_pix", smalldata::view(pix, {static_cast<std::uint64_t>(i % 3), 2}));
         }
         if (smd.summary()) {
             smd.save_summary("n_events", smd.sum(std::int64_t(6)), "note", std::string("written by write_sample"),

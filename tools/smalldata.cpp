@@ -319,9 +319,37 @@ int check(const std::string& file) {
     }
     if (!ts && !fields.empty()) problem("there is no 'timestamp' dataset");
     for (const auto* d : fields)
-        if (!dt::is_unaligned(d->name) && d->rows != events)
+        if (!dt::is_unaligned(d->name) && !dt::is_var_name(d->name) && d->rows != events)
             problem("aligned dataset '" + d->name + "' has " + std::to_string(d->rows) + " rows, timestamp " +
                     std::to_string(events));
+    // var_ fields: as many rows as their group's lengths add up to.
+    for (const auto* d : fields) {
+        if (!dt::is_var_name(d->name)) continue;
+        const std::string ln = dt::length_name(d->name);
+        const dt::DatasetInfo* len = nullptr;
+        for (const auto* l : fields)
+            if (l->name == ln) len = l;
+        if (!len) {
+            problem("var_ dataset '" + d->name + "' has no length dataset '" + ln + "'");
+            continue;
+        }
+        dt::H5Id ld(H5Dopen2(f.get(), ln.c_str(), H5P_DEFAULT), H5Dclose);
+        std::uint64_t sum = 0;
+        bool read = ld.valid();
+        if (read) {
+            try {
+                sum = dt::rows_of(ld.get(), len->rows, len->rows);
+            } catch (const std::exception&) {
+                read = false;
+            }
+        }
+        H5Eclear2(H5E_DEFAULT);
+        if (!read)
+            problem("the lengths '" + ln + "' of var_ dataset '" + d->name + "' cannot be read");
+        else if (sum != d->rows)
+            problem("var_ dataset '" + d->name + "' has " + std::to_string(d->rows) + " rows, its lengths '" + ln +
+                    "' add up to " + std::to_string(sum));
+    }
 
     // Parts: every source of every mapping, the run's parts by number.
     struct PartState {
@@ -418,7 +446,7 @@ int check(const std::string& file) {
             break;
         }
         std::printf("  %-32s %-20s %12" PRIu64 " rows%s\n", d->name.c_str(), kind_text(*d).c_str(), d->rows,
-                    dt::is_unaligned(d->name) ? "  (unaligned)" : "");
+                    dt::is_unaligned(d->name) ? "  (unaligned)" : dt::is_var_name(d->name) ? "  (var_)" : "");
     }
     if (!summaries.empty()) {
         std::printf("summary datasets (%zu):", summaries.size());

@@ -940,3 +940,211 @@ TEST_CASE("SMALLDATA_SERVERS sets the number of servers; a bad value is Errc::op
     }
     unsetenv("SMALLDATA_SERVERS");
 }
+
+// ---------------------------------------------------------------- var_ fields
+namespace {
+// The var_ test's events: which have the group "peaks/var_p", with how many rows, and
+// which have "var_img" (2-d rows of 3), with how many.
+bool has_peaks(std::int64_t i) { return i % 5 != 0; }
+std::size_t peaks_len(std::int64_t i) { return static_cast<std::size_t>((i * 7) % 6); }  // 0..5, 0 included
+std::size_t img_rows(std::int64_t i) { return static_cast<std::size_t>(i % 3); }
+}  // namespace
+
+TEST_CASE("var_ fields: rows concatenated in event order, one aligned length per event and group", "[mpi][var]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("var");
+    Options o = base_options();
+    o.servers = servers_for(size);
+    o.filename = dir + "/v.h5";
+    o.cache_size = 16;  // many cache writes, rows of one event split between them
+    o.batch_size = 37;
+    const std::int64_t n = 4000;
+    std::vector<int> img_client(static_cast<std::size_t>(size), 0);
+    {
+        SmallData smd(o);
+        std::vector<float> x;
+        std::vector<std::int32_t> y;
+        std::vector<std::uint16_t> img;
+        for (std::int64_t i : smd.share(n)) {
+            smd.event(i, "e", i);
+            if (has_peaks(i)) {
+                const std::size_t L = peaks_len(i);
+                x.assign(L, 0.f);
+                y.assign(L, 0);
+                for (std::size_t j = 0; j < L; ++j) {
+                    x[j] = static_cast<float>(i) + 0.25f * static_cast<float>(j);
+                    y[j] = static_cast<std::int32_t>(i * 10 + static_cast<std::int64_t>(j));
+                }
+                smd.event(i, "peaks/var_p/x", x);
+                smd.event(i, "peaks/var_p/y", y);  // a second call: the same event, the same group
+            }
+            // Only client 0 (or the serial process) has this group: other parts lack it.
+            if (smd.client_index() == 0) {
+                const std::size_t R = img_rows(i);
+                img.assign(R * 3, 0);
+                for (std::size_t k = 0; k < img.size(); ++k) img[k] = static_cast<std::uint16_t>(i + static_cast<std::int64_t>(k));
+                smd.event(i, "var_img", smalldata::view(img.data(), {R, 3}));
+            }
+        }
+        smd.done();
+    }
+    if (world_rank() != 0) return;
+    const int clients = size == 1 ? 1 : size - o.servers;
+    h5r::File f(o.filename);
+    const auto ts = f.read<std::int64_t>("timestamp");
+    REQUIRE(ts.size() == static_cast<std::size_t>(n));
+    const auto plen = f.read<std::int64_t>("peaks/var_p_len");
+    const auto ilen = f.read<std::int64_t>("var_img_len");
+    REQUIRE(plen.size() == ts.size());
+    REQUIRE(ilen.size() == ts.size());
+    CHECK(f.fill_value<std::int64_t>("peaks/var_p_len") == 0);
+    CHECK(f.fill_value<std::int64_t>("var_img_len") == 0);
+    const auto x = f.read<float>("peaks/var_p/x");
+    const auto y = f.read<std::int32_t>("peaks/var_p/y");
+    const auto img = f.read<std::uint16_t>("var_img");
+    REQUIRE(f.dims("var_img").size() == 2);
+    CHECK(f.dims("var_img")[1] == 3);
+    std::size_t px = 0, pi = 0, bad_len = 0, bad_val = 0;
+    for (std::size_t r = 0; r < ts.size(); ++r) {
+        const std::int64_t t = ts[r];
+        const std::size_t L = has_peaks(t) ? peaks_len(t) : 0;
+        const bool on0 = size == 1 || t % clients == 0;
+        const std::size_t R = on0 ? img_rows(t) : 0;
+        bad_len += static_cast<std::size_t>(plen[r]) != L;
+        bad_len += static_cast<std::size_t>(ilen[r]) != R;
+        for (std::size_t j = 0; j < L && px + j < x.size() && px + j < y.size(); ++j) {
+            bad_val += x[px + j] != static_cast<float>(t) + 0.25f * static_cast<float>(j);
+            bad_val += y[px + j] != static_cast<std::int32_t>(t * 10 + static_cast<std::int64_t>(j));
+        }
+        for (std::size_t k = 0; k < R * 3 && pi * 3 + k < img.size(); ++k)
+            bad_val += img[pi * 3 + k] != static_cast<std::uint16_t>(t + static_cast<std::int64_t>(k));
+        px += static_cast<std::size_t>(plen[r]);  // cumsum of the lengths indexes the data
+        pi += static_cast<std::size_t>(ilen[r]);
+    }
+    CHECK(bad_len == 0);
+    CHECK(bad_val == 0);
+    CHECK(px == x.size());
+    CHECK(px == y.size());
+    CHECK(pi * 3 == img.size());
+}
+
+TEST_CASE("var_ fields in callbacks: values, shape and length; the length field is in the event", "[mpi][var]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("var_cb");
+    std::atomic<long long> seen{0}, bad{0};
+    Options o = base_options();
+    o.servers = servers_for(size);
+    o.filename = dir + "/vc.h5";
+    o.callbacks.push_back([&](const smalldata::Event& e) {
+        ++seen;
+        const std::int64_t t = e.timestamp();
+        const std::size_t L = has_peaks(t) ? peaks_len(t) : 0;
+        if (!has_peaks(t)) {
+            bad += e.has("peaks/var_p/x") || e.has("peaks/var_p_len");
+            return;
+        }
+        const smalldata::Field fx = e.field("peaks/var_p/x");
+        const auto xs = e.get_vector<double>("peaks/var_p/x");
+        bad += !fx.variable() || fx.length() != L || fx.shape().rank != 2 || fx.shape().dims[0] != L ||
+               fx.shape().dims[1] != 2 || xs.size() != 2 * L || fx.bytes() != 16 * L;
+        for (std::size_t j = 0; j < xs.size(); ++j) bad += xs[j] != static_cast<double>(t) + static_cast<double>(j);
+        bad += e.get<std::int64_t>("peaks/var_p_len") != static_cast<std::int64_t>(L);
+        bad += e.field("peaks/var_p_len").variable();
+    });
+    const std::int64_t n = 1500;
+    {
+        SmallData smd(o);
+        std::vector<double> x;
+        for (std::int64_t i : smd.share(n)) {
+            smd.event(i, "e", i);
+            if (!has_peaks(i)) continue;
+            const std::size_t L = peaks_len(i);
+            x.resize(2 * L);
+            for (std::size_t j = 0; j < x.size(); ++j) x[j] = static_cast<double>(i) + static_cast<double>(j);
+            smd.event(i, "peaks/var_p/x", smalldata::view(x.data(), {L, 2}));
+        }
+        smd.done();
+    }
+    CHECK(bad == 0);
+    CHECK(sum_over_world(seen) == n);
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        CHECK(f.dims("peaks/var_p/x").size() == 2);
+        std::int64_t total = 0;
+        for (std::int64_t v : f.read<std::int64_t>("peaks/var_p_len")) total += v;
+        CHECK(f.dims("peaks/var_p/x")[0] == static_cast<hsize_t>(total));
+    }
+}
+
+TEST_CASE("var_ fields: wrong lengths, shapes and names are refused, the stream goes on", "[mpi][var]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("var_err");
+    Options o = base_options();
+    o.servers = servers_for(size);
+    o.filename = dir + "/ve.h5";
+    const std::int64_t n = 200;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n)) {
+            smd.event(i, "var_a/x", std::vector<std::int16_t>(static_cast<std::size_t>(i % 4), 1));
+            if (i % 10 == 3) {
+                // Same group, another length in the same event: refused, naming both.
+                try {
+                    smd.event(i, "var_a/y", std::vector<std::int16_t>(7, 2));
+                    FAIL("no error for a length that differs within a var_ group");
+                } catch (const smalldata::Error& e) {
+                    CHECK(e.code() == Errc::shape_mismatch);
+                    const std::string w = e.what();
+                    CHECK(w.find("var_a/y") != std::string::npos);
+                    CHECK(w.find("var_a/x") != std::string::npos);
+                    CHECK(w.find("var_a_len") != std::string::npos);
+                }
+                // A scalar for a var_ field, a name ending in _len, a length dataset's name,
+                // var_ with unaligned_, another row shape, another type.
+                auto code = [&](auto&& call) {
+                    try {
+                        call();
+                    } catch (const smalldata::Error& e) {
+                        return e.code();
+                    }
+                    return Errc::protocol;  // "none": never a code these calls may give
+                };
+                CHECK(code([&] { smd.event(i, "var_s", 1.0); }) == Errc::shape_mismatch);
+                CHECK(code([&] { smd.event(i, "var_a/z_len", std::vector<int>{1}); }) == Errc::name);
+                CHECK(code([&] { smd.event(i, "var_a_len", std::int64_t(1)); }) == Errc::name);
+                CHECK(code([&] { smd.event(i, "g/var_q_len/x", 1); }) == Errc::name);
+                CHECK(code([&] { smd.event(i, "var_b/unaligned_c", std::vector<int>{1}); }) == Errc::name);
+                const std::uint8_t two[4] = {1, 2, 3, 4};
+                smd.event(i, "var_m", smalldata::view(two, {2, 2}));
+                // (checked before the field's duplicate in this event)
+                CHECK(code([&] { smd.event(i, "var_m", smalldata::view(two, {1, 4})); }) == Errc::shape_mismatch);
+                CHECK(code([&] { smd.event(i, "var_a/x", std::vector<std::int32_t>{1}); }) == Errc::type_mismatch);
+            }
+        }
+        smd.done();
+    }
+    if (world_rank() != 0) return;
+    h5r::File f(o.filename);
+    const auto ts = f.read<std::int64_t>("timestamp");
+    const auto len = f.read<std::int64_t>("var_a_len");
+    REQUIRE(ts.size() == len.size());
+    std::size_t bad = 0;
+    std::int64_t total = 0;
+    std::set<std::int64_t> all;
+    for (std::size_t r = 0; r < ts.size(); ++r) {
+        all.insert(ts[r]);
+        bad += len[r] != ts[r] % 4;
+        total += len[r];
+    }
+    CHECK(bad == 0);
+    CHECK(all.size() == static_cast<std::size_t>(n));
+    CHECK(f.dims("var_a/x")[0] == static_cast<hsize_t>(total));
+    CHECK(!f.exists("var_a/y"));
+    CHECK(!f.exists("var_s"));
+    CHECK(!f.exists("var_b"));
+    const auto m = f.read<std::int64_t>("var_m_len");
+    std::int64_t mt = 0;
+    for (std::int64_t v : m) mt += v;
+    CHECK(mt == 2 * 20);
+    CHECK(f.dims("var_m") == std::vector<hsize_t>{static_cast<hsize_t>(mt), 2});
+}

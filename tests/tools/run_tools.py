@@ -107,11 +107,67 @@ def check_values(path, with_summary):
         hits = np.sort(f["det/unaligned_hits"][:])
         if not np.array_equal(hits, np.arange(0, N, 3)):
             probs.append("det/unaligned_hits wrong")
+        probs += check_var(f, ts)
         if with_summary:
             if "n_events" not in f or f["n_events"][()] != N or f["note"][()] != b"write_run":
                 probs.append("summary missing or wrong")
         elif "n_events" in f:
             probs.append("a summary appeared from nowhere")
+    return probs
+
+
+def check_var(f, ts):
+    """peaks/var_p/x: event i has i % 4 rows (none when i % 5 == 0), found by cumsum of the lengths."""
+    lens = f["peaks/var_p_len"][:]
+    want = np.where(ts % 5 != 0, ts % 4, 0)
+    if len(lens) != len(ts) or not np.array_equal(lens, want):
+        return ["peaks/var_p_len wrong"]
+    x = f["peaks/var_p/x"][:]
+    start = np.concatenate(([0], np.cumsum(lens)))
+    if len(x) != start[-1]:
+        return [f"peaks/var_p/x has {len(x)} rows, its lengths add up to {start[-1]}"]
+    for r in range(len(ts)):
+        if not np.array_equal(x[start[r]:start[r + 1]], (ts[r] + np.arange(lens[r])).astype(np.float32)):
+            return [f"peaks/var_p/x rows of event {ts[r]} wrong"]
+    return []
+
+
+def mode_var_cut(c):
+    """A serial file whose var_ data lost its last rows (as a full disk or a kill can leave
+    it): check names the dataset; recover keeps the events whose rows are all there."""
+    out = c.fresh("var_cut", 1)
+    with h5py.File(out, "r+") as f:
+        x = f["peaks/var_p/x"]
+        total = x.shape[0]
+        x.resize((total - 5,))
+    p = c.tool_run("check", out)
+    probs = [] if p.returncode == 1 else [f"check of a cut var_ dataset exited {p.returncode}, expected 1"]
+    if "peaks/var_p/x" not in p.stdout:
+        probs.append("check does not name peaks/var_p/x")
+    p = c.tool_run("recover", out)
+    if p.returncode != 0:
+        return probs + [f"recover exited {p.returncode}"]
+    with h5py.File(out, "r") as f:
+        ts = f["timestamp"][:]
+        lens = f["peaks/var_p_len"][:]
+        # Serial: events in order; the last rows lost belong to the last events with rows.
+        kept = len(ts)
+        want_kept = N
+        while want_kept > 0 and np.where(np.arange(want_kept) % 5 != 0, np.arange(want_kept) % 4, 0).sum() > total - 5:
+            want_kept -= 1
+        if kept != want_kept:
+            probs.append(f"recover kept {kept} events, expected {want_kept}")
+        if not np.array_equal(ts, np.arange(kept)):
+            probs.append("timestamps after recover are not 0..kept-1")
+        for name in ("x", "flag", "det/image", "late"):
+            if f[name].shape[0] != kept:
+                probs.append(f"{name} has {f[name].shape[0]} rows after recover, not {kept}")
+        if f["peaks/var_p/x"].shape[0] != lens.sum():
+            probs.append("var_ data rows != sum of lengths after recover")
+        probs += check_var(f, ts)
+    p = c.tool_run("check", out)
+    if p.returncode != 0:
+        probs.append(f"check after recover exited {p.returncode}")
     return probs
 
 
@@ -210,7 +266,7 @@ def mode_serial(c):
 
 
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
-         "serial": mode_serial}
+         "serial": mode_serial, "var_cut": mode_var_cut}
 
 
 def main():

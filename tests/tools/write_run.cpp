@@ -1,6 +1,7 @@
 // write_run: a small run for the tool tests (run_tools.py), in serial or parallel mode
 // (2 servers from 4 ranks up, else 1). Fields of several kinds: scalars, a bool, a 2-d
-// image in a group, a field first seen late (back-filled), an unaligned field, summaries.
+// image in a group, a field first seen late (back-filled), an unaligned field, a var_
+// field, summaries.
 // Usage: write_run OUTPUT.h5 [EVENTS]
 #include "smalldata.hpp"
 
@@ -32,6 +33,11 @@ int main(int argc, char** argv) {
             smd.event(i, "x", static_cast<double>(i) * 0.5, "flag", i % 2 == 1, "det/image", smalldata::view(img.data(), {3, 4}));
             if (i % 3 == 0) smd.event(i, "det/unaligned_hits", static_cast<std::int32_t>(i));
             if (i >= n / 2) smd.event(i, "late", static_cast<float>(i));
+            if (i % 5 != 0) {  // var_: i % 4 peaks (0 included); none at all in every 5th event
+                std::vector<float> px(static_cast<std::size_t>(i % 4));
+                for (std::size_t j = 0; j < px.size(); ++j) px[j] = static_cast<float>(i) + static_cast<float>(j);
+                smd.event(i, "peaks/var_p/x", px);
+            }
             ++mine;
         }
         if (smd.summary()) {
