@@ -2652,7 +2652,7 @@ public:
     void checkpoint() {
         if (!has_file_ || !file_.valid()) return;
         if (failed()) fail();
-        drain();  // what the write thread holds first
+        wait_written();  // what the write thread holds first (it stays, for the next full caches)
         try {
             std::lock_guard<std::mutex> g(h5_);
             H5Quiet q;
@@ -3220,6 +3220,7 @@ private:
         f.want_rows = std::max(f.want_rows, f.cache_rows);
         jobs_.push_back(Job{&f, std::move(f.cache), f.cache_start, f.cached, known, limit});
         ++f.queued;
+        ++pending_;
         lk.unlock();
         work_cv_.notify_one();
         f.cache = std::move(next);
@@ -3262,6 +3263,7 @@ private:
                 j.f->listed = true;
             }
             --j.f->queued;
+            --pending_;
             done_cv_.notify_all();
         }
     }
@@ -3277,6 +3279,14 @@ private:
         }
         work_cv_.notify_one();
         worker_.join();
+    }
+    // Waits until every cache handed to the write thread is written, and throws a write
+    // error, if any. The thread stays (a checkpoint, between two full caches).
+    void wait_written() {
+        std::unique_lock<std::mutex> lk(m_);
+        done_cv_.wait(lk, [&] { return pending_ == 0 || error_; });
+        lk.unlock();
+        if (failed()) fail();
     }
     // stop_thread(), then a write error, if any, is thrown here.
     void drain() {
@@ -3331,12 +3341,13 @@ private:
     // only: buffers are made and freed there; the write thread only passes them around.
     std::size_t cache_bytes_ = 0, cache_peak_ = 0;
     std::atomic<bool> failed_{false};  // error_ is set
-    // Write thread: jobs_, stop_, error_, with_spare_ and every WField's queued, spare,
+    // Write thread: jobs_, pending_, stop_, error_, with_spare_ and every WField's queued, spare,
     // listed and lost_from are guarded by m_.
     std::mutex h5_;
     std::mutex m_;
     std::condition_variable work_cv_, done_cv_;
     std::deque<Job> jobs_;
+    std::size_t pending_ = 0;  // jobs handed over and not yet written (queued or being written)
     bool stop_ = false;
     std::exception_ptr error_;
     std::vector<WField*> with_spare_;  // fields with a spare cache (to free them when short)
