@@ -872,6 +872,7 @@ private:
         ++entries_;
     }
     [[noreturn]] void length_mismatch(std::uint32_t id, std::uint64_t n) const;
+    [[noreturn]] void length_mismatch(std::string_view name, const ClientField& len, std::uint64_t n) const;
     void start_event(std::int64_t ts);
     void close_event();
     std::uint32_t resolve(std::string_view name, DType dt, const Shape& shape);
@@ -2171,9 +2172,10 @@ static Shape row_shape(std::string_view name, const Shape& value, std::int64_t t
 }
 
 void Packer::length_mismatch(std::uint32_t id, std::uint64_t n) const {
-    const ClientField& f = fields_[id];
-    const ClientField& len = fields_[f.len_id];
-    throw_error(Errc::shape_mismatch, "field '" + f.meta.name + "' has " + std::to_string(n) +
+    length_mismatch(fields_[id].meta.name, fields_[fields_[id].len_id], n);
+}
+void Packer::length_mismatch(std::string_view name, const ClientField& len, std::uint64_t n) const {
+    throw_error(Errc::shape_mismatch, "field '" + std::string(name) + "' has " + std::to_string(n) +
                                           " rows in the event with timestamp " + std::to_string(ts_) + ", but '" +
                                           fields_[len.len_by].meta.name + "' of the same var_ group has " +
                                           std::to_string(len.len) + " (they share '" + len.meta.name + "')");
@@ -2183,6 +2185,7 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
     std::uint32_t id = lookup(name);
     if (id != UINT32_MAX) {
         const ClientField& f = fields_[id];
+        if (f.meta.length) check_user_field_name(name);  // the library's: Errc::name
         check_same_kind(f.meta, dt, f.meta.var ? row_shape(name, shape, ts_) : shape, "as first given",
                         "timestamp " + std::to_string(ts_));
         if (f.last_event == event_no_)
@@ -2203,6 +2206,8 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
             if (lid == UINT32_MAX) {
                 len.meta = make_meta(ln, DType::i64, Shape{});
                 check_clash(ln, false);
+            } else if (fields_[lid].last_event == event_no_ && fields_[lid].len != shape.dims[0]) {
+                length_mismatch(name, fields_[lid], shape.dims[0]);  // before it is defined: no trace
             }
         }
         const bool new_len = var && lid == UINT32_MAX;
@@ -3253,9 +3258,9 @@ private:
             }
             lk.lock();
             if (err && !error_) error_ = err;
-            if (skip || err) {
+            if (skip || err) {  // rows a checkpoint wrote (below written_end) stay
                 failed_.store(true, std::memory_order_release);
-                j.f->lost_from = std::min(j.f->lost_from, j.start);
+                j.f->lost_from = std::min(j.f->lost_from, std::max(j.start, j.f->written_end));
             }
             j.f->spare.push_back(std::move(j.buf));
             if (!j.f->listed) {

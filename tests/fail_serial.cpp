@@ -15,8 +15,9 @@
 //      request-stop     : the same with the program's own SIGTERM handler, which calls
 //                         smalldata::request_stop(); event() throws Errc::interrupted,
 //                         main catches it and returns 0
-//      fill             : checkpoint_seconds 0.2; events with an 8 KiB row ("img", every
-//                         element = t) until event() throws (the disk is full), then done();
+//      fill             : checkpoint_seconds 0.2; 5,000 events/s with an 8 KiB row ("img",
+//                         every element = t) and t % 5 rows of t in the var_ field "var_pk",
+//                         until event() throws (the disk is full), then done();
 //                         prints both errors
 //      sigkill          : checkpoint_seconds 0.5; the 300,000 events, then more (timestamps
 //                         from 300,000 on, one a millisecond) for 1.5 s, then SIGKILL
@@ -102,7 +103,10 @@ int main(int argc, char** argv) {
         try {
             for (;; ++t) {
                 std::fill(img.begin(), img.end(), static_cast<float>(t));
-                smd.event(t, "x", static_cast<double>(t), "img", img);
+                smd.event(t, "x", static_cast<double>(t), "img", img, "var_pk",
+                          std::vector<float>(static_cast<std::size_t>(t % 5), static_cast<float>(t)));
+                // About 40 MB/s, whatever the machine: checkpoints come before the disk is full.
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
             }
         } catch (const smalldata::Error& e) {
             std::fprintf(stderr, "fail_serial: event() threw %s at %lld: %s\n", smalldata::errc_name(e.code()),

@@ -19,10 +19,11 @@ SIZE_MB = 24
 
 
 def rows_intact(path):
-    """Problems with a file written by fail_serial/fail_prog in mode fill."""
+    """Problems with a file written by fail_serial/fail_prog in mode fill (var_pk included)."""
     try:
         with h5py.File(path, "r") as f:
             ts, x, img = f["timestamp"][:], f["x"][:], f["img"][:]
+            pk, pk_len = f["var_pk"][:], f["var_pk_len"][:]
     except Exception as e:  # noqa: BLE001 - any failure to read is the finding
         return [f"{os.path.basename(path)} unreadable: {e}"]
     print(f"    {os.path.basename(path)}: {len(ts)} rows")
@@ -33,6 +34,11 @@ def rows_intact(path):
     if not (np.array_equal(x, ts.astype(np.float64)) and np.array_equal(img[:, 0], ts.astype(np.float32))
             and np.array_equal(img[:, -1], ts.astype(np.float32))):
         return ["rows differ from their timestamps"]
+    # var_pk: event t has t % 5 rows of value t; the rows of the events kept, no more
+    if len(pk_len) != len(ts) or not np.array_equal(pk_len, ts % 5):
+        return [f"var_pk_len wrong ({len(pk_len)} rows, timestamp {len(ts)})"]
+    if len(pk) != pk_len.sum() or not np.array_equal(pk, np.repeat(ts, ts % 5).astype(np.float32)):
+        return [f"var_pk has {len(pk)} rows, its lengths add up to {pk_len.sum()}, or its values are wrong"]
     return []
 
 
