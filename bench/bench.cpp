@@ -8,7 +8,7 @@
 // Run as one process (serial mode) or under mpiexec (parallel mode). Prints one line per
 // role with the slowest rank's figures, as key=value pairs that bench/run collects:
 //   events/s end to end (first event() to done() returning on every rank), payload MB/s,
-//   ns per event() call on clients, back-pressure wait, server write time, join time,
+//   ns per event() call on clients (and net of back-pressure waits), back-pressure wait, server write time, join time,
 //   peak RSS of each role, and CPU time as a fraction of wall time (cpu_frac). With
 //   --rate R every client produces at most R events per second (sleeping in between): the
 //   servers then idle most of the time, and their cpu_frac shows what idling costs.
@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     const int role = static_cast<int>(smd.role());
     const double cpu = cpu_seconds() - cpu_start;
-    double mine_d[10] = {t_end - t_start,
+    double mine_d[11] = {t_end - t_start,
                         mine ? loop / static_cast<double>(mine) * 1e9 : 0,
                         st.wait_seconds,
                         st.write_seconds,
@@ -214,8 +214,9 @@ int main(int argc, char** argv) {
                         static_cast<double>(peak_rss_kib()),
                         t_ctor - t_start,
                         cpu / (t_end - t_start),
-                        static_cast<double>(st.batches)};
-    constexpr int K = 10;
+                        static_cast<double>(st.batches),
+                        mine ? (loop - st.wait_seconds) / static_cast<double>(mine) * 1e9 : 0};
+    constexpr int K = 11;
     std::vector<double> all(static_cast<std::size_t>(K * size));
     std::vector<int> roles(static_cast<std::size_t>(size));
     MPI_Gather(mine_d, K, MPI_DOUBLE, all.data(), K, MPI_DOUBLE, 0, MPI_COMM_WORLD);
@@ -240,9 +241,9 @@ int main(int argc, char** argv) {
             for (int k = 0; k < K; ++k) m[k] = std::max(m[k], all[static_cast<std::size_t>(K * r + k)]);
         }
         if (!count) continue;
-        std::printf("  role=%s ranks=%d ns_per_event_call=%.0f wait_s=%.3f write_s=%.3f idle_s=%.3f join_s=%.3f "
-                    "peak_rss_MiB=%.1f cpu_frac=%.3f max_batches=%.0f\n",
-                    names[ro], count, m[1], m[2], m[3], m[4], m[5], m[6] / 1024.0, m[8], m[9]);
+        std::printf("  role=%s ranks=%d ns_per_event_call=%.0f ns_per_event_net=%.0f wait_s=%.3f write_s=%.3f "
+                    "idle_s=%.3f join_s=%.3f peak_rss_MiB=%.1f cpu_frac=%.3f max_batches=%.0f\n",
+                    names[ro], count, m[1], m[10], m[2], m[3], m[4], m[5], m[6] / 1024.0, m[8], m[9]);
     }
     int status = 0;
     if (a.verify && !a.out.empty()) {
