@@ -460,6 +460,12 @@ struct Impl;
 // Why the run must stop: 0 (it need not), the signal that asked (SIGTERM, SIGINT), or -1
 // for request_stop(). Checked once per event() call, and by the servers' loop.
 inline std::atomic<int> stop_requested{0};
+// Internal, for testing (the kill test aims kills at checkpoints): when set, every writer
+// (the serial process, a server) calls it at the start of each checkpoint (stage 0) and
+// once the checkpoint's H5Fflush has returned (stage 1), on the thread taking it. Null by
+// default: one load per checkpoint. Set it before the SmallData is made; it must return
+// quickly and must not call into smalldata.
+inline void (*checkpoint_hook)(int stage) noexcept = nullptr;
 }  // namespace detail
 
 // Ends the run early, as SIGTERM does when the library handles it: every live SmallData
@@ -2201,6 +2207,8 @@ namespace detail {
 //     interval (checked between events: end_event, end_events, a server's idle loop) the
 //     caches are written, aligned extents set to the events so far, and the file flushed.
 //     After a kill the file opens with its status flags cleared (recover_file, section 17).
+//     detail::checkpoint_hook (testing: the kill test aims kills inside checkpoints) is
+//     called as a checkpoint starts and once its flush has returned.
 //     Errors. The first failed write is sticky: from then on nothing more is written, the
 //     cached rows are given up, and every put/end_event (the slow path, which every value
 //     then takes) throws that error again. Each field remembers the first row it may have
@@ -2461,6 +2469,7 @@ public:
     // one that holds these events. Between events only. After a failed write: throws it.
     void checkpoint() {
         if (!has_file_ || !file_.valid()) return;
+        if (checkpoint_hook) checkpoint_hook(0);
         if (failed()) fail();
         drain();  // what the write thread holds first
         try {
@@ -2487,6 +2496,7 @@ public:
             const bool had_room = spare_flush_.held();
             spare_flush_.release();
             if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) throw_h5("cannot flush '" + path_ + "'");
+            if (checkpoint_hook) checkpoint_hook(1);
             add_write_seconds(now_seconds() - t0);
             ++checkpoints_;
             if (had_room) {
