@@ -477,6 +477,12 @@ struct Impl;
 // Why the run must stop: 0 (it need not), the signal that asked (SIGTERM, SIGINT), or -1
 // for request_stop(). Checked once per event() call, and by the servers' loop.
 inline std::atomic<int> stop_requested{0};
+// Internal, for testing (the kill test aims kills at checkpoints): when set, every writer
+// (the serial process, a server) calls it at the start of each checkpoint (stage 0) and
+// once the checkpoint's H5Fflush has returned (stage 1), on the thread taking it. Null by
+// default: one load per checkpoint. Set it before the SmallData is made; it must return
+// quickly and must not call into smalldata.
+inline void (*checkpoint_hook)(int stage) noexcept = nullptr;
 }  // namespace detail
 
 // Ends the run early, as SIGTERM does when the library handles it: every live SmallData
@@ -514,6 +520,20 @@ public:
     template <class T> std::optional<T> sum(const std::optional<T>& value);
     template <class T> std::optional<T> min(const std::optional<T>& value);
     template <class T> std::optional<T> max(const std::optional<T>& value);
+    // In place, for big N-d data (a detector image): `data` holds this client's values in
+    // `shape` (row-major, as view()); the element-wise result over the contributing clients
+    // replaces them on every client, with no copy (MPI_IN_PLACE). Returns whether any client
+    // contributed; if none did, every buffer is left as it was. A client with no data passes
+    // its buffer all the same with contributes = false: its values are ignored and it gets
+    // the result. Every client's buffer must have the same element type and shape:
+    // Errc::reduction on every client, naming the shapes. Any element count (MPI's int
+    // limit is handled in pieces). Serial mode: returns `contributes`, data unchanged.
+    template <class T> bool sum(T* data, std::initializer_list<std::uint64_t> shape, bool contributes = true);
+    template <class T> bool min(T* data, std::initializer_list<std::uint64_t> shape, bool contributes = true);
+    template <class T> bool max(T* data, std::initializer_list<std::uint64_t> shape, bool contributes = true);
+    template <class T> bool sum(T* data, const std::vector<std::uint64_t>& shape, bool contributes = true);
+    template <class T> bool min(T* data, const std::vector<std::uint64_t>& shape, bool contributes = true);
+    template <class T> bool max(T* data, const std::vector<std::uint64_t>& shape, bool contributes = true);
 
     // Save name/value pairs into the final file, not per event. Done by client 0 (or the
     // serial process) only; other ranks ignore it. Scalars become scalar datasets, vectors
@@ -554,6 +574,10 @@ private:
     void check_reduce_role(int op) const;
     template <class T> T reduce(const T& value, int op);
     template <class T> std::optional<T> reduce_opt(const std::optional<T>& value, int op);
+    // The in-place forms: one agreement among the clients (op, type, shape, usable buffer,
+    // whether any contributes), then the reduction of `data` itself.
+    template <class T> bool reduce_in_place(T* data, const std::uint64_t* dims, std::size_t rank, int op, bool contributes);
+    bool reduce_buffer(void* data, DType dt, const std::uint64_t* dims, std::size_t rank, int op, bool contributes);
 
     std::unique_ptr<detail::Impl> impl_;
     detail::Packer* packer_ = nullptr;       // null on servers, other ranks, after done()
@@ -1041,6 +1065,9 @@ void SmallData::summary_pairs(N&& name, V&& value, Rest&&... rest) {
 
 namespace detail {
 enum ReduceOp : int { op_sum = 0, op_min = 1, op_max = 2 };
+// Reductions go to MPI in pieces of at most this many bytes (and INT_MAX elements, MPI's
+// count), so that any element count works; one piece up to 1 GiB. A test lowers it.
+inline std::size_t reduce_piece_bytes = std::size_t(1) << 30;
 template <class T> struct reduce_traits { static constexpr bool ok = false; };
 template <class T> struct reduce_traits<std::vector<T>> {
     static constexpr bool ok = scalar_dtype<T>::ok && !std::is_same_v<T, bool>;
@@ -1096,6 +1123,38 @@ template <class T> T SmallData::max(const T& value) { return reduce(value, detai
 template <class T> std::optional<T> SmallData::sum(const std::optional<T>& v) { return reduce_opt(v, detail::op_sum); }
 template <class T> std::optional<T> SmallData::min(const std::optional<T>& v) { return reduce_opt(v, detail::op_min); }
 template <class T> std::optional<T> SmallData::max(const std::optional<T>& v) { return reduce_opt(v, detail::op_max); }
+
+template <class T>
+bool SmallData::reduce_in_place(T* data, const std::uint64_t* dims, std::size_t rank, int op, bool contributes) {
+    using E = std::remove_const_t<T>;
+    static_assert(!std::is_const_v<T>,
+                  "smalldata in-place reductions need a mutable buffer (T*, not const T*): the result "
+                  "replaces its contents");
+    static_assert(std::is_arithmetic_v<E> && detail::reducible<E>,
+                  "smalldata in-place reductions take a buffer of arithmetic scalars (not bool)");
+    if constexpr (!std::is_const_v<T> && std::is_arithmetic_v<E> && detail::reducible<E>)
+        return reduce_buffer(data, detail::scalar_dtype<E>::value, dims, rank, op, contributes);
+    else
+        return false;
+}
+template <class T> bool SmallData::sum(T* data, std::initializer_list<std::uint64_t> shape, bool contributes) {
+    return reduce_in_place(data, shape.begin(), shape.size(), detail::op_sum, contributes);
+}
+template <class T> bool SmallData::min(T* data, std::initializer_list<std::uint64_t> shape, bool contributes) {
+    return reduce_in_place(data, shape.begin(), shape.size(), detail::op_min, contributes);
+}
+template <class T> bool SmallData::max(T* data, std::initializer_list<std::uint64_t> shape, bool contributes) {
+    return reduce_in_place(data, shape.begin(), shape.size(), detail::op_max, contributes);
+}
+template <class T> bool SmallData::sum(T* data, const std::vector<std::uint64_t>& shape, bool contributes) {
+    return reduce_in_place(data, shape.data(), shape.size(), detail::op_sum, contributes);
+}
+template <class T> bool SmallData::min(T* data, const std::vector<std::uint64_t>& shape, bool contributes) {
+    return reduce_in_place(data, shape.data(), shape.size(), detail::op_min, contributes);
+}
+template <class T> bool SmallData::max(T* data, const std::vector<std::uint64_t>& shape, bool contributes) {
+    return reduce_in_place(data, shape.data(), shape.size(), detail::op_max, contributes);
+}
 
 }  // namespace smalldata
 
@@ -2337,6 +2396,8 @@ namespace detail {
 //     interval (checked between events: end_event, end_events, a server's idle loop) the
 //     caches are written, aligned extents set to the events so far, and the file flushed.
 //     After a kill the file opens with its status flags cleared (recover_file, section 17).
+//     detail::checkpoint_hook (testing: the kill test aims kills inside checkpoints) is
+//     called as a checkpoint starts and once its flush has returned.
 //     Errors. The first failed write is sticky: from then on nothing more is written, the
 //     cached rows are given up, and every put/end_event (the slow path, which every value
 //     then takes) throws that error again. Each field remembers the first row it may have
@@ -2664,6 +2725,7 @@ public:
     // one that holds these events. Between events only. After a failed write: throws it.
     void checkpoint() {
         if (!has_file_ || !file_.valid()) return;
+        if (checkpoint_hook) checkpoint_hook(0);
         if (failed()) fail();
         wait_written();  // what the write thread holds first (it stays, for the next full caches)
         try {
@@ -2690,6 +2752,7 @@ public:
             const bool had_room = spare_flush_.held();
             spare_flush_.release();
             if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) throw_h5("cannot flush '" + path_ + "'");
+            if (checkpoint_hook) checkpoint_hook(1);
             add_write_seconds(now_seconds() - t0);
             ++checkpoints_;
             if (had_room) {
@@ -5094,6 +5157,92 @@ void fill_neutral_as(void* p, std::size_t n, int op) {
     if (op == op_max) v = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
     for (std::size_t i = 0; i < n; ++i) std::memcpy(static_cast<unsigned char*>(p) + i * sizeof(T), &v, sizeof(T));
 }
+// One element-wise reduction among the clients, in place, in pieces of at most
+// reduce_piece_bytes and INT_MAX elements (MPI counts are int).
+inline void allreduce_in_pieces(Impl& im, void* inout, std::size_t count, DType dt, int op) {
+    const MPI_Op mop = op == op_sum ? MPI_SUM : op == op_min ? MPI_MIN : MPI_MAX;
+    const std::size_t size = dtype_size(dt);
+    const std::size_t piece = std::min(std::max(reduce_piece_bytes / size, std::size_t(1)),
+                                       static_cast<std::size_t>(INT_MAX));
+    for (std::size_t at = 0; at < count; at += piece) {
+        const std::size_t n = std::min(piece, count - at);
+        MPI_Request r = MPI_REQUEST_NULL;
+        check_mpi(MPI_Iallreduce(MPI_IN_PLACE, static_cast<unsigned char*>(inout) + at * size, static_cast<int>(n),
+                                 mpi_type(dt), mop, im.clients_comm, &r),
+                  "MPI_Iallreduce");
+        wait_gently(r, im.opt.idle_sleep_max_us);
+    }
+}
+
+// The in-place reductions' description of one client's call (SmallData::reduce_buffer):
+// op, dtype, rank, max_rank dims, then a problem of the call on its own and whether the
+// client contributes.
+inline constexpr std::size_t ip_problem = 3 + static_cast<std::size_t>(max_rank);
+inline constexpr std::size_t ip_contributes = ip_problem + 1;
+inline constexpr std::size_t ip_fields = ip_problem + 2;
+enum InPlaceProblem : std::uint64_t { ip_ok = 0, ip_null = 1, ip_rank = 2, ip_size = 3 };
+
+// What is wrong with one client's buffer on its own, and its element count.
+inline std::uint64_t in_place_problem(const void* data, DType dt, const std::uint64_t* dims, std::size_t rank,
+                                      std::size_t& count) {
+    count = 0;
+    if (rank > static_cast<std::size_t>(max_rank)) return ip_rank;
+    for (std::size_t i = 0; i < rank; ++i)
+        if (dims[i] == 0) return ip_ok;  // no elements
+    const std::uint64_t most = std::numeric_limits<std::size_t>::max() / dtype_size(dt);
+    std::uint64_t n = 1;
+    for (std::size_t i = 0; i < rank; ++i) {
+        if (n > most / dims[i]) return ip_size;
+        n *= dims[i];
+    }
+    count = static_cast<std::size_t>(n);
+    return data == nullptr ? ip_null : ip_ok;
+}
+
+// The error text of an in-place reduction, from every client's description (n of them,
+// ip_fields each): the calls with a problem of their own if any, else every call; calls
+// alike are listed once, with their clients (parallel mode).
+inline std::string in_place_text(const std::uint64_t* all, std::size_t n, bool parallel) {
+    auto call = [](const std::uint64_t* d) {
+        std::string s = d[0] == op_sum ? "sum" : d[0] == op_min ? "min" : "max";
+        s += "() of ";
+        s += dtype_name(static_cast<DType>(d[1]));
+        if (d[2] > static_cast<std::uint64_t>(max_rank)) return s + " with " + std::to_string(d[2]) + " dimensions";
+        Shape sh;
+        sh.rank = static_cast<std::uint8_t>(d[2]);
+        for (std::size_t i = 0; i < sh.rank; ++i) sh.dims[i] = d[3 + i];
+        return s + " " + sh.str();
+    };
+    auto problem = [](std::uint64_t p) -> std::string {
+        if (p == ip_null) return "a null pointer for ";
+        if (p == ip_rank) return "more than " + std::to_string(max_rank) + " dimensions: ";
+        if (p == ip_size) return "a shape too large to address: ";
+        return "";
+    };
+    bool problems = false;
+    for (std::size_t c = 0; c < n; ++c) problems = problems || all[c * ip_fields + ip_problem] != ip_ok;
+    std::vector<std::pair<std::string, std::vector<std::size_t>>> kinds;  // a call, its clients
+    for (std::size_t c = 0; c < n; ++c) {
+        const std::uint64_t* d = all + c * ip_fields;
+        if (problems && d[ip_problem] == ip_ok) continue;
+        const std::string k = problem(d[ip_problem]) + call(d);
+        auto it = std::find_if(kinds.begin(), kinds.end(), [&](const auto& x) { return x.first == k; });
+        if (it == kinds.end()) it = kinds.insert(kinds.end(), {k, {}});
+        it->second.push_back(c);
+    }
+    std::string text = problems ? "in-place reduction: a buffer that cannot be reduced:"
+                                : "in-place reduction: the clients' buffers differ (each client must give the "
+                                  "same op, element type and shape):";
+    for (std::size_t i = 0; i < kinds.size(); ++i) {
+        const std::vector<std::size_t>& cs = kinds[i].second;
+        text += std::string(i ? ";" : "") + " " + kinds[i].first;
+        if (!parallel) continue;
+        text += cs.size() == 1 ? " on client " : " on clients ";
+        for (std::size_t j = 0; j < cs.size(); ++j) text += (j ? ", " : "") + std::to_string(cs[j]);
+    }
+    return text;
+}
+
 inline void fill_neutral(void* p, std::size_t n, DType t, int op) {
     switch (t) {
         case DType::i8: fill_neutral_as<std::int8_t>(p, n, op); break;
@@ -5346,20 +5495,60 @@ std::size_t SmallData::agree_count(std::size_t count, bool contributes) {
 bool SmallData::reduce_raw(void* inout, std::size_t count, DType dt, int op, bool contributes) {
     detail::Impl& im = *impl_;
     if (im.role == Role::serial) return contributes;
-    if (count > static_cast<std::size_t>(INT_MAX)) detail::throw_error(Errc::reduction, "reduction of more than 2^31 elements");
     if (!contributes) detail::fill_neutral(inout, count, dt, op);
-    const MPI_Op mop = op == detail::op_sum ? MPI_SUM : op == detail::op_min ? MPI_MIN : MPI_MAX;
+    detail::allreduce_in_pieces(im, inout, count, dt, op);
     MPI_Request r = MPI_REQUEST_NULL;
-    if (count > 0) {
-        detail::check_mpi(MPI_Iallreduce(MPI_IN_PLACE, inout, static_cast<int>(count), detail::mpi_type(dt), mop,
-                                         im.clients_comm, &r),
-                          "MPI_Iallreduce");
-        detail::wait_gently(r, im.opt.idle_sleep_max_us);
-    }
     int any = contributes ? 1 : 0;
     detail::check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, im.clients_comm, &r), "MPI_Iallreduce");
     detail::wait_gently(r, im.opt.idle_sleep_max_us);
     return any != 0;
+}
+
+bool SmallData::reduce_buffer(void* data, DType dt, const std::uint64_t* dims, std::size_t rank, int op,
+                              bool contributes) {
+    using namespace detail;
+    check_reduce_role(op);
+    Impl& im = *impl_;
+    // This client's call: op, dtype, rank, dims (agreed between the clients), then what is
+    // wrong with it on its own (ip_problem) and whether it contributes.
+    std::uint64_t mine[ip_fields] = {};
+    mine[0] = static_cast<std::uint64_t>(op);
+    mine[1] = static_cast<std::uint64_t>(dt);
+    mine[2] = rank;
+    for (std::size_t i = 0; i < rank && i < static_cast<std::size_t>(max_rank); ++i) mine[3 + i] = dims[i];
+    std::size_t count = 0;
+    mine[ip_problem] = in_place_problem(data, dt, dims, rank, count);
+    mine[ip_contributes] = contributes ? 1 : 0;
+    if (im.role == Role::serial) {
+        if (mine[ip_problem] != 0) throw_error(Errc::usage, in_place_text(mine, 1, false));
+        return contributes;
+    }
+    // Minimum and maximum of each (x and ~x under MPI_MIN): one small collective.
+    std::uint64_t mm[2 * ip_fields];
+    for (std::size_t i = 0; i < ip_fields; ++i) {
+        mm[i] = mine[i];
+        mm[ip_fields + i] = ~mine[i];
+    }
+    MPI_Request r = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, static_cast<int>(2 * ip_fields), MPI_UINT64_T, MPI_MIN, im.clients_comm, &r),
+              "MPI_Iallreduce");
+    wait_gently(r, im.opt.idle_sleep_max_us);
+    bool agree = ~mm[ip_fields + ip_problem] == 0;
+    for (std::size_t i = 0; i < ip_problem; ++i) agree = agree && mm[i] == ~mm[ip_fields + i];
+    if (!agree) {  // every client sees it: gather every client's call to name the culprits
+        std::vector<std::uint64_t> all(ip_fields * static_cast<std::size_t>(im.n_clients));
+        check_mpi(MPI_Iallgather(mine, static_cast<int>(ip_fields), MPI_UINT64_T, all.data(), static_cast<int>(ip_fields),
+                                 MPI_UINT64_T, im.clients_comm, &r),
+                  "MPI_Iallgather");
+        wait_gently(r, im.opt.idle_sleep_max_us);
+        const bool usage = ~mm[ip_fields + ip_problem] != 0;
+        throw_error(usage ? Errc::usage : Errc::reduction,
+                    in_place_text(all.data(), static_cast<std::size_t>(im.n_clients), true));
+    }
+    if (~mm[ip_fields + ip_contributes] == 0) return false;  // nobody contributed: buffers as they were
+    if (!contributes) fill_neutral(data, count, dt, op);
+    allreduce_in_pieces(im, data, count, dt, op);
+    return true;
 }
 
 Field Event::field(std::string_view name) const {

@@ -37,6 +37,9 @@ POSITIVE = r"""
     smd.event(3, "v", std::vector<std::int16_t>{1, 2}, "w", std::array<bool, 2>{true, false});
     smd.event(std::uint32_t(4), "img", smalldata::view(img, {2, 2}));
     smd.save_summary("n", smd.sum(std::int64_t(1)), "m", smd.max(std::vector<double>{1}));
+    float buf[6] = {};
+    (void)smd.sum(buf, {2, 3});
+    (void)smd.max(buf, std::vector<std::uint64_t>{6}, false);
     smd.save_summary("s", std::string("x"), "o", std::optional<double>{}, "c", "literal");
     (void)smd.min(std::optional<std::array<float, 2>>{});
 """
@@ -58,6 +61,8 @@ NEGATIVE = {
     "summary_struct": ('smd.save_summary("p", Point{1, 2});', "unsupported value type"),
     "reduce_bool": ("(void)smd.sum(true);", "reductions take arithmetic scalars"),
     "reduce_string": ('(void)smd.sum(std::string("x"));', "reductions take arithmetic scalars"),
+    "reduce_in_place_const": ("const float c[4] = {}; (void)smd.sum(c, {2, 2});", "need a mutable buffer"),
+    "reduce_in_place_bool": ("bool b[4] = {}; (void)smd.min(b, {4});", "in-place reductions take a buffer"),
 }
 
 WARNINGS = ["-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Werror"]

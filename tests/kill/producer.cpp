@@ -12,9 +12,16 @@
 //   LOGDIR/client<c>.log   lines "<CLOCK_REALTIME seconds> <highest i handed over>",
 //                          appended with write(2): what a SIGKILL cannot take back.
 //   LOGDIR/client<c>.done  created when the client calls done()
+//   LOGDIR/checkpoints.fifo  when the driver made this FIFO and holds it open for reading,
+//                          the writers (the serial process, each server) report every
+//                          checkpoint through the library's testing hook
+//                          (smalldata::detail::checkpoint_hook), one write(2) per line:
+//                          "<role> <index> B <ns>" as it begins and "<role> <index> E <ns>"
+//                          once its flush has returned; ns: CLOCK_MONOTONIC nanoseconds.
 #include "smalldata.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +29,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -42,6 +50,34 @@ void append_line(int fd, const std::string& s) {
         p += n;
         left -= static_cast<std::size_t>(n);
     }
+}
+
+// The checkpoint reports: the FIFO and the start of each line ("server 1 "), set before
+// the constructor; the hook only formats digits and calls write(2) (async-signal-safe).
+int g_report_fd = -1;
+char g_report_prefix[32];
+std::size_t g_report_prefix_len = 0;
+
+void report_checkpoint(int stage) noexcept {
+    char b[96];
+    std::size_t n = g_report_prefix_len;
+    std::memcpy(b, g_report_prefix, n);
+    b[n++] = stage == 0 ? 'B' : 'E';
+    b[n++] = ' ';
+    timespec t{};
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    unsigned long long ns = static_cast<unsigned long long>(t.tv_sec) * 1000000000ULL +
+                            static_cast<unsigned long long>(t.tv_nsec);
+    char d[24];
+    std::size_t k = 0;
+    do {
+        d[k++] = static_cast<char>('0' + static_cast<int>(ns % 10));
+        ns /= 10;
+    } while (ns != 0);
+    while (k > 0) b[n++] = d[--k];
+    b[n++] = '\n';
+    const ssize_t w = ::write(g_report_fd, b, n);  // a full FIFO drops the line
+    (void)w;
 }
 
 }  // namespace
@@ -74,6 +110,17 @@ int main(int argc, char** argv) {
         if (fd >= 0) {
             append_line(fd, std::to_string(::getpid()) + " " + what + "\n");
             ::close(fd);
+        }
+        if (world == 1 || server) {  // the writers: report checkpoints if the driver listens
+            const std::string fifo = logdir + "/checkpoints.fifo";
+            g_report_fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);  // ENXIO with no reader
+            if (g_report_fd >= 0 && what.size() + 1 < sizeof g_report_prefix) {
+                ::signal(SIGPIPE, SIG_IGN);  // a reader gone: write(2) fails, the run goes on
+                std::memcpy(g_report_prefix, what.data(), what.size());
+                g_report_prefix[what.size()] = ' ';
+                g_report_prefix_len = what.size() + 1;
+                smalldata::detail::checkpoint_hook = report_checkpoint;
+            }
         }
     }
     smalldata::SmallData smd(opt);

@@ -17,11 +17,21 @@ Kills: SIGKILL of a client, of a server, of the whole job (every process of its 
 SIGTERM of the job; at uniform instants in [1.5, 3.5] s after the start, some in the first second, and
 some while done() flushes and joins (short runs, killed as a client enters done()).
 
+Kills aimed at checkpoints: the writers (the serial process, the servers) report each
+checkpoint's start and the return of its H5Fflush on LOGDIR/checkpoints.fifo (the library's
+testing hook, see producer.cpp). From a random instant in [1.5, 2.5] s on, the driver waits
+for the next start reported by the victim's writer (serial: the process; 1+1 and 2+4: a
+server), then sends SIGKILL to it (or to the whole job) a random delay after that start,
+uniform in [0, the median checkpoint duration measured so far in that layout). Such a kill
+landed inside the checkpoint when that checkpoint's "after flush" report never came. The
+rule checked afterwards is the same.
+
 usage: run_kill.py MPIEXEC PRODUCER SMALLDATA_TOOL WORKDIR [--seed N] [--only LAYOUT]
 """
 import argparse
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -57,7 +67,73 @@ def plan(rng):
         kills.append((layout, "KILL", rng.choice(targets), 4.0, rng.uniform(1.5, 3.5)))
         kills.append((layout, "KILL", rng.choice(targets), 0.4, "done"))                   # flush and join
         kills.append((layout, "TERM", "job", 0.4, "done"))
+        # Inside a checkpoint of the writer (serial: the process; else a server), or of the
+        # whole job: armed at a random instant, fired during the next checkpoint.
+        for t in (["job", "job"] if layout == "serial" else ["server", "job"]):
+            kills.append((layout, "KILL", t, 4.0, ("checkpoint", rng.uniform(1.5, 2.5))))
     return kills
+
+
+class CheckpointReports:
+    """The writers' checkpoint reports (producer.cpp, LOGDIR/checkpoints.fifo): lines
+    "<role> <index> B|E <CLOCK_MONOTONIC ns>", read without blocking. The FIFO is opened
+    for reading before the job starts and kept open until it has ended (a writer whose
+    reader is gone would get EPIPE)."""
+
+    def __init__(self, path):
+        os.mkfifo(path)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.buf = b""
+        self.events = []  # (writer, stage, seconds on time.monotonic()'s clock)
+
+    def poll(self):
+        """Reads what is there; returns the new reports."""
+        new = []
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:  # no writer has it open (not yet, or no more)
+                break
+            self.buf += chunk
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            parts = line.decode(errors="replace").split()
+            if len(parts) == 4 and parts[2] in ("B", "E"):
+                new.append((f"{parts[0]} {parts[1]}", parts[2], int(parts[3]) * 1e-9))
+        self.events += new
+        return new
+
+    def wait(self, timeout):
+        """Waits up to `timeout` seconds for data, then reads it."""
+        select.select([self.fd], [], [], timeout)
+        return self.poll()
+
+    def durations(self):
+        """Seconds from each start to its "after flush" report, per writer."""
+        out, begun = [], {}
+        for w, stage, t in self.events:
+            if stage == "B":
+                begun[w] = t
+            elif w in begun:
+                out.append(t - begun.pop(w))
+        return out
+
+    def ended_after(self, writer, t_begin):
+        """Whether `writer` reported the end of a checkpoint begun at t_begin."""
+        return any(w == writer and stage == "E" and t >= t_begin for w, stage, t in self.events)
+
+    def close(self):
+        os.close(self.fd)
+
+
+DURATIONS = {}  # layout: checkpoint durations (s) seen in its runs so far
+
+
+def median(v):
+    v = sorted(v)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2 if v else None
 
 
 def read_pids(logdir):
@@ -119,6 +195,63 @@ def wait_job(p, limit):
     return True
 
 
+def kill_in_checkpoint(p, t_start, arm, layout, target, logs, reports):
+    """Waits until `arm` seconds after the start, then for the next checkpoint start of the
+    victim's writer, and sends SIGKILL to the victim a random delay into it. Returns
+    (phase, kill time, details)."""
+    ranks, _ = LAYOUTS[layout]
+    while time.time() - t_start < arm and p.poll() is None:
+        reports.wait(0.01)
+    if p.poll() is not None:
+        return "after end", time.time(), {"victim": "job", "writer": None, "t_begin": None}
+    # The writer whose checkpoint is aimed at, and the processes to kill (found now: reading
+    # /proc takes longer than a checkpoint).
+    role = "serial" if ranks == 1 else "server"
+    writers = read_pids(logs).get(role, [])
+    if not writers:  # not up yet: the whole job
+        kill_time = time.time()
+        signal_job(p, signal.SIGKILL)
+        return "no writer", kill_time, {"victim": "job", "writer": None, "t_begin": None}
+    idx, wpid = random.choice(writers)
+    writer = f"{role} {idx}"
+    if target == "job" or ranks == 1:
+        victim = "job"
+        pids = [wpid] + [q for q in session_pids(p.pid) if q != wpid]
+    else:
+        victim = writer
+        pids = [wpid]
+    typical = median(DURATIONS.get(layout, []) + reports.durations()) or 0.003
+    delay = random.uniform(0, typical)
+    # The next start of that writer's checkpoint (one comes every 0.4 x CHECKPOINT).
+    reports.poll()
+    t_begin = None
+    deadline = time.monotonic() + 4 * CHECKPOINT
+    while t_begin is None and time.monotonic() < deadline and p.poll() is None:
+        for w, stage, t in reports.wait(0.05):
+            if w == writer and stage == "B":
+                t_begin = t
+    if t_begin is None:  # none came: kill now all the same
+        phase = "no ckpt"
+        t_kill = time.monotonic()
+    else:
+        phase = "checkpoint"
+        while time.monotonic() < t_begin + delay:
+            pass  # a few ms at most: a sleep would overshoot them
+        t_kill = time.monotonic()
+    seen_end = t_begin is not None and any(
+        w == writer and stage == "E" and t >= t_begin for w, stage, t in reports.poll())
+    kill_time = time.time()
+    for q in pids:
+        try:
+            os.kill(q, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if victim == "job":
+        signal_job(p, signal.SIGKILL)  # anything the list missed
+    return phase, kill_time, {"victim": victim, "writer": writer, "t_begin": t_begin, "typical": typical,
+                              "into": None if t_begin is None else t_kill - t_begin, "seen_end": seen_end}
+
+
 def run_one(args, k, kill, work):
     layout, sig_name, target, run_seconds, when = kill
     ranks, clients = LAYOUTS[layout]
@@ -131,12 +264,18 @@ def run_one(args, k, kill, work):
     prog = [args.producer, out, logs, str(CHECKPOINT), str(run_seconds), str(RATE)]
     cmd = prog if ranks == 1 else [args.mpiexec, "-n", str(ranks)] + prog
     sig = getattr(signal, "SIG" + sig_name)
+    reports = CheckpointReports(os.path.join(logs, "checkpoints.fifo"))
     t_start = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     phase = None
+    ckpt = None
+    kill_time = None
+    if isinstance(when, tuple):  # ("checkpoint", arm): a kill inside the next checkpoint
+        phase, kill_time, ckpt = kill_in_checkpoint(p, t_start, when[1], layout, target, logs, reports)
     # Wait for the instant.
-    while True:
+    while ckpt is None:
         now = time.time()
+        reports.poll()
         if p.poll() is not None:
             phase = "after end"
             break
@@ -153,10 +292,13 @@ def run_one(args, k, kill, work):
             break
         time.sleep(0.001)
     # The victim.
-    victim = "job"
-    kill_time = time.time()
+    victim = ckpt["victim"] if ckpt else "job"
+    if kill_time is None:
+        kill_time = time.time()
     try:
-        if target == "job" or phase == "after end":
+        if ckpt:
+            pass  # killed already (or ended by itself)
+        elif target == "job" or phase == "after end":
             signal_job(p, sig)
         else:
             pids = read_pids(logs).get("serial" if ranks == 1 else target, [])
@@ -176,6 +318,12 @@ def run_one(args, k, kill, work):
     forced = wait_job(p, WAIT_END)
     output = p.stdout.read().decode(errors="replace")
     p.stdout.close()
+    reports.poll()  # what the writers reported before they ended
+    reports.close()
+    DURATIONS.setdefault(layout, []).extend(reports.durations())
+    if ckpt and ckpt.get("t_begin") is not None:
+        # Inside: that checkpoint's "after flush" report never came (the kill ended it first).
+        ckpt["inside"] = not reports.ended_after(ckpt["writer"], ckpt["t_begin"])
 
     # What had certainly been handed over by kill time - checkpoint_seconds, per client.
     required = {}
@@ -196,7 +344,7 @@ def run_one(args, k, kill, work):
     n_required = sum(v + 1 for v in required.values())
 
     row = dict(layout=layout, signal="SIG" + sig_name, target=victim, phase=phase,
-               at=kill_time - t_start, required=n_required, recovered=0, missing=0, problems=[])
+               at=kill_time - t_start, required=n_required, recovered=0, missing=0, problems=[], ckpt=ckpt)
     if forced:
         row["problems"].append(f"the job did not end within {WAIT_END} s of the kill")
 
@@ -300,6 +448,14 @@ def main():
         print(f"[{k:2d}] {row['layout']:6s} {row['signal']:7s} {row['target']:22s} {row['phase']:10s} "
               f"t={row['at']:5.2f}s  required {row['required']:8d}  recovered {row['recovered']:8d}  "
               f"missing {row['missing']:6d}  {status}", flush=True)
+        c = row["ckpt"]
+        if c and c.get("into") is not None:
+            where = ("INSIDE the checkpoint (no after-flush report)" if c.get("inside")
+                     else "after the checkpoint's flush (its after-flush report came)")
+            print(f"      checkpoint of {c['writer']}: SIGKILL {c['into'] * 1e3:.2f} ms after it began "
+                  f"(median checkpoint {c['typical'] * 1e3:.2f} ms): {where}", flush=True)
+        elif c:
+            print(f"      no checkpoint start seen from {c['writer']} ({row['phase']}): killed all the same", flush=True)
         if row["problems"]:
             for pr in row["problems"]:
                 print("      problem:", pr)
@@ -326,6 +482,17 @@ def main():
     for r in rows:
         phases[r["phase"]] = phases.get(r["phase"], 0) + 1
     print("kill instants:", ", ".join(f"{v} {k}" for k, v in sorted(phases.items())))
+    aimed = [r["ckpt"] for r in rows if r["ckpt"]]
+    if aimed:
+        inside = sum(1 for c in aimed if c.get("inside"))
+        print(f"kills aimed at checkpoints: {len(aimed)}, {inside} inside one (before its after-flush report), "
+              f"{sum(1 for c in aimed if c.get('into') is not None) - inside} after its flush, "
+              f"{sum(1 for c in aimed if c.get('into') is None)} with no checkpoint seen")
+    for layout, d in DURATIONS.items():
+        if d:
+            ds = sorted(d)
+            print(f"checkpoint duration {layout:6s} (start to after H5Fflush): median {median(ds) * 1e3:.2f} ms, "
+                  f"min {ds[0] * 1e3:.2f}, max {ds[-1] * 1e3:.2f} ms over {len(ds)} checkpoints")
     untagged = sum(r.get("untagged", 0) for r in rows)
     if untagged:
         print(f"parts found without run attributes (killed before their first checkpoint): {untagged}")

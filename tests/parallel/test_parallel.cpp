@@ -372,6 +372,149 @@ TEST_CASE("reductions over the clients", "[mpi]") {
     }
 }
 
+TEST_CASE("in-place reductions of N-d buffers: clients without data, shapes checked, saved as a summary",
+          "[mpi][reduce]") {
+    const std::string dir = fresh_dir("reduce_in_place");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/r.h5";
+    constexpr std::uint64_t ny = 3, nx = 5;
+    constexpr std::size_t n = ny * nx;
+    // Client c's value at flat index e, and the element-wise sum over the clients `who`.
+    auto value = [](int c, std::size_t e) { return static_cast<float>(c * 100 + static_cast<int>(e)); };
+    auto sum_over = [&](int nc, bool (*who)(int)) {
+        std::vector<float> s(n, 0.0f);
+        for (int c = 0; c < nc; ++c)
+            if (who(c))
+                for (std::size_t e = 0; e < n; ++e) s[e] += value(c, e);
+        return s;
+    };
+    SmallData smd(o);
+    if (smd.summary()) {
+        const int c = smd.client_index();
+        const int nc = smd.client_count();
+        std::vector<float> img(n);
+        auto refill = [&] {
+            for (std::size_t e = 0; e < n; ++e) img[e] = value(c, e);
+        };
+
+        // sum of a 2-d float buffer: every client gets the result in its own buffer.
+        refill();
+        const float* where = img.data();
+        CHECK(smd.sum(img.data(), {ny, nx}));
+        CHECK(img.data() == where);
+        CHECK(img == sum_over(nc, [](int) { return true; }));
+
+        // min and max of a 2-d int32 buffer: v(c, e) = +-10 c + e (the sign alternates with e).
+        std::vector<std::int32_t> m(n);
+        auto v = [](int k, std::size_t e) { return (e % 2 == 0 ? 10 * k : -10 * k) + static_cast<int>(e); };
+        for (std::size_t e = 0; e < n; ++e) m[e] = v(c, e);
+        CHECK(smd.min(m.data(), {ny, nx}));
+        for (std::size_t e = 0; e < n; ++e) CHECK(m[e] == (e % 2 == 0 ? v(0, e) : v(nc - 1, e)));
+        for (std::size_t e = 0; e < n; ++e) m[e] = v(c, e);
+        CHECK(smd.max(m.data(), std::vector<std::uint64_t>{ny, nx}));
+        for (std::size_t e = 0; e < n; ++e) CHECK(m[e] == (e % 2 == 0 ? v(nc - 1, e) : v(0, e)));
+
+        // Odd clients contribute nothing: their buffers hold values that would win, and they
+        // get the result too.
+        const bool mine = c % 2 == 0;
+        auto even = [](int k) { return k % 2 == 0; };
+        refill();
+        if (!mine) std::fill(img.begin(), img.end(), 1e30f);
+        CHECK(smd.sum(img.data(), {ny, nx}, mine));
+        CHECK(img == sum_over(nc, even));
+        refill();
+        if (!mine) std::fill(img.begin(), img.end(), -1e30f);
+        CHECK(smd.min(img.data(), {ny, nx}, mine));
+        for (std::size_t e = 0; e < n; ++e) CHECK(img[e] == value(0, e));
+        refill();
+        if (!mine) std::fill(img.begin(), img.end(), 1e30f);
+        CHECK(smd.max(img.data(), {ny, nx}, mine));
+        for (std::size_t e = 0; e < n; ++e) CHECK(img[e] == value((nc - 1) / 2 * 2, e));
+
+        // Nobody contributes: false, and every buffer is left as it was.
+        std::vector<double> z(6, 42.0);
+        CHECK_FALSE(smd.max(z.data(), {2, 3}, false));
+        CHECK(z == std::vector<double>(6, 42.0));
+
+        // A 3-d int16 buffer with a run-time shape.
+        std::vector<std::int16_t> b(12, static_cast<std::int16_t>(c + 1));
+        CHECK(smd.sum(b.data(), std::vector<std::uint64_t>{2, 2, 3}));
+        CHECK(b == std::vector<std::int16_t>(12, static_cast<std::int16_t>(nc * (nc + 1) / 2)));
+
+        // In pieces (here 2 floats each; in a real run, counts past MPI's int limit), and the
+        // vector form likewise.
+        const std::size_t piece = smalldata::detail::reduce_piece_bytes;
+        smalldata::detail::reduce_piece_bytes = 8;
+        refill();
+        CHECK(smd.sum(img.data(), {ny, nx}));
+        CHECK(img == sum_over(nc, [](int) { return true; }));
+        CHECK(smd.sum(std::vector<std::int64_t>{1, c, 3}) == std::vector<std::int64_t>{nc, nc * (nc - 1) / 2, 3 * nc});
+        smalldata::detail::reduce_piece_bytes = piece;
+
+        // Shapes that differ: Errc::reduction on every client, naming each shape and its
+        // clients; no buffer is touched.
+        if (nc > 1) {
+            refill();
+            try {
+                smd.sum(img.data(), c == 1 ? std::vector<std::uint64_t>{nx, ny} : std::vector<std::uint64_t>{ny, nx});
+                FAIL("buffers of different shapes were reduced");
+            } catch (const smalldata::Error& e) {
+                CHECK(e.code() == Errc::reduction);
+                const std::string w = e.what();
+                CHECK(w.find("sum() of float32 (5, 3) on client 1") != std::string::npos);
+                CHECK(w.find("sum() of float32 (3, 5) on client") != std::string::npos);
+            }
+            for (std::size_t e = 0; e < n; ++e) CHECK(img[e] == value(c, e));
+            // Element types that differ, likewise.
+            std::vector<double> d(n, 1.0);
+            try {
+                if (c == 0)
+                    smd.max(d.data(), {ny, nx});
+                else
+                    smd.max(img.data(), {ny, nx});
+                FAIL("buffers of different types were reduced");
+            } catch (const smalldata::Error& e) {
+                CHECK(e.code() == Errc::reduction);
+                CHECK(std::string(e.what()).find("max() of float64 (3, 5) on client 0") != std::string::npos);
+            }
+        }
+        // A null buffer (the last client's) is Errc::usage on every client, naming it.
+        refill();
+        try {
+            smd.sum(c == nc - 1 ? static_cast<float*>(nullptr) : img.data(), {ny, nx});
+            FAIL("a null buffer was reduced");
+        } catch (const smalldata::Error& e) {
+            CHECK(e.code() == Errc::usage);
+            CHECK(std::string(e.what()).find("null pointer") != std::string::npos);
+            if (nc > 1) CHECK(std::string(e.what()).find("client " + std::to_string(nc - 1)) != std::string::npos);
+        }
+        // More than max_rank dimensions, likewise.
+        try {
+            smd.sum(img.data(), std::vector<std::uint64_t>(8, 1));
+            FAIL("8 dimensions were reduced");
+        } catch (const smalldata::Error& e) {
+            CHECK(e.code() == Errc::usage);
+            CHECK(std::string(e.what()).find("more than 7 dimensions") != std::string::npos);
+        }
+
+        // The reductions still work after those errors; the result is saved as a summary
+        // straight from the buffer (client 0 keeps it, the others ignore the call).
+        refill();
+        REQUIRE(smd.sum(img.data(), {ny, nx}));
+        smd.save_summary("image_sum", smalldata::view(img.data(), {ny, nx}));
+    } else {
+        float x = 0;
+        CHECK_THROWS_AS(smd.sum(&x, {1}), smalldata::Error);  // servers: not a client
+    }
+    smd.done();
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        CHECK(f.dims("image_sum") == std::vector<hsize_t>{ny, nx});
+        CHECK(f.read<float>("image_sum") == sum_over(smd.client_count(), [](int) { return true; }));
+    }
+}
+
 TEST_CASE("a layout that cannot work fails on every rank before any communication", "[mpi]") {
     const int size = world_size();
     if (size == 1) return;  // serial mode ignores servers/clients
