@@ -249,7 +249,8 @@ def kill_in_checkpoint(p, t_start, arm, layout, target, logs, reports):
     if victim == "job":
         signal_job(p, signal.SIGKILL)  # anything the list missed
     return phase, kill_time, {"victim": victim, "writer": writer, "t_begin": t_begin, "typical": typical,
-                              "into": None if t_begin is None else t_kill - t_begin, "seen_end": seen_end}
+                              "into": None if t_begin is None else t_kill - t_begin, "seen_end": seen_end,
+                              "armed": arm}
 
 
 def run_one(args, k, kill, work):
@@ -347,6 +348,8 @@ def run_one(args, k, kill, work):
                at=kill_time - t_start, required=n_required, recovered=0, missing=0, problems=[], ckpt=ckpt)
     if forced:
         row["problems"].append(f"the job did not end within {WAIT_END} s of the kill")
+    if ckpt and ckpt["writer"] and ckpt["t_begin"] is None:  # one is due every 0.4 x CHECKPOINT
+        row["problems"].append(f"{ckpt['writer']} reported no checkpoint start after {ckpt['armed']:.2f} s")
 
     rec = subprocess.run([args.tool, "recover", out], capture_output=True, text=True)
     row["recover_out"] = rec.stdout + rec.stderr
@@ -450,8 +453,9 @@ def main():
               f"missing {row['missing']:6d}  {status}", flush=True)
         c = row["ckpt"]
         if c and c.get("into") is not None:
-            where = ("INSIDE the checkpoint (no after-flush report)" if c.get("inside")
-                     else "after the checkpoint's flush (its after-flush report came)")
+            where = ("INSIDE the checkpoint (no after-flush report, before the kill or after)" if c.get("inside")
+                     else "after the checkpoint (its after-flush report came before the kill)" if c["seen_end"]
+                     else "at the checkpoint's end (its after-flush report, written before the kill, was read after)")
             print(f"      checkpoint of {c['writer']}: SIGKILL {c['into'] * 1e3:.2f} ms after it began "
                   f"(median checkpoint {c['typical'] * 1e3:.2f} ms): {where}", flush=True)
         elif c:
