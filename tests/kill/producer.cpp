@@ -4,7 +4,8 @@
 // usage: producer FILE LOGDIR CHECKPOINT_SECONDS RUN_SECONDS [RATE]
 //   layout: from mpiexec -n (1 rank: serial mode; 2: 1 server + 1 client; 6: 2 + 4).
 //   Client c hands over the events i = 0, 1, 2, ... with timestamp ts = i * clients + c:
-//     "x" = ts * 0.5 (float64), "n" = ts (int64), "v" = float32[16], v[k] = ts % 65536 + k.
+//     "x" = ts * 0.5 (float64), "n" = ts (int64), "v" = float32[16], v[k] = ts % 65536 + k,
+//     "var_pk" = ts % 4 rows of ts % 65536 (float32, a var_ field; lengths in "var_pk_len").
 //   RATE: events per second per client (default 100000), so that a run of a few seconds
 //   stays small on a shared machine.
 //   LOGDIR/rank<r>.pid     "<pid> <role> <client or server index>", written before the
@@ -32,6 +33,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -137,6 +139,7 @@ int main(int argc, char** argv) {
         std::int64_t i = 0;
         std::int64_t handed = -1;
         const std::int64_t step = 64;  // events between clock reads
+        std::vector<float> pk;
         for (;;) {
             const double t = realtime();
             if (t >= next_log) {
@@ -156,7 +159,8 @@ int main(int argc, char** argv) {
                 const std::int64_t ts = i * clients + c;
                 std::array<float, 16> v;
                 for (std::size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>(ts % 65536) + static_cast<float>(j);
-                smd.event(ts, "x", static_cast<double>(ts) * 0.5, "n", ts, "v", v);
+                pk.assign(static_cast<std::size_t>(ts % 4), static_cast<float>(ts % 65536));  // var_: 0-3 rows
+                smd.event(ts, "x", static_cast<double>(ts) * 0.5, "n", ts, "v", v, "var_pk", pk);
                 handed = i;
             }
         }

@@ -384,15 +384,20 @@ def run_one(args, k, kill, work):
             lengths = {}
 
             def visit(name, obj):
-                if isinstance(obj, h5py.Dataset) and obj.ndim >= 1 and not name.split("/")[-1].startswith("unaligned_"):
+                last = name.split("/")[-1]
+                var = last.startswith("var_") and not last.endswith("_len")
+                if isinstance(obj, h5py.Dataset) and obj.ndim >= 1 and not last.startswith("unaligned_") and not var:
                     lengths[name] = obj.shape[0]
             f.visititems(visit)
             if "timestamp" not in f:
                 ts = np.zeros(0, dtype=np.int64)
                 x = n = np.zeros(0)
                 v = np.zeros((0, 16), dtype=np.float32)
+                pk, pk_len = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
             else:
                 ts, x, n, v = f["timestamp"][:], f["x"][:], f["n"][:], f["v"][:]
+                pk = f["var_pk"][:] if "var_pk" in f else np.zeros(0, dtype=np.float32)
+                pk_len = f["var_pk_len"][:] if "var_pk_len" in f else np.zeros(len(ts), dtype=np.int64)
     except Exception as e:  # noqa: BLE001 - any failure to read is the finding
         row["problems"].append(f"recovered file unreadable: {e}")
         row["missing"] = n_required
@@ -407,6 +412,11 @@ def run_one(args, k, kill, work):
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         row["problems"].append(f"{int(bad.sum())} rows with wrong values (first: row {first}, timestamp {ts_[first]})")
+    # var_pk: each event's ts % 4 rows, found by the cumsum of var_pk_len; no row more
+    if len(pk_len) != len(ts) or not np.array_equal(pk_len, ts % 4):
+        row["problems"].append(f"var_pk_len wrong ({len(pk_len)} rows for {len(ts)} events)")
+    elif len(pk) != int(pk_len.sum()) or not np.array_equal(pk, np.repeat(ts % 65536, ts % 4).astype(np.float32)):
+        row["problems"].append(f"var_pk: {len(pk)} rows, its lengths add up to {int(pk_len.sum())}, or values wrong")
     uniq, counts = np.unique(ts, return_counts=True)
     if (counts > 1).any():
         row["problems"].append(f"{int((counts > 1).sum())} timestamps appear more than once (e.g. {uniq[counts > 1][0]})")
