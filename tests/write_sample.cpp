@@ -29,10 +29,17 @@ int main(int argc, char** argv) {
             const float img[4] = {static_cast<float>(i), 1, 2, 3};
             smd.event(ts, "det/img", smalldata::view(img, {2, 2}));
             if (i == 1 || i == 4) smd.event(ts, "unaligned_hits", static_cast<std::int64_t>(i * 100));
+            smd.event(ts, "mask", std::vector<bool>{i % 2 == 0, true, i == 3});
         }
         if (smd.summary()) {
             smd.save_summary("n_events", smd.sum(std::int64_t(6)), "note", std::string("written by write_sample"),
-                             "hist", std::vector<double>{1, 2, 3});
+                             "hist", std::vector<double>{1, 2, 3}, "flags", std::vector<bool>{true, false});
+            smd.save_attribute("", "run", std::int32_t(42));
+            smd.save_attribute("", "experiment", "mfx12345");
+            smd.save_attribute("x", "units", "keV");
+            smd.save_attribute("det", "geometry", std::array<double, 3>{0.5, -1.5, 2.0});
+            smd.save_attribute("mask", "valid", std::vector<bool>{true, false, true});
+            smd.save_attribute("hist", "calibrated", true);
         }
         smd.done();
     } catch (const std::exception& e) {
