@@ -4578,6 +4578,72 @@ inline std::vector<SummaryItem> read_summary(hid_t file, const std::vector<Datas
     return out;
 }
 
+// The attributes save_attribute() gave a final or serial file (on its root group, groups and
+// datasets), read back as build_final_file takes them: a rebuilt final file keeps them as it
+// keeps its summary. The library's own ("smalldata_...") and attributes of other types (not
+// a number, the bool enum or a scalar string) are left out.
+inline std::vector<AttributeItem> read_attributes(hid_t file) {
+    std::vector<AttributeItem> out;
+    std::vector<std::string> objects{""};  // "": the root group
+    if (H5Lvisit(file, H5_INDEX_NAME, H5_ITER_INC, collect_link_name, &objects) < 0) objects.resize(1);
+    for (const std::string& path : objects) {
+        H5Id obj(H5Oopen(file, path.empty() ? "/" : path.c_str(), H5P_DEFAULT), H5Oclose);
+        if (!obj.valid()) continue;
+        std::vector<std::string> names;
+        auto collect = [](hid_t, const char* name, const H5A_info_t*, void* data) -> herr_t {
+            static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+            return 0;
+        };
+        hsize_t at = 0;
+        if (H5Aiterate2(obj.get(), H5_INDEX_NAME, H5_ITER_INC, &at, collect, &names) < 0) continue;
+        for (const std::string& name : names) {
+            if (name.compare(0, 10, "smalldata_") == 0) continue;
+            H5Id a(H5Aopen(obj.get(), name.c_str(), H5P_DEFAULT), H5Aclose);
+            if (!a.valid()) continue;
+            H5Id type(H5Aget_type(a.get()), H5Tclose);
+            H5Id space(H5Aget_space(a.get()), H5Sclose);
+            const int rank = space.valid() ? H5Sget_simple_extent_ndims(space.get()) : -1;
+            if (!type.valid() || rank < 0 || rank > max_rank) continue;
+            AttributeItem it;
+            it.path = path;
+            it.value.name = name;
+            if (H5Tget_class(type.get()) == H5T_STRING) {
+                if (rank != 0) continue;
+                if (H5Tis_variable_str(type.get()) > 0) {
+                    H5Id mem(h5check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+                    h5check_herr(H5Tset_size(mem.get(), H5T_VARIABLE), "H5Tset_size");
+                    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
+                    char* p = nullptr;
+                    if (H5Aread(a.get(), mem.get(), &p) < 0) continue;
+                    it.value.text = p ? p : "";
+                    if (p) H5free_memory(p);
+                } else {
+                    std::string buf(H5Tget_size(type.get()), '\0');
+                    if (buf.empty() || H5Aread(a.get(), type.get(), &buf[0]) < 0) continue;
+                    it.value.text = buf.substr(0, buf.find('\0'));
+                }
+                it.value.is_string = true;
+            } else {
+                if (!dtype_of_h5(type.get(), it.value.dtype)) continue;
+                hsize_t dims[H5S_MAX_RANK];
+                H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+                it.value.shape.rank = static_cast<std::uint8_t>(rank);
+                std::size_t n = dtype_size(it.value.dtype);
+                for (int i = 0; i < rank; ++i) {
+                    it.value.shape.dims[static_cast<std::size_t>(i)] = dims[i];
+                    n *= static_cast<std::size_t>(dims[i]);
+                }
+                it.value.bytes.resize(std::max<std::size_t>(n, 1));
+                H5Id mem = h5_type(it.value.dtype, false);
+                if (n > 0 && H5Aread(a.get(), mem.get(), it.value.bytes.data()) < 0) continue;
+            }
+            out.push_back(std::move(it));
+        }
+    }
+    H5Eclear2(H5E_DEFAULT);
+    return out;
+}
+
 // One mapping of a virtual dataset: the source file and dataset as stored (patterns, '%'
 // doubled, relative to the file holding the mapping) and the source's rows it takes.
 struct VirtualSource {
