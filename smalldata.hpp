@@ -19,6 +19,7 @@
 //           smd.event(i, "mydata", sum, "det/roi", std::array<int16_t, 4>{1, 2, 3, 4});
 //       }
 //       if (smd.summary()) smd.save_summary("n_events", smd.sum(std::int64_t(1)));
+//       smd.save_attribute("mydata", "units", "keV");   // an HDF5 attribute of a dataset
 //       smd.done();
 //
 //   Build against MPI and the HDF5 C library; run with `mpiexec -n 6 ./prog` (parallel
@@ -58,8 +59,8 @@
 //   - keep more than one SmallData alive at once per process in parallel mode.
 //   - keep events handed over in the last checkpoint_seconds when the process is killed
 //     (SIGKILL, the out-of-memory killer): what is older is on disk, in files that open
-//     again (`smalldata recover`); summaries are only written by done(). Nor does it
-//     survive the loss of the machine (power, kernel): files are not fsync'ed.
+//     again (`smalldata recover`); summaries and attributes are only written by done().
+//     Nor does it survive the loss of the machine (power, kernel): files are not fsync'ed.
 //   - take checkpoints while a serial program or a client stops calling event(): what it
 //     handed over last waits for its next event() call or done(). Servers checkpoint on
 //     their own, busy or idle.
@@ -108,6 +109,12 @@
 //     part carries its run's token, a rerun removes its old final file before any part is
 //     truncated, and the final file is built under a temporary name and renamed into
 //     place when complete (section 16).
+//   Summaries and attributes.  What save_summary() and save_attribute() are given is held
+//     in memory by client 0 (or the serial process) and written into the final file by
+//     done(): a summary as a dataset beside the fields, an attribute on the object its
+//     path names (a field, in parallel mode its virtual dataset; a group; a summary; ""
+//     the root group). Other clients' calls are ignored. The same name (for an attribute:
+//     path and name) saved again replaces the value.
 //
 // OPTIONS   (all in smalldata::Options; see section 3 for defaults)
 //   servers, clients, filename, batch_size, cache_size, callbacks, comm    (API contract)
@@ -123,19 +130,22 @@
 //   relevant, the HDF5 or MPI message underneath. Where each kind of failure goes:
 //   - A bad option, layout or output path is found in the constructor and agreed between
 //     ranks: every rank throws (the first failing rank's code and message), none hangs.
-//   - A bad value or name throws from the event() or save_summary() call that gave it.
+//   - A bad value or name throws from the event(), save_summary() or save_attribute()
+//     call that gave it.
 //     Pairs are taken left to right, each all or nothing: the refused pair and those after
 //     it are not recorded; the pairs before it are, and the event the call started exists.
 //     The run may go on. A summary/field name clash
 //     is refused where the second name appears (in parallel mode, for a field only
 //     another client gave, done() joins the events, leaves that summary out and throws).
+//     An attribute whose path names nothing in the final file is left out the same way:
+//     done() writes everything else, then throws Errc::name (on every rank).
 //   - A callback's exception (serial mode) comes out of the event() or done() call that
 //     handed over its batch: the events of the batch before the failing one are written,
 //     the rest of that batch and the event of that call are lost, nothing is written twice.
 //   - A write error (a full disk) is sticky: that call and every later one throw it;
 //     done() still closes the file with every complete row, datasets aligned.
 //   - In serial mode done() always finishes the file (every event handed over, the
-//     summary), then throws the first error it met.
+//     summary, the attributes), then throws the first error it met.
 //   - In parallel mode an error that cannot be returned to the caller (a server failing,
 //     an exception escaping a client, a process exiting before done()) ends the job: the
 //     reason is printed with the rank, every server closes its part file (a two-phase
@@ -235,7 +245,7 @@ View<T> view(const T* data, const std::vector<std::uint64_t>& shape);
 #define SMALLDATA_ERRORS(X)                                                              \
     X(layout, "the rank layout cannot work")                                             \
     X(option, "an option is invalid or differs between ranks")                           \
-    X(name, "a field or summary name is invalid or clashes with another")                \
+    X(name, "a field, summary or attribute name is invalid, clashes, or names nothing")  \
     X(type_mismatch, "a value's type differs from the field's type")                     \
     X(shape_mismatch, "a value's shape differs from the field's shape")                  \
     X(timestamp_order, "event timestamps must not decrease")                             \
@@ -504,7 +514,9 @@ public:
     // Add name/value pairs to the event `timestamp` (any integer type). Equal timestamp:
     // same event; larger: a new event; smaller: Errc::timestamp_order. No-op on servers
     // and other ranks. Values: fixed-width integers, float, double, bool, std::vector and
-    // std::array of those, smalldata::View. Names: "field" or "group/field".
+    // std::array of those, smalldata::View. Names: "field" or "group/field". A
+    // std::vector<bool> is unpacked into a buffer the library reuses (no allocation once
+    // it has held the longest one) and stored like every bool array.
     template <class Timestamp, class... NameValue>
     void event(Timestamp timestamp, NameValue&&... name_value_pairs);
 
@@ -542,6 +554,22 @@ public:
     template <class... NameValue>
     void save_summary(NameValue&&... name_value_pairs);
 
+    // Attach the HDF5 attribute `name` to the object `path` of the final file: a field (in
+    // parallel mode its virtual dataset), a group, a summary, or "" for the root group.
+    // Done by client 0 (or the serial process) only, like save_summary; other ranks ignore
+    // it. Value: a string (std::string, const char*, std::string_view; stored as a
+    // variable-length UTF-8 string, which h5py reads as str), an arithmetic scalar (bool
+    // included), a std::vector or std::array of one, or a View (an N-d attribute); types
+    // as for fields (bool: the HDF5 enum over int8). Saving the same (path, name) again
+    // replaces the value. Errc::name here for an invalid path (the rules of field names,
+    // "timestamp" allowed) or name (empty, a NUL byte, more than 65534 bytes, or starting
+    // with "smalldata_", the library's own attributes); Errc::usage for a string value with
+    // a NUL byte, or after done(). A path that names nothing in the final file is found by
+    // done(): it writes the file complete with every other attribute, then throws
+    // Errc::name naming the path and the attribute (on every rank in parallel mode).
+    template <class Value>
+    void save_attribute(std::string_view path, std::string_view name, const Value& value);
+
     // Collective over comm, once per rank: flushes, joins the part files, writes the
     // summary. After it returns on every rank the final file is complete. Idempotent.
     void done();
@@ -563,6 +591,9 @@ private:
     template <class N, class V, class... Rest> void summary_pairs(N&& name, V&& value, Rest&&... rest);
     void save_summary_raw(std::string_view name, DType dt, const Shape& shape, const void* data);
     void save_summary_string(std::string_view name, const std::string& s);
+    void save_attribute_raw(std::string_view path, std::string_view name, DType dt, const Shape& shape,
+                            const void* data);
+    void save_attribute_string(std::string_view path, std::string_view name, std::string_view text);
     void warn_skipped_summary(std::string_view name) const;
     void event_after_done() const;
     void stop_at_event();  // detail::stop_requested is set: done(), then end the process or throw
@@ -830,6 +861,19 @@ public:
             cur_ += 4 + sizeof(T);
         }
     }
+    // std::vector<bool> (packed bits, no data()): unpacked into bools_ as one byte per
+    // element, then put like any bool array. bools_ only grows: no allocation once it has
+    // held the longest vector.
+    template <class A>
+    void put_bools(std::string_view name, const std::vector<bool, A>& v) {
+        const std::size_t n = v.size();
+        if (bools_.size() < n) bools_.resize(n);
+        for (std::size_t i = 0; i < n; ++i) bools_[i] = v[i] ? 1 : 0;
+        Shape shape;
+        shape.rank = 1;
+        shape.dims[0] = n;
+        put(name, DType::boolean, shape, bools_.data(), n);
+    }
     // Closes the open event and ships the current batch (done(), or before a summary).
     void flush();
     std::uint64_t events() const noexcept { return event_no_; }
@@ -930,6 +974,7 @@ private:
     std::vector<std::string> summaries_;  // summary names saved so far, sorted
     std::vector<unsigned char> scratch_;
     Periodic age_;                    // ships a partly filled batch (checkpoints)
+    std::vector<unsigned char> bools_;  // put_bools(): a std::vector<bool>, one byte per element
 };
 
 // Shared by Field::value/values: copy out of a possibly unaligned entry after checking type.
@@ -1010,13 +1055,12 @@ void SmallData::put_pairs(N&& name, V&& value, Rest&&... rest) {
     static_assert(detail::is_name<Name>,
                   "smalldata::event: a field name must be a string (const char*, std::string, "
                   "std::string_view)");
-    static_assert(!detail::is_vector_bool<Val>,
-                  "smalldata::event: std::vector<bool> is not contiguous; use std::vector<uint8_t> "
-                  "or std::array<bool, N>");
     static_assert(detail::is_vector_bool<Val> || detail::value_traits<Val>::ok,
                   "smalldata::event: unsupported value type (supported: fixed-width integers, "
                   "float, double, bool, std::vector or std::array of those, smalldata::View)");
-    if constexpr (detail::value_traits<Val>::ok) {
+    if constexpr (detail::is_vector_bool<Val>) {
+        packer_->put_bools(std::string_view(name), value);
+    } else if constexpr (detail::value_traits<Val>::ok) {
         using Tr = detail::value_traits<Val>;
         const std::string_view n(name);
         if constexpr (Tr::scalar)
@@ -1037,6 +1081,19 @@ void SmallData::save_summary(NameValue&&... name_value_pairs) {
 namespace detail {
 template <class V> struct is_optional : std::false_type {};
 template <class T> struct is_optional<std::optional<T>> : std::true_type {};
+// A std::vector<bool> as bytes 0/1 (summaries, attributes: not the hot path).
+template <class A>
+std::vector<unsigned char> bool_bytes(const std::vector<bool, A>& v) {
+    std::vector<unsigned char> out(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) out[i] = v[i] ? 1 : 0;
+    return out;
+}
+inline Shape shape_1d(std::size_t n) noexcept {
+    Shape s;
+    s.rank = 1;
+    s.dims[0] = n;
+    return s;
+}
 }  // namespace detail
 
 template <class N, class V, class... Rest>
@@ -1052,6 +1109,9 @@ void SmallData::summary_pairs(N&& name, V&& value, Rest&&... rest) {
     } else if constexpr (std::is_convertible_v<const Val&, std::string_view> &&
                          !detail::value_traits<Val>::ok) {
         save_summary_string(n, std::string(std::string_view(value)));
+    } else if constexpr (detail::is_vector_bool<Val>) {
+        const std::vector<unsigned char> bytes = detail::bool_bytes(value);
+        save_summary_raw(n, DType::boolean, detail::shape_1d(bytes.size()), bytes.data());
     } else {
         static_assert(detail::is_optional<Val>::value || detail::value_traits<Val>::ok,
                       "smalldata::save_summary: unsupported value type (supported: arithmetic "
@@ -1061,6 +1121,23 @@ void SmallData::summary_pairs(N&& name, V&& value, Rest&&... rest) {
         save_summary_raw(n, Tr::dtype, Tr::shape(value), Tr::data(value));
     }
     if constexpr (sizeof...(Rest) > 0) summary_pairs(std::forward<Rest>(rest)...);
+}
+
+template <class Value>
+void SmallData::save_attribute(std::string_view path, std::string_view name, const Value& value) {
+    if constexpr (std::is_convertible_v<const Value&, std::string_view> && !detail::value_traits<Value>::ok) {
+        save_attribute_string(path, name, std::string_view(value));
+    } else if constexpr (detail::is_vector_bool<Value>) {
+        const std::vector<unsigned char> bytes = detail::bool_bytes(value);
+        save_attribute_raw(path, name, DType::boolean, detail::shape_1d(bytes.size()), bytes.data());
+    } else {
+        static_assert(detail::value_traits<Value>::ok,
+                      "smalldata::save_attribute: unsupported value type (supported: std::string, "
+                      "const char*, std::string_view, arithmetic scalars, std::vector/std::array of "
+                      "them, smalldata::View)");
+        using Tr = detail::value_traits<Value>;
+        save_attribute_raw(path, name, Tr::dtype, Tr::shape(value), Tr::data(value));
+    }
 }
 
 namespace detail {
@@ -1300,7 +1377,8 @@ void check_field_type(const FieldMeta& meta, DType want, bool scalar) {
                                               ", read as a scalar (use get_vector)");
 }
 
-// Validation of names and sizes, in one place (every field and summary passes here once):
+// Validation of names and sizes, in one place (every field, summary and attribute passes
+// here once):
 //   names   non-empty components separated by single '/', no '.' or '..' component, no
 //           NUL byte (HDF5 would cut the name there), at most 65535 bytes, and not the
 //           reserved "timestamp". Any other byte is allowed; '%' is escaped where HDF5
@@ -1470,6 +1548,33 @@ inline void check_same_kind(const FieldMeta& f, DType dt, const Shape& shape, co
     if (f.shape != shape)
         throw_error(Errc::shape_mismatch, "field '" + f.name + "' has" + what + f.shape.str() + " (" + then +
                                               ") but" + what + shape.str() + " (" + now + ")");
+}
+
+// An attribute's name or path for messages: NUL bytes shown, at most 200 bytes.
+inline std::string attribute_text(std::string_view s) {
+    std::string out;
+    for (char c : s.substr(0, 200)) out += c == '\0' ? std::string("\\0") : std::string(1, c);
+    return s.size() > 200 ? out + "..." : out;
+}
+// "attribute 'units' of 'det/roi'", for messages.
+inline std::string attribute_what(std::string_view path, std::string_view name) {
+    return "attribute '" + attribute_text(name) + "' of '" + attribute_text(path) + "'";
+}
+
+// An attribute (save_attribute): its path is "" (the root group) or a name as above, where
+// "timestamp" is allowed (the timestamps' dataset); its name is not empty, has no NUL byte,
+// at most 65534 bytes (what HDF5 stores, with the NUL byte that ends it), and does not start
+// with "smalldata_" (the library's own attributes, such as the run token on the root
+// group). Errc::name, naming both.
+inline void validate_attribute(std::string_view path, std::string_view name) {
+    const std::string what = "attribute '" + attribute_text(name) + "'";
+    auto bad = [&](const std::string& why) { throw_error(Errc::name, what + " is invalid: " + why); };
+    if (name.empty()) bad("its name is empty");
+    if (name.find('\0') != std::string_view::npos) bad("its name contains a NUL byte");
+    if (name.size() > 65534) bad("its name is longer than 65534 bytes, the most HDF5 stores");
+    if (name.substr(0, 10) == "smalldata_") bad("names starting with 'smalldata_' are the library's own");
+    if (path == "/") throw_error(Errc::name, what + ": the root group's path is \"\", not \"/\"");
+    if (!path.empty() && path != "timestamp") validate_name(path, (what + ": path").c_str());
 }
 
 // Validation of the options, in one place: the first problem, or empty. In parallel mode
@@ -1776,6 +1881,8 @@ enum Tag : int { tag_data = 11, tag_large = 12, tag_abort = 13, tag_abort_ack = 
 // ============================================================================ [>>impl-hdf5]
 // 11. HDF5 handles and types: RAII owners of hid_t, the error stack as text, the scoped
 //     silencing of HDF5's automatic error printing, and the dtype -> HDF5 type table.
+//     Also what the final file gets besides the fields: summaries (SummaryItem) and
+//     attributes (AttributeItem), held until done() and written here.
 
 class H5Id {
 public:
@@ -2008,6 +2115,16 @@ inline bool h5_get_attr_string(hid_t obj, const char* name, std::string& out) {
 inline H5Id h5_open_read(const std::string& path) {  // invalid if it cannot be opened
     return H5Id(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
 }
+// A closed writer file opened again for writing (without SWMR), with h5_create_file's
+// format bounds and close degree; invalid if it cannot be opened.
+inline H5Id h5_open_write(const std::string& path) {
+    H5Id fapl(h5check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
+#if H5_VERSION_GE(1, 10, 2)
+    h5check_herr(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110), "H5Pset_libver_bounds");
+#endif
+    h5check_herr(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), "H5Pset_fclose_degree");
+    return H5Id(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get()), H5Fclose);
+}
 
 // One summary value held until the final file is written.
 struct SummaryItem {
@@ -2027,6 +2144,85 @@ inline void write_summary_item(hid_t file, const SummaryItem& s) {
 }
 inline void write_summary(hid_t file, const std::vector<SummaryItem>& items) {
     for (const SummaryItem& s : items) write_summary_item(file, s);
+}
+
+// One attribute held until the final file is written: `value` as a summary's (its name is
+// the attribute's), on the object at `path` ("" = the root group).
+struct AttributeItem {
+    std::string path;
+    SummaryItem value;
+};
+
+// Whether `path` ("" = the root group) names an object of `file`, one link at a time (a
+// missing group or a dataset in the middle is "no", not an error).
+inline bool h5_object_exists(hid_t file, const std::string& path) {
+    if (path.empty()) return true;
+    H5Quiet q;
+    for (std::size_t slash = path.find('/');; slash = path.find('/', slash + 1)) {
+        const std::string prefix = path.substr(0, slash);
+        if (H5Lexists(file, prefix.c_str(), H5P_DEFAULT) <= 0 ||
+            H5Oexists_by_name(file, prefix.c_str(), H5P_DEFAULT) <= 0) {
+            H5Eclear2(H5E_DEFAULT);
+            return false;
+        }
+        if (slash == std::string::npos) return true;
+    }
+}
+
+// Writes one attribute, replacing one of that name. Strings are variable-length UTF-8
+// (what h5py writes for a str, and reads back as one); values have their field type (bool:
+// the enum). False, writing nothing, when no object has the path.
+inline bool write_attribute_item(hid_t file, const AttributeItem& a) {
+    if (!h5_object_exists(file, a.path)) return false;
+    const std::string what = attribute_what(a.path, a.value.name);
+    const char* where = a.path.empty() ? "/" : a.path.c_str();
+    H5Id obj(h5check(H5Oopen(file, where, H5P_DEFAULT), "cannot open the object of " + what), H5Oclose);
+    const char* name = a.value.name.c_str();
+    if (H5Aexists(obj.get(), name) > 0) h5check_herr(H5Adelete(obj.get(), name), "cannot replace " + what);
+    if (a.value.is_string) {
+        H5Id type(h5check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+        h5check_herr(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size");
+        h5check_herr(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+        H5Id space(h5check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+        H5Id attr(h5check(H5Acreate2(obj.get(), name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                          "cannot create " + what),
+                  H5Aclose);
+        const char* text = a.value.text.c_str();
+        h5check_herr(H5Awrite(attr.get(), type.get(), &text), "cannot write " + what);
+    } else {
+        H5Id type = h5_type(a.value.dtype, true), mem = h5_type(a.value.dtype, false);
+        H5Id space = h5_space(-1, a.value.shape);
+        H5Id attr(h5check(H5Acreate2(obj.get(), name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                          "cannot create " + what),
+                  H5Aclose);
+        h5check_herr(H5Awrite(attr.get(), mem.get(), a.value.bytes.data()), "cannot write " + what);
+    }
+    return true;
+}
+
+// Writes every attribute it can. The others (a path that names nothing: Errc::name; a
+// failed write: Errc::hdf5) are returned as one message, `code` the first one's, for the
+// caller to throw once the file is complete.
+inline std::string write_attributes(hid_t file, const std::vector<AttributeItem>& items, Errc& code) {
+    std::string problems;
+    for (const AttributeItem& a : items) {
+        std::string problem;
+        Errc c = Errc::name;
+        try {
+            if (!write_attribute_item(file, a))
+                problem = attribute_what(a.path, a.value.name) + " was not written: no field, group or summary has "
+                                                                 "that path";
+        } catch (const Error& e) {
+            problem = e.what();
+            const std::string prefix = who() + ": ";  // thrown again below, with the prefix
+            if (problem.compare(0, prefix.size(), prefix) == 0) problem.erase(0, prefix.size());
+            c = e.code();
+        }
+        if (problem.empty()) continue;
+        if (problems.empty()) code = c;
+        problems += (problems.empty() ? "" : "; ") + problem;
+    }
+    return problems;
 }
 
 // Names of a set of datasets plus their groups, to check new names against.
@@ -2779,9 +2975,13 @@ public:
     }
 
     // Flushes every cache, gives aligned datasets their final length, writes the summary
-    // (serial mode) and closes the file. Errors are thrown; the file is closed either way
-    // (after a failed write as close_on_abort() leaves it).
-    void finish(const std::vector<SummaryItem>* summary) {
+    // (serial mode) and closes the file; then the attributes (serial mode), in the file
+    // opened again without SWMR: HDF5's SWMR writer may not add attributes (several on a
+    // dataset it wrote hang or crash HDF5 1.10), and the file is complete on disk before.
+    // Errors are thrown; the file is closed either way (after a failed write as
+    // close_on_abort() leaves it). An attribute that cannot be written (its path names
+    // nothing) is left out, and thrown once the others are written.
+    void finish(const std::vector<SummaryItem>* summary, const std::vector<AttributeItem>* attributes = nullptr) {
         if (!has_file_ || !file_.valid()) return;
         try {
             for (WField& f : fields_) flush(f);
@@ -2810,6 +3010,16 @@ public:
         const herr_t closed = file_.close();
         reserve_.trim();
         if (closed < 0) throw_h5("closing '" + path_ + "'");
+        if (attributes && !attributes->empty()) {
+            spare_space_.hold(path_, spare_space_bytes);  // room for the close, whatever the writes
+            H5Id f = h5_open_write(path_);
+            if (!f.valid()) throw_h5("cannot open '" + path_ + "' again to write its attributes");
+            Errc code = Errc::name;
+            const std::string problems = write_attributes(f.get(), *attributes, code);
+            spare_space_.release();
+            if (f.close() < 0) throw_h5("closing '" + path_ + "' after writing its attributes");
+            if (!problems.empty()) throw_error(code, problems + " (everything else is in the file)");
+        }
     }
 
     // Best effort when the job is being aborted, or after a failed write: keep what was
@@ -3739,6 +3949,7 @@ struct FinalSpec {
     std::uint64_t run_token = 0;                  // every part must carry it
     const std::vector<SummaryItem>* summary = nullptr;
     std::string builder;                          // who builds it, for messages
+    const std::vector<AttributeItem>* attributes = nullptr;
 };
 void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& all, const std::vector<int>& lens);
 
@@ -3762,6 +3973,7 @@ struct Impl {
     std::unique_ptr<Packer> packer;
     std::vector<unsigned char> serial_buf;
     std::vector<SummaryItem> summary;
+    std::vector<AttributeItem> attributes;  // save_attribute(), client 0 or serial
     Stats stats;
     ExitGuard exit_guard;                   // last member: uninstalled first
 
@@ -4127,7 +4339,8 @@ inline void Impl::run_server() {
 
 // ============================================================================ [>>impl-join]
 // 16. Join: in done(), every server describes its part over MPI; client 0 builds the final
-//     file (one virtual dataset per field, the summary) and tells every rank the outcome.
+//     file (one virtual dataset per field, the summary, the attributes) and tells every
+//     rank the outcome.
 //     Also the output checks of the constructor: which files a run may replace.
 //
 //     Runs never mix. Every part file carries the run's random token and the name of its
@@ -4400,6 +4613,8 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
     char token_hex[17];
     std::snprintf(token_hex, sizeof token_hex, "%016llx", static_cast<unsigned long long>(spec.run_token));
     const std::string tmp = spec.filename + "." + token_hex + ".tmp";
+    std::string attribute_problems;
+    Errc attribute_code = Errc::name;
     try {
         H5Id file = h5_create_file(tmp);
         for (const auto& kv : fields) {
@@ -4441,6 +4656,9 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
                    H5Dclose);
         }
         for (const SummaryItem* it : summaries) write_summary_item(file.get(), *it);
+        // After the summaries (an attribute may be on one). One whose path names nothing
+        // is left out and reported with the clashes, once the file is in place.
+        if (spec.attributes) attribute_problems = write_attributes(file.get(), *spec.attributes, attribute_code);
         h5_set_attr_u64(file.get(), attr_run, spec.run_token);
         if (file.close() < 0) throw_h5("closing '" + tmp + "'");
         if (std::rename(tmp.c_str(), spec.filename.c_str()) != 0) {
@@ -4451,7 +4669,11 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
         ::unlink(tmp.c_str());  // never leave a half-built final file
         throw;
     }
-    if (!clashes.empty()) throw_error(Errc::name, clashes + " (the events were joined; that summary was not written)");
+    std::string problems = clashes;
+    if (!clashes.empty()) problems += " (the events were joined; that summary was not written)";
+    if (!attribute_problems.empty())
+        problems += (problems.empty() ? "" : "; ") + attribute_problems + " (everything else is in the file)";
+    if (!problems.empty()) throw_error(clashes.empty() ? attribute_code : Errc::name, problems);
 }
 
 inline void Impl::build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens) {
@@ -4460,6 +4682,7 @@ inline void Impl::build_final(const std::vector<unsigned char>& all, const std::
     spec.parts = n_servers;
     spec.run_token = run_token;
     spec.summary = &summary;
+    spec.attributes = &attributes;
     spec.builder = rank_text(rank);
     build_final_file(spec, all, lens);
 }
@@ -4801,6 +5024,72 @@ inline std::vector<SummaryItem> read_summary(hid_t file, const std::vector<Datas
     return out;
 }
 
+// The attributes save_attribute() gave a final or serial file (on its root group, groups and
+// datasets), read back as build_final_file takes them: a rebuilt final file keeps them as it
+// keeps its summary. The library's own ("smalldata_...") and attributes of other types (not
+// a number, the bool enum or a scalar string) are left out.
+inline std::vector<AttributeItem> read_attributes(hid_t file) {
+    std::vector<AttributeItem> out;
+    std::vector<std::string> objects{""};  // "": the root group
+    if (H5Lvisit(file, H5_INDEX_NAME, H5_ITER_INC, collect_link_name, &objects) < 0) objects.resize(1);
+    for (const std::string& path : objects) {
+        H5Id obj(H5Oopen(file, path.empty() ? "/" : path.c_str(), H5P_DEFAULT), H5Oclose);
+        if (!obj.valid()) continue;
+        std::vector<std::string> names;
+        auto collect = [](hid_t, const char* name, const H5A_info_t*, void* data) -> herr_t {
+            static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+            return 0;
+        };
+        hsize_t at = 0;
+        if (H5Aiterate2(obj.get(), H5_INDEX_NAME, H5_ITER_INC, &at, collect, &names) < 0) continue;
+        for (const std::string& name : names) {
+            if (name.compare(0, 10, "smalldata_") == 0) continue;
+            H5Id a(H5Aopen(obj.get(), name.c_str(), H5P_DEFAULT), H5Aclose);
+            if (!a.valid()) continue;
+            H5Id type(H5Aget_type(a.get()), H5Tclose);
+            H5Id space(H5Aget_space(a.get()), H5Sclose);
+            const int rank = space.valid() ? H5Sget_simple_extent_ndims(space.get()) : -1;
+            if (!type.valid() || rank < 0 || rank > max_rank) continue;
+            AttributeItem it;
+            it.path = path;
+            it.value.name = name;
+            if (H5Tget_class(type.get()) == H5T_STRING) {
+                if (rank != 0) continue;
+                if (H5Tis_variable_str(type.get()) > 0) {
+                    H5Id mem(h5check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+                    h5check_herr(H5Tset_size(mem.get(), H5T_VARIABLE), "H5Tset_size");
+                    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
+                    char* p = nullptr;
+                    if (H5Aread(a.get(), mem.get(), &p) < 0) continue;
+                    it.value.text = p ? p : "";
+                    if (p) H5free_memory(p);
+                } else {
+                    std::string buf(H5Tget_size(type.get()), '\0');
+                    if (buf.empty() || H5Aread(a.get(), type.get(), &buf[0]) < 0) continue;
+                    it.value.text = buf.substr(0, buf.find('\0'));
+                }
+                it.value.is_string = true;
+            } else {
+                if (!dtype_of_h5(type.get(), it.value.dtype)) continue;
+                hsize_t dims[H5S_MAX_RANK];
+                H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+                it.value.shape.rank = static_cast<std::uint8_t>(rank);
+                std::size_t n = dtype_size(it.value.dtype);
+                for (int i = 0; i < rank; ++i) {
+                    it.value.shape.dims[static_cast<std::size_t>(i)] = dims[i];
+                    n *= static_cast<std::size_t>(dims[i]);
+                }
+                it.value.bytes.resize(std::max<std::size_t>(n, 1));
+                H5Id mem = h5_type(it.value.dtype, false);
+                if (n > 0 && H5Aread(a.get(), mem.get(), it.value.bytes.data()) < 0) continue;
+            }
+            out.push_back(std::move(it));
+        }
+    }
+    H5Eclear2(H5E_DEFAULT);
+    return out;
+}
+
 // One mapping of a virtual dataset: the source file and dataset as stored (patterns, '%'
 // doubled, relative to the file holding the mapping) and the source's rows it takes.
 struct VirtualSource {
@@ -5046,7 +5335,7 @@ void ExitGuard::uninstall() noexcept {
 
 // ============================================================================ [>>impl-api]
 // 19. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
-//     summaries, reductions, accessors.
+//     summaries and attributes, reductions, accessors.
 
 namespace detail {
 // A random token, drawn once per run by rank 0 of comm, that tags its part files.
@@ -5341,7 +5630,7 @@ void SmallData::done() {
         }
         im.stats.events = im.packer->events();
         try {
-            im.writer->finish(&im.summary);
+            im.writer->finish(&im.summary, &im.attributes);
         } catch (...) {
             if (!first) first = std::current_exception();
         }
@@ -5465,6 +5754,57 @@ void SmallData::save_summary_string(std::string_view name, const std::string& te
     detail::SummaryItem* s = detail::summary_slot(im, name);
     s->is_string = true;
     s->text = text;
+}
+
+namespace detail {
+// Before the value is looked at: Errc::usage after done(), Errc::name for a bad path or name.
+inline void check_attribute_call(const Impl& im, std::string_view path, std::string_view name) {
+    if (im.finished)
+        throw_error(Errc::usage, "save_attribute(): " + attribute_what(path, name) + " after done()");
+    validate_attribute(path, name);
+}
+// The item of (path, name): the one saved before (its value is replaced), or a new one.
+inline AttributeItem* attribute_slot(Impl& im, std::string_view path, std::string_view name) {
+    for (AttributeItem& a : im.attributes)
+        if (a.path == path && a.value.name == name) return &a;
+    im.attributes.emplace_back();
+    im.attributes.back().path = std::string(path);
+    im.attributes.back().value.name = std::string(name);
+    return &im.attributes.back();
+}
+}  // namespace detail
+
+void SmallData::save_attribute_raw(std::string_view path, std::string_view name, DType dt, const Shape& shape,
+                                   const void* data) {
+    detail::Impl& im = *impl_;
+    if (im.role != Role::serial && im.client_idx != 0) return;
+    detail::check_attribute_call(im, path, name);
+    std::uint64_t bytes = 0;
+    if (shape.rank > max_rank || !detail::value_bytes(dt, shape, bytes))
+        detail::throw_error(Errc::usage, detail::attribute_what(path, name) + ": a value of " + dtype_name(dt) + " " +
+                                             shape.str() + " is larger than 2 GiB");
+    detail::AttributeItem* a = detail::attribute_slot(im, path, name);
+    detail::SummaryItem& v = a->value;
+    v.dtype = dt;
+    v.shape = shape;
+    v.is_string = false;
+    v.text.clear();
+    const auto* p = static_cast<const unsigned char*>(data);
+    v.bytes.assign(p, p + static_cast<std::size_t>(bytes));
+    if (v.bytes.empty()) v.bytes.resize(1);  // H5Awrite wants a valid pointer
+}
+
+void SmallData::save_attribute_string(std::string_view path, std::string_view name, std::string_view text) {
+    detail::Impl& im = *impl_;
+    if (im.role != Role::serial && im.client_idx != 0) return;
+    detail::check_attribute_call(im, path, name);
+    if (text.find('\0') != std::string_view::npos)
+        detail::throw_error(Errc::usage, detail::attribute_what(path, name) +
+                                             ": the string has a NUL byte, where an HDF5 string would end");
+    detail::AttributeItem* a = detail::attribute_slot(im, path, name);
+    a->value.is_string = true;
+    a->value.text = std::string(text);
+    a->value.bytes.clear();
 }
 
 void SmallData::check_reduce_role(int op) const {

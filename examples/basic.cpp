@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
     if (smd.summary()) {                       // true on clients and in serial mode
         total = smd.sum(count);                // collective over the clients
         smd.save_summary("n_events", total);
+        smd.save_attribute("mydata", "units", "ADU");   // an HDF5 attribute of dataset "mydata"
     }
     smd.done();                                // collective; then my.h5 is complete
 

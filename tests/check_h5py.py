@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Reads what tests/write_sample.cpp writes, with h5py: values, dtypes, fill values, groups.
+"""Reads what tests/write_sample.cpp writes, with h5py: values, dtypes, fill values, groups,
+attributes.
 
 Usage: check_h5py.py WRITE_SAMPLE_EXECUTABLE
 Runs the writer into a fresh temporary directory, then checks the file as a Python user
@@ -47,7 +48,7 @@ def main():
             check(ts.dtype == np.int64, "timestamp is int64 (%s)" % ts.dtype)
             check(ts[:].tolist() == [100, 101, 102, 103, 104, 105], "timestamp values %s" % ts[:].tolist())
 
-            for name in ["x", "flag", "n", "u", "f", "det/roi", "det/img"]:
+            for name in ["x", "flag", "n", "u", "f", "det/roi", "det/img", "mask"]:
                 check(f[name].shape[0] == 6, "aligned %s has one row per event: shape %s" % (name, f[name].shape))
 
             x = f["x"]
@@ -92,6 +93,12 @@ def main():
                   % (img.dtype, img.shape))
             check(img[3].tolist() == [[3.0, 1.0], [2.0, 3.0]], "det/img row 3 %s" % img[3].tolist())
 
+            mask = f["mask"]
+            check(mask.dtype == np.bool_ and mask.shape == (6, 3), "mask (a std::vector<bool>) reads as numpy bool "
+                  "(6, 3): %s %s" % (mask.dtype, mask.shape))
+            check(mask[:].tolist() == [[i % 2 == 0, True, i == 3] for i in range(6)], "mask values %s"
+                  % mask[:].tolist())
+
             hits = f["unaligned_hits"]
             check(hits.shape == (2,) and hits[:].tolist() == [100, 400], "unaligned_hits holds only given rows: %s"
                   % hits[:].tolist())
@@ -133,6 +140,25 @@ def main():
                 rows = pix[ps[r]:ps[r + 1]].tolist()
                 ok = ok and rows == [[int(t), 1], [int(t), 2]][:(int(t) - 100) % 3]
             check(ok, "var_pix rows per event %s" % pl.tolist())
+            flags = f["flags"]
+            check(flags.dtype == np.bool_ and flags[:].tolist() == [True, False], "summary flags (a std::vector<bool>) "
+                  "bool: %s %s" % (flags.dtype, flags[:].tolist()))
+
+            # Attributes: numbers as numpy scalars or arrays of their type, strings as str.
+            run = f.attrs["run"]
+            check(run == 42 and np.asarray(run).dtype == np.int32, "root attribute run int32 42 (%r)" % run)
+            exp = f.attrs["experiment"]
+            check(isinstance(exp, str) and exp == "mfx12345", "root attribute experiment is the str %r" % exp)
+            units = f["x"].attrs["units"]
+            check(isinstance(units, str) and units == "keV", "x attribute units is the str %r" % units)
+            geo = f["det"].attrs["geometry"]
+            check(geo.dtype == np.float64 and geo.tolist() == [0.5, -1.5, 2.0], "det attribute geometry %r" % geo)
+            valid = f["mask"].attrs["valid"]
+            check(valid.dtype == np.bool_ and valid.tolist() == [True, False, True], "mask attribute valid %r" % valid)
+            cal = f["hist"].attrs["calibrated"]
+            check(np.asarray(cal).dtype == np.bool_ and bool(cal), "summary attribute calibrated bool True %r" % cal)
+            user = sorted(k for k in f.attrs.keys() if not k.startswith("smalldata_"))
+            check(user == ["experiment", "run"], "root attributes %s" % user)
     if failures:
         print("%d h5py checks failed" % len(failures))
         return 1

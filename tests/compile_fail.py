@@ -35,6 +35,7 @@ POSITIVE = r"""
     smd.event(1, "a", 1.0, "b", 2.0f, "c", std::int8_t(1), "d", std::uint64_t(2), "e", true);
     smd.event(2, std::string("s"), 1, std::string_view("t"), 2LL, "u", 3ULL);
     smd.event(3, "v", std::vector<std::int16_t>{1, 2}, "w", std::array<bool, 2>{true, false});
+    smd.event(3, "vb", std::vector<bool>{true, false});
     smd.event(std::uint32_t(4), "img", smalldata::view(img, {2, 2}));
     smd.save_summary("n", smd.sum(std::int64_t(1)), "m", smd.max(std::vector<double>{1}));
     float buf[6] = {};
@@ -42,6 +43,14 @@ POSITIVE = r"""
     (void)smd.max(buf, std::vector<std::uint64_t>{6}, false);
     smd.save_summary("s", std::string("x"), "o", std::optional<double>{}, "c", "literal");
     (void)smd.min(std::optional<std::array<float, 2>>{});
+    smd.save_summary("vb", std::vector<bool>{true}, "ovb", std::optional<std::vector<bool>>{});
+    smd.save_attribute("", "run", 7);
+    smd.save_attribute("x", "units", "mm");
+    smd.save_attribute("x", "u", std::string("s"));
+    smd.save_attribute("x", "v", std::string_view("s"));
+    smd.save_attribute("x", "b", std::vector<bool>{true});
+    smd.save_attribute("x", "a", std::array<float, 2>{1, 2});
+    smd.save_attribute("x", "i", smalldata::view(img, {2, 2}));
 """
 
 # name -> (body, text the compiler output must contain)
@@ -54,12 +63,16 @@ NEGATIVE = {
     "plain_char_value": ("smd.event(1, \"c\", 'x');", "unsupported value type"),
     "long_double_value": ('smd.event(1, "l", 1.0L);', "unsupported value type"),
     "nested_vector_value": ('smd.event(1, "n", std::vector<std::vector<double>>{});', "unsupported value type"),
-    "vector_bool_value": ('smd.event(1, "v", std::vector<bool>{true, false});', "std::vector<bool> is not contiguous"),
     "float_timestamp": ('smd.event(1.5, "a", 1.0);', "timestamp must be an integer"),
     "bool_timestamp": ('smd.event(true, "a", 1.0);', "timestamp must be an integer"),
     "name_not_string": ('smd.event(1, 5, 1.0);', "field name must be a string"),
     "summary_struct": ('smd.save_summary("p", Point{1, 2});', "unsupported value type"),
     "reduce_bool": ("(void)smd.sum(true);", "reductions take arithmetic scalars"),
+    "reduce_vector_bool": ("(void)smd.sum(std::vector<bool>{true});", "reductions take arithmetic scalars"),
+    "attribute_struct": ('smd.save_attribute("x", "p", Point{1, 2});', "save_attribute: unsupported value type"),
+    "attribute_char": ("smd.save_attribute(\"x\", \"c\", 'x');", "save_attribute: unsupported value type"),
+    "attribute_optional": ('smd.save_attribute("x", "o", std::optional<double>{1.0});',
+                           "save_attribute: unsupported value type"),
     "reduce_string": ('(void)smd.sum(std::string("x"));', "reductions take arithmetic scalars"),
     "reduce_in_place_const": ("const float c[4] = {}; (void)smd.sum(c, {2, 2});", "need a mutable buffer"),
     "reduce_in_place_bool": ("bool b[4] = {}; (void)smd.min(b, {4});", "in-place reductions take a buffer"),

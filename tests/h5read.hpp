@@ -16,6 +16,13 @@
 //   f.type_info("x")                       -> class, size, sign, byte order of the file type
 //   f.enum_members("flag")                 -> {{"FALSE", 0}, {"TRUE", 1}}
 //   f.children("det")                      -> names of the links in a group, sorted
+//   f.attr_names("det/roi")                -> names of an object's attributes, sorted ("" = root)
+//   f.has_attr("det/roi", "units")         -> whether the object has that attribute
+//   f.attr_type_info("", "run")            -> as type_info, of an attribute
+//   f.attr_dims("det", "geometry")         -> dims of an attribute ({} for a scalar)
+//   f.read_attr<double>("det", "geometry") -> every element of an attribute (bool too)
+//   f.read_attr_string("x", "units")       -> a string attribute (fixed or variable length)
+//   f.attr_is_variable_string("x", "units") -> whether it is a variable-length string
 //
 // Also disk_bytes(path): the bytes the file system holds for a file (st_blocks), and
 // reserve_supported(dir): whether space can be reserved beyond a file's end there.
@@ -411,6 +418,108 @@ public:
         return out;
     }
 
+    // ------------------------------------------------------------------ attributes
+    // `obj` is a path from the root; "" (or "/") is the root group.
+    std::vector<std::string> attr_names(const std::string& obj) const {
+        Hid o = open_object(obj);
+        std::vector<std::string> out;
+        auto collect = [](hid_t, const char* name, const H5A_info_t*, void* data) -> herr_t {
+            static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+            return 0;
+        };
+        hsize_t idx = 0;
+        check(H5Aiterate2(o.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect, &out), "H5Aiterate2", obj);
+        return out;
+    }
+    bool has_attr(const std::string& obj, const std::string& name) const {
+        Hid o = open_object(obj);
+        const htri_t e = H5Aexists(o.get(), name.c_str());
+        check(e < 0 ? -1 : 0, "H5Aexists", obj);
+        return e > 0;
+    }
+    TypeInfo attr_type_info(const std::string& obj, const std::string& name) const {
+        Hid a = open_attr(obj, name);
+        Hid t(H5Aget_type(a.get()), H5Tclose);
+        check(t.get(), "H5Aget_type", obj);
+        TypeInfo info;
+        info.cls = H5Tget_class(t.get());
+        info.size = H5Tget_size(t.get());
+        if (info.cls == H5T_INTEGER) info.sign = H5Tget_sign(t.get());
+        if (info.cls == H5T_INTEGER || info.cls == H5T_FLOAT || info.cls == H5T_ENUM) info.order = H5Tget_order(t.get());
+        if (info.cls == H5T_ENUM) {
+            Hid super(H5Tget_super(t.get()), H5Tclose);
+            check(super.get(), "H5Tget_super", obj);
+            info.super_cls = H5Tget_class(super.get());
+            info.super_size = H5Tget_size(super.get());
+            if (info.super_cls == H5T_INTEGER) info.super_sign = H5Tget_sign(super.get());
+        }
+        return info;
+    }
+    std::vector<hsize_t> attr_dims(const std::string& obj, const std::string& name) const {
+        Hid a = open_attr(obj, name);
+        Hid s(H5Aget_space(a.get()), H5Sclose);
+        check(s.get(), "H5Aget_space", obj);
+        return space_dims(s.get(), obj);
+    }
+    // Every element, row-major; T = bool reads through the attribute's own one-byte type.
+    template <class T>
+    std::vector<T> read_attr(const std::string& obj, const std::string& name) const {
+        Hid a = open_attr(obj, name);
+        Hid s(H5Aget_space(a.get()), H5Sclose);
+        check(s.get(), "H5Aget_space", obj);
+        const hssize_t np = H5Sget_simple_extent_npoints(s.get());
+        check(np, "H5Sget_simple_extent_npoints", obj);
+        const std::size_t n = static_cast<std::size_t>(np);
+        if constexpr (std::is_same_v<T, bool>) {
+            Hid ft(H5Aget_type(a.get()), H5Tclose);
+            check(ft.get(), "H5Aget_type", obj);
+            if (H5Tget_size(ft.get()) != 1)
+                throw std::runtime_error("h5r: bool read of attribute '" + name + "' of " + where(obj) +
+                                         " whose type is not one byte");
+            Hid mt(H5Tget_native_type(ft.get(), H5T_DIR_ASCEND), H5Tclose);
+            check(mt.get(), "H5Tget_native_type", obj);
+            std::vector<std::uint8_t> raw(n);
+            if (n) check(H5Aread(a.get(), mt.get(), raw.data()), "H5Aread", obj);
+            std::vector<T> out(n);
+            for (std::size_t i = 0; i < n; ++i) out[i] = raw[i] != 0;
+            return out;
+        } else {
+            std::vector<T> out(n);
+            if (n) check(H5Aread(a.get(), mem_type<T>(), out.data()), "H5Aread", obj);
+            return out;
+        }
+    }
+    bool attr_is_variable_string(const std::string& obj, const std::string& name) const {
+        Hid a = open_attr(obj, name);
+        Hid t(H5Aget_type(a.get()), H5Tclose);
+        check(t.get(), "H5Aget_type", obj);
+        return H5Tget_class(t.get()) == H5T_STRING && H5Tis_variable_str(t.get()) > 0;
+    }
+    // A scalar string attribute, fixed or variable length.
+    std::string read_attr_string(const std::string& obj, const std::string& name) const {
+        Hid a = open_attr(obj, name);
+        Hid ft(H5Aget_type(a.get()), H5Tclose);
+        check(ft.get(), "H5Aget_type", obj);
+        if (H5Tget_class(ft.get()) != H5T_STRING)
+            throw std::runtime_error("h5r: attribute '" + name + "' of " + where(obj) + " is not a string");
+        Hid mt(H5Tcopy(H5T_C_S1), H5Tclose);
+        check(mt.get(), "H5Tcopy", obj);
+        H5Tset_cset(mt.get(), H5Tget_cset(ft.get()));
+        if (H5Tis_variable_str(ft.get()) > 0) {
+            check(H5Tset_size(mt.get(), H5T_VARIABLE), "H5Tset_size", obj);
+            char* p = nullptr;
+            check(H5Aread(a.get(), mt.get(), &p), "H5Aread", obj);
+            std::string out = p ? std::string(p) : std::string();
+            if (p) H5free_memory(p);
+            return out;
+        }
+        const std::size_t size = H5Tget_size(ft.get());
+        check(H5Tset_size(mt.get(), size), "H5Tset_size", obj);
+        std::vector<char> buf(size + 1, '\0');
+        check(H5Aread(a.get(), mt.get(), buf.data()), "H5Aread", obj);
+        return std::string(buf.data());
+    }
+
     Hid create_plist(const Hid& dataset, const std::string& name) const {
         Hid p(H5Dget_create_plist(dataset.get()), H5Pclose);
         check(p.get(), "H5Dget_create_plist", name);
@@ -428,6 +537,27 @@ public:
 
 private:
     std::string where(const std::string& name) const { return "'" + name + "' in " + path_; }
+
+    Hid open_object(const std::string& obj) const {
+        const std::string p = obj.empty() ? "/" : obj;
+        hid_t id;
+        {
+            QuietErrors quiet;
+            id = H5Oopen(file_.get(), p.c_str(), H5P_DEFAULT);
+        }
+        if (id < 0) throw std::runtime_error("h5r: no object " + where(p));
+        return Hid(id, H5Oclose);
+    }
+    Hid open_attr(const std::string& obj, const std::string& name) const {
+        Hid o = open_object(obj);
+        hid_t id;
+        {
+            QuietErrors quiet;
+            id = H5Aopen(o.get(), name.c_str(), H5P_DEFAULT);
+        }
+        if (id < 0) throw std::runtime_error("h5r: no attribute '" + name + "' of " + where(obj));
+        return Hid(id, H5Aclose);
+    }
 
     void check(long long status, const char* what, const std::string& name) const {
         if (status < 0) throw std::runtime_error(std::string("h5r: ") + what + " failed on " + where(name));

@@ -40,10 +40,17 @@ int main(int argc, char** argv) {
             }
             const std::int32_t pix[4] = {static_cast<std::int32_t>(ts), 1, static_cast<std::int32_t>(ts), 2};
             smd.event(ts, "var_pix", smalldata::view(pix, {static_cast<std::uint64_t>(i % 3), 2}));
+            smd.event(ts, "mask", std::vector<bool>{i % 2 == 0, true, i == 3});
         }
         if (smd.summary()) {
             smd.save_summary("n_events", smd.sum(std::int64_t(6)), "note", std::string("written by write_sample"),
-                             "hist", std::vector<double>{1, 2, 3});
+                             "hist", std::vector<double>{1, 2, 3}, "flags", std::vector<bool>{true, false});
+            smd.save_attribute("", "run", std::int32_t(42));
+            smd.save_attribute("", "experiment", "mfx12345");
+            smd.save_attribute("x", "units", "keV");
+            smd.save_attribute("det", "geometry", std::array<double, 3>{0.5, -1.5, 2.0});
+            smd.save_attribute("mask", "valid", std::vector<bool>{true, false, true});
+            smd.save_attribute("hist", "calibrated", true);
         }
         smd.done();
     } catch (const std::exception& e) {

@@ -191,9 +191,10 @@ int recover_parallel(const std::string& file, const PartNames& names, const std:
     }
     for (const auto& kv : names.tmps) remove_file(kv.second);
     remove_final_leftovers(file);
-    // A final file of this run that is still there keeps its summary (done() wrote it);
-    // otherwise the summary is lost: it lived only in memory until the join.
+    // A final file of this run that is still there keeps its summary and attributes (done()
+    // wrote them); otherwise they are lost: they lived only in memory until the join.
     std::vector<dt::SummaryItem> summary;
+    std::vector<dt::AttributeItem> attributes;
     bool kept = false;
     if (dt::path_exists(file)) {
         dt::H5Quiet q;
@@ -201,6 +202,7 @@ int recover_parallel(const std::string& file, const PartNames& names, const std:
         std::uint64_t tok = 0;
         if (old.valid() && dt::h5_get_attr_u64(old.get(), dt::attr_run, tok) && tok == run) {
             summary = dt::read_summary(old.get(), dt::list_datasets(old.get(), file));
+            attributes = dt::read_attributes(old.get());
             kept = true;
         }
         H5Eclear2(H5E_DEFAULT);
@@ -211,10 +213,18 @@ int recover_parallel(const std::string& file, const PartNames& names, const std:
     spec.run_token = run;
     spec.summary = &summary;
     spec.builder = "smalldata recover";
-    dt::build_final_file(spec, all, lens);
-    if (kept && !summary.empty())
-        std::printf("  total %" PRIu64 " events; rebuilt %s (%zu summary datasets kept from it)\n", total, file.c_str(),
-                    summary.size());
+    spec.attributes = &attributes;
+    try {
+        dt::build_final_file(spec, all, lens);
+    } catch (const sd::Error& e) {
+        // A kept summary or attribute that no longer fits (a part, and with it a field, is
+        // gone): thrown once the file is in place, without it.
+        if (e.code() != sd::Errc::name) throw;
+        std::printf("  warning: %s\n", e.what());
+    }
+    if (kept && (!summary.empty() || !attributes.empty()))
+        std::printf("  total %" PRIu64 " events; rebuilt %s (%zu summary datasets and %zu attributes kept from it)\n",
+                    total, file.c_str(), summary.size(), attributes.size());
     else
         std::printf("  total %" PRIu64 " events; rebuilt %s (no summary datasets: done() did not write them)\n", total,
                     file.c_str());

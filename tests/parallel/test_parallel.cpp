@@ -720,11 +720,14 @@ TEST_CASE("event() allocates nothing in steady state", "[mpi]") {
     std::array<float, 100> proj{};
     std::array<std::int16_t, 4> roi{};
     std::vector<double> vec(7, 1.0);
+    std::vector<bool> mask(13, true);  // unpacked into a buffer the library keeps
     auto one = [&](std::int64_t i) {
         const double x = static_cast<double>(i);
         smd.event(i, "a", x, "b", x, "c", x, "d", x, "e", x, "f", x, "g", x, "h", x, "n1", i, "n2", -i,
                   "det/proj", proj, "det/roi", roi);
         smd.event(i, "vec", vec);
+        mask[static_cast<std::size_t>(i % 13)] = i % 2 == 0;
+        smd.event(i, "mask", mask);
         if (i % 2) smd.event(i, "odd", static_cast<std::int32_t>(i));  // a field that comes and goes
     };
     const std::int64_t n = 60000;
@@ -919,6 +922,144 @@ TEST_CASE("a summary that clashes with a field only another client gave: events 
         CHECK(f.read<double>("x").size() == 200);
         CHECK(f.read<double>("only1").size() == 200);  // the field, not the summary
         CHECK(f.scalar<double>("kept") == 2.0);
+    }
+}
+
+namespace {
+// Bit k of event i's mask.
+std::vector<bool> mask_of(std::int64_t i) {
+    std::vector<bool> m(7);
+    for (std::size_t k = 0; k < m.size(); ++k) m[k] = ((i >> k) & 1) != 0;
+    return m;
+}
+}  // namespace
+
+TEST_CASE("attributes on the root, a group, a field (virtual dataset) and a summary; std::vector<bool> values",
+          "[mpi][attributes]") {
+    const int size = world_size();
+    const std::string dir = fresh_dir("attributes");
+    Options o = base_options();
+    o.servers = servers_for(size);
+    o.filename = dir + "/a.h5";
+    o.batch_size = 64;
+    std::atomic<long long> seen{0}, bad{0};
+    o.callbacks.push_back([&](const smalldata::Event& e) {  // on the writing rank
+        ++seen;
+        if (e.get_vector<bool>("det/mask") != mask_of(e.timestamp())) ++bad;
+        if (e.field("det/mask").values<bool>() != mask_of(e.timestamp())) ++bad;
+    });
+    const std::int64_t n = 1000;
+    std::string code, what;
+    int clients = 0;
+    {
+        SmallData smd(o);
+        clients = smd.client_count();
+        std::int64_t mine = 0;
+        for (std::int64_t i : smd.share(n)) {
+            smd.event(i, "x", static_cast<double>(i), "det/mask", mask_of(i));
+            if (smd.client_index() == 1) smd.event(i, "only1", 1.0);  // a field client 0 never sees
+            ++mine;
+        }
+        if (smd.summary()) {
+            smd.save_summary("n_events", smd.sum(mine), "flags", std::vector<bool>{true, false, true});
+            // Only client 0's calls count: every client saves its own index.
+            smd.save_attribute("", "client", static_cast<std::int32_t>(smd.client_index()));
+            smd.save_attribute("", "run", std::int32_t(7));
+            smd.save_attribute("", "experiment", "mfx12345");
+            smd.save_attribute("det", "geometry", std::array<double, 2>{0.5, -1.5});
+            smd.save_attribute("det/mask", "bits", std::vector<bool>{false, true});
+            smd.save_attribute("x", "units", "mm");
+            smd.save_attribute("x", "units", "keV");  // replaced
+            smd.save_attribute("x", "scale", std::vector<float>{2.5f, 3.5f});
+            smd.save_attribute("n_events", "units", "events");
+            smd.save_attribute("flags", "meaning", "a, b, c");
+            smd.save_attribute("timestamp", "units", "ns");
+            if (smd.client_count() >= 2) smd.save_attribute("only1", "units", "V");
+        }
+        code = error_code_of([&] { smd.done(); }, &what);
+    }
+    CAPTURE(what);
+    CHECK(code == "none");
+    CHECK(sum_over_world(seen) == n);
+    CHECK(sum_over_world(bad) == 0);
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        if (size > 1) {  // parallel mode: the attributes are on the virtual datasets
+            CHECK(H5Pget_layout(f.create_plist(f.open_dataset("x"), "x").get()) == H5D_VIRTUAL);
+            CHECK(H5Pget_layout(f.create_plist(f.open_dataset("det/mask"), "det/mask").get()) == H5D_VIRTUAL);
+        }
+        CHECK(f.read_attr<std::int32_t>("", "client") == std::vector<std::int32_t>{0});
+        CHECK(f.attr_type_info("", "run").cls == H5T_INTEGER);
+        CHECK(f.attr_type_info("", "run").size == 4);
+        CHECK(f.read_attr<std::int32_t>("", "run") == std::vector<std::int32_t>{7});
+        CHECK(f.attr_is_variable_string("", "experiment"));
+        CHECK(f.read_attr_string("", "experiment") == "mfx12345");
+        CHECK(f.read_attr<double>("det", "geometry") == std::vector<double>{0.5, -1.5});
+        CHECK(f.attr_type_info("det/mask", "bits").cls == H5T_ENUM);
+        CHECK(f.read_attr<bool>("det/mask", "bits") == std::vector<bool>{false, true});
+        CHECK(f.read_attr_string("x", "units") == "keV");
+        CHECK(f.attr_type_info("x", "scale").size == 4);
+        CHECK(f.read_attr<float>("x", "scale") == std::vector<float>{2.5f, 3.5f});
+        CHECK(f.read_attr_string("n_events", "units") == "events");
+        CHECK(f.read_attr_string("flags", "meaning") == "a, b, c");
+        CHECK(f.read_attr_string("timestamp", "units") == "ns");
+        if (clients >= 2) CHECK(f.read_attr_string("only1", "units") == "V");
+        CHECK(f.scalar<std::int64_t>("n_events") == n);
+        CHECK(f.type_info("flags").cls == H5T_ENUM);
+        CHECK(f.read<bool>("flags") == std::vector<bool>{true, false, true});
+        // The std::vector<bool> field: every row the mask of its timestamp.
+        const auto ts = f.read<std::int64_t>("timestamp");
+        const auto mask = f.read<bool>("det/mask");
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        CHECK(f.dims("det/mask") == std::vector<hsize_t>{hsize_t(n), 7});
+        CHECK(f.type_info("det/mask").cls == H5T_ENUM);
+        REQUIRE(mask.size() == 7 * ts.size());
+        std::size_t wrong = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r)
+            wrong += std::vector<bool>(mask.begin() + static_cast<std::ptrdiff_t>(7 * r),
+                                       mask.begin() + static_cast<std::ptrdiff_t>(7 * r + 7)) != mask_of(ts[r]);
+        CHECK(wrong == 0);
+    }
+}
+
+TEST_CASE("an attribute whose path names nothing: every event joined, done() throws Errc::name on every rank",
+          "[mpi][attributes]") {
+    const std::string dir = fresh_dir("attr_missing");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/m.h5";
+    const std::int64_t n = 2000;
+    std::string code, what;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n)) smd.event(i, "x", static_cast<double>(i));
+        if (smd.summary()) {
+            smd.save_summary("kept", 2.0);
+            smd.save_attribute("nope", "units", "mm");
+            smd.save_attribute("x", "units", "mm");
+            smd.save_attribute("kept", "units", "s");
+        }
+        code = error_code_of([&] { smd.done(); }, &what);
+    }
+    CAPTURE(what);
+    CHECK(code == "name");
+    CHECK(what.find("'nope'") != std::string::npos);
+    CHECK(what.find("'units'") != std::string::npos);
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        const auto x = f.read<double>("x");
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        REQUIRE(x.size() == ts.size());
+        std::set<std::int64_t> uniq(ts.begin(), ts.end());
+        CHECK(uniq.size() == ts.size());
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r) bad += x[r] != static_cast<double>(ts[r]);
+        CHECK(bad == 0);
+        CHECK(f.scalar<double>("kept") == 2.0);
+        CHECK(f.read_attr_string("x", "units") == "mm");
+        CHECK(f.read_attr_string("kept", "units") == "s");
+        for (const std::string& name : files_in(dir)) CHECK(name.find(".tmp") == std::string::npos);
     }
 }
 

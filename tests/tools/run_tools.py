@@ -2,8 +2,10 @@
 """`smalldata recover` and `smalldata check` on files written by the library (write_run):
 
   clean      a clean parallel run (2 servers + 3 clients): check is sound; recover rebuilds
-             the same final file (every dataset, fill value and summary), and again (idempotent)
-  deleted    the final file deleted after the run: recover rebuilds it (no summary)
+             the same final file (every dataset, fill value, summary and attribute), and again
+             (idempotent)
+  deleted    the final file deleted after the run: recover rebuilds it (no summary, no
+             attributes)
   missing    a part deleted: check exits 1 naming it
   truncated  a part cut short: recover exits non-zero naming it; so does check
   serial     a serial file: check is sound; recover leaves it as it is (same bytes)
@@ -24,15 +26,18 @@ N = 20000
 
 
 def contents(path):
-    """{dataset: (dtype, shape, fill value, values)} and the root attributes of a file."""
+    """{dataset: (dtype, shape, fill value, values)} and {object: its attributes} of a file."""
     out = {}
     with h5py.File(path, "r") as f:
+        attrs = {"/": {k: repr(v) for k, v in f.attrs.items()}}
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 fill = obj.fillvalue if obj.shape != () and obj.dtype.kind != "S" else None
                 out[name] = (str(obj.dtype), obj.shape, repr(fill), obj[()])
+            if len(obj.attrs):
+                attrs[name] = {k: repr(v) for k, v in obj.attrs.items()}
         f.visititems(visit)
-        attrs = {k: repr(v) for k, v in f.attrs.items()}
     return out, attrs
 
 
@@ -51,7 +56,7 @@ def same(a, b):
             if not np.array_equal(va, vb, equal_nan=va.dtype.kind == "f"):
                 probs.append(f"{k}: values differ")
     if aa != ab:
-        probs.append(f"root attributes differ: {aa} != {ab}")
+        probs.append(f"attributes differ: {aa} != {ab}")
     return probs
 
 
@@ -111,8 +116,16 @@ def check_values(path, with_summary):
         if with_summary:
             if "n_events" not in f or f["n_events"][()] != N or f["note"][()] != b"write_run":
                 probs.append("summary missing or wrong")
-        elif "n_events" in f:
-            probs.append("a summary appeared from nowhere")
+            if (f.attrs.get("experiment") != "write_run" or f["x"].attrs.get("units") != "mm"
+                    or f["n_events"].attrs.get("units") != "events"
+                    or f["flag"].attrs["meaning"].tolist() != [True, False]
+                    or f["det"].attrs["geometry"].tolist() != [0.5, -1.5]):
+                probs.append("attributes missing or wrong")
+        else:
+            if "n_events" in f:
+                probs.append("a summary appeared from nowhere")
+            if "units" in f["x"].attrs or "experiment" in f.attrs:
+                probs.append("an attribute appeared from nowhere")
     return probs
 
 

@@ -1,7 +1,7 @@
 // write_run: a small run for the tool tests (run_tools.py), in serial or parallel mode
 // (2 servers from 4 ranks up, else 1). Fields of several kinds: scalars, a bool, a 2-d
 // image in a group, a field first seen late (back-filled), an unaligned field, a var_
-// field, summaries.
+// field, summaries, attributes.
 // Usage: write_run OUTPUT.h5 [EVENTS]
 #include "smalldata.hpp"
 
@@ -43,6 +43,11 @@ int main(int argc, char** argv) {
         if (smd.summary()) {
             const std::int64_t total = smd.sum(mine);
             smd.save_summary("n_events", total, "note", std::string("write_run"), "hist", std::vector<double>{1, 2, 3});
+            smd.save_attribute("", "experiment", "write_run");
+            smd.save_attribute("x", "units", "mm");
+            smd.save_attribute("det", "geometry", std::array<double, 2>{0.5, -1.5});
+            smd.save_attribute("flag", "meaning", std::vector<bool>{true, false});
+            smd.save_attribute("n_events", "units", "events");
         }
         smd.done();
     } catch (const std::exception& e) {
