@@ -744,7 +744,6 @@ struct ClientField {
     FieldMeta meta;
     std::uint64_t last_event = 0;   // event number in which it was last given
     std::uint32_t len_id = 0;       // a var_ field: its group's length field
-    std::uint32_t len_by = 0;       // a length field: the var_ field that gave it in last_event
     std::uint64_t len = 0;          // a length field: its value in last_event
 };
 
@@ -918,7 +917,7 @@ private:
         if (n > UINT32_MAX) too_many_rows(id, n);
         if (direct_) {
             const auto value = static_cast<std::int64_t>(n);
-            if (first) commit_length(len, id, n);
+            if (first) commit_length(len, n);
             commit(id);
             if (first) sink_->value(lid, &value);
             sink_->rows(id, data, n);
@@ -926,7 +925,7 @@ private:
         }
         const std::size_t need = 8 + bytes;
         if (static_cast<std::size_t>(end_ - cur_) < need) make_room(need, id);
-        if (first) commit_length(len, id, n);  // nothing below throws
+        if (first) commit_length(len, n);  // nothing below throws
         commit(id);
         const auto rows = static_cast<std::uint32_t>(n);
         std::memcpy(cur_, &id, 4);
@@ -934,9 +933,8 @@ private:
         if (bytes) std::memcpy(cur_ + 8, data, bytes);
         cur_ += 8 + bytes;
     }
-    void commit_length(ClientField& len, std::uint32_t by, std::uint64_t n) noexcept {
+    void commit_length(ClientField& len, std::uint64_t n) noexcept {
         len.last_event = event_no_;
-        len.len_by = by;
         len.len = n;
     }
     [[noreturn]] void too_many_rows(std::uint32_t id, std::uint64_t n) const;
@@ -2437,9 +2435,12 @@ void Packer::length_mismatch(std::uint32_t id, std::uint64_t n) const {
     length_mismatch(fields_[id].meta.name, fields_[fields_[id].len_id], n);
 }
 void Packer::length_mismatch(std::string_view name, const ClientField& len, std::uint64_t n) const {
+    std::string other;  // a field of the group given in this event before (it set the length)
+    for (const ClientField& g : fields_)
+        if (g.meta.var && &fields_[g.len_id] == &len && g.last_event == event_no_) other = g.meta.name;
     throw_error(Errc::shape_mismatch, "field '" + std::string(name) + "' has " + std::to_string(n) +
                                           " rows in the event with timestamp " + std::to_string(ts_) + ", but '" +
-                                          fields_[len.len_by].meta.name + "' of the same var_ group has " +
+                                          other + "' of the same var_ group has " +
                                           std::to_string(len.len) + " (they share '" + len.meta.name + "')");
 }
 

@@ -243,20 +243,7 @@ public:
         Hid d = open_dataset(name);
         Hid t(H5Dget_type(d.get()), H5Tclose);
         check(t.get(), "H5Dget_type", name);
-        TypeInfo info;
-        info.cls = H5Tget_class(t.get());
-        info.size = H5Tget_size(t.get());
-        if (info.cls == H5T_INTEGER) info.sign = H5Tget_sign(t.get());
-        if (info.cls == H5T_INTEGER || info.cls == H5T_FLOAT || info.cls == H5T_ENUM)
-            info.order = H5Tget_order(t.get());
-        if (info.cls == H5T_ENUM) {
-            Hid super(H5Tget_super(t.get()), H5Tclose);
-            check(super.get(), "H5Tget_super", name);
-            info.super_cls = H5Tget_class(super.get());
-            info.super_size = H5Tget_size(super.get());
-            if (info.super_cls == H5T_INTEGER) info.super_sign = H5Tget_sign(super.get());
-        }
-        return info;
+        return describe_type(t.get(), name);
     }
 
     // Members of an enum dataset's type, in declaration order, with their integer values.
@@ -441,19 +428,7 @@ public:
         Hid a = open_attr(obj, name);
         Hid t(H5Aget_type(a.get()), H5Tclose);
         check(t.get(), "H5Aget_type", obj);
-        TypeInfo info;
-        info.cls = H5Tget_class(t.get());
-        info.size = H5Tget_size(t.get());
-        if (info.cls == H5T_INTEGER) info.sign = H5Tget_sign(t.get());
-        if (info.cls == H5T_INTEGER || info.cls == H5T_FLOAT || info.cls == H5T_ENUM) info.order = H5Tget_order(t.get());
-        if (info.cls == H5T_ENUM) {
-            Hid super(H5Tget_super(t.get()), H5Tclose);
-            check(super.get(), "H5Tget_super", obj);
-            info.super_cls = H5Tget_class(super.get());
-            info.super_size = H5Tget_size(super.get());
-            if (info.super_cls == H5T_INTEGER) info.super_sign = H5Tget_sign(super.get());
-        }
-        return info;
+        return describe_type(t.get(), obj);
     }
     std::vector<hsize_t> attr_dims(const std::string& obj, const std::string& name) const {
         Hid a = open_attr(obj, name);
@@ -557,6 +532,24 @@ private:
         }
         if (id < 0) throw std::runtime_error("h5r: no attribute '" + name + "' of " + where(obj));
         return Hid(id, H5Aclose);
+    }
+
+    // Class, size, sign, byte order of a type (and of an enum's base type); `name` is the
+    // object it belongs to, for errors.
+    TypeInfo describe_type(hid_t t, const std::string& name) const {
+        TypeInfo info;
+        info.cls = H5Tget_class(t);
+        info.size = H5Tget_size(t);
+        if (info.cls == H5T_INTEGER) info.sign = H5Tget_sign(t);
+        if (info.cls == H5T_INTEGER || info.cls == H5T_FLOAT || info.cls == H5T_ENUM) info.order = H5Tget_order(t);
+        if (info.cls == H5T_ENUM) {
+            Hid super(H5Tget_super(t), H5Tclose);
+            check(super.get(), "H5Tget_super", name);
+            info.super_cls = H5Tget_class(super.get());
+            info.super_size = H5Tget_size(super.get());
+            if (info.super_cls == H5T_INTEGER) info.super_sign = H5Tget_sign(super.get());
+        }
+        return info;
     }
 
     void check(long long status, const char* what, const std::string& name) const {

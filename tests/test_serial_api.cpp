@@ -623,14 +623,8 @@ TEST_CASE("a summary/field name clash is refused where the second name appears; 
     CHECK(what.find("'x'") != std::string::npos);
     CHECK(what.find("'y'") != std::string::npos);
     h5r::File f(path);
-    std::vector<std::int64_t> ts;
-    std::vector<double> x;
-    for (std::int64_t i = 0; i < n; ++i) {
-        ts.push_back(i);
-        x.push_back(static_cast<double>(i));
-    }
-    CHECK(mismatch(f.read<std::int64_t>("timestamp"), ts) == "");
-    CHECK(mismatch(f.read<double>("x"), x) == "");
+    CHECK(mismatch(f.read<std::int64_t>("timestamp"), ramp<std::int64_t>(n)) == "");
+    CHECK(mismatch(f.read<double>("x"), ramp<double>(n)) == "");
     CHECK(f.dims("det/roi") == std::vector<hsize_t>{hsize_t(n), 2});
     CHECK(f.scalar<double>("kept") == 5.0);
     CHECK(f.scalar<double>("y") == 1.0);

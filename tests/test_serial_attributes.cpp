@@ -176,14 +176,8 @@ TEST_CASE("an attribute whose path names nothing: the file is complete, then don
     CHECK(t.what.find("'x/below'") != std::string::npos);
     CHECK(t.what.find("'offset'") != std::string::npos);
     h5r::File f(path);
-    std::vector<std::int64_t> ts;
-    std::vector<double> x;
-    for (std::int64_t i = 0; i < n; ++i) {
-        ts.push_back(i);
-        x.push_back(static_cast<double>(i));
-    }
-    CHECK(mismatch(f.read<std::int64_t>("timestamp"), ts) == "");
-    CHECK(mismatch(f.read<double>("x"), x) == "");
+    CHECK(mismatch(f.read<std::int64_t>("timestamp"), ramp<std::int64_t>(n)) == "");
+    CHECK(mismatch(f.read<double>("x"), ramp<double>(n)) == "");
     CHECK(f.read<std::int16_t>("det/roi").size() == static_cast<std::size_t>(n));
     CHECK(f.scalar<double>("kept") == 5.0);
     CHECK(f.read_attr_string("x", "units") == "mm");

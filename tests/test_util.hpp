@@ -46,6 +46,14 @@ smalldata::Options file_opts(const std::string& path) {
     return o;
 }
 
+// 0, 1, ..., n - 1 as T: the values of a field written as the event number.
+template <class T>
+std::vector<T> ramp(std::int64_t n) {
+    std::vector<T> v;
+    for (std::int64_t i = 0; i < n; ++i) v.push_back(static_cast<T>(i));
+    return v;
+}
+
 template <class T>
 bool same(T a, T b) {
     if constexpr (std::is_floating_point_v<T>) return (std::isnan(a) && std::isnan(b)) || a == b;
