@@ -1,7 +1,9 @@
 // catch_main.cpp - the one Catch2 main shared by every test executable (serial and MPI).
 //
 // Compiled once into a static library (tests/meson.build: catch_main_lib) so that the
-// slow catch.hpp implementation is built a single time.
+// slow implementation of Catch2 2.x (catch.hpp) is built a single time. Catch2 3.x is a
+// compiled library already; this file then uses only its Catch::Session. Both come in
+// through catch_compat.hpp.
 //
 // What it does around Catch::Session::run():
 //   * initialises MPI (MPI_Init_thread) unless something already did, so tests can use
@@ -20,8 +22,8 @@
 // rank runs the same test cases in the same order), and register the executable in
 // tests/meson.build at a fixed rank count (see `parallel_tests` there). Give them a tag
 // such as [mpi] and filter with a Catch test spec if one executable mixes rank counts.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#define CATCH_CONFIG_RUNNER  // v2: the implementation, without Catch2's own main (v3 ignores it)
+#include "catch_compat.hpp"
 
 #ifndef OMPI_SKIP_MPICXX
 #define OMPI_SKIP_MPICXX 1

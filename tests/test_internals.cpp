@@ -5,7 +5,7 @@
 #define SMALLDATA_IMPLEMENTATION
 #include "smalldata.hpp"
 
-#include <catch2/catch.hpp>
+#include "catch_compat.hpp"
 
 #include <cstdint>
 #include <cstring>

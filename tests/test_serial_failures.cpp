@@ -5,7 +5,7 @@
 
 #include "h5read.hpp"
 
-#include <catch2/catch.hpp>
+#include "catch_compat.hpp"
 
 #include <array>
 #include <cmath>

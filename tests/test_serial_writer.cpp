@@ -13,7 +13,7 @@
 
 #include "h5read.hpp"
 
-#include <catch2/catch.hpp>
+#include "catch_compat.hpp"
 
 #include <sys/mount.h>
 #include <sys/resource.h>

@@ -3,7 +3,7 @@
 // Every rank runs every TEST_CASE in the same order; library calls are collective, the
 // checks of the output run on world rank 0 after done() (the file is complete then).
 // Layouts adapt to the world size: registered in tests/meson.build at 1, 2, 3, 5 and 7 ranks.
-#include <catch2/catch.hpp>
+#include "../catch_compat.hpp"
 
 #include "smalldata.hpp"
 #include "../h5read.hpp"
