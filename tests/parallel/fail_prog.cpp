@@ -17,9 +17,10 @@
 //                  throws after 1.5 s of events and clients 0 and 2 keep producing
 //   exit         : client 1 calls std::exit(0) half-way, without done()
 //   fill         : checkpoint_seconds 0.2; every event also has an 8 KiB row "img" (all =
-//                  i) and i % 5 rows of i in the var_ field "var_pk", 5,000 events/s per
-//                  client, so that a small file system fills up
-//                  after a few checkpoints (tests/full_disk.py)
+//                  i) and i % 5 rows of i in the var_ field "var_pk", 500 events/s per
+//                  client (4 MB/s), so that a small file system fills up after several
+//                  checkpoints (tests/full_disk.py; faster, the small ext4 of that test
+//                  could fill before the first one)
 //   sigterm      : client 1 gets SIGTERM half-way (the library ends its run: done(), then
 //                  the signal); the others finish
 //   nonstd-throw : a callback on the server throws 42 (not a std::exception); main has
@@ -76,10 +77,10 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
     for (std::int64_t i : smd.share(n)) {
         if (mode == "client-type" && c == 1 && i > n / 2)
             smd.event(i, "x", static_cast<std::int32_t>(i));  // was double: type_mismatch
-        else if (mode == "fill") {  // about 40 MB/s per client: checkpoints come before the disk is full
+        else if (mode == "fill") {  // about 4 MB/s per client: checkpoints come before the disk is full
             smd.event(i, "x", static_cast<double>(i), "img", std::vector<float>(2048, static_cast<float>(i)), "var_pk",
                       std::vector<float>(static_cast<std::size_t>(i % 5), static_cast<float>(i)));
-            std::this_thread::sleep_for(std::chrono::microseconds(200));
+            std::this_thread::sleep_for(std::chrono::microseconds(2000));
         }
         else
             smd.event(i, "x", static_cast<double>(i));
