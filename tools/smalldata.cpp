@@ -60,7 +60,7 @@ struct PartTags {
 };
 // Reads them without modifying the file: plainly, or as an SWMR reader when a crash left
 // the status flags set. Throws (naming the file) when the file does not open either way.
-PartTags read_tags(const std::string& path) {
+dt::H5Id open_any(const std::string& path) {
     dt::H5Quiet q;
     dt::H5Id f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
     if (!f.valid()) f = dt::H5Id(H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT), H5Fclose);
@@ -68,6 +68,11 @@ PartTags read_tags(const std::string& path) {
         // Last resort: clear the flags (what recovery does anyway).
         f = dt::h5_open_recovering(path, false);
     }
+    return f;
+}
+PartTags read_tags(const std::string& path) {
+    dt::H5Quiet q;
+    const dt::H5Id f = open_any(path);
     PartTags t;
     t.ok = dt::h5_get_attr_u64(f.get(), dt::attr_run, t.run) && dt::h5_get_attr_u64(f.get(), dt::attr_part, t.part) &&
            dt::h5_get_attr_u64(f.get(), dt::attr_parts, t.parts) &&
@@ -251,8 +256,33 @@ int recover_serial(const std::string& file) {
     return 0;
 }
 
+// FILE is a serial run's file: it opens (a crashed one too) and carries no run token (a
+// parallel run's final file and parts always do). A serial run replaces the final file of
+// an earlier parallel run of the same name but leaves that run's parts; those are not
+// FILE's. A file that does not open at all is not judged here (false).
+bool is_serial_file(const std::string& file) {
+    if (!dt::path_exists(file)) return false;
+    try {
+        dt::H5Quiet q;
+        const dt::H5Id f = open_any(file);
+        if (!f.valid()) return false;
+        std::uint64_t run = 0;
+        const bool tagged = dt::h5_get_attr_u64(f.get(), dt::attr_run, run);
+        H5Eclear2(H5E_DEFAULT);
+        return !tagged;
+    } catch (const sd::Error&) {
+        return false;
+    }
+}
+
 int recover(const std::string& file) {
     const PartNames names = find_part_names(file);
+    if (!names.parts.empty() && is_serial_file(file)) {
+        std::printf("%s: a serial file; the part files beside it are from an earlier parallel run of that name, "
+                    "not part of it: left as they are\n",
+                    file.c_str());
+        return recover_serial(file);
+    }
     std::map<int, PartTags> tags;       // the parts that belong to FILE
     std::map<int, std::string> blank;   // parts with neither run attributes nor datasets
     for (const auto& kv : names.parts) {

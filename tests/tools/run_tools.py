@@ -9,6 +9,9 @@
   missing    a part deleted: check exits 1 naming it
   truncated  a part cut short: recover exits non-zero naming it; so does check
   serial     a serial file: check is sound; recover leaves it as it is (same bytes)
+  stale      a serial run after a parallel run of the same name (its parts stay beside
+             the serial file): check and recover keep the serial file as it is (same
+             bytes, summary included) and leave the parts alone
 
 usage: run_tools.py MPIEXEC WRITE_RUN SMALLDATA_TOOL WORKDIR
 """
@@ -256,18 +259,24 @@ def mode_truncated(c):
     return probs
 
 
-def mode_serial(c):
-    out = c.fresh("serial", 1)
+def intact_serial(c, out, where="", note=None):
+    """check and recover on an intact serial file: both succeed, the file keeps its bytes."""
     probs = check_values(out, True)
     h = sha(out)
     p = c.tool_run("check", out)
     if p.returncode != 0 or "serial file" not in p.stdout:
-        probs.append(f"check of a serial file exited {p.returncode}")
+        probs.append(f"check of a serial file{where} exited {p.returncode}")
     p = c.tool_run("recover", out)
-    if p.returncode != 0 or "20000 events" not in p.stdout:
-        probs.append(f"recover of a serial file exited {p.returncode}")
+    if p.returncode != 0 or f"{N} events" not in p.stdout or (note and note not in p.stdout):
+        probs.append(f"recover of a serial file{where} exited {p.returncode} or did not say what it found")
     if sha(out) != h:
-        probs.append("recover modified an intact serial file")
+        probs.append(f"recover modified an intact serial file{where}")
+    return probs
+
+
+def mode_serial(c):
+    out = c.fresh("serial", 1)
+    probs = intact_serial(c, out)
     os.unlink(out)
     p = c.tool_run("recover", out)
     if p.returncode == 0 or "run.h5" not in p.stderr:
@@ -278,8 +287,22 @@ def mode_serial(c):
     return probs
 
 
+def mode_stale(c):
+    out = c.fresh("stale", 5)  # parallel: run.h5 and run_part0.h5, run_part1.h5
+    parts = [os.path.join(os.path.dirname(out), f"run_part{k}.h5") for k in (0, 1)]
+    part_sums = [sha(p) for p in parts]
+    p = run_limited([c.write_run, out, str(N)])  # serial, same name: replaces run.h5 only
+    if p is None or p.returncode != 0:
+        return ["the serial write_run failed"]
+    probs = intact_serial(c, out, " beside stale parts", note="earlier parallel run")
+    probs += check_values(out, True)  # after recover: still the serial run's file
+    if [sha(q) for q in parts] != part_sums:
+        probs.append("recover modified the stale parts")
+    return probs
+
+
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
-         "serial": mode_serial, "var_cut": mode_var_cut}
+         "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut}
 
 
 def main():
