@@ -48,7 +48,8 @@
 //     16. Join: part files -> virtual datasets      [>>impl-join]
 //     17. Recovery: crashed files, checks           [>>impl-recover]
 //     18. Failure: abort protocol                   [>>impl-abort]
-//     19. SmallData out-of-line API                 [>>impl-api]
+//     19. Progress lines and the run report         [>>impl-report]
+//     20. SmallData out-of-line API                 [>>impl-api]
 //   License                                         [>>license]
 //
 // DOES NOT
@@ -120,9 +121,10 @@
 //   servers, clients, filename, batch_size, cache_size, callbacks, comm    (API contract)
 //   batch_bytes, send_buffers, recv_buffers, shared_memory, cache_bytes,
 //   chunk_bytes, idle_sleep_max_us, abort_grace_ms, abort_close_ms, preallocate,
-//   write_thread, cache_memory, checkpoint_seconds (tuning). Every option must be equal
-//   on every rank (checked). SMALLDATA_SERVERS=N in the environment overrides `servers`;
-//   rank 0 prints the layout in use (servers, clients, other) once per parallel run.
+//   write_thread, cache_memory, checkpoint_seconds (tuning); progress_seconds, report,
+//   logger (messages). Every option but logger must be equal on every rank (checked).
+//   SMALLDATA_SERVERS=N in the environment overrides `servers`; rank 0 prints the layout
+//   in use (servers, clients, other) once per parallel run.
 //
 // ERRORS AND LOGGING
 //   Every error is a smalldata::Error (a std::runtime_error) with a code() from
@@ -151,7 +153,15 @@
 //     reason is printed with the rank, every server closes its part file (a two-phase
 //     handshake, abort_grace_ms then abort_close_ms), then MPI_Abort. Serial mode closes
 //     its file the same way when an exception escapes the program or it exits early.
-//   Warnings go to stderr prefixed "smalldata[rank N]".
+//   Messages (the layout, warnings, fatal errors, progress lines, the report) go to
+//   Options::logger, or to stderr, each starting with its source: "smalldata[rank 3,
+//   client 1]: " in parallel mode, "smalldata: " in serial mode.
+// PROGRESS AND REPORT
+//   Every progress_seconds rank 0 (server 0) or the serial process prints the events
+//   written so far, the rates and the busiest server. done() makes a Report (every rank
+//   has it, SmallData::report()) and rank 0 prints it: events, bytes, rates, each server's
+//   busy and idle time, the clients' back-pressure waits, and a verdict on the number of
+//   servers from the scaling model of docs/performance.md (section 19).
 //
 // REQUIREMENTS
 //   C++17 or later, MPI 3.0 or later (Open MPI, MPICH), HDF5 1.10.2 or later (serial or
@@ -287,6 +297,19 @@ private:
 class Event;
 using Callback = std::function<void(const Event&)>;
 
+// What the library prints, and how it reaches the user: every line goes to
+// Options::logger, or to stderr when there is none.
+enum class LogLevel { info, warning, error };     // info: the layout, progress, the report
+const char* log_level_name(LogLevel l) noexcept;  // "info", "warning", "error"
+// Receives one message as the default would print it, without the final newline: it
+// starts with the source, "smalldata[rank 3, client 1]: " (parallel mode) or
+// "smalldata: " (serial mode), then "warning: " or "fatal: " for those levels; the report
+// is one multi-line message. Calls are serialised by the library (at most one at a time)
+// and come from the thread that called into SmallData (a server: from its loop), or from
+// the library's write thread. It must not call into smalldata; an exception from it is
+// caught and the message goes to stderr.
+using Logger = std::function<void(LogLevel level, const std::string& message)>;
+
 struct Options {
     int servers = 1;                  // writer ranks in parallel mode
     int clients = -1;                 // client ranks; -1 = every rank that is not a server
@@ -326,6 +349,13 @@ struct Options {
                                       // ago than this is in the file on disk, which opens
                                       // again after any crash (`smalldata recover`); 0 = off
                                       // (section 13, [>>impl-writer], "Checkpoints")
+    double progress_seconds = 60;     // a progress line this often, from rank 0 (the serial
+                                      // process): events written by all servers, events/s
+                                      // in the last interval and overall, the busiest
+                                      // server; 0 = none
+    bool report = true;               // after done(), rank 0 (the serial process) prints the
+                                      // run's report (SmallData::report() has it anyway)
+    Logger logger;                    // where the library's messages go; empty = stderr
 };
 
 enum class Role { serial, client, server, other };
@@ -340,6 +370,47 @@ struct Stats {
     double write_seconds = 0;          // server/serial: time in HDF5 writes
     double idle_seconds = 0;           // server: time waiting for batches
     double join_seconds = 0;           // join root: time to build the final file
+};
+
+// The end-of-run report (Options::report, SmallData::report()): what the run did, where
+// its time went, and whether it had the servers it needed. A rank's `seconds` span its
+// event stream: a server's loop (start to end); a client's or the serial process's time
+// from the end of the constructor to the start of done().
+struct ServerReport {
+    int rank = 0;
+    std::uint64_t events = 0;          // events written by this server (the serial process)
+    std::uint64_t bytes = 0;           // payload bytes of those events' values
+    double seconds = 0;                // wall time of its loop
+    double busy_fraction = 0;          // of `seconds`, not waiting for batches (decoding,
+                                       // writing, checkpoints)
+    double idle_fraction = 0;          // of `seconds`, waiting for batches (1 - busy)
+    double write_fraction = 0;         // of `seconds`, in HDF5 writes (part of busy, or
+                                       // beside it on the write thread)
+    double bytes_per_second = 0;       // bytes / seconds
+};
+struct ClientReport {
+    int rank = 0;
+    std::uint64_t events = 0;          // events this client handed over
+    double seconds = 0;                // from the end of the constructor to done()
+    double wait_seconds = 0;           // blocked on back-pressure (its server was behind)
+    double wait_fraction = 0;          // wait_seconds / seconds
+};
+struct Report {
+    bool complete = false;             // false until done() has made it
+    bool parallel = false;
+    std::uint64_t events = 0;          // written, all servers (serial: the process)
+    std::uint64_t bytes = 0;           // payload bytes written
+    double wall_seconds = 0;           // the longest rank's, constructor to end of done()
+    double events_per_second = 0;      // events / wall_seconds
+    double bytes_per_second = 0;
+    double join_seconds = 0;           // building the final file (parallel mode)
+    std::vector<ServerReport> servers; // one per server; serial mode: the process
+    std::vector<ClientReport> clients; // one per client; serial mode: empty
+    // The verdict of the scaling model (docs/performance.md): the number of servers to
+    // try, or 0 when the layout fits (and always 0 in serial mode), and a sentence.
+    int suggested_servers = 0;
+    std::string verdict;
+    std::string text() const;          // the block printed at the end of the run
 };
 
 // The indices [begin, end) that belong to one client, round-robin. Empty on servers and
@@ -585,6 +656,9 @@ public:
     Share share(std::int64_t n) const noexcept { return share(0, n); }
     const Options& options() const noexcept;
     Stats stats() const noexcept;            // this rank's counters so far
+    // After done(): the run's report, the same on every rank (complete = true). Before:
+    // an empty Report (complete = false).
+    const Report& report() const noexcept;
 
 private:
     template <class N, class V, class... Rest> void put_pairs(N&& name, V&& value, Rest&&... rest);
@@ -1346,6 +1420,15 @@ const char* role_name(Role r) noexcept {
     return "?";
 }
 
+const char* log_level_name(LogLevel l) noexcept {
+    switch (l) {
+        case LogLevel::info: return "info";
+        case LogLevel::warning: return "warning";
+        case LogLevel::error: return "error";
+    }
+    return "?";
+}
+
 namespace detail {
 
 // "smalldata[rank 3, client 1]" once the roles are known; "smalldata" before.
@@ -1354,14 +1437,73 @@ inline std::string& who() {
     return w;
 }
 
+// Logging: every message of the library goes through emit(), to the logger of the most
+// recent live SmallData that has one (Options::logger), else to stderr. One mutex
+// serialises the calls (the write thread may warn too).
+struct LogState {
+    std::recursive_mutex mutex;            // recursive: a failure path may log while logging
+    std::vector<const Logger*> loggers;    // of the live SmallData objects, oldest first
+};
+inline LogState& log_state() {
+    static LogState s;
+    return s;
+}
+// Makes `logger` (a member of Options, which outlives this scope) current while alive.
+class LogScope {
+public:
+    explicit LogScope(const Logger* logger) : logger_(logger) {
+        std::lock_guard<std::recursive_mutex> g(log_state().mutex);
+        log_state().loggers.push_back(logger_);
+    }
+    ~LogScope() {
+        std::lock_guard<std::recursive_mutex> g(log_state().mutex);
+        auto& v = log_state().loggers;
+        for (auto it = v.end(); it != v.begin();)
+            if (*--it == logger_) {
+                v.erase(it);
+                break;
+            }
+    }
+    LogScope(const LogScope&) = delete;
+    LogScope& operator=(const LogScope&) = delete;
+private:
+    const Logger* logger_;
+};
+// One message, complete (source prefix included, no final newline).
+inline void emit(LogLevel level, const std::string& message) noexcept {
+    try {
+        std::lock_guard<std::recursive_mutex> g(log_state().mutex);
+        const auto& v = log_state().loggers;
+        for (auto it = v.rbegin(); it != v.rend(); ++it)
+            if (**it) {
+                try {
+                    (**it)(level, message);
+                    return;
+                } catch (...) {
+                    std::fprintf(stderr, "smalldata: the logger threw an exception; its message follows\n");
+                }
+                break;
+            }
+    } catch (...) {  // the mutex or the allocation failed: still print
+    }
+    std::fprintf(stderr, "%s\n", message.c_str());
+    std::fflush(stderr);
+}
+// A message from this rank: "<who>: " + "warning: " / "fatal: " by level + text.
+inline void log(LogLevel level, const std::string& text) noexcept {
+    try {
+        emit(level, who() + (level == LogLevel::warning ? ": warning: " : level == LogLevel::error ? ": fatal: " : ": ") +
+                        text);
+    } catch (...) {
+        std::fprintf(stderr, "smalldata: %s\n", text.c_str());
+    }
+}
+
 [[noreturn]] void throw_error(Errc code, const std::string& message, int library_code) {
     throw Error(code, who() + ": " + message, library_code);
 }
 
-inline void warn(const std::string& message) {
-    std::fprintf(stderr, "%s: warning: %s\n", who().c_str(), message.c_str());
-    std::fflush(stderr);
-}
+inline void warn(const std::string& message) { log(LogLevel::warning, message); }
 
 void check_field_type(const FieldMeta& meta, DType want, bool scalar) {
     if (meta.dtype != want)
@@ -1591,6 +1733,8 @@ inline std::string option_problem(const Options& o) {
     if (o.abort_grace_ms < 0 || o.abort_close_ms < 0) return "abort_grace_ms and abort_close_ms must not be negative";
     if (!(o.checkpoint_seconds >= 0 && o.checkpoint_seconds <= 1e6))
         return "checkpoint_seconds must be between 0 (off) and 1e6, got " + std::to_string(o.checkpoint_seconds);
+    if (!(o.progress_seconds >= 0 && o.progress_seconds <= 1e9))
+        return "progress_seconds must be between 0 (off) and 1e9, got " + std::to_string(o.progress_seconds);
     if (o.write_thread < -1 || o.write_thread > 1)
         return "write_thread must be -1 (automatic), 0 or 1, got " + std::to_string(o.write_thread);
     if (o.filename.find('\0') != std::string::npos) return "filename contains a NUL byte";
@@ -1874,7 +2018,7 @@ inline MPI_Datatype mpi_type(DType t) {
     return MPI_BYTE;
 }
 
-enum Tag : int { tag_data = 11, tag_large = 12, tag_abort = 13, tag_abort_ack = 14, tag_abort_closed = 15 };
+enum Tag : int { tag_data = 11, tag_large = 12, tag_abort = 13, tag_abort_ack = 14, tag_abort_closed = 15, tag_progress = 16 };
 
 // ============================================================================ [>>impl-hdf5]
 // 11. HDF5 handles and types: RAII owners of hid_t, the error stack as text, the scoped
@@ -2831,7 +2975,8 @@ public:
             H5Quiet q;
             if (o.checkpoint_seconds > 0) {
                 create_swmr(path, tag);
-                checkpoint_ = Periodic(o.checkpoint_seconds * checkpoint_share);
+                checkpoint_period_ = o.checkpoint_seconds * checkpoint_share;
+                rearm();
             } else {
                 file_ = h5_create_file(path);
                 if (tag) tag(file_.get());
@@ -2874,6 +3019,20 @@ public:
         return i;
     }
     std::uint64_t events() const { return n_events_; }
+    // Payload bytes of the rows given so far (fill rows of aligned fields included). The
+    // thread that calls put()/end_event() only.
+    std::uint64_t payload_bytes() const {
+        std::uint64_t b = 0;
+        for (const WField& f : fields_) b += (f.meta.aligned ? n_events_ : f.rows) * f.meta.bytes;
+        return b;
+    }
+    // Calls `f` every `period` seconds (progress lines), from the same clock checks as the
+    // checkpoints: between events, or from checkpoint_if_due(). period <= 0: never.
+    void set_progress(double period, std::function<void()> f) {
+        progress_period_ = period > 0 && f ? period : 0;
+        progress_ = std::move(f);
+        rearm();
+    }
     // Any thread (stats() while the write thread runs).
     double write_seconds() const { return write_seconds_.load(std::memory_order_relaxed); }
     // Bytes of cache buffers held now, and the most ever held at once (<= cache_memory).
@@ -2897,7 +3056,7 @@ public:
     void end_event(std::int64_t ts) {
         if (has_file_) append(fields_[0], n_events_, reinterpret_cast<const unsigned char*>(&ts));
         ++n_events_;
-        if (checkpoint_.tick()) checkpoint();
+        if (clock_.tick()) on_clock();
     }
 
     // Runs of n events at once (the decoder's uniform batches): value i of f, at
@@ -2909,11 +3068,11 @@ public:
     void end_events(const unsigned char* ts, std::size_t stride, std::size_t n) {
         if (has_file_) append_run(fields_[0], n_events_, ts, stride, n);
         n_events_ += n;
-        if (checkpoint_.tick(n)) checkpoint();
+        if (clock_.tick(n)) on_clock();
     }
     // Between events, from a loop that may have nothing else to do (a server waiting).
     void checkpoint_if_due() {
-        if (checkpoint_.tick()) checkpoint();
+        if (clock_.tick()) on_clock();
     }
 
     // Makes everything given so far durable: every cache written, every aligned dataset
@@ -3610,7 +3769,29 @@ private:
     }
 
     const Options& opt_;
-    Periodic checkpoint_;             // Options::checkpoint_seconds (x checkpoint_share)
+    // One clock for the periodic work: it ticks at the shorter of the two periods, and
+    // each task runs at the first tick at or after its own time (a grid: no drift).
+    Periodic clock_;
+    double checkpoint_period_ = 0, checkpoint_next_ = 0;  // Options::checkpoint_seconds x share
+    double progress_period_ = 0, progress_next_ = 0;      // set_progress()
+    std::function<void()> progress_;
+    void rearm() {
+        const double a = checkpoint_period_, b = progress_period_;
+        const double t = now_seconds();  // before the clock's own start: never after its ticks
+        clock_ = Periodic(a > 0 && b > 0 ? std::min(a, b) : a > 0 ? a : b);
+        checkpoint_next_ = t + a;
+        progress_next_ = t + b;
+    }
+    static bool due(double t, double& next, double period) {
+        if (period <= 0 || t < next) return false;
+        next = next + period > t ? next + period : t + period;  // after a pause: from now
+        return true;
+    }
+    void on_clock() {
+        const double t = now_seconds();
+        if (due(t, checkpoint_next_, checkpoint_period_)) checkpoint();
+        if (due(t, progress_next_, progress_period_)) progress_();
+    }
     std::uint64_t checkpoints_ = 0;
     bool has_file_;
     bool async_;  // full caches go to the write thread
@@ -3954,8 +4135,30 @@ struct FinalSpec {
 };
 void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& all, const std::vector<int>& lens);
 
+// Progress lines (section 19): a server other than server 0 sends its figures to server 0
+// every half interval; server 0 (or the serial process) prints one line every interval.
+struct ProgressState {
+    // events, payload bytes, seconds since the stream began, idle seconds, write seconds,
+    // and 1 in a server's final message (after its loop), else 0
+    using Figures = std::array<double, 6>;
+    bool on = false;
+    bool finished = false;               // a server sent its final message
+    Figures out{}, in{};
+    MPI_Request out_req = MPI_REQUEST_NULL, in_req = MPI_REQUEST_NULL;
+    std::vector<Figures> latest, shown;  // by server (serial: one): newest, and at the last line
+    double shown_t = 0;                  // when the last line was printed (or the start)
+    int finals = 0;                      // server 0: final messages received
+};
+
 struct Impl {
     Options opt;
+    LogScope log_scope{&opt.logger};        // this run's logger is current while it lives
+    double t_start = now_seconds();         // the constructor's start
+    double t_stream_start = 0;              // this rank's event stream began: the end of the
+    double t_stream_end = 0;                // constructor, or a server's loop; and ended
+    double idle_since = 0;                  // server: waiting for a batch since then (0: not)
+    ProgressState progress;
+    Report report;                          // made by done()
     Role role = Role::serial;
     int rank = 0, size = 1;
     int n_servers = 0, n_clients = 0;
@@ -3993,6 +4196,14 @@ struct Impl {
     void join();
     void build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens);
     void on_abort_notice(int from) noexcept;
+    // Section 19: progress lines and the report.
+    ProgressState::Figures progress_figures(bool final) const;
+    void progress_start();
+    void progress_tick();
+    void progress_drain();
+    void progress_line();
+    void progress_finish(const std::function<void()>& poll);
+    void make_report();
     // Collective over comm: every rank learns whether `ok` held on all of them; if not,
     // every rank throws the error of the lowest failing rank (code and text).
     void agree_or_throw(bool ok, Errc code, const std::string& text, int library_code = 0);
@@ -4165,11 +4376,10 @@ inline const char* stop_name(int sig) {
 inline void end_by_stop_signal(const Impl& im) {
     const int sig = stop_requested.load();
     if (sig <= 0) return;
-    std::fprintf(stderr, "%s: the run ended early (%s): %llu events %s; the file%s complete\n", who().c_str(),
-                 stop_name(sig), static_cast<unsigned long long>(im.stats.events),
-                 im.role == Role::server ? "written by this server" : "handed over by this rank",
-                 im.opt.filename.empty() ? "s are" : (" '" + im.opt.filename + "' is").c_str());
-    std::fflush(stderr);
+    log(LogLevel::info, std::string("the run ended early (") + stop_name(sig) + "): " + std::to_string(im.stats.events) +
+                            " events " + (im.role == Role::server ? "written by this server" : "handed over by this rank") +
+                            "; the file" + (im.opt.filename.empty() ? "s are" : " '" + im.opt.filename + "' is") +
+                            " complete");
     std::signal(sig, SIG_DFL);
     std::raise(sig);
 }
@@ -4199,6 +4409,7 @@ inline void Impl::run_server() {
             if (!shm_of.empty()) s.shm = shm_of[static_cast<std::size_t>(n_servers + c)];
             ++remaining;
         }
+        const int streams_of_mine = remaining;
         const std::size_t R = static_cast<std::size_t>(opt.recv_buffers);
         std::vector<std::vector<unsigned char>> bufs(R, std::vector<unsigned char>(opt.batch_bytes));
         std::vector<MPI_Request> reqs(R, MPI_REQUEST_NULL);
@@ -4221,10 +4432,9 @@ inline void Impl::run_server() {
             if (stop_requested.load(std::memory_order_relaxed) != 0 && !stop_seen) {
                 stop_seen = true;  // the clients end at their next event(): make all held durable now
                 writer->checkpoint();
-                std::fprintf(stderr, "%s: interrupted by %s: %llu events are durable in '%s'\n", who().c_str(),
-                             stop_name(stop_requested.load()), static_cast<unsigned long long>(writer->events()),
-                             opt.filename.empty() ? "" : part_path(server_idx).c_str());
-                std::fflush(stderr);
+                log(LogLevel::info, std::string("interrupted by ") + stop_name(stop_requested.load()) + ": " +
+                                        std::to_string(writer->events()) + " events are durable in '" +
+                                        (opt.filename.empty() ? std::string() : part_path(server_idx)) + "'");
             }
             writer->checkpoint_if_due();  // also while no batch comes
         };
@@ -4241,6 +4451,8 @@ inline void Impl::run_server() {
             }
         };
         std::vector<unsigned char> large;
+        t_stream_start = now_seconds();
+        progress_start();
         if (remaining > 0)
             for (std::size_t i = 0; i < R; ++i) post(i);
         std::size_t head = 0;
@@ -4248,9 +4460,10 @@ inline void Impl::run_server() {
             poll();
             MPI_Status st;
             if (!arrived[head]) {
-                const double t0 = now_seconds();
+                idle_since = now_seconds();
                 wait_gently(reqs[head], opt.idle_sleep_max_us, &st, poll);
-                stats.idle_seconds += now_seconds() - t0;
+                stats.idle_seconds += now_seconds() - idle_since;
+                idle_since = 0;
             } else {
                 st = arrived_st[head];
             }
@@ -4325,10 +4538,13 @@ inline void Impl::run_server() {
                 check_mpi(MPI_Cancel(&r), "MPI_Cancel");
                 check_mpi(MPI_Wait(&r, MPI_STATUS_IGNORE), "MPI_Wait");
             }
+        progress_finish(poll);  // server 0: until every other server's last figures are in
         // A notice that matched just before the cancel is still a notice: answer it.
         MPI_Status st;
         if (cancel_receive(abort_req, st)) on_abort_notice(st.MPI_SOURCE);
         writer->finish(nullptr);
+        t_stream_end = now_seconds();
+        if (streams_of_mine == 0) stats.idle_seconds = t_stream_end - t_stream_start;  // nothing to do at all
         stats.events = writer->events();
         stats.write_seconds = writer->write_seconds();
     } catch (const std::exception& e) {
@@ -5174,9 +5390,11 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
 [[noreturn]] void abort_job(Impl& im, const std::string& reason) noexcept {
     static std::atomic<bool> busy{false};
     if (busy.exchange(true)) end_job();  // a failure during the abort: no second round
-    std::fprintf(stderr, "%s: fatal: %s\n%s: ending the job; servers close their part files first\n", who().c_str(),
-                 reason.c_str(), who().c_str());
-    std::fflush(stderr);
+    try {
+        emit(LogLevel::error, who() + ": fatal: " + reason + "\n" + who() + ": ending the job; servers close their part files first");
+    } catch (...) {
+        std::fprintf(stderr, "smalldata: fatal: %s\n", reason.c_str());
+    }
     if (im.writer) im.writer->close_on_abort();
     if (im.comm != MPI_COMM_NULL && !mpi_finalized()) {
         const auto n = static_cast<std::size_t>(im.n_servers);
@@ -5199,8 +5417,7 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
         for (std::size_t i = 0; i < asked.size(); ++i) {
             int done = 0;
             if (phase1[i] != MPI_REQUEST_NULL && (MPI_Test(&phase1[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done)) {
-                std::fprintf(stderr, "%s: %s did not answer within abort_grace_ms\n", who().c_str(),
-                             im.rank_text(asked[i]).c_str());
+                log(LogLevel::warning, im.rank_text(asked[i]) + " did not answer within abort_grace_ms");
                 continue;
             }
             MPI_Request c = MPI_REQUEST_NULL;
@@ -5209,8 +5426,7 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
                 phase2.push_back(c);
         }
         if (!wait_deadline(phase2, im.opt.abort_close_ms / 1000.0) && !phase2.empty())
-            std::fprintf(stderr, "%s: a server did not close its part file within abort_close_ms\n", who().c_str());
-        std::fflush(stderr);
+            log(LogLevel::warning, "a server did not close its part file within abort_close_ms");
     }
     end_job();
 }
@@ -5221,9 +5437,11 @@ inline void Impl::on_abort_notice(int from) noexcept {
     int token = rank;
     MPI_Request r1 = MPI_REQUEST_NULL, r2 = MPI_REQUEST_NULL;
     MPI_Isend(&token, 1, MPI_INT, from, tag_abort_ack, comm, &r1);
-    std::fprintf(stderr, "%s: %s failed; closing part file '%s'\n", who().c_str(), rank_text(from).c_str(),
-                 writer && !opt.filename.empty() ? part_path(server_idx).c_str() : "");
-    std::fflush(stderr);
+    try {
+        emit(LogLevel::error, who() + ": " + rank_text(from) + " failed; closing part file '" +
+                                  (writer && !opt.filename.empty() ? part_path(server_idx) : std::string()) + "'");
+    } catch (...) {
+    }
     if (writer) writer->close_on_abort();
     MPI_Isend(&token, 1, MPI_INT, from, tag_abort_closed, comm, &r2);
     std::vector<MPI_Request> reqs{r1, r2};
@@ -5250,9 +5468,12 @@ inline std::string terminate_reason() {
 // Serial mode's failure path: the file is closed with every event given so far (its
 // datasets aligned), so it stays readable; the summary is not written.
 inline void close_serial_on_failure(Impl& im, const std::string& reason) noexcept {
-    std::fprintf(stderr, "%s: fatal: %s\n%s: closing '%s' with the events given so far (no summary)\n", who().c_str(),
-                 reason.c_str(), who().c_str(), im.opt.filename.c_str());
-    std::fflush(stderr);
+    try {
+        emit(LogLevel::error, who() + ": fatal: " + reason + "\n" + who() + ": closing '" + im.opt.filename +
+                                  "' with the events given so far (no summary)");
+    } catch (...) {
+        std::fprintf(stderr, "smalldata: fatal: %s\n", reason.c_str());
+    }
     im.finished = true;
     if (im.packer) {
         try {
@@ -5334,8 +5555,330 @@ void ExitGuard::uninstall() noexcept {
 
 }  // namespace detail
 
+// ============================================================================ [>>impl-report]
+// 19. Progress and report: the periodic progress line (Options::progress_seconds) and the
+//     end-of-run report (Options::report, SmallData::report()) with its verdict.
+
+namespace detail {
+//
+// Progress travels only between servers (clients send nothing: no cost on event()). Each
+// server other than server 0 sends its figures to server 0 every half interval (one small
+// message, only once the previous one has gone) and a final message after its loop;
+// server 0 prints from the newest figures it has and, after its own loop, keeps printing
+// until every final message is in, so none is left unreceived. The serial process prints
+// its own. All of it runs from the writer's clock (Writer::set_progress): between events,
+// or from a waiting server's poll. The report is made in done(), after the join, from one
+// MPI_Iallgather of every rank's figures, so every rank holds the same Report.
+
+// "12,345,678"
+inline std::string group_digits(std::uint64_t v) {
+    std::string d = std::to_string(v), out;
+    for (std::size_t i = 0; i < d.size(); ++i) {
+        if (i > 0 && (d.size() - i) % 3 == 0) out += ',';
+        out += d[i];
+    }
+    return out;
+}
+// "4.83 GB", "512 kB", "17 B" (powers of 1000)
+inline std::string human_bytes(double b) {
+    const char* unit[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+    int u = 0;
+    while (b >= 1000 && u < 5) {
+        b /= 1000;
+        ++u;
+    }
+    char t[32];
+    std::snprintf(t, sizeof t, u == 0 ? "%.0f %s" : b < 10 ? "%.2f %s" : b < 100 ? "%.1f %s" : "%.0f %s", b, unit[u]);
+    return t;
+}
+inline std::string percent(double f) {
+    char t[16];
+    std::snprintf(t, sizeof t, f > 0 && f < 0.1 ? "%.1f%%" : "%.0f%%", 100 * f);
+    return t;
+}
+inline double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+inline ProgressState::Figures Impl::progress_figures(bool final) const {
+    const double t = now_seconds();
+    return {static_cast<double>(writer->events()), static_cast<double>(writer->payload_bytes()), t - t_stream_start,
+            stats.idle_seconds + (idle_since > 0 ? t - idle_since : 0), writer->write_seconds(), final ? 1.0 : 0.0};
+}
+
+// Serial process and servers, once the writer exists.
+inline void Impl::progress_start() {
+    const double p = opt.progress_seconds;
+    if (p <= 0 || !writer) return;
+    ProgressState& g = progress;
+    g.on = true;
+    g.shown_t = t_start;
+    const bool printer = role == Role::serial || server_idx == 0;
+    if (printer) {
+        g.latest.assign(role == Role::serial ? 1 : static_cast<std::size_t>(n_servers), ProgressState::Figures{});
+        g.shown = g.latest;
+        if (role == Role::server && n_servers > 1)
+            check_mpi(MPI_Irecv(g.in.data(), 6, MPI_DOUBLE, MPI_ANY_SOURCE, tag_progress, comm, &g.in_req), "MPI_Irecv");
+    }
+    writer->set_progress(printer ? p : p / 2, [this] { progress_tick(); });
+}
+
+inline void Impl::progress_tick() {
+    ProgressState& g = progress;
+    if (role == Role::server && server_idx != 0) {  // send, if the last message has gone
+        int flag = 0;
+        check_mpi(MPI_Test(&g.out_req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+        if (!flag || g.finished) return;
+        g.out = progress_figures(false);
+        check_mpi(MPI_Isend(g.out.data(), 6, MPI_DOUBLE, 0, tag_progress, comm, &g.out_req), "MPI_Isend");
+        return;
+    }
+    progress_drain();
+    progress_line();
+}
+
+// Server 0: takes in every progress message that has arrived.
+inline void Impl::progress_drain() {
+    ProgressState& g = progress;
+    while (g.in_req != MPI_REQUEST_NULL) {
+        int flag = 0;
+        MPI_Status st;
+        check_mpi(MPI_Test(&g.in_req, &flag, &st), "MPI_Test");
+        if (!flag) return;
+        if (st.MPI_SOURCE <= 0 || st.MPI_SOURCE >= n_servers)
+            throw_error(Errc::protocol, "a progress message came from " + rank_text(st.MPI_SOURCE) + ", not a server");
+        g.latest[static_cast<std::size_t>(st.MPI_SOURCE)] = g.in;
+        if (g.in[5] != 0) ++g.finals;
+        if (g.finals < n_servers - 1)
+            check_mpi(MPI_Irecv(g.in.data(), 6, MPI_DOUBLE, MPI_ANY_SOURCE, tag_progress, comm, &g.in_req), "MPI_Irecv");
+    }
+}
+
+// Server 0 or the serial process: one line from the newest figures.
+inline void Impl::progress_line() {
+    ProgressState& g = progress;
+    const double t = now_seconds();
+    g.latest[0] = progress_figures(false);
+    double total = 0, before = 0, top = -1;
+    std::size_t top_k = 0;
+    for (std::size_t k = 0; k < g.latest.size(); ++k) {
+        const ProgressState::Figures &a = g.latest[k], &b = g.shown[k];
+        total += a[0];
+        before += b[0];
+        const double span = a[2] - b[2];
+        if (span <= 0) continue;  // nothing new from this server
+        const double busy = role == Role::serial ? (a[4] - b[4]) / span : 1 - (a[3] - b[3]) / span;
+        if (busy > top) {
+            top = busy;
+            top_k = k;
+        }
+    }
+    char line[400];
+    const std::string n = group_digits(static_cast<std::uint64_t>(total));
+    const std::string last = group_digits(static_cast<std::uint64_t>(ratio(total - before, t - g.shown_t)));
+    const std::string all = group_digits(static_cast<std::uint64_t>(ratio(total, t - t_start)));
+    const std::string busiest =
+        top < 0 ? std::string()
+                : role == Role::serial
+                      ? "; writing " + percent(std::min(1.0, std::max(0.0, top))) + " of the time"
+                      : "; busiest server: server " + std::to_string(top_k) + ", " +
+                            percent(std::min(1.0, std::max(0.0, top))) + " busy";
+    const double span = t - g.shown_t;
+    std::snprintf(line, sizeof line, "progress: %s events written in %.0f s, %s events/s in the last %.*f s, %s overall%s",
+                  n.c_str(), t - t_start, last.c_str(), span < 10 ? 1 : 0, span, all.c_str(), busiest.c_str());
+    log(LogLevel::info, line);
+    g.shown = g.latest;
+    g.shown_t = t;
+}
+
+// A server after its loop (poll: the loop's, which answers abort notices meanwhile).
+inline void Impl::progress_finish(const std::function<void()>& poll) {
+    ProgressState& g = progress;
+    if (!g.on || n_servers < 2) return;
+    if (server_idx != 0) {
+        g.finished = true;  // no more ticks: the final message is the last one
+        const double t0 = now_seconds();
+        wait_gently(g.out_req, opt.idle_sleep_max_us, MPI_STATUS_IGNORE, poll);
+        g.out = progress_figures(true);
+        check_mpi(MPI_Isend(g.out.data(), 6, MPI_DOUBLE, 0, tag_progress, comm, &g.out_req), "MPI_Isend");
+        wait_gently(g.out_req, opt.idle_sleep_max_us, MPI_STATUS_IGNORE, poll);
+        stats.idle_seconds += now_seconds() - t0;
+        return;
+    }
+    idle_since = now_seconds();  // waiting for the other servers counts as idle
+    wait_until(
+        [&] {
+            progress_drain();
+            if (g.finals >= n_servers - 1) return true;
+            poll();  // prints the progress lines meanwhile (the writer's clock)
+            return false;
+        },
+        opt.idle_sleep_max_us);
+    stats.idle_seconds += now_seconds() - idle_since;
+    idle_since = 0;
+}
+
+// The verdict (Report::suggested_servers and verdict) from the servers' and clients'
+// figures, by the scaling model of docs/performance.md: a server should be busy at most
+// half the time. The clients' waiting shows the real demand: had they not waited, the
+// same work would have come in (1 - wait) of the time. Never more servers than clients
+// (a server without a client has nothing to write).
+inline void judge(Report& rep) {
+    const int S = static_cast<int>(rep.servers.size());
+    const int C = static_cast<int>(rep.clients.size());
+    rep.suggested_servers = 0;
+    if (!rep.parallel) {
+        const double w = rep.servers.empty() ? 0 : rep.servers[0].write_fraction;
+        rep.verdict = "serial mode: writing took " + percent(w) + " of the run" +
+                      (w >= 0.5 ? "; the writing limits the run: parallel mode (mpiexec) spreads it over servers"
+                                : "; the writing is not the limit");
+        return;
+    }
+    if (S == 0 || C == 0) {
+        rep.verdict = "no client wrote: nothing to judge";
+        return;
+    }
+    double busy = 0, idle = 0, wait = 0;
+    for (const ServerReport& s : rep.servers) {
+        busy += s.busy_fraction;
+        idle += s.idle_fraction;
+    }
+    for (const ClientReport& c : rep.clients) wait += c.wait_fraction;
+    wait /= C;
+    const double demand = busy / (1 - std::min(wait, 0.9));  // busy servers at full client speed
+    const int needed = std::max(1, static_cast<int>(std::ceil(2 * demand - 1e-9)));
+    if (wait >= 0.05) {
+        const std::string head = "the servers were the bottleneck (clients waited " + percent(wait) + " of their time)";
+        if (S >= C) {
+            rep.verdict = head + ", with a server for every client already: the limit is the file system or the nodes";
+            return;
+        }
+        rep.suggested_servers = std::min(C, std::max(S + 1, needed));
+        rep.verdict = head + ": try servers = " + std::to_string(rep.suggested_servers);
+    } else if (needed < S) {
+        rep.suggested_servers = needed;
+        rep.verdict = "servers were idle " + percent(idle / S) + " of the time: fewer servers would do (servers = " +
+                      std::to_string(needed) + ")";
+    } else {
+        rep.verdict = "the servers kept up (clients waited " + percent(wait) + " of their time): servers = " +
+                      std::to_string(S) + " fits";
+    }
+}
+
+// In done() (collective over comm in parallel mode): every rank's figures to every rank,
+// then the same Report everywhere; printed by rank 0 (the serial process).
+inline void Impl::make_report() {
+    enum : std::size_t { f_role, f_events, f_bytes, f_seconds, f_idle, f_wait, f_write, f_join, f_wall, f_n };
+    std::array<double, f_n> mine{};
+    mine[f_role] = static_cast<double>(static_cast<int>(role));
+    const bool writes = role == Role::serial || role == Role::server;
+    mine[f_events] = static_cast<double>(writes ? writer->events() : stats.events);
+    mine[f_bytes] = static_cast<double>(writes ? writer->payload_bytes() : stats.bytes);
+    mine[f_seconds] = t_stream_end - t_stream_start;
+    mine[f_idle] = stats.idle_seconds;
+    mine[f_wait] = stats.wait_seconds;
+    mine[f_write] = writes ? writer->write_seconds() : 0;
+    mine[f_join] = stats.join_seconds;
+    mine[f_wall] = now_seconds() - t_start;
+    std::vector<double> all(mine.begin(), mine.end());
+    if (parallel()) {
+        all.resize(static_cast<std::size_t>(size) * f_n);
+        MPI_Request r = MPI_REQUEST_NULL;
+        check_mpi(MPI_Iallgather(mine.data(), f_n, MPI_DOUBLE, all.data(), f_n, MPI_DOUBLE, comm, &r), "MPI_Iallgather");
+        wait_gently(r, opt.idle_sleep_max_us);
+    }
+    Report& rep = report;
+    rep = Report{};
+    rep.parallel = parallel();
+    for (int k = 0; k < (parallel() ? size : 1); ++k) {
+        const double* f = &all[static_cast<std::size_t>(k) * f_n];
+        rep.wall_seconds = std::max(rep.wall_seconds, f[f_wall]);
+        rep.join_seconds = std::max(rep.join_seconds, f[f_join]);
+        const auto r = static_cast<Role>(static_cast<int>(f[f_role]));
+        if (r == Role::serial || r == Role::server) {
+            ServerReport s;
+            s.rank = k;
+            s.events = static_cast<std::uint64_t>(f[f_events]);
+            s.bytes = static_cast<std::uint64_t>(f[f_bytes]);
+            s.seconds = f[f_seconds];
+            s.idle_fraction = std::min(1.0, ratio(f[f_idle], s.seconds));
+            s.busy_fraction = 1 - s.idle_fraction;
+            s.write_fraction = std::min(1.0, ratio(f[f_write], s.seconds));
+            s.bytes_per_second = ratio(static_cast<double>(s.bytes), s.seconds);
+            rep.events += s.events;
+            rep.bytes += s.bytes;
+            rep.servers.push_back(s);
+        } else if (r == Role::client) {
+            ClientReport c;
+            c.rank = k;
+            c.events = static_cast<std::uint64_t>(f[f_events]);
+            c.seconds = f[f_seconds];
+            c.wait_seconds = f[f_wait];
+            c.wait_fraction = std::min(1.0, ratio(c.wait_seconds, c.seconds));
+            rep.clients.push_back(c);
+        }
+    }
+    rep.events_per_second = ratio(static_cast<double>(rep.events), rep.wall_seconds);
+    rep.bytes_per_second = ratio(static_cast<double>(rep.bytes), rep.wall_seconds);
+    judge(rep);
+    rep.complete = true;
+    if (opt.report && rank == 0) {
+        std::string text = rep.text();
+        for (std::size_t i = 0; (i = text.find('\n', i)) != std::string::npos; i += 3) text.replace(i, 1, "\n  ");
+        emit(LogLevel::info, who() + ": " + text);
+    }
+}
+
+}  // namespace detail
+
+std::string Report::text() const {
+    using namespace detail;
+    std::string t = "report: " + group_digits(events) + " events, " + human_bytes(static_cast<double>(bytes));
+    char b[160];
+    std::snprintf(b, sizeof b, " in %.2f s: %s events/s, %s/s", wall_seconds,
+                  group_digits(static_cast<std::uint64_t>(events_per_second)).c_str(), human_bytes(bytes_per_second).c_str());
+    t += b;
+    if (parallel) {
+        std::snprintf(b, sizeof b, "; join %.2f s", join_seconds);
+        t += b;
+    }
+    auto server_line = [&](const ServerReport& s, const std::string& name) {
+        return "\n" + name + ": " + group_digits(s.events) + " events, busy " + percent(s.busy_fraction) + " (writing " +
+               percent(s.write_fraction) + "), idle " + percent(s.idle_fraction) + ", " +
+               human_bytes(s.bytes_per_second) + "/s";
+    };
+    if (!parallel && !servers.empty()) {
+        t += "\nwriting " + percent(servers[0].write_fraction) + " of the time, " +
+             human_bytes(static_cast<double>(servers[0].bytes) / std::max(1e-9, servers[0].write_fraction * servers[0].seconds)) +
+             "/s while writing";
+    } else if (servers.size() <= 8) {
+        for (std::size_t k = 0; k < servers.size(); ++k)
+            t += server_line(servers[k], "server " + std::to_string(k) + " (rank " + std::to_string(servers[k].rank) + ")");
+    } else {
+        std::size_t top = 0;
+        double busy = 0;
+        for (std::size_t k = 0; k < servers.size(); ++k) {
+            busy += servers[k].busy_fraction;
+            if (servers[k].busy_fraction > servers[top].busy_fraction) top = k;
+        }
+        t += "\nservers (" + std::to_string(servers.size()) + "): busy " + percent(busy / static_cast<double>(servers.size())) +
+             " on average" + server_line(servers[top], "busiest, server " + std::to_string(top));
+    }
+    if (!clients.empty()) {
+        std::size_t top = 0;
+        double wait = 0;
+        for (std::size_t k = 0; k < clients.size(); ++k) {
+            wait += clients[k].wait_fraction;
+            if (clients[k].wait_fraction > clients[top].wait_fraction) top = k;
+        }
+        t += "\nclients (" + std::to_string(clients.size()) + "): waited on back-pressure " +
+             percent(wait / static_cast<double>(clients.size())) + " of their time on average, at most " +
+             percent(clients[top].wait_fraction) + " (client " + std::to_string(top) + ")";
+    }
+    t += "\nverdict: " + verdict;
+    return t;
+}
+
 // ============================================================================ [>>impl-api]
-// 19. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
+// 20. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
 //     summaries and attributes, reductions, accessors.
 
 namespace detail {
@@ -5395,6 +5938,8 @@ inline void Impl::setup_parallel() {
         {"recv_buffers", o.recv_buffers},
         {"shared_memory", o.shared_memory ? 1 : 0},
         {"checkpoint_seconds", std::llround(o.checkpoint_seconds * 1e6)},
+        {"progress_seconds", std::llround(o.progress_seconds * 1e3)},
+        {"report", o.report ? 1 : 0},
         {"cache_bytes", static_cast<long long>(o.cache_bytes)},
         {"chunk_bytes", static_cast<long long>(o.chunk_bytes)},
         {"idle_sleep_max_us", o.idle_sleep_max_us},
@@ -5427,11 +5972,11 @@ inline void Impl::setup_parallel() {
     }
     if (o.shared_memory) setup_shared_memory();
     if (rank == 0) {  // the layout in use, once per run
-        std::fprintf(stderr, "smalldata: parallel mode, %d ranks: %d server%s, %d client%s, %d other (servers from %s)\n",
-                     size, n_servers, n_servers == 1 ? "" : "s", n_clients, n_clients == 1 ? "" : "s",
-                     size - n_servers - n_clients,
-                     std::getenv("SMALLDATA_SERVERS") ? "SMALLDATA_SERVERS" : "Options::servers");
-        std::fflush(stderr);
+        char line[200];
+        std::snprintf(line, sizeof line, "smalldata: parallel mode, %d ranks: %d server%s, %d client%s, %d other (servers from %s)",
+                      size, n_servers, n_servers == 1 ? "" : "s", n_clients, n_clients == 1 ? "" : "s",
+                      size - n_servers - n_clients, std::getenv("SMALLDATA_SERVERS") ? "SMALLDATA_SERVERS" : "Options::servers");
+        emit(LogLevel::info, line);
     }
     if (rank == 0 && n_servers > n_clients)
         warn(std::to_string(n_servers - n_clients) + " of the " + std::to_string(n_servers) +
@@ -5582,6 +6127,8 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         if (!o.filename.empty()) im.packer->set_max_age(o.checkpoint_seconds * checkpoint_share);
         packer_ = im.packer.get();
         im.exit_guard.install(&im);
+        im.t_stream_start = now_seconds();
+        im.progress_start();
         return;
     }
 
@@ -5593,6 +6140,7 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.packer = std::make_unique<Packer>(im.sink.get(), first, o.batch_size, o.batch_bytes);
         if (!o.filename.empty()) im.packer->set_max_age(o.checkpoint_seconds * checkpoint_share);
         packer_ = im.packer.get();
+        im.t_stream_start = now_seconds();
     } else if (im.role == Role::server) {
         im.run_server();  // returns when every client of this server is done; never throws
     }
@@ -5619,6 +6167,7 @@ void SmallData::done() {
     if (im.finished) return;
     im.finished = true;
     packer_ = nullptr;
+    if (im.role != Role::server) im.t_stream_end = now_seconds();
     if (im.role == Role::serial) {
         // Whatever fails (a callback in the last batch, a write), the writer is finished:
         // the events handed over are written, the datasets aligned, the summary saved. The
@@ -5638,6 +6187,7 @@ void SmallData::done() {
         im.stats.write_seconds = im.writer->write_seconds();
         im.exit_guard.uninstall();
         if (first) std::rethrow_exception(first);
+        im.make_report();
         end_by_stop_signal(im);
         return;
     }
@@ -5660,6 +6210,7 @@ void SmallData::done() {
         throw;
     }
     im.shm_win.free();
+    im.make_report();  // collective, like the join: every rank gets the same report
     im.exit_guard.uninstall();
     end_by_stop_signal(im);
 }
@@ -5671,9 +6222,7 @@ void request_stop() noexcept {
 
 void SmallData::stop_at_event() {
     const int sig = detail::stop_requested.load();
-    std::fprintf(stderr, "%s: interrupted by %s: ending the run now (done())\n", detail::who().c_str(),
-                 detail::stop_name(sig));
-    std::fflush(stderr);
+    detail::log(LogLevel::info, std::string("interrupted by ") + detail::stop_name(sig) + ": ending the run now (done())");
     done();  // with a signal, ends the process (below); throws if the run cannot end well
     detail::throw_error(Errc::interrupted, std::string("the run was stopped by ") + detail::stop_name(sig) +
                                                " after this rank's events so far were written (done() has run)");
@@ -5700,6 +6249,8 @@ Share SmallData::share(std::int64_t begin, std::int64_t end) const noexcept {
     if (im.role == Role::client) return Share(begin, end, begin + im.client_idx, im.n_clients);
     return Share(begin, begin, begin, 1);
 }
+
+const Report& SmallData::report() const noexcept { return impl_->report; }
 
 Stats SmallData::stats() const noexcept {
     const detail::Impl& im = *impl_;

@@ -3,7 +3,7 @@
 //   bench [--workload ref|large] [--events N] [--out FILE] [--servers S]
 //         [--batch-size N] [--cache-size N] [--batch-bytes N] [--send-buffers N]
 //         [--rate R] [--idle-sleep-us N] [--no-shm] [--write-thread N] [--checkpoint S]
-//         [--verify]
+//         [--progress S] [--no-report] [--verify]
 //
 // Run as one process (serial mode) or under mpiexec (parallel mode). Prints one line per
 // role with the slowest rank's figures, as key=value pairs that bench/run collects:
@@ -25,6 +25,8 @@
 // --write-thread N sets Options::write_thread (default -1, automatic). 1 is safe here: this
 //    program makes no HDF5 calls of its own.
 // --checkpoint S sets Options::checkpoint_seconds (default 5; 0 = off).
+// --progress S sets Options::progress_seconds (default 60; 0 = off): the lines go to stderr.
+// --no-report sets Options::report = false (the end-of-run report, on stderr).
 // --verify reads the final file back on rank 0 after the timing: every timestamp exactly
 // once, and (ref) every row's `a` and `n2` consistent with its timestamp. Prints
 // verify=ok or verify=FAILED and then exits with status 1.
@@ -80,6 +82,8 @@ Args parse(int argc, char** argv) {
         else if (k == "--no-shm") a.opt.shared_memory = false;
         else if (k == "--write-thread") a.opt.write_thread = std::stoi(next());
         else if (k == "--checkpoint") a.opt.checkpoint_seconds = std::stod(next());
+        else if (k == "--progress") a.opt.progress_seconds = std::stod(next());
+        else if (k == "--no-report") a.opt.report = false;
         else if (k == "--verify") a.verify = true;
         else {
             std::fprintf(stderr, "bench: unknown argument %s\n", k.c_str());

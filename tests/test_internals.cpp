@@ -1,6 +1,6 @@
 // Internals that no API call can reach with bad input: the decoder's checks of a batch's
 // contents (a malformed batch must be Errc::protocol, never memory corruption) and the
-// shared-memory slot layout. This TU compiles the implementation itself (it is linked
+// shared-memory slot layout; the report's verdict from given figures. This TU compiles the implementation itself (it is linked
 // without the library) to reach smalldata::detail.
 #define SMALLDATA_IMPLEMENTATION
 #include "smalldata.hpp"
@@ -173,4 +173,57 @@ TEST_CASE("a receive cancelled after its message matched still delivers that mes
         MPI_Barrier(comm);
     }
     MPI_Comm_free(&comm);
+}
+
+namespace {
+// A parallel run's report from the servers' busy fractions and the clients' waiting.
+Report figures(std::vector<double> busy, std::vector<double> wait) {
+    Report r;
+    r.parallel = true;
+    for (double b : busy) {
+        ServerReport s;
+        s.busy_fraction = b;
+        s.idle_fraction = 1 - b;
+        r.servers.push_back(s);
+    }
+    for (double w : wait) {
+        ClientReport c;
+        c.wait_fraction = w;
+        r.clients.push_back(c);
+    }
+    judge(r);
+    return r;
+}
+}  // namespace
+
+TEST_CASE("the verdict follows the scaling model: half-busy servers, demand seen through the clients' waits",
+          "[internals][report]") {
+    // Busy servers, clients waiting half their time: demand 2 / (1 - 0.5) = 4 servers busy,
+    // 8 at half load, capped by the 6 clients.
+    Report r = figures({1.0, 1.0}, {0.5, 0.5, 0.5, 0.5, 0.5, 0.5});
+    CHECK(r.suggested_servers == 6);
+    CHECK(r.verdict == "the servers were the bottleneck (clients waited 50% of their time): try servers = 6");
+    // A little waiting on lightly loaded servers still asks for one more.
+    r = figures({0.3, 0.3}, {0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1});
+    CHECK(r.suggested_servers == 3);
+    // As many servers as clients already: no number to try.
+    r = figures({1.0, 1.0}, {0.6, 0.6});
+    CHECK(r.suggested_servers == 0);
+    CHECK(r.verdict.find("a server for every client already") != std::string::npos);
+    // Idle servers: 4 x 10% busy is 0.4 of a server, which one server does at half load.
+    r = figures({0.1, 0.1, 0.1, 0.1}, {0.0, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0});
+    CHECK(r.suggested_servers == 1);
+    CHECK(r.verdict == "servers were idle 90% of the time: fewer servers would do (servers = 1)");
+    // Busy enough for their number, clients not held back: the layout fits.
+    r = figures({0.6, 0.5}, {0.01, 0.02, 0.0, 0.0});
+    CHECK(r.suggested_servers == 0);
+    CHECK(r.verdict == "the servers kept up (clients waited 0.8% of their time): servers = 2 fits");
+    // Serial mode: the share of time spent writing.
+    Report s;
+    s.servers.push_back(ServerReport{});
+    s.servers[0].write_fraction = 0.7;
+    judge(s);
+    CHECK(s.suggested_servers == 0);
+    CHECK(s.verdict == "serial mode: writing took 70% of the run; the writing limits the run: parallel mode (mpiexec) "
+                       "spreads it over servers");
 }

@@ -15,11 +15,13 @@
 #include <cmath>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <optional>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -971,4 +973,41 @@ TEST_CASE("dtype, error and shape names", "[serial][names]") {
     s.dims[1] = 256;
     CHECK(s.str() == "(256, 256)");
     CHECK(s.count() == 65536);
+}
+
+TEST_CASE("a logger that throws: its messages go to stderr and the run goes on", "[serial][logger]") {
+    const std::string path = h5r::test_path("logger_throws.h5");
+    int calls = 0;
+    smalldata::Options o;
+    o.filename = path;
+    o.logger = [&calls](smalldata::LogLevel, const std::string&) {
+        ++calls;
+        throw std::runtime_error("the logger failed");
+    };
+    // stderr into a temporary file for the duration of the run
+    std::fflush(stderr);
+    const int saved = dup(2);
+    std::FILE* tmp = std::tmpfile();
+    REQUIRE(tmp != nullptr);
+    dup2(fileno(tmp), 2);
+    {
+        smalldata::SmallData smd(o);
+        for (std::int64_t i = 0; i < 100; ++i) smd.event(i, "x", static_cast<double>(i));
+        smd.save_summary("none", std::optional<double>());
+        smd.done();
+    }
+    std::fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    std::rewind(tmp);
+    std::string text;
+    for (int c; (c = std::fgetc(tmp)) != EOF;) text += static_cast<char>(c);
+    std::fclose(tmp);
+    CAPTURE(text);
+    CHECK(calls == 2);  // the warning and the report
+    CHECK(text.find("smalldata: the logger threw an exception; its message follows\nsmalldata: warning: save_summary: "
+                    "'none' has no value") != std::string::npos);
+    CHECK(text.find("smalldata: report: 100 events, 1.60 kB in ") != std::string::npos);
+    h5r::File f(path);
+    CHECK(f.read<double>("x").size() == 100);
 }

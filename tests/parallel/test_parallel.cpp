@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include <new>
 #include <optional>
 #include <set>
+#include <thread>
 
 using smalldata::Errc;
 using smalldata::Options;
@@ -1431,4 +1433,141 @@ TEST_CASE("var_ fields: wrong lengths, shapes and names are refused, the stream 
     for (std::int64_t v : m) mt += v;
     CHECK(mt == 2 * 20);
     CHECK(f.dims("var_m") == std::vector<hsize_t>{static_cast<hsize_t>(mt), 2});
+}
+
+namespace {
+// What a rank's logger received.
+struct LogLines {
+    std::vector<std::pair<smalldata::LogLevel, std::string>> lines;
+    smalldata::Logger logger() {
+        return [this](smalldata::LogLevel level, const std::string& m) { lines.emplace_back(level, m); };
+    }
+    std::vector<std::string> with(const std::string& needle, smalldata::LogLevel level) const {
+        std::vector<std::string> out;
+        for (const auto& l : lines)
+            if (l.first == level && l.second.find(needle) != std::string::npos) out.push_back(l.second);
+        return out;
+    }
+};
+// "progress: 12,345 events written ..." -> 12345
+std::uint64_t events_in_progress_line(const std::string& line) {
+    std::string digits;
+    for (std::size_t i = line.find("progress: ") + 10; i < line.size() && line[i] != ' '; ++i)
+        if (line[i] != ',') digits += line[i];
+    return std::stoull(digits);
+}
+}  // namespace
+
+TEST_CASE("progress lines, the report and warnings go to the logger; every rank has the same report",
+          "[mpi][report]") {
+    const int size = world_size(), rank = world_rank();
+    const int servers = size == 1 ? 0 : servers_for(size);
+    const int clients = size == 1 ? 0 : size - servers;
+    const std::string dir = fresh_dir("report");
+    Options o = base_options();
+    o.servers = servers_for(size);
+    o.filename = dir + "/r.h5";
+    o.progress_seconds = 0.05;
+    LogLines log;
+    o.logger = log.logger();
+    const std::int64_t n = 3000;
+    smalldata::Report rep;
+    std::string prefix;
+    {
+        SmallData smd(o);
+        // Every client's loop lasts at least 0.6 s: a dozen progress intervals.
+        const std::int64_t mine = smd.share(n).size();
+        const auto pause = std::chrono::microseconds(mine > 0 ? 600000 / mine : 0);
+        for (std::int64_t i : smd.share(n)) {
+            std::this_thread::sleep_for(pause);
+            smd.event(i, "x", static_cast<double>(i), "img", std::array<float, 16>{});
+        }
+        if (smd.summary()) smd.save_summary("nothing", std::optional<double>());  // a warning (client 0)
+        CHECK(!smd.report().complete);
+        smd.done();
+        rep = smd.report();
+        prefix = smd.role() == Role::serial ? "smalldata: " : "smalldata[rank 0, server 0]: ";
+    }
+    // The same report on every rank.
+    REQUIRE(rep.complete);
+    CHECK(rep.parallel == (size > 1));
+    CHECK(rep.events == static_cast<std::uint64_t>(n));
+    CHECK(rep.bytes == static_cast<std::uint64_t>(n) * (8 + 8 + 64));  // timestamp, x, img
+    CHECK(rep.wall_seconds >= 0.6);
+    CHECK(rep.events_per_second > 0);
+    CHECK(rep.servers.size() == static_cast<std::size_t>(std::max(servers, 1)));
+    CHECK(rep.clients.size() == static_cast<std::size_t>(clients));
+    std::uint64_t by_servers = 0, by_clients = 0;
+    for (const auto& s : rep.servers) {
+        by_servers += s.events;
+        CHECK(s.seconds > 0);
+        CHECK(s.busy_fraction >= 0);
+        CHECK(s.idle_fraction >= 0);
+        CHECK(std::abs(s.busy_fraction + s.idle_fraction - 1) < 1e-9);
+        CHECK(s.write_fraction <= 1);
+    }
+    for (const auto& c : rep.clients) {
+        by_clients += c.events;
+        CHECK(c.seconds >= 0.6);  // its loop, paced above
+        CHECK(c.wait_fraction >= 0);
+        CHECK(c.wait_fraction <= 1);
+    }
+    CHECK(by_servers == static_cast<std::uint64_t>(n));
+    if (size > 1) CHECK(by_clients == static_cast<std::uint64_t>(n));
+    CHECK(!rep.verdict.empty());
+    const long long h = static_cast<long long>(std::hash<std::string>{}(rep.verdict + rep.text().substr(0, 20)) >> 2);
+    CHECK(sum_over_world(h) == h * size);
+    CHECK(sum_over_world(rep.suggested_servers) == static_cast<long long>(rep.suggested_servers) * size);
+
+    using L = smalldata::LogLevel;
+    const auto progress = log.with("progress: ", L::info);
+    const auto reports = log.with(": report: ", L::info);
+    if (rank == 0) {
+        // A dozen intervals: at least 4 lines even on a loaded machine, each from rank 0,
+        // with the events written so far (never decreasing, never more than n).
+        CHECK(progress.size() >= 4);
+        std::uint64_t last = 0;
+        for (const auto& p : progress) {
+            CAPTURE(p);
+            CHECK(p.rfind(prefix + "progress: ", 0) == 0);
+            CHECK(p.find(" events/s in the last ") != std::string::npos);
+            CHECK(p.find(size > 1 ? "; busiest server: server " : "; writing ") != std::string::npos);
+            const std::uint64_t e = events_in_progress_line(p);
+            CHECK(e >= last);
+            CHECK(e <= static_cast<std::uint64_t>(n));
+            last = e;
+        }
+        REQUIRE(reports.size() == 1);
+        CHECK(reports[0].rfind(prefix + "report: 3,000 events, ", 0) == 0);
+        CHECK(reports[0].find("\n  verdict: " + rep.verdict) != std::string::npos);
+        if (size > 1) CHECK(log.with("smalldata: parallel mode, ", L::info).size() == 1);
+    } else {
+        CHECK(progress.empty());
+        CHECK(reports.empty());
+    }
+    // The warning of client 0 (serial: the process), with its source.
+    const bool client0 = size == 1 || rank == servers;
+    const auto warned = log.with("'nothing' has no value", L::warning);
+    CHECK(warned.size() == (client0 ? 1u : 0u));
+    if (client0 && !warned.empty())
+        CHECK(warned[0].rfind(size == 1 ? "smalldata: warning: " : "smalldata[rank " + std::to_string(rank) + ", client 0]: warning: ", 0) == 0);
+
+    // Progress and report off: the logger hears neither; the report is made all the same.
+    LogLines quiet;
+    o.logger = quiet.logger();
+    o.progress_seconds = 0;
+    o.report = false;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n)) smd.event(i, "x", static_cast<double>(i));
+        smd.done();
+        CHECK(smd.report().complete);
+        CHECK(smd.report().events == static_cast<std::uint64_t>(n));
+    }
+    CHECK(quiet.with("progress: ", L::info).empty());
+    CHECK(quiet.with(": report: ", L::info).empty());
+    if (rank == 0) {
+        h5r::File f(o.filename);
+        CHECK(f.read<double>("x").size() == static_cast<std::size_t>(n));
+    }
 }
