@@ -868,6 +868,7 @@ public:
         return read_clock();
     }
     double period() const noexcept { return period_; }
+    void set_next(double t) noexcept { next_ = t; }  // the next tick: at t, not a period on
 
 private:
     bool read_clock();
@@ -3769,8 +3770,9 @@ private:
     }
 
     const Options& opt_;
-    // One clock for the periodic work: it ticks at the shorter of the two periods, and
-    // each task runs at the first tick at or after its own time (a grid: no drift).
+    // One clock for the periodic work: it ticks at the next task's time (its period is the
+    // shorter one, which sets how often it reads the clock); each task keeps its own grid
+    // (no drift).
     Periodic clock_;
     double checkpoint_period_ = 0, checkpoint_next_ = 0;  // Options::checkpoint_seconds x share
     double progress_period_ = 0, progress_next_ = 0;      // set_progress()
@@ -3781,6 +3783,12 @@ private:
         clock_ = Periodic(a > 0 && b > 0 ? std::min(a, b) : a > 0 ? a : b);
         checkpoint_next_ = t + a;
         progress_next_ = t + b;
+        clock_.set_next(next_task());
+    }
+    double next_task() const {
+        return checkpoint_period_ <= 0 ? progress_next_
+               : progress_period_ <= 0 ? checkpoint_next_
+                                       : std::min(checkpoint_next_, progress_next_);
     }
     static bool due(double t, double& next, double period) {
         if (period <= 0 || t < next) return false;
@@ -3789,8 +3797,10 @@ private:
     }
     void on_clock() {
         const double t = now_seconds();
-        if (due(t, checkpoint_next_, checkpoint_period_)) checkpoint();
-        if (due(t, progress_next_, progress_period_)) progress_();
+        const bool c = due(t, checkpoint_next_, checkpoint_period_), p = due(t, progress_next_, progress_period_);
+        clock_.set_next(next_task());  // before the tasks: a checkpoint may throw
+        if (c) checkpoint();
+        if (p) progress_();
     }
     std::uint64_t checkpoints_ = 0;
     bool has_file_;
