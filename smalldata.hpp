@@ -5401,7 +5401,8 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
     static std::atomic<bool> busy{false};
     if (busy.exchange(true)) end_job();  // a failure during the abort: no second round
     try {
-        emit(LogLevel::error, who() + ": fatal: " + reason + "\n" + who() + ": ending the job; servers close their part files first");
+        emit(LogLevel::error,
+             who() + ": fatal: " + reason + "\n" + who() + ": ending the job; servers close their part files first");
     } catch (...) {
         std::fprintf(stderr, "smalldata: fatal: %s\n", reason.c_str());
     }
@@ -5568,8 +5569,6 @@ void ExitGuard::uninstall() noexcept {
 // ============================================================================ [>>impl-report]
 // 19. Progress and report: the periodic progress line (Options::progress_seconds) and the
 //     end-of-run report (Options::report, SmallData::report()) with its verdict.
-
-namespace detail {
 //
 // Progress travels only between servers (clients send nothing: no cost on event()). Each
 // server other than server 0 sends its figures to server 0 every half interval (one small
@@ -5579,6 +5578,8 @@ namespace detail {
 // its own. All of it runs from the writer's clock (Writer::set_progress): between events,
 // or from a waiting server's poll. The report is made in done(), after the join, from one
 // MPI_Iallgather of every rank's figures, so every rank holds the same Report.
+
+namespace detail {
 
 // "12,345,678"
 inline std::string group_digits(std::uint64_t v) {
