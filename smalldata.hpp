@@ -5857,9 +5857,10 @@ std::string Report::text() const {
                human_bytes(s.bytes_per_second) + "/s";
     };
     if (!parallel && !servers.empty()) {
-        t += "\nwriting " + percent(servers[0].write_fraction) + " of the time, " +
-             human_bytes(static_cast<double>(servers[0].bytes) / std::max(1e-9, servers[0].write_fraction * servers[0].seconds)) +
-             "/s while writing";
+        const ServerReport& s = servers[0];
+        const double writing = s.write_fraction * s.seconds;
+        t += "\nwriting " + percent(s.write_fraction) + " of the time";
+        if (writing > 0) t += ", " + human_bytes(static_cast<double>(s.bytes) / writing) + "/s while writing";
     } else if (servers.size() <= 8) {
         for (std::size_t k = 0; k < servers.size(); ++k)
             t += server_line(servers[k], "server " + std::to_string(k) + " (rank " + std::to_string(servers[k].rank) + ")");
