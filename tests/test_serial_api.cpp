@@ -428,7 +428,18 @@ TEST_CASE("invalid options throw Errc::option", "[serial][roles][errors]") {
     SECTION("cache_size 0") { o.cache_size = 0; }
     SECTION("batch_size 0") { o.batch_size = 0; }
     SECTION("write_thread 2") { o.write_thread = 2; }
+    SECTION("progress_seconds -1") { o.progress_seconds = -1; }
+    SECTION("progress_seconds NaN") { o.progress_seconds = std::numeric_limits<double>::quiet_NaN(); }
+    SECTION("progress_seconds 1e10") { o.progress_seconds = 1e10; }
     CHECK(thrown([&] { smalldata::SmallData smd(o); }).code == "option");
+}
+
+TEST_CASE("an invalid progress_seconds is named in the error", "[serial][errors]") {
+    smalldata::Options o;
+    o.progress_seconds = -0.5;
+    const Thrown t = thrown([&] { smalldata::SmallData smd(o); });
+    CHECK(t.code == "option");
+    CHECK(t.what.find("progress_seconds must be between 0 (off) and 1e9, got -0.5") != std::string::npos);
 }
 
 TEST_CASE("a write that fails is an Errc::hdf5 error naming the file; what was written before stays",

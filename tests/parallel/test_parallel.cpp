@@ -546,6 +546,15 @@ TEST_CASE("a layout that cannot work fails on every rank before any communicatio
     Options b = base_options();
     b.send_buffers = world_rank() == 0 ? 2 : 3;
     CHECK(code_of(b) == Errc::option);
+    Options g = base_options();
+    g.progress_seconds = world_rank() == 0 ? 10 : 20;
+    CHECK(code_of(g) == Errc::option);
+    Options r = base_options();
+    r.report = world_rank() == 0;
+    CHECK(code_of(r) == Errc::option);
+    Options n = base_options();  // invalid on one rank only: the error on every rank
+    if (world_rank() == size - 1) n.progress_seconds = -1;
+    CHECK(code_of(n) == Errc::option);
 }
 
 TEST_CASE("a field whose type differs between parts cannot be joined", "[mpi]") {
