@@ -5747,11 +5747,8 @@ inline void judge(Report& rep) {
         rep.verdict = "no client wrote: nothing to judge";
         return;
     }
-    double busy = 0, idle = 0, wait = 0;
-    for (const ServerReport& s : rep.servers) {
-        busy += s.busy_fraction;
-        idle += s.idle_fraction;
-    }
+    double busy = 0, wait = 0;
+    for (const ServerReport& s : rep.servers) busy += s.busy_fraction;
     for (const ClientReport& c : rep.clients) wait += c.wait_fraction;
     wait /= C;
     const double demand = busy / (1 - std::min(wait, 0.9));  // busy servers at full client speed
@@ -5766,7 +5763,7 @@ inline void judge(Report& rep) {
         rep.verdict = head + ": try servers = " + std::to_string(rep.suggested_servers);
     } else if (needed < S) {
         rep.suggested_servers = needed;
-        rep.verdict = "servers were idle " + percent(idle / S) + " of the time: fewer servers would do (servers = " +
+        rep.verdict = "servers were idle " + percent(1 - busy / S) + " of the time: fewer servers would do (servers = " +
                       std::to_string(needed) + ")";
     } else {
         rep.verdict = "the servers kept up (clients waited " + percent(wait) + " of their time): servers = " +
@@ -5782,7 +5779,7 @@ inline void Impl::make_report() {
     mine[f_role] = static_cast<double>(static_cast<int>(role));
     const bool writes = role == Role::serial || role == Role::server;
     mine[f_events] = static_cast<double>(writes ? writer->events() : stats.events);
-    mine[f_bytes] = static_cast<double>(writes ? writer->payload_bytes() : stats.bytes);
+    mine[f_bytes] = writes ? static_cast<double>(writer->payload_bytes()) : 0;  // clients' bytes: not reported
     mine[f_seconds] = t_stream_end - t_stream_start;
     mine[f_idle] = stats.idle_seconds;
     mine[f_wait] = stats.wait_seconds;
