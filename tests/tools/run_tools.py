@@ -305,12 +305,23 @@ def mode_stale(c):
     return probs
 
 
-def gzip_problems(path):
-    """Every per-event dataset of a writer file is deflate-compressed (with shuffle)."""
+GZIP_FIELDS = ("timestamp", "x", "flag", "det/image", "late", "det/unaligned_hits", "peaks/var_p/x",
+               "peaks/var_p_len")
+
+
+def gzip_problems(path, seen=None):
+    """Every per-event dataset of a writer file is deflate-compressed (with shuffle). A part
+    may lack a field its clients never gave (det/unaligned_hits): `seen` collects the
+    names found."""
     probs = []
     with h5py.File(path, "r") as f:
-        for name in ("timestamp", "x", "flag", "det/image", "late", "det/unaligned_hits", "peaks/var_p/x",
-                     "peaks/var_p_len"):
+        for name in GZIP_FIELDS:
+            if seen is None and name not in f:
+                probs.append(f"{name} missing in {os.path.basename(path)}")
+            if name not in f:
+                continue
+            if seen is not None:
+                seen.add(name)
             if f[name].compression != "gzip" or not f[name].shuffle:
                 probs.append(f"{name} in {os.path.basename(path)} is not gzip + shuffle ({f[name]._filters})")
     return probs
@@ -321,9 +332,11 @@ def mode_compressed(c):
     and cuts a compressed serial file whose var_ data lost rows."""
     out = c.fresh("compressed", 5, "deflate")
     d = os.path.dirname(out)
-    probs = []
+    probs, seen = [], set()
     for k in (0, 1):
-        probs += gzip_problems(os.path.join(d, f"run_part{k}.h5"))
+        probs += gzip_problems(os.path.join(d, f"run_part{k}.h5"), seen)
+    if seen != set(GZIP_FIELDS):
+        probs.append(f"no part has {sorted(set(GZIP_FIELDS) - seen)}")
     os.unlink(out)
     p = c.tool_run("recover", out)
     if p.returncode != 0 or not os.path.exists(out):
