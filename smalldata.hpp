@@ -89,7 +89,9 @@
 //     in flight the client waits (back-pressure, bounded memory).
 //   Writer.  A server decodes batches into per-field column caches (cache_size rows) and
 //     appends them to its part file `<stem>_part<k>.h5` as whole raw chunks; rows of
-//     64 KiB or more (images) go to the file straight from the batch. Aligned fields have
+//     64 KiB or more (images) go to the file straight from the batch. With
+//     Options::compression the chunks go through HDF5's filters instead, compressed on the
+//     write thread (images then go through the cache too). Aligned fields have
 //     one row per event (fill values for missing rows); fields whose last path component
 //     starts with `unaligned_` have only the rows given. A field with a component starting
 //     with `var_` takes any number of rows per event (concatenated); its group's lengths
