@@ -89,7 +89,9 @@
 //     in flight the client waits (back-pressure, bounded memory).
 //   Writer.  A server decodes batches into per-field column caches (cache_size rows) and
 //     appends them to its part file `<stem>_part<k>.h5` as whole raw chunks; rows of
-//     64 KiB or more (images) go to the file straight from the batch. Aligned fields have
+//     64 KiB or more (images) go to the file straight from the batch. With
+//     Options::compression the chunks go through HDF5's filters instead, compressed on the
+//     write thread (images then go through the cache too). Aligned fields have
 //     one row per event (fill values for missing rows); fields whose last path component
 //     starts with `unaligned_` have only the rows given. A field with a component starting
 //     with `var_` takes any number of rows per event (concatenated); its group's lengths
@@ -121,8 +123,10 @@
 //   servers, clients, filename, batch_size, cache_size, callbacks, comm    (API contract)
 //   batch_bytes, send_buffers, recv_buffers, shared_memory, cache_bytes,
 //   chunk_bytes, idle_sleep_max_us, abort_grace_ms, abort_close_ms, preallocate,
-//   write_thread, cache_memory, checkpoint_seconds (tuning); progress_seconds, report,
-//   logger (messages). Every option but logger must be equal on every rank (checked).
+//   write_thread, cache_memory, checkpoint_seconds (tuning); compression (of the
+//   per-event datasets: deflate + shuffle, or any HDF5 filter such as the LZ4 plugin;
+//   section 3, struct Compression); progress_seconds, report, logger (messages). Every
+//   option but logger must be equal on every rank (checked).
 //   SMALLDATA_SERVERS=N in the environment overrides `servers`; rank 0 prints the layout
 //   in use (servers, clients, other) once per parallel run.
 //
@@ -310,6 +314,43 @@ const char* log_level_name(LogLevel l) noexcept;  // "info", "warning", "error"
 // caught and the message goes to stderr.
 using Logger = std::function<void(LogLevel level, const std::string& message)>;
 
+// Compression of the per-event datasets the writer creates (Options::compression): every
+// field, `timestamp`, var_ data and lengths, in a serial file and in every part file (the
+// final file's virtual datasets read through them; summaries stay uncompressed). Done by
+// HDF5's filter pipeline, chunk by chunk, on the writer's write thread (see
+// Options::write_thread). A filter that is not available for writing, or a deflate level
+// outside 1-9, is Errc::option from the constructor on every rank. Readers need the same
+// filter (deflate and shuffle are in every HDF5 and h5py; plugins such as LZ4 must be
+// installed where HDF5 finds them, HDF5_PLUGIN_PATH).
+//     opt.compression = smalldata::Compression::deflate(1);           // gzip level 1 + shuffle
+//     opt.compression = smalldata::Compression::filter(32004, {0});   // the LZ4 plugin
+struct Compression {
+    enum class Kind { none, deflate, filter };
+    Kind kind = Kind::none;
+    int level = 1;                 // deflate: 1 (fastest) to 9 (smallest)
+    bool shuffle = true;           // HDF5's byte-shuffle filter before the compressor (it groups
+                                   // the bytes of each significance: smaller output for
+                                   // multi-byte numbers); deflate() sets it, filter() clears it
+    unsigned filter_id = 0;        // filter: an HDF5 filter id, built in or a plugin (LZ4 32004,
+                                   // bitshuffle 32008, Zstandard 32015, ...)
+    std::vector<unsigned> params;  // filter: its parameters (HDF5's cd_values)
+    static Compression deflate(int level = 1, bool shuffle = true) {
+        Compression c;
+        c.kind = Kind::deflate;
+        c.level = level;
+        c.shuffle = shuffle;
+        return c;
+    }
+    static Compression filter(unsigned id, std::vector<unsigned> params = {}) {
+        Compression c;
+        c.kind = Kind::filter;
+        c.shuffle = false;
+        c.filter_id = id;
+        c.params = std::move(params);
+        return c;
+    }
+};
+
 struct Options {
     int servers = 1;                  // writer ranks in parallel mode
     int clients = -1;                 // client ranks; -1 = every rank that is not a server
@@ -339,6 +380,7 @@ struct Options {
                                       // is thread-safe and a core is free (more cores than
                                       // ranks on the node); 1 always, which needs a
                                       // thread-safe HDF5 if other code calls HDF5 meanwhile
+                                      // (with compression: see `compression` below)
     std::size_t cache_memory = std::size_t(256) << 20; // cap of all the column caches of
                                       // one writer (serial process or server), in bytes,
                                       // with the write thread's: caches start small and
@@ -356,6 +398,16 @@ struct Options {
     bool report = true;               // after done(), rank 0 (the serial process) prints the
                                       // run's report (SmallData::report() has it anyway)
     Logger logger;                    // where the library's messages go; empty = stderr
+    Compression compression;          // of the per-event datasets: none (default),
+                                      // Compression::deflate(level, shuffle) or
+                                      // Compression::filter(id, params). Runs on the write
+                                      // thread: with compression every server has one
+                                      // (write_thread is then ignored on servers); the
+                                      // serial process has one unless write_thread is 0, or
+                                      // -1 with an HDF5 that is not thread-safe, and then
+                                      // compresses in event(). A checkpoint compresses
+                                      // the partial chunks it writes on the thread taking
+                                      // it (which waits for the write thread anyway)
 };
 
 enum class Role { serial, client, server, other };
@@ -1718,6 +1770,8 @@ inline void validate_attribute(std::string_view path, std::string_view name) {
     if (!path.empty() && path != "timestamp") validate_name(path, (what + ": path").c_str());
 }
 
+inline std::string compression_problem(const Compression& c);  // section 11
+
 // Validation of the options, in one place: the first problem, or empty. In parallel mode
 // it runs before any rank can diverge, and the result is agreed (Impl::agree_or_throw).
 inline std::string option_problem(const Options& o) {
@@ -1738,6 +1792,10 @@ inline std::string option_problem(const Options& o) {
         return "progress_seconds must be between 0 (off) and 1e9, got " + std::to_string(o.progress_seconds);
     if (o.write_thread < -1 || o.write_thread > 1)
         return "write_thread must be -1 (automatic), 0 or 1, got " + std::to_string(o.write_thread);
+    {
+        std::string c = compression_problem(o.compression);
+        if (!c.empty()) return c;
+    }
     if (o.filename.find('\0') != std::string::npos) return "filename contains a NUL byte";
     if (!o.filename.empty() && o.filename.back() == '/') return "filename '" + o.filename + "' names a directory";
     return {};
@@ -1877,10 +1935,19 @@ private:
 
 // Options::write_thread resolved: -1 uses a write thread when HDF5 is thread-safe (the
 // program's own HDF5 calls may then overlap the thread's), this process may run on more
-// than one core, and its node has more cores than ranks.
-inline bool use_write_thread(int option, int ranks_on_node) {
-    if (option >= 0) return option > 0;
+// than one core, and its node has more cores than ranks. With compression (which is done
+// where the chunks are written) a server always has one, whatever write_thread says: it
+// makes no HDF5 calls but the writer's, so its receive loop never waits for a compressor;
+// the serial process has one with write_thread 1, or -1 with a thread-safe HDF5.
+inline bool use_write_thread(const Options& o, int ranks_on_node, bool server) {
+    const int option = o.write_thread;
     hbool_t threadsafe = false;
+    if (o.compression.kind != Compression::Kind::none) {
+        if (server) return true;
+        if (option >= 0) return option > 0;
+        return H5is_library_threadsafe(&threadsafe) >= 0 && threadsafe;
+    }
+    if (option >= 0) return option > 0;
     if (H5is_library_threadsafe(&threadsafe) < 0 || !threadsafe) return false;
     const unsigned cores = std::thread::hardware_concurrency();
     int mine = static_cast<int>(cores);
@@ -2123,6 +2190,121 @@ private:
     void* data_ = nullptr;
     bool saved_ = false;
 };
+
+// Options::compression in HDF5 terms. Filters are looked up (a plugin is loaded) when the
+// options are checked, on every rank, so that a missing one is an error before any event;
+// Writer::create() adds them to every per-event dataset (the one place).
+
+// The name of a filter the HDF Group registered (their list of filter ids), or null.
+inline const char* filter_name(unsigned id) noexcept {
+    switch (id) {
+        case 1: return "deflate";
+        case 2: return "shuffle";
+        case 3: return "fletcher32";
+        case 4: return "szip";
+        case 5: return "nbit";
+        case 6: return "scaleoffset";
+        case 305: return "LZO";
+        case 307: return "bzip2";
+        case 32000: return "LZF";
+        case 32001: return "Blosc";
+        case 32004: return "LZ4";
+        case 32008: return "bitshuffle";
+        case 32013: return "zfp";
+        case 32015: return "Zstandard";
+        case 32017: return "SZ";
+        case 32026: return "Blosc2";
+        default: return nullptr;
+    }
+}
+// "HDF5 filter 32004 (LZ4)", for messages.
+inline std::string filter_text(unsigned id) {
+    const char* name = filter_name(id);
+    return "HDF5 filter " + std::to_string(id) + (name ? std::string(" (") + name + ")" : std::string());
+}
+// The directories HDF5 searches for filter plugins, "a:b", for messages.
+inline std::string plugin_path_text() {
+    std::string out;
+#if H5_VERSION_GE(1, 10, 1)
+    H5Quiet q;
+    unsigned n = 0;
+    if (H5PLsize(&n) < 0) n = 0;
+    for (unsigned i = 0; i < n; ++i) {
+        const ssize_t len = H5PLget(i, nullptr, 0);
+        if (len <= 0) continue;
+        std::string dir(static_cast<std::size_t>(len) + 1, '\0');
+        if (H5PLget(i, &dir[0], dir.size()) < 0) continue;
+        dir.resize(static_cast<std::size_t>(len));
+        out += (out.empty() ? "" : ":") + dir;
+    }
+    H5Eclear2(H5E_DEFAULT);
+#endif
+    return out.empty() ? std::string("its plugin directories") : out;
+}
+// What is wrong with `c` for writing (empty: nothing): a deflate level outside 1-9, a
+// filter id outside 1-65535, or a filter (shuffle included) that this process cannot
+// encode with: neither built into HDF5 nor found as a plugin, or present for decoding only.
+inline std::string compression_problem(const Compression& c) {
+    using K = Compression::Kind;
+    if (c.kind == K::none) return {};
+    if (c.kind != K::deflate && c.kind != K::filter)
+        return "compression: unknown kind " + std::to_string(static_cast<int>(c.kind));
+    if (c.kind == K::deflate && (c.level < 1 || c.level > 9))
+        return "compression: the deflate level must be 1 to 9, got " + std::to_string(c.level);
+    if (c.kind == K::filter && (c.filter_id < 1 || c.filter_id > static_cast<unsigned>(H5Z_FILTER_MAX)))
+        return "compression: a filter id must be 1 to " + std::to_string(H5Z_FILTER_MAX) + ", got " +
+               std::to_string(c.filter_id);
+    H5Quiet q;
+    auto usable = [](unsigned id) -> std::string {
+        const H5Z_filter_t z = static_cast<H5Z_filter_t>(id);
+        if (H5Zfilter_avail(z) <= 0) {  // a plugin is searched for (and loaded) here
+            H5Eclear2(H5E_DEFAULT);
+            return "compression: " + filter_text(id) +
+                   " is not available: it is not built into this HDF5 and no plugin for it was found in " +
+                   plugin_path_text() + " (HDF5_PLUGIN_PATH sets where HDF5 looks)";
+        }
+        unsigned flags = 0;
+        if (H5Zget_filter_info(z, &flags) < 0 || (flags & H5Z_FILTER_CONFIG_ENCODE_ENABLED) == 0) {
+            H5Eclear2(H5E_DEFAULT);
+            return "compression: " + filter_text(id) + " can only decode here (this HDF5 has no encoder for it)";
+        }
+        return {};
+    };
+    std::string problem = c.shuffle ? usable(H5Z_FILTER_SHUFFLE) : std::string();
+    if (problem.empty()) problem = usable(c.kind == K::deflate ? unsigned(H5Z_FILTER_DEFLATE) : c.filter_id);
+    return problem;
+}
+// Adds c's filters (shuffle first, then the compressor) to a dataset creation property
+// list. A filter other than deflate is optional, as HDF5 makes deflate and shuffle: a chunk
+// it fails on is stored as it is (and reads back the same), the run goes on.
+inline void h5_set_compression(hid_t dcpl, const Compression& c) {
+    if (c.kind == Compression::Kind::none) return;
+    if (c.shuffle) h5check_herr(H5Pset_shuffle(dcpl), "H5Pset_shuffle");
+    if (c.kind == Compression::Kind::deflate) {
+        h5check_herr(H5Pset_deflate(dcpl, static_cast<unsigned>(c.level)), "H5Pset_deflate");
+    } else {
+        h5check_herr(H5Pset_filter(dcpl, static_cast<H5Z_filter_t>(c.filter_id), H5Z_FLAG_OPTIONAL, c.params.size(),
+                                   c.params.empty() ? nullptr : c.params.data()),
+                     "cannot set " + filter_text(c.filter_id));
+    }
+}
+// The compression settings as one number each, for the agreement between ranks
+// (Impl::setup_parallel); all 0 without compression.
+inline std::array<long long, 5> compression_key(const Compression& c) {
+    if (c.kind == Compression::Kind::none) return {0, 0, 0, 0, 0};
+    std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the parameters and their count
+    auto mix = [&](std::uint64_t v) {
+        for (int i = 0; i < 8; ++i) {
+            h ^= (v >> (8 * i)) & 0xff;
+            h *= 1099511628211ull;
+        }
+    };
+    mix(c.params.size());
+    for (unsigned v : c.params) mix(v);
+    const bool deflate = c.kind == Compression::Kind::deflate;
+    return {static_cast<long long>(c.kind), deflate ? c.level : 0, c.shuffle ? 1 : 0,
+            deflate ? 0 : static_cast<long long>(c.filter_id), static_cast<long long>(h & 0x7fffffffffffULL)};
+}
 
 // The HDF5 type of a dtype: `file` picks the little-endian storage type, else the native
 // memory type. bool is an enum {FALSE=0, TRUE=1} over int8 either way.
@@ -2728,6 +2910,16 @@ namespace detail {
 //     does not pin a field to tiny chunks. A full cache is then whole chunks, which go to
 //     the file raw (H5Dwrite_chunk). Rows of big_row_bytes or more (images) skip the
 //     cache: one row per chunk, written straight from the batch they arrived in.
+//     Compression. Options::compression puts its filters on every dataset created here
+//     (create(), the one place). Chunks then go through H5Dwrite, which runs the filters
+//     (a raw chunk write would bypass them), and big rows go through the cache like the
+//     others (still one row per chunk), so that the compressing is done where full caches
+//     are written: on the write thread, which a server then always has (use_write_thread).
+//     A checkpoint's partial chunks are compressed by the thread taking it, which waits for
+//     the write thread anyway; the next partial write of such a chunk makes HDF5 read it
+//     back and decompress it first (the rows in it are kept). A rewritten compressed chunk
+//     may move in the file, and the space it leaves may stay unused: a little more file
+//     with frequent checkpoints.
 //     Thread. With Options::write_thread a full cache is handed to a helper thread, which
 //     writes it while the caller fills a spare one (at most one cache per field waits). All
 //     HDF5 calls of a writer hold its mutex h5_; a write error surfaces at the next
@@ -2971,7 +3163,8 @@ public:
     // thread: hand full caches to a write thread (Options::write_thread, as resolved).
     // tag: writes attributes into the new file before it has its real name.
     Writer(const std::string& path, const Options& o, bool thread, const std::function<void(hid_t)>& tag = {})
-        : opt_(o), has_file_(!path.empty()), async_(has_file_ && thread), path_(path) {
+        : opt_(o), has_file_(!path.empty()), filtered_(o.compression.kind != Compression::Kind::none),
+          async_(has_file_ && thread), path_(path) {
         if (has_file_) {
             H5Quiet q;
             if (o.checkpoint_seconds > 0) {
@@ -3482,7 +3675,10 @@ private:
 
     // A big row straight from the batch, one row per chunk, the extent growing by doubling.
     // false: the layouts differ (no raw writes), so the row goes through the cache.
+    // With compression: always false, before any HDF5 call (the row is compressed with the
+    // others of its cache, on the write thread; the dataset is made there too).
     bool write_big(WField& f, std::uint64_t row, const unsigned char* data) {
+        if (filtered_) return false;
         if (failed()) fail();
         try {
             std::lock_guard<std::mutex> g(h5_);
@@ -3513,6 +3709,7 @@ private:
             chunk[i + 1] = std::max<hsize_t>(1, static_cast<hsize_t>(f.meta.shape.dims[static_cast<std::size_t>(i)]));
         H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
         h5check_herr(H5Pset_chunk(dcpl.get(), f.meta.shape.rank + 1, chunk), "H5Pset_chunk");
+        h5_set_compression(dcpl.get(), opt_.compression);  // Options::compression: every per-event dataset
         f.memtype = h5_type(f.meta.dtype, false);
         const auto fill = fill_bytes(f.meta.dtype, f.meta.length);
         h5check_herr(H5Pset_fill_value(dcpl.get(), f.memtype.get(), fill.data()), "H5Pset_fill_value");
@@ -3521,8 +3718,9 @@ private:
         f.chunk_rows = rows;
 #if H5_VERSION_GE(1, 10, 3)
         // Whole chunks are written raw (no selection, no fill, no copy) when memory and file
-        // layouts agree, which is every type on a little-endian machine.
-        f.direct = f.meta.bytes > 0 && H5Tequal(f.memtype.get(), ftype.get()) > 0;
+        // layouts agree, which is every type on a little-endian machine, and nothing is to
+        // be compressed (a raw chunk write would bypass the filters).
+        f.direct = !filtered_ && f.meta.bytes > 0 && H5Tequal(f.memtype.get(), ftype.get()) > 0;
 #endif
         // No chunk cache: flushes write whole chunks, which then go straight to the file
         // instead of being copied into the cache first.
@@ -3804,6 +4002,7 @@ private:
     }
     std::uint64_t checkpoints_ = 0;
     bool has_file_;
+    bool filtered_;  // Options::compression is on: chunks go through H5Dwrite (HDF5 filters them)
     bool async_;  // full caches go to the write thread
     std::string path_;
     H5Id file_;
@@ -4731,7 +4930,7 @@ inline void Impl::open_outputs() {
                 h5_set_attr_u64(file, attr_parts, static_cast<std::uint64_t>(n_servers));
                 h5_set_attr_string(file, attr_final, base_name(opt.filename));
             };
-            writer = std::make_unique<Writer>(path, opt, use_write_thread(opt.write_thread, ranks_on_node), tag);
+            writer = std::make_unique<Writer>(path, opt, use_write_thread(opt, ranks_on_node, true), tag);
         } catch (const Error& e) {
             why = e.what();
             code = e.code();
@@ -5936,6 +6135,7 @@ inline void Impl::setup_parallel() {
     // Every rank's own options first (an invalid option on one rank is an error on all),
     // then whether they agree: the minimum and the maximum of each.
     agree_or_throw(problem.empty(), code, problem);
+    const std::array<long long, 5> ck = compression_key(o.compression);
     const std::pair<const char*, long long> agree[] = {
         {"servers", o.servers},
         {"clients", o.clients},
@@ -5957,6 +6157,11 @@ inline void Impl::setup_parallel() {
         {"preallocate", o.preallocate ? 1 : 0},
         {"write_thread", o.write_thread},
         {"cache_memory", static_cast<long long>(o.cache_memory)},
+        {"compression (kind)", ck[0]},
+        {"compression (level)", ck[1]},
+        {"compression (shuffle)", ck[2]},
+        {"compression (filter_id)", ck[3]},
+        {"compression (params)", ck[4]},
     };
     constexpr std::size_t n = sizeof agree / sizeof agree[0];
     long long mm[2 * n + 1];
@@ -6126,7 +6331,7 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.client_idx = 0;
         im.n_clients = 1;
         if (!o.filename.empty()) remove_old_file(o.filename);
-        im.writer = std::make_unique<Writer>(o.filename, im.opt, use_write_thread(o.write_thread, 1));
+        im.writer = std::make_unique<Writer>(o.filename, im.opt, use_write_thread(o, 1, false));
         auto sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
         const bool direct = sink->direct();
         im.sink = std::move(sink);

@@ -4,6 +4,7 @@
 //         [--batch-size N] [--cache-size N] [--batch-bytes N] [--send-buffers N]
 //         [--rate R] [--idle-sleep-us N] [--no-shm] [--write-thread N] [--checkpoint S]
 //         [--progress S] [--no-report] [--verify]
+//         [--compression none|deflate[:LEVEL]|filter:ID[:P1,P2,...]]
 //
 // Run as one process (serial mode) or under mpiexec (parallel mode). Prints one line per
 // role with the slowest rank's figures, as key=value pairs that bench/run collects:
@@ -27,6 +28,11 @@
 // --checkpoint S sets Options::checkpoint_seconds (default 5; 0 = off).
 // --progress S sets Options::progress_seconds (default 60; 0 = off): the lines go to stderr.
 // --no-report sets Options::report = false (the end-of-run report, on stderr).
+// --compression sets Options::compression: none (default); deflate (level 1) or deflate:LEVEL
+//    (1-9), both with the shuffle filter; filter:ID or filter:ID:P1,P2,... any HDF5 filter by
+//    id with its parameters (cd_values), e.g. filter:32004 (the LZ4 plugin). Rank 0 then
+//    also prints compression=... file_MB=... ratio=...: the bytes of the files the writers
+//    wrote (the serial file, or every part file) and the payload bytes over them.
 // --verify reads the final file back on rank 0 after the timing: every timestamp exactly
 // once, and (ref) every row's `a` and `n2` consistent with its timestamp. Prints
 // verify=ok or verify=FAILED and then exits with status 1.
@@ -42,6 +48,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,8 +61,59 @@ struct Args {
     std::string out = "bench.h5";
     double rate = 0;  // events per second per client; 0 = as fast as possible
     bool verify = false;
+    std::string compression = "none";
     smalldata::Options opt;
 };
+
+// --compression's value as Options::compression; exits with a message if it is malformed.
+smalldata::Compression parse_compression(const std::string& v) {
+    auto bad = [&]() -> smalldata::Compression {
+        std::fprintf(stderr, "bench: --compression is none, deflate[:LEVEL] or filter:ID[:P1,P2,...], got '%s'\n",
+                     v.c_str());
+        std::exit(2);
+    };
+    auto number = [&](const std::string& s) -> unsigned {
+        if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 9) bad();
+        return static_cast<unsigned>(std::stoul(s));
+    };
+    if (v == "none") return {};
+    if (v == "deflate") return smalldata::Compression::deflate(1);
+    if (v.rfind("deflate:", 0) == 0) return smalldata::Compression::deflate(static_cast<int>(number(v.substr(8))));
+    if (v.rfind("filter:", 0) != 0) return bad();
+    const std::string rest = v.substr(7);
+    const std::size_t colon = rest.find(':');
+    const unsigned id = number(rest.substr(0, colon));
+    std::vector<unsigned> params;
+    if (colon != std::string::npos) {
+        std::string list = rest.substr(colon + 1);
+        std::size_t at = 0;
+        for (;;) {
+            const std::size_t comma = list.find(',', at);
+            params.push_back(number(list.substr(at, comma == std::string::npos ? std::string::npos : comma - at)));
+            if (comma == std::string::npos) break;
+            at = comma + 1;
+        }
+    }
+    return smalldata::Compression::filter(id, params);
+}
+
+// Bytes of the files the writers wrote: the serial file, or the part files of `servers`.
+std::uint64_t written_bytes(const std::string& out, int ranks, int servers) {
+    std::error_code ec;
+    if (ranks == 1) {
+        const std::uintmax_t n = std::filesystem::file_size(out, ec);
+        return ec ? 0 : n;
+    }
+    const std::size_t slash = out.rfind('/'), dot = out.rfind('.');
+    const std::string stem =
+        dot != std::string::npos && (slash == std::string::npos || dot > slash + 1) ? out.substr(0, dot) : out;
+    std::uint64_t total = 0;
+    for (int k = 0; k < servers; ++k) {
+        const std::uintmax_t n = std::filesystem::file_size(stem + "_part" + std::to_string(k) + ".h5", ec);
+        if (!ec) total += n;
+    }
+    return total;
+}
 
 Args parse(int argc, char** argv) {
     Args a;
@@ -85,6 +143,7 @@ Args parse(int argc, char** argv) {
         else if (k == "--progress") a.opt.progress_seconds = std::stod(next());
         else if (k == "--no-report") a.opt.report = false;
         else if (k == "--verify") a.verify = true;
+        else if (k == "--compression") a.opt.compression = parse_compression(a.compression = next());
         else {
             std::fprintf(stderr, "bench: unknown argument %s\n", k.c_str());
             std::exit(2);
@@ -248,6 +307,12 @@ int main(int argc, char** argv) {
         std::printf("  role=%s ranks=%d ns_per_event_call=%.0f ns_per_event_net=%.0f wait_s=%.3f write_s=%.3f "
                     "idle_s=%.3f join_s=%.3f peak_rss_MiB=%.1f cpu_frac=%.3f max_batches=%.0f\n",
                     names[ro], count, m[1], m[10], m[2], m[3], m[4], m[5], m[6] / 1024.0, m[8], m[9]);
+    }
+    if (!a.out.empty() && a.compression != "none") {
+        const double file = static_cast<double>(written_bytes(a.out, size, a.opt.servers));
+        const double bytes = static_cast<double>(a.events) * static_cast<double>(payload);
+        std::printf("  compression=%s payload_MB=%.1f file_MB=%.1f ratio=%.2f\n", a.compression.c_str(), bytes / 1e6,
+                    file / 1e6, file > 0 ? bytes / file : 0.0);
     }
     int status = 0;
     if (a.verify && !a.out.empty()) {

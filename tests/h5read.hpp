@@ -8,6 +8,9 @@
 //   f.exists("det/roi");  f.is_group("det");  f.is_dataset("det/roi");
 //   f.dims("det/roi")                      -> {n_events, 4}   ({} for a scalar dataset)
 //   f.chunk_dims("det/roi")                -> {rows per chunk, 4} ({} if not chunked)
+//   f.filters("det/roi")                   -> the filter pipeline of its dcpl, in order:
+//                                             {id, cd_values} each ({} if none)
+//   f.storage_bytes("det/roi")             -> bytes its data takes in the file (compressed)
 //   f.read<std::int16_t>("det/roi")        -> every element, row-major
 //   f.read_rows<float>("det/proj", 10, 5)  -> rows [10, 15) (first axis), row-major
 //   f.scalar<double>("x")                  -> a rank-0 dataset's value
@@ -39,6 +42,7 @@
 #include <unistd.h>
 #endif
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -231,6 +235,34 @@ public:
         check(r, "H5Pget_chunk", name);
         c.resize(static_cast<std::size_t>(r));
         return c;
+    }
+    // The filters of a dataset's creation property list (H5Pget_filter2), in pipeline order.
+    struct Filter {
+        int id = -1;
+        std::vector<unsigned> params;  // cd_values
+    };
+    std::vector<Filter> filters(const std::string& name) const {
+        Hid p = create_plist(open_dataset(name), name);
+        const int n = H5Pget_nfilters(p.get());
+        check(n, "H5Pget_nfilters", name);
+        std::vector<Filter> out;
+        for (int i = 0; i < n; ++i) {
+            unsigned flags = 0, config = 0;
+            std::size_t nelmts = 32;
+            std::vector<unsigned> cd(nelmts);
+            char fname[256] = "";
+            const H5Z_filter_t id = H5Pget_filter2(p.get(), static_cast<unsigned>(i), &flags, &nelmts, cd.data(),
+                                                   sizeof fname, fname, &config);
+            check(id, "H5Pget_filter2", name);
+            cd.resize(std::min<std::size_t>(nelmts, cd.size()));
+            out.push_back(Filter{static_cast<int>(id), cd});
+        }
+        return out;
+    }
+    // Bytes the dataset's data takes in the file (after compression).
+    hsize_t storage_bytes(const std::string& name) const {
+        Hid d = open_dataset(name);
+        return H5Dget_storage_size(d.get());
     }
     // The number of elements of a dataset (1 for a scalar).
     hsize_t count(const std::string& name) const {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The kill test of the crash-safe output (Options::checkpoint_seconds).
 
-Starts the producer (producer.cpp) in three layouts, kills it at a random instant, runs
+Starts the producer (producer.cpp) in three layouts, and in a fourth, 1+1z (1+1 with
+deflate compression, Options::compression), with a few kills; kills it at a random instant, runs
 `smalldata recover FILE` and checks the result event by event with h5py:
 
   - every event handed over more than checkpoint_seconds before the kill is present,
@@ -48,7 +49,9 @@ LAYOUTS = {           # name: (ranks, clients); ranks 1 = serial mode
     "serial": (1, 1),
     "1+1": (2, 1),
     "2+4": (6, 4),
+    "1+1z": (2, 1),   # 1+1 with deflate compression (Options::compression)
 }
+COMPRESSED = {"1+1z"}  # layouts whose producer compresses (SMALLDATA_TEST_COMPRESSION=deflate)
 
 
 def plan(rng):
@@ -56,6 +59,12 @@ def plan(rng):
     start, or "done" (as the first client enters done())."""
     kills = []
     for layout in LAYOUTS:
+        if layout in COMPRESSED:  # a few kills: compressed chunks rewritten by checkpoints, recovered
+            kills.append((layout, "KILL", "server", 4.0, rng.uniform(1.5, 3.5)))
+            kills.append((layout, "KILL", "job", 4.0, rng.uniform(1.5, 3.5)))
+            kills.append((layout, "TERM", "job", 4.0, rng.uniform(1.5, 3.5)))
+            kills.append((layout, "KILL", "server", 4.0, ("checkpoint", rng.uniform(1.5, 2.5))))
+            continue
         targets = ["job"] if layout == "serial" else ["client", "server", "job"]
         # Most kills come once events are due on disk (after start-up and one interval),
         # so that the rule has events to check; some in the first second.
@@ -267,7 +276,8 @@ def run_one(args, k, kill, work):
     sig = getattr(signal, "SIG" + sig_name)
     reports = CheckpointReports(os.path.join(logs, "checkpoints.fifo"))
     t_start = time.time()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    env = dict(os.environ, SMALLDATA_TEST_COMPRESSION="deflate") if layout in COMPRESSED else None
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     phase = None
     ckpt = None
     kill_time = None

@@ -12,6 +12,9 @@
   stale      a serial run after a parallel run of the same name (its parts stay beside
              the serial file): check and recover keep the serial file as it is (same
              bytes, summary included) and leave the parts alone
+  compressed deflate-compressed files (Options::compression): a parallel run's final file
+             deleted, rebuilt by recover from the compressed parts; a serial file whose
+             var_ data lost rows, cut by recover (it reads the compressed lengths)
 
 usage: run_tools.py MPIEXEC WRITE_RUN SMALLDATA_TOOL WORKDIR
 """
@@ -72,7 +75,7 @@ class Ctx:
     def __init__(self, mpiexec, write_run, tool, root):
         self.mpiexec, self.write_run, self.tool, self.root = mpiexec, write_run, tool, root
 
-    def fresh(self, name, ranks):
+    def fresh(self, name, ranks, compression=None):
         d = os.path.join(self.root, name)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
@@ -80,7 +83,8 @@ class Ctx:
         cmd = [self.write_run, out, str(N)]
         if ranks > 1:
             cmd = [self.mpiexec, "-n", str(ranks)] + cmd
-        p = run_limited(cmd)
+        env = dict(os.environ, SMALLDATA_TEST_COMPRESSION=compression) if compression else None
+        p = run_limited(cmd, env=env)
         if p is None or p.returncode != 0:
             raise RuntimeError(f"write_run failed: {p.stderr[-2000:] if p else 'hung'}")
         return out
@@ -148,10 +152,10 @@ def check_var(f, ts):
     return []
 
 
-def mode_var_cut(c):
+def mode_var_cut(c, compression=None):
     """A serial file whose var_ data lost its last rows (as a full disk or a kill can leave
     it): check names the dataset; recover keeps the events whose rows are all there."""
-    out = c.fresh("var_cut", 1)
+    out = c.fresh("var_cut" if compression is None else "var_cut_" + compression, 1, compression)
     with h5py.File(out, "r+") as f:
         x = f["peaks/var_p/x"]
         total = x.shape[0]
@@ -301,8 +305,55 @@ def mode_stale(c):
     return probs
 
 
+GZIP_FIELDS = ("timestamp", "x", "flag", "det/image", "late", "det/unaligned_hits", "peaks/var_p/x",
+               "peaks/var_p_len")
+
+
+def gzip_problems(path, seen=None):
+    """Every per-event dataset of a writer file is deflate-compressed (with shuffle). A part
+    may lack a field its clients never gave (det/unaligned_hits): `seen` collects the
+    names found."""
+    probs = []
+    with h5py.File(path, "r") as f:
+        for name in GZIP_FIELDS:
+            if seen is None and name not in f:
+                probs.append(f"{name} missing in {os.path.basename(path)}")
+            if name not in f:
+                continue
+            if seen is not None:
+                seen.add(name)
+            if f[name].compression != "gzip" or not f[name].shuffle:
+                probs.append(f"{name} in {os.path.basename(path)} is not gzip + shuffle ({f[name]._filters})")
+    return probs
+
+
+def mode_compressed(c):
+    """Compressed files: recover rebuilds a deleted final file from the compressed parts,
+    and cuts a compressed serial file whose var_ data lost rows."""
+    out = c.fresh("compressed", 5, "deflate")
+    d = os.path.dirname(out)
+    probs, seen = [], set()
+    for k in (0, 1):
+        probs += gzip_problems(os.path.join(d, f"run_part{k}.h5"), seen)
+    if seen != set(GZIP_FIELDS):
+        probs.append(f"no part has {sorted(set(GZIP_FIELDS) - seen)}")
+    os.unlink(out)
+    p = c.tool_run("recover", out)
+    if p.returncode != 0 or not os.path.exists(out):
+        return probs + [f"recover of a compressed run exited {p.returncode}"]
+    probs += check_values(out, False)
+    p = c.tool_run("check", out)
+    if p.returncode != 0:
+        probs.append(f"check of the rebuilt compressed run exited {p.returncode}")
+    probs += mode_var_cut(c, "deflate")
+    out = os.path.join(c.root, "var_cut_deflate", "run.h5")
+    probs += gzip_problems(out)
+    return probs
+
+
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
-         "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut}
+         "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut,
+         "compressed": mode_compressed}
 
 
 def main():

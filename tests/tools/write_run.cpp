@@ -3,6 +3,7 @@
 // image in a group, a field first seen late (back-filled), an unaligned field, a var_
 // field, summaries, attributes.
 // Usage: write_run OUTPUT.h5 [EVENTS]
+// SMALLDATA_TEST_COMPRESSION=deflate in the environment: Compression::deflate(1).
 #include "smalldata.hpp"
 
 #include <array>
@@ -25,6 +26,8 @@ int main(int argc, char** argv) {
         smalldata::Options opt;
         opt.filename = argv[1];
         opt.servers = world >= 4 ? 2 : 1;
+        const char* z = std::getenv("SMALLDATA_TEST_COMPRESSION");
+        if (z && std::string(z) == "deflate") opt.compression = smalldata::Compression::deflate(1);
         smalldata::SmallData smd(opt);
         std::int64_t mine = 0;
         for (std::int64_t i : smd.share(n)) {
