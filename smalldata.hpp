@@ -405,9 +405,9 @@ struct Options {
                                       // (write_thread is then ignored on servers); the
                                       // serial process has one unless write_thread is 0, or
                                       // -1 with an HDF5 that is not thread-safe, and then
-                                      // compresses in event(). A checkpoint compresses
-                                      // the partial chunks it writes on the thread taking
-                                      // it (which waits for the write thread anyway)
+                                      // compresses in event(). Checkpoints are then
+                                      // written by the write thread too, behind the
+                                      // caches handed to it
 };
 
 enum class Role { serial, client, server, other };
@@ -2241,9 +2241,63 @@ inline std::string plugin_path_text() {
 #endif
     return out.empty() ? std::string("its plugin directories") : out;
 }
+// A filter set by id, tried on a test chunk in memory (a core-driver file, nothing on
+// disk), mandatory there, so that parameters it rejects (when a dataset is made, or when
+// it compresses) are an error of the options instead of a failed or uncompressed write.
+// It must accept one of int32, float32 or float64 (a filter such as zfp takes floats only)
+// and give the values back. Empty: it does.
+inline std::string filter_probe(const Compression& c) {
+    std::string what = "compression: " + filter_text(c.filter_id) + " with parameters {";
+    for (std::size_t i = 0; i < c.params.size(); ++i) what += (i ? ", " : "") + std::to_string(c.params[i]);
+    what += "}";
+    const hsize_t n = 4096;
+    std::vector<double> in(n), out(n);
+    for (hsize_t i = 0; i < n; ++i) in[i] = static_cast<double>((i / 8) % 100);  // compresses
+    std::string refused;
+    try {
+        H5Id fapl(h5check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
+        h5check_herr(H5Pset_fapl_core(fapl.get(), 1 << 16, 0), "H5Pset_fapl_core");
+        H5Id file(h5check(H5Fcreate("smalldata filter probe", H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
+                          "cannot make a file in memory"),
+                  H5Fclose);
+        H5Id space(h5check(H5Screate_simple(1, &n, nullptr), "H5Screate_simple"), H5Sclose);
+        H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+        h5check_herr(H5Pset_chunk(dcpl.get(), 1, &n), "H5Pset_chunk");
+        if (c.shuffle) h5check_herr(H5Pset_shuffle(dcpl.get()), "H5Pset_shuffle");
+        h5check_herr(H5Pset_filter(dcpl.get(), static_cast<H5Z_filter_t>(c.filter_id), 0, c.params.size(),
+                                   c.params.empty() ? nullptr : c.params.data()),
+                     "it cannot be set");
+        H5Id dapl(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
+        h5check_herr(H5Pset_chunk_cache(dapl.get(), 0, 0, 1.0), "H5Pset_chunk_cache");  // through the filter
+        const std::pair<hid_t, const char*> types[] = {
+            {H5T_STD_I32LE, "int32"}, {H5T_IEEE_F32LE, "float32"}, {H5T_IEEE_F64LE, "float64"}};
+        for (const auto& t : types) {
+            const std::string name = t.second;
+            H5Id d(H5Dcreate2(file.get(), name.c_str(), t.first, space.get(), H5P_DEFAULT, dcpl.get(), dapl.get()),
+                   H5Dclose);
+            if (!d.valid()) {
+                refused += (refused.empty() ? "" : "; ") + name + ": " + h5_stack();
+                continue;
+            }
+            h5check_herr(H5Dwrite(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, in.data()),
+                         "it fails to compress a test chunk of " + name);
+            h5check_herr(H5Dread(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()),
+                         "it fails to decompress a test chunk of " + name);
+            if (out != in) return what + " does not give back the values of a test chunk of " + name;
+            return {};
+        }
+    } catch (const Error& e) {
+        std::string why = e.what();
+        if (why.rfind("smalldata: ", 0) == 0) why.erase(0, 11);
+        return what + ": " + why;
+    }
+    return what + " refuses datasets of int32, float32 and float64 (" + refused + ")";
+}
+
 // What is wrong with `c` for writing (empty: nothing): a deflate level outside 1-9, a
-// filter id outside 1-65535, or a filter (shuffle included) that this process cannot
-// encode with: neither built into HDF5 nor found as a plugin, or present for decoding only.
+// filter id outside 1-65535, a filter (shuffle included) that this process cannot encode
+// with (neither built into HDF5 nor found as a plugin, or present for decoding only), or
+// parameters a filter set by id rejects (filter_probe).
 inline std::string compression_problem(const Compression& c) {
     using K = Compression::Kind;
     if (c.kind == K::none) return {};
@@ -2272,6 +2326,7 @@ inline std::string compression_problem(const Compression& c) {
     };
     std::string problem = c.shuffle ? usable(H5Z_FILTER_SHUFFLE) : std::string();
     if (problem.empty()) problem = usable(c.kind == K::deflate ? unsigned(H5Z_FILTER_DEFLATE) : c.filter_id);
+    if (problem.empty() && c.kind == K::filter) problem = filter_probe(c);
     return problem;
 }
 // Adds c's filters (shuffle first, then the compressor) to a dataset creation property
@@ -2915,9 +2970,10 @@ namespace detail {
 //     (a raw chunk write would bypass them), and big rows go through the cache like the
 //     others (still one row per chunk), so that the compressing is done where full caches
 //     are written: on the write thread, which a server then always has (use_write_thread).
-//     A checkpoint's partial chunks are compressed by the thread taking it, which waits for
-//     the write thread anyway; the next partial write of such a chunk makes HDF5 read it
-//     back and decompress it first (the rows in it are kept). A rewritten compressed chunk
+//     A checkpoint is queued for that thread too (checkpoint_queued): each field's cached
+//     rows as a job, then a mark that sets the extents and flushes, so no chunk is
+//     compressed on the receive loop or in event(). The next partial write of such a chunk
+//     makes HDF5 read it back and decompress it first (the rows in it are kept). A rewritten compressed chunk
 //     may move in the file, and the space it leaves may stay unused: a little more file
 //     with frequent checkpoints.
 //     Thread. With Options::write_thread a full cache is handed to a helper thread, which
@@ -3273,8 +3329,14 @@ public:
     // as long as the events, unaligned ones as their rows, then the file flushed. The file
     // is in SWMR mode, so what is on disk is a valid file at every instant; after this,
     // one that holds these events. Between events only. After a failed write: throws it.
-    void checkpoint() {
+    // With compression and a write thread (unless `now`) the checkpoint is queued for the
+    // thread instead (checkpoint_queued()); `now` waits for the thread and takes it here.
+    void checkpoint(bool now = false) {
         if (!has_file_ || !file_.valid()) return;
+        if (filtered_ && async_ && !now) {
+            checkpoint_queued();
+            return;
+        }
         if (checkpoint_hook) checkpoint_hook(0);
         if (failed()) fail();
         wait_written();  // what the write thread holds first (it stays, for the next full caches)
@@ -3295,29 +3357,74 @@ public:
                 // stops at attr_events). Unaligned: exactly its rows.
                 if (f.meta.aligned ? f.extent < want : f.extent != want) set_extent(f, want);
             }
-            h5_set_attr_u64(file_.get(), attr_events, n_events_);
-            // The flush writes metadata: room for it is held back from the data (like the
-            // close's), given to it now and taken again after. A file system too full to give
-            // it back is an error now, while the file is flushed and the close's room is kept.
-            const bool had_room = spare_flush_.held();
-            spare_flush_.release();
-            if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) throw_h5("cannot flush '" + path_ + "'");
-            if (checkpoint_hook) checkpoint_hook(1);
-            add_write_seconds(now_seconds() - t0);
-            ++checkpoints_;
-            if (had_room) {
-                spare_flush_.hold(path_, spare_space_bytes + fields_.size() * spare_space_per_field);
-                if (!spare_flush_.held())
-                    throw_error(Errc::hdf5, "the file system of '" + path_ +
-                                                "' is full: no room left for the next checkpoint (every event up to "
-                                                "this one is in the file)");
-            }
+            flush_file(n_events_, fields_.size(), t0);
         } catch (...) {
             set_error(fields_[0], n_events_);
             fail();
         }
     }
-    std::uint64_t checkpoints() const noexcept { return checkpoints_; }
+    // The queued checkpoint (compression): every field's cached rows go to the write thread
+    // as a job of their own (the field goes on filling a copy of its cache, in its spare
+    // buffer: no new memory), then a mark that sets the extents and flushes the file, on
+    // the thread, after them. So the compressing stays off this thread; it waits only for
+    // a field whose last full cache is still queued (as its next hand-over would). At most
+    // one checkpoint is queued: while one is, the clock's next tick takes the next.
+    void checkpoint_queued() {
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            if (checkpoint_queued_) return;
+        }
+        if (checkpoint_hook) checkpoint_hook(0);
+        if (failed()) fail();
+        Job mark;
+        mark.kind = Job::Kind::checkpoint;
+        mark.start = n_events_;
+        for (WField& f : fields_) {
+            const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
+            if (f.cached > 0) {
+                const std::uint64_t known = std::max(f.cache_start + f.cached, want);
+                const std::size_t limit = limit_rows(f);
+                if (!hand_over(f, known, limit, true)) {  // no thread, or no room for a copy: here
+                    write_now(f, f.cache.data(), f.cache_start, f.cached, known, limit);
+                    std::lock_guard<std::mutex> lk(m_);
+                    f.written_end = f.cache_start + f.cached;
+                }
+            }
+            mark.marks.emplace_back(&f, want);
+        }
+        std::unique_lock<std::mutex> lk(m_);
+        if (error_) {
+            lk.unlock();
+            fail();
+        }
+        checkpoint_queued_ = true;
+        jobs_.push_back(std::move(mark));
+        ++pending_;
+        lk.unlock();
+        work_cv_.notify_one();
+    }
+    // A checkpoint's end: the events made durable recorded, the file flushed (the caller
+    // holds h5_). fields: the number of fields (room for the next flush grows with it).
+    void flush_file(std::uint64_t events, std::size_t fields, double t0) {
+        h5_set_attr_u64(file_.get(), attr_events, events);
+        // The flush writes metadata: room for it is held back from the data (like the
+        // close's), given to it now and taken again after. A file system too full to give
+        // it back is an error now, while the file is flushed and the close's room is kept.
+        const bool had_room = spare_flush_.held();
+        spare_flush_.release();
+        if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) throw_h5("cannot flush '" + path_ + "'");
+        if (checkpoint_hook) checkpoint_hook(1);
+        add_write_seconds(now_seconds() - t0);
+        checkpoints_.fetch_add(1, std::memory_order_relaxed);
+        if (had_room) {
+            spare_flush_.hold(path_, spare_space_bytes + fields * spare_space_per_field);
+            if (!spare_flush_.held())
+                throw_error(Errc::hdf5, "the file system of '" + path_ +
+                                            "' is full: no room left for the next checkpoint (every event up to "
+                                            "this one is in the file)");
+        }
+    }
+    std::uint64_t checkpoints() const noexcept { return checkpoints_.load(std::memory_order_relaxed); }
 
     Writer(const Writer&) = delete;
     Writer& operator=(const Writer&) = delete;
@@ -3511,7 +3618,10 @@ private:
         by_name_.emplace(m.name, fields_.size() - 1);
         names_.add(m.name);
         spare_space_.grow(spare_space_bytes + fields_.size() * spare_space_per_field);
-        spare_flush_.grow(spare_space_bytes + fields_.size() * spare_space_per_field);
+        {
+            std::lock_guard<std::mutex> g(h5_);  // a queued checkpoint's mark may be using it
+            spare_flush_.grow(spare_space_bytes + fields_.size() * spare_space_per_field);
+        }
         return fields_.size() - 1;
     }
 
@@ -3829,16 +3939,35 @@ private:
 
     // ---- write thread
     struct Job {
-        WField* f;
+        // cache: a full cache (or the last rows, finish); rows: a checkpoint's copy of the
+        // cached rows (they stay cached); checkpoint: its mark (write_mark).
+        enum class Kind { cache, rows, checkpoint };
+        Kind kind = Kind::cache;
+        WField* f = nullptr;
         std::vector<unsigned char> buf;
-        std::uint64_t start, rows, known;
-        std::size_t limit;
+        std::uint64_t start = 0, rows = 0, known = 0;  // a mark: start = the events it makes durable
+        std::size_t limit = 0;
+        std::vector<std::pair<WField*, std::uint64_t>> marks;  // a mark: each field's rows
     };
+
+    // The mark of a queued checkpoint, on the write thread, which holds h5_: the rows before
+    // it are written. Extents only grow here (the caller's thread may have written rows of
+    // its own since, write_now).
+    void write_mark(const Job& j) {
+        const double t0 = now_seconds();
+        for (const auto& m : j.marks) {
+            WField& f = *m.first;
+            if (f.dset.valid() && f.extent < m.second) set_extent(f, m.second);
+        }
+        flush_file(j.start, j.marks.size(), t0);  // not fields_.size(): the caller may add one now
+    }
 
     // Queues f's cache for the write thread and gives f its spare one (or none: a new one
     // is made on the next row, within the budget); waits while f already has a cache
     // queued (back-pressure). false: no thread could be started (write here).
-    bool hand_over(WField& f, std::uint64_t known, std::size_t limit) {
+    // keep (a queued checkpoint): f keeps its rows, copied into the spare (or a new buffer
+    // of the same size, within the budget); false also when there is no room for it.
+    bool hand_over(WField& f, std::uint64_t known, std::size_t limit, bool keep = false) {
         std::unique_lock<std::mutex> lk(m_);
         if (!worker_.joinable()) {
             try {
@@ -3862,15 +3991,36 @@ private:
                 std::vector<unsigned char>().swap(next);
             }
         }
+        const std::size_t kept = f.cached * f.meta.bytes;
+        if (keep && next.size() < kept) {
+            const std::size_t room = opt_.cache_memory > cache_bytes_ ? opt_.cache_memory - cache_bytes_ : 0;
+            if (next.size() + room < f.cache.size()) {  // no room for a copy: f keeps its cache
+                if (!next.empty()) f.spare.push_back(std::move(next));
+                return false;
+            }
+            cache_bytes_ -= next.size();
+            std::vector<unsigned char>(f.cache.size()).swap(next);
+            cache_bytes_ += next.size();
+            cache_peak_ = std::max(cache_peak_, cache_bytes_);
+        }
+        if (keep) std::memcpy(next.data(), f.cache.data(), kept);
         f.want_rows = std::max(f.want_rows, f.cache_rows);
-        jobs_.push_back(Job{&f, std::move(f.cache), f.cache_start, f.cached, known, limit});
+        Job j;
+        j.kind = keep ? Job::Kind::rows : Job::Kind::cache;
+        j.f = &f;
+        j.buf = std::move(f.cache);
+        j.start = f.cache_start;
+        j.rows = f.cached;
+        j.known = known;
+        j.limit = limit;
+        jobs_.push_back(std::move(j));
         ++f.queued;
         ++pending_;
         lk.unlock();
         work_cv_.notify_one();
         f.cache = std::move(next);
         f.cache_rows = f.cache.size() / f.meta.bytes;  // rb > 0: 0-byte rows are never cached
-        f.cached = 0;
+        if (!keep) f.cached = 0;
         return true;
     }
 
@@ -3889,15 +4039,31 @@ private:
             std::exception_ptr err;
             if (!skip) {
                 try {
-                    std::lock_guard<std::mutex> g(h5_);
+                    std::lock_guard<std::mutex> g(h5_);  // (a mark's fields: fields_[0] first)
                     H5Quiet q;
-                    write_cache(*j.f, j.buf.data(), j.start, j.rows, j.known, j.limit);
+                    if (j.kind == Job::Kind::checkpoint)
+                        write_mark(j);
+                    else
+                        write_cache(*j.f, j.buf.data(), j.start, j.rows, j.known, j.limit);
                 } catch (...) {
                     err = std::current_exception();
                 }
             }
             lk.lock();
             if (err && !error_) error_ = err;
+            if (j.kind == Job::Kind::checkpoint) {
+                if (skip || err) {  // as a checkpoint taken on the caller's thread (set_error)
+                    failed_.store(true, std::memory_order_release);
+                    WField& ts = *j.marks.front().first;
+                    ts.lost_from = std::min(ts.lost_from, std::max(j.start, ts.written_end));
+                }
+                checkpoint_queued_ = false;
+                --pending_;
+                done_cv_.notify_all();
+                continue;
+            }
+            if (j.kind == Job::Kind::rows && !skip && !err)  // the checkpoint's copy is on disk
+                j.f->written_end = std::max(j.f->written_end, j.start + j.rows);
             if (skip || err) {  // rows a checkpoint wrote (below written_end) stay
                 failed_.store(true, std::memory_order_release);
                 j.f->lost_from = std::min(j.f->lost_from, std::max(j.start, j.f->written_end));
@@ -4000,7 +4166,7 @@ private:
         if (c) checkpoint();
         if (p) progress_();
     }
-    std::uint64_t checkpoints_ = 0;
+    std::atomic<std::uint64_t> checkpoints_{0};  // taken (a queued one counts once flushed)
     bool has_file_;
     bool filtered_;  // Options::compression is on: chunks go through H5Dwrite (HDF5 filters them)
     bool async_;  // full caches go to the write thread
@@ -4025,6 +4191,7 @@ private:
     std::condition_variable work_cv_, done_cv_;
     std::deque<Job> jobs_;
     std::size_t pending_ = 0;  // jobs handed over and not yet written (queued or being written)
+    bool checkpoint_queued_ = false;  // a checkpoint's mark is queued or being written
     bool stop_ = false;
     std::exception_ptr error_;
     std::vector<WField*> with_spare_;  // fields with a spare cache (to free them when short)
@@ -4640,7 +4807,7 @@ inline void Impl::run_server() {
             if (flag) on_abort_notice(st.MPI_SOURCE);
             if (stop_requested.load(std::memory_order_relaxed) != 0 && !stop_seen) {
                 stop_seen = true;  // the clients end at their next event(): make all held durable now
-                writer->checkpoint();
+                writer->checkpoint(true);
                 log(LogLevel::info, std::string("interrupted by ") + stop_name(stop_requested.load()) + ": " +
                                         std::to_string(writer->events()) + " events are durable in '" +
                                         (opt.filename.empty() ? std::string() : part_path(server_idx)) + "'");

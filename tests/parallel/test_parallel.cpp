@@ -1748,6 +1748,18 @@ TEST_CASE("compression: an unavailable filter or an invalid setting is Errc::opt
         CHECK(error_code_of([&] { SmallData smd(o); }, &what) == "option");
         CHECK(what.find(std::to_string(id)) != std::string::npos);
     }
+    // Parameters the filter rejects (the bzip2 plugin: a block size of 1 to 9) are found by
+    // trying it on a chunk in memory, not at the first write.
+    o.compression = smalldata::Compression::filter(307, {42});
+    CHECK(error_code_of([&] { SmallData smd(o); }, &what) == "option");
+    CHECK(what.find("HDF5 filter 307 (bzip2) with parameters {42}") != std::string::npos);
+    o.compression = smalldata::Compression::filter(307, {9});  // a valid one passes
+    o.filename.clear();
+    CHECK_NOTHROW([&] {
+        SmallData smd(o);
+        smd.done();
+    }());
+    o.filename = dir + "/bad.h5";
     if (size > 1) {  // settings that differ between ranks
         o.compression = smalldata::Compression::deflate(1 + world_rank() % 2);
         CHECK(error_code_of([&] { SmallData smd(o); }, &what) == "option");
@@ -1758,4 +1770,80 @@ TEST_CASE("compression: an unavailable filter or an invalid setting is Errc::opt
     }
     MPI_Barrier(MPI_COMM_WORLD);
     if (world_rank() == 0) CHECK(files_in(dir).empty());  // nothing was created
+}
+
+// ---------------------------------------------------------------- compression: which thread
+namespace {
+// A pass-through HDF5 filter registered by the test (id 300: HDF5 keeps 256-511 for
+// testing) that records on which thread each chunk is compressed.
+constexpr H5Z_filter_t counting_filter_id = 300;
+std::thread::id main_thread;
+std::atomic<long> encodes_main{0}, encodes_other{0}, flushes_main{0}, flushes_other{0};
+// The chunk the option check compresses on the constructor's thread (filter_probe): int32
+// values (i / 8) % 100, 4096 of them. Not counted.
+bool is_probe_chunk(const void* buf, std::size_t n) {
+    if (n != 4096 * sizeof(std::int32_t)) return false;
+    const auto* v = static_cast<const std::int32_t*>(buf);
+    for (std::size_t i = 0; i < 4096; ++i)
+        if (v[i] != static_cast<std::int32_t>((i / 8) % 100)) return false;
+    return true;
+}
+std::size_t counting_filter(unsigned flags, std::size_t, const unsigned[], std::size_t nbytes, std::size_t*,
+                            void** buf) {
+    if ((flags & H5Z_FLAG_REVERSE) == 0 && !is_probe_chunk(*buf, nbytes))
+        ++(std::this_thread::get_id() == main_thread ? encodes_main : encodes_other);
+    return nbytes;  // the chunk as it is
+}
+void count_flush(int stage) noexcept {
+    if (stage == 1) ++(std::this_thread::get_id() == main_thread ? flushes_main : flushes_other);
+}
+}  // namespace
+
+TEST_CASE("compression: every chunk is compressed on the write thread, checkpoints included", "[mpi][compression]") {
+    static const H5Z_class2_t counting = {H5Z_CLASS_T_VERS, counting_filter_id, 1, 1, "smalldata test: counting",
+                                          nullptr, nullptr, counting_filter};
+    REQUIRE(H5Zregister(&counting) >= 0);
+    main_thread = std::this_thread::get_id();
+    encodes_main = encodes_other = flushes_main = flushes_other = 0;
+    const std::string dir = fresh_dir("zthread");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/z.h5";
+    o.compression = smalldata::Compression::filter(counting_filter_id);
+    o.write_thread = 1;             // serial mode: a write thread (servers always have one)
+    o.checkpoint_seconds = 0.05;    // a checkpoint every 20 ms
+    o.batch_size = 16;
+    smalldata::detail::checkpoint_hook = count_flush;
+    const std::int64_t n = 600;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n)) {
+            smd.event(i, "x", static_cast<double>(i), "det/arr", zarr(i));
+            if (i % 50 == 0) smd.event(i, "unaligned_y", static_cast<float>(i));
+            if (i % 4 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // ~0.15 s per client
+        }
+        smd.done();
+    }
+    smalldata::detail::checkpoint_hook = nullptr;
+    const Role role = world_size() == 1 ? Role::serial : (world_rank() < o.servers ? Role::server : Role::client);
+    CAPTURE(world_rank());
+    CHECK(encodes_main == 0);  // none on the loop's thread: not in event(), not in the receive loop
+    CHECK(flushes_main == 0);  // checkpoints flushed by the write thread
+    if (role != Role::client) {
+        CHECK(encodes_other > 0);
+        CHECK(flushes_other > 0);  // checkpoints were taken
+    } else {
+        CHECK(encodes_other == 0);  // a client writes no per-event dataset
+    }
+    if (world_rank() == 0) {  // and every value is in the file
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        const auto x = f.read<double>("x");
+        REQUIRE(ts.size() == static_cast<std::size_t>(n));
+        REQUIRE(x.size() == ts.size());
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r) bad += x[r] != static_cast<double>(ts[r]);
+        CHECK(bad == 0);
+        CHECK(f.read<float>("unaligned_y").size() == 12u);
+    }
 }
