@@ -2408,7 +2408,9 @@ inline H5Id h5_lcpl() {  // link creation: make intermediate groups ("det/roi")
     return p;
 }
 
-inline H5Id h5_create_file(const std::string& path) {
+// align: see below; off for files of compressed chunks, whose sizes vary (a chunk a little
+// over 64 KiB would leave up to 64 KiB unused after it).
+inline H5Id h5_create_file(const std::string& path, bool align = true) {
     H5Id fapl(h5check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
     // The HDF5 1.10 file format, whatever library version writes it: readable by HDF5 1.10
     // and newer (which virtual datasets need anyway), and its extensible-array chunk index
@@ -2418,7 +2420,7 @@ inline H5Id h5_create_file(const std::string& path) {
 #endif
     // Allocations of 64 KiB and more (chunks of images, of large caches) start on a 64 KiB
     // boundary, so that they cover whole page-cache folios: image appends 30 % faster.
-    h5check_herr(H5Pset_alignment(fapl.get(), 65536, 65536), "H5Pset_alignment");
+    if (align) h5check_herr(H5Pset_alignment(fapl.get(), 65536, 65536), "H5Pset_alignment");
     // Closing the file closes whatever is still open in it, so that a file whose writes
     // failed (a full disk) is not left half open for HDF5 to trip over at exit.
     h5check_herr(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), "H5Pset_fclose_degree");
@@ -3228,7 +3230,7 @@ public:
                 checkpoint_period_ = o.checkpoint_seconds * checkpoint_share;
                 rearm();
             } else {
-                file_ = h5_create_file(path);
+                file_ = h5_create_file(path, !filtered_);
                 if (tag) tag(file_.get());
             }
             if (o.preallocate) reserve_.open(file_.get(), path);
@@ -3555,7 +3557,7 @@ private:
     // half-made file under the real name.
     void create_swmr(const std::string& path, const std::function<void(hid_t)>& tag) {
         const std::string creating = path + ".tmp";
-        file_ = h5_create_file(creating);
+        file_ = h5_create_file(creating, !filtered_);
         try {
             if (tag) tag(file_.get());
             if (H5Fstart_swmr_write(file_.get()) < 0) throw_h5("cannot start SWMR writing of '" + creating + "'");

@@ -33,6 +33,9 @@
 //    id with its parameters (cd_values), e.g. filter:32004 (the LZ4 plugin). Rank 0 then
 //    also prints compression=... file_MB=... ratio=...: the bytes of the files the writers
 //    wrote (the serial file, or every part file) and the payload bytes over them.
+// --noise (large): the images carry detector-like noise (a pedestal of 1000 plus 6 random
+//    bits per pixel, cycled from 16 images made before the loop, so no per-event cost), for
+//    compression ratios nearer real data than the default image, which is almost all zeros.
 // --verify reads the final file back on rank 0 after the timing: every timestamp exactly
 // once, and (ref) every row's `a` and `n2` consistent with its timestamp. Prints
 // verify=ok or verify=FAILED and then exits with status 1.
@@ -60,6 +63,7 @@ struct Args {
     std::int64_t events = 1000000;
     std::string out = "bench.h5";
     double rate = 0;  // events per second per client; 0 = as fast as possible
+    bool noise = false;  // large: noisy images (--noise)
     bool verify = false;
     std::string compression = "none";
     smalldata::Options opt;
@@ -136,6 +140,7 @@ Args parse(int argc, char** argv) {
         else if (k == "--batch-bytes") a.opt.batch_bytes = std::stoul(next());
         else if (k == "--send-buffers") a.opt.send_buffers = std::stoi(next());
         else if (k == "--rate") a.rate = std::stod(next());
+        else if (k == "--noise") a.noise = true;
         else if (k == "--idle-sleep-us") a.opt.idle_sleep_max_us = std::stoi(next());
         else if (k == "--no-shm") a.opt.shared_memory = false;
         else if (k == "--write-thread") a.opt.write_thread = std::stoi(next());
@@ -229,6 +234,17 @@ int main(int argc, char** argv) {
     std::array<std::int16_t, 4> roi{};
     std::vector<std::uint16_t> image(a.workload == "large" ? 256 * 256 : 0);
     std::vector<float> peaks(a.workload == "array" || a.workload == "var" ? 100 : 0);
+    std::vector<std::vector<std::uint16_t>> noisy(a.noise && !image.empty() ? 16 : 0);
+    std::uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (auto& img : noisy) {
+        img.resize(image.size());
+        for (auto& px : img) {  // xorshift64
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            px = static_cast<std::uint16_t>(1000 + (rng & 63));
+        }
+    }
     const bool var = a.workload == "var";
     const std::size_t payload = a.workload == "ref" ? 496 : peaks.empty() ? 8 + image.size() * 2 : 408;
 
@@ -246,6 +262,8 @@ int main(int argc, char** argv) {
             } else if (!peaks.empty()) {
                 peaks[static_cast<std::size_t>(i % 100)] = static_cast<float>(x);
                 smd.event(i, var ? "det/var_peaks" : "det/peaks", peaks);
+            } else if (!noisy.empty()) {
+                smd.event(i, "det/image", smalldata::view(noisy[static_cast<std::size_t>(i % 16)].data(), {256, 256}));
             } else {
                 image[static_cast<std::size_t>(i % 65536)] = static_cast<std::uint16_t>(i);
                 smd.event(i, "det/image", smalldata::view(image.data(), {256, 256}));

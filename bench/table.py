@@ -16,7 +16,8 @@ import statistics
 import sys
 
 LAYOUTS = [("serial", "serial (1 rank)"), ("1+1", "1 srv + 1 cli (2 ranks)"), ("2+4", "2 srv + 4 cli (6 ranks)")]
-IMPLS = ["smalldata", "fpr", "phdf5"]
+IMPLS = ["smalldata", "smalldata-deflate1", "smalldata-lz4", "fpr", "phdf5"]
+ZIMPLS = [("smalldata-deflate1", "deflate 1 + shuffle"), ("smalldata-lz4", "LZ4 (filter 32004)")]
 WORKLOADS = ["ref", "large"]
 
 
@@ -34,6 +35,8 @@ def parse_run(path):
             elif line.strip().startswith("role="):
                 d = kv(line)
                 out["roles"][d["role"]] = d
+            elif line.strip().startswith("compression="):
+                out["z"] = kv(line)
             elif "events_per_s=" in line or "GB_per_s=" in line or "pagecache_MB_per_s=" in line:
                 out["main"] = kv(line)
     return out
@@ -106,7 +109,7 @@ def main():
                 m = r["main"]
                 evs = num(m, "events_per_s")
                 ratio = f(evs / fpr_evs, ".2f") if evs and fpr_evs else "-"
-                if impl == "smalldata":
+                if impl.startswith("smalldata"):
                     ro = r["roles"]
                     hot = ro.get("serial") or ro.get("client") or {}
                     wr = ro.get("serial") or ro.get("server") or {}
@@ -188,6 +191,27 @@ def main():
                 continue
             target("%s %s vs phdf5, events/s" % (w, lay), get(w, lay, "smalldata", "events_per_s"),
                    get(w, lay, "phdf5", "events_per_s"), "events/s", 1.0)
+
+    if any(best.get((w, lay, z)) for w in WORKLOADS for lay, _ in LAYOUTS for z, _ in ZIMPLS):
+        print()
+        print("Compression (bench/run --compression), against smalldata without it in this run; ratio = payload "
+              "bytes / bytes of the files written:")
+        print()
+        print("| workload | layout | compression | events/s | vs none | payload MB/s | compression ratio | file MB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for w in WORKLOADS:
+            for lay, lay_name in LAYOUTS:
+                base = get(w, lay, "smalldata", "events_per_s")
+                for z, z_name in ZIMPLS:
+                    r = best.get((w, lay, z))
+                    if r is None or r["skipped"]:
+                        continue
+                    evs = num(r["main"], "events_per_s")
+                    zz = r.get("z", {})
+                    print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                        w, lay_name, z_name, f(evs, ",.0f"), f(evs / base if evs and base else None, ".2f"),
+                        f(num(r["main"], "payload_MB_per_s"), ".1f"), f(num(zz, "ratio"), ".2f"),
+                        f(num(zz, "file_MB"), ".1f")))
 
     keepup = median_run(groups.get(("event", "keepup"), []), "events_per_s")
     if keepup and "client" in keepup["roles"]:

@@ -1847,3 +1847,46 @@ TEST_CASE("compression: every chunk is compressed on the write thread, checkpoin
         CHECK(f.read<float>("unaligned_y").size() == 12u);
     }
 }
+
+TEST_CASE("compression: a writer's file takes the room of its compressed chunks, no more", "[mpi][compression]") {
+    // Images of 128 KiB with 6 bits of noise per pixel compress to a little over 64 KiB:
+    // chunks of varying sizes, which must follow each other in the file without gaps.
+    const std::string dir = fresh_dir("zroom");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/z.h5";
+    o.compression = smalldata::Compression::deflate(1);
+    const std::int64_t n = 60;
+    std::vector<std::uint16_t> img(256 * 256);
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(n)) {
+            std::uint64_t r = 0x9e3779b97f4a7c15ull + static_cast<std::uint64_t>(i);
+            for (auto& px : img) {  // xorshift64
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                px = static_cast<std::uint16_t>(1000 + (r & 63));
+            }
+            smd.event(i, "det/image", smalldata::view(img.data(), {256, 256}));
+        }
+        smd.done();
+    }
+    if (world_rank() != 0) return;
+    std::vector<std::string> written;
+    if (world_size() == 1) {
+        written.push_back(o.filename);
+    } else {
+        for (int k = 0; k < o.servers; ++k) written.push_back(dir + "/z_part" + std::to_string(k) + ".h5");
+    }
+    std::uint64_t rows = 0;
+    for (const std::string& path : written) {
+        CAPTURE(path);
+        h5r::File part(path);
+        const std::uint64_t stored = part.storage_bytes("det/image") + part.storage_bytes("timestamp");
+        rows += part.dims("det/image")[0];
+        CHECK(stored < part.dims("det/image")[0] * 131072 * 3 / 4);  // compressed (about 1.9x)
+        CHECK(std::filesystem::file_size(path) < stored + stored / 10 + (std::uint64_t(128) << 10));
+    }
+    CHECK(rows == static_cast<std::uint64_t>(n));
+}
