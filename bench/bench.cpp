@@ -4,7 +4,7 @@
 //         [--batch-size N] [--cache-size N] [--batch-bytes N] [--send-buffers N]
 //         [--rate R] [--idle-sleep-us N] [--no-shm] [--write-thread N] [--checkpoint S]
 //         [--progress S] [--no-report] [--verify]
-//         [--compression none|deflate[:LEVEL]|filter:ID[:P1,P2,...]]
+//         [--compression none|deflate[:LEVEL]|filter:ID[:P1,P2,...]] [--self-contained]
 //
 // Run as one process (serial mode) or under mpiexec (parallel mode). Prints one line per
 // role with the slowest rank's figures, as key=value pairs that bench/run collects:
@@ -33,6 +33,8 @@
 //    id with its parameters (cd_values), e.g. filter:32004 (the LZ4 plugin). Rank 0 then
 //    also prints compression=... file_MB=... ratio=...: the bytes of the files the writers
 //    wrote (the serial file, or every part file) and the payload bytes over them.
+// --self-contained sets Options::self_contained: done() copies the parts into the final
+//    file (its time is in join_s; the report shows the copy).
 // --verify reads the final file back on rank 0 after the timing: every timestamp exactly
 // once, and (ref) every row's `a` and `n2` consistent with its timestamp. Prints
 // verify=ok or verify=FAILED and then exits with status 1.
@@ -143,6 +145,7 @@ Args parse(int argc, char** argv) {
         else if (k == "--progress") a.opt.progress_seconds = std::stod(next());
         else if (k == "--no-report") a.opt.report = false;
         else if (k == "--verify") a.verify = true;
+        else if (k == "--self-contained") a.opt.self_contained = true;
         else if (k == "--compression") a.opt.compression = parse_compression(a.compression = next());
         else {
             std::fprintf(stderr, "bench: unknown argument %s\n", k.c_str());

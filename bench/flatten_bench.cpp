@@ -9,7 +9,8 @@
 // an int32 and an int16[4], besides the timestamp. Every rank then leaves MPI but world
 // rank 0, which measures alone (no rank polls a core meanwhile).
 //
-// Then, in FILE's directory, after one warm-up of each, 3 times in turn:
+// Then, in FILE's directory, after one warm-up of each, 3 times in turn (each after sync(2), so
+// that no backlog of dirty pages, such as the run's parts, is written back meanwhile):
 //   write    the page-cache write bandwidth: as many bytes as the flatten moves, written
 //            with write(2) in pieces of 8 MiB into a new file (no fsync), then removed;
 //   flatten  detail::flatten_file(FILE, <dir>/flatten_bench_out.h5) with
@@ -141,7 +142,9 @@ int main(int argc, char** argv) {
     write_seconds(scratch, bytes, buf);  // warm-up
     std::vector<double> w, f, c;
     for (int r = 0; r < 3; ++r) {
+        ::sync();
         w.push_back(write_seconds(scratch, bytes, buf));
+        ::sync();
         dt::FlattenStats st;
         flatten(st);
         f.push_back(st.seconds);
