@@ -5683,8 +5683,8 @@ inline std::string vds_unescape(const std::string& name) {
 //     filters. No chunk cache on the output (every chunk is written whole), nor on a source
 //     without filters (its chunks are read straight into the block): the data is copied
 //     twice, by the kernel, from the page cache and back into it. A block of 4 MiB stays in
-//     the CPU's caches between the read and the write: 16 MiB and more copied ~20 % slower
-//     (bench/flatten_bench). Disk space is reserved ahead of the writes as the writer does
+//     the CPU's caches between the read and the write: blocks of 16 MiB copied ~10 % slower,
+//     of 64 MiB ~45 % (bench/flatten_bench, docs/performance.md). Disk space is reserved ahead of the writes as the writer does
 //     (FileReserve, FlattenSpec::preallocate): on ext4 the copy then runs ~20 % faster.
 //     Safety. The sources of every virtual dataset are checked first: they open, carry the
 //     file's run token, and hold the rows mapped (a missing part would read as fill values).
