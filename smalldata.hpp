@@ -47,9 +47,10 @@
 //     15. Transport: sender, shared memory, server  [>>impl-transport]
 //     16. Join: part files -> virtual datasets      [>>impl-join]
 //     17. Recovery: crashed files, checks           [>>impl-recover]
-//     18. Failure: abort protocol                   [>>impl-abort]
-//     19. Progress lines and the run report         [>>impl-report]
-//     20. SmallData out-of-line API                 [>>impl-api]
+//     18. Flatten: final file -> one file           [>>impl-flatten]
+//     19. Failure: abort protocol                   [>>impl-abort]
+//     20. Progress lines and the run report         [>>impl-report]
+//     21. SmallData out-of-line API                 [>>impl-api]
 //   License                                         [>>license]
 //
 // DOES NOT
@@ -111,7 +112,9 @@
 //     (named relative to the final file), plus the summary datasets. Runs never mix: each
 //     part carries its run's token, a rerun removes its old final file before any part is
 //     truncated, and the final file is built under a temporary name and renamed into
-//     place when complete (section 16).
+//     place when complete (section 16). With Options::self_contained that virtual file is
+//     copied into `filename` as ordinary chunked datasets and the parts are removed
+//     (section 18, which `smalldata flatten` uses too).
 //   Summaries and attributes.  What save_summary() and save_attribute() are given is held
 //     in memory by client 0 (or the serial process) and written into the final file by
 //     done(): a summary as a dataset beside the fields, an attribute on the object its
@@ -125,8 +128,10 @@
 //   chunk_bytes, idle_sleep_max_us, abort_grace_ms, abort_close_ms, preallocate,
 //   write_thread, cache_memory, checkpoint_seconds (tuning); compression (of the
 //   per-event datasets: deflate + shuffle, or any HDF5 filter such as the LZ4 plugin;
-//   section 3, struct Compression); progress_seconds, report, logger (messages). Every
-//   option but logger must be equal on every rank (checked).
+//   section 3, struct Compression); self_contained (parallel mode: done() copies the
+//   parts' data into the final file and removes the parts; no effect in serial mode);
+//   progress_seconds, report, logger (messages). Every option but logger must be equal
+//   on every rank (checked).
 //   SMALLDATA_SERVERS=N in the environment overrides `servers`; rank 0 prints the layout
 //   in use (servers, clients, other) once per parallel run.
 //
@@ -165,7 +170,7 @@
 //   written so far, the rates and the busiest server. done() makes a Report (every rank
 //   has it, SmallData::report()) and rank 0 prints it: events, bytes, rates, each server's
 //   busy and idle time, the clients' back-pressure waits, and a verdict on the number of
-//   servers from the scaling model of docs/performance.md (section 19).
+//   servers from the scaling model of docs/performance.md (section 20).
 //
 // REQUIREMENTS
 //   C++17 or later, MPI 3.0 or later (Open MPI, MPICH), HDF5 1.10.2 or later (serial or
@@ -408,6 +413,13 @@ struct Options {
                                       // compresses in event(). Checkpoints are then
                                       // written by the write thread too, behind the
                                       // caches handed to it
+    bool self_contained = false;      // parallel mode: done() copies every row into the final
+                                      // file (ordinary chunked datasets, with `compression`'s
+                                      // filters) and removes the part files; the file reads
+                                      // the same. Costs a read and a write of all the data on
+                                      // the joining rank (client 0) while the others wait
+                                      // (section 18, [>>impl-flatten]). Serial mode: no effect,
+                                      // the file is self-contained already
 };
 
 enum class Role { serial, client, server, other };
@@ -422,6 +434,8 @@ struct Stats {
     double write_seconds = 0;          // server/serial: time in HDF5 writes
     double idle_seconds = 0;           // server: time waiting for batches
     double join_seconds = 0;           // join root: time to build the final file
+    double flatten_seconds = 0;        // join root, Options::self_contained: of join_seconds,
+    std::uint64_t flatten_bytes = 0;   // the copy into one file, and the data bytes it moved
 };
 
 // The end-of-run report (Options::report, SmallData::report()): what the run did, where
@@ -456,6 +470,8 @@ struct Report {
     double events_per_second = 0;      // events / wall_seconds
     double bytes_per_second = 0;
     double join_seconds = 0;           // building the final file (parallel mode)
+    double flatten_seconds = 0;        // of which copying the data into it (self_contained)
+    std::uint64_t flatten_bytes = 0;   // the data bytes that copy moved
     std::vector<ServerReport> servers; // one per server; serial mode: the process
     std::vector<ClientReport> clients; // one per client; serial mode: empty
     // The verdict of the scaling model (docs/performance.md): the number of servers to
@@ -4473,7 +4489,7 @@ inline Impl*& active_impl() {  // the live SmallData of this process, for the ex
 
 // While a SmallData is live, an exception that escapes the program (std::terminate) and a
 // process that exits before done() (std::exit, an atexit handler) are routed to the
-// failure path of section 18, which closes the files and, in parallel mode, ends the job.
+// failure path of section 19, which closes the files and, in parallel mode, ends the job.
 // The guard installs the terminate handler and restores the previous one when the
 // SmallData goes away, whatever way that happens.
 class ExitGuard {
@@ -4501,6 +4517,24 @@ inline std::string part_path_of(const std::string& filename, int k) {
     return stem + "_part" + std::to_string(k) + ".h5";
 }
 
+// How a final (or serial) file is copied into one self-contained file, and what the copy
+// did (section 18, [>>impl-flatten]): done() with Options::self_contained, `smalldata flatten`.
+struct FlattenSpec {
+    std::size_t chunk_bytes = std::size_t(1) << 20;   // target chunk size (Options::chunk_bytes)
+    bool source_filters = true;       // each dataset keeps the filters of its source (the tool);
+    Compression compression;          // false: these instead (done(): Options::compression)
+    std::size_t block_bytes = std::size_t(4) << 20;   // bytes per read and write (whole chunks)
+    bool preallocate = true;          // reserve disk space ahead of the writes (Options::preallocate)
+};
+struct FlattenStats {
+    std::uint64_t bytes = 0;      // data bytes of the per-event datasets copied
+    double seconds = 0;           // the whole flatten: checks, copy, close, rename
+    double copy_seconds = 0;      // of which moving the per-event datasets' data
+    std::size_t datasets = 0;     // per-event datasets made chunked
+    std::size_t copied = 0;       // other datasets copied as they are (summaries)
+};
+void flatten_file(const std::string& in, const std::string& out, const FlattenSpec& spec, FlattenStats* stats = nullptr);
+
 // What a final file is built from, besides the parts' descriptions (Writer::describe()):
 // used by the join and by `smalldata recover`.
 struct FinalSpec {
@@ -4510,10 +4544,12 @@ struct FinalSpec {
     const std::vector<SummaryItem>* summary = nullptr;
     std::string builder;                          // who builds it, for messages
     const std::vector<AttributeItem>* attributes = nullptr;
+    const FlattenSpec* flatten = nullptr;         // set: `filename` is made self-contained
+    FlattenStats* flattened = nullptr;            // then what the flatten did, if set
 };
 void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& all, const std::vector<int>& lens);
 
-// Progress lines (section 19): a server other than server 0 sends its figures to server 0
+// Progress lines (section 20): a server other than server 0 sends its figures to server 0
 // every half interval; server 0 (or the serial process) prints one line every interval.
 struct ProgressState {
     // events, payload bytes, seconds since the stream began, idle seconds, write seconds,
@@ -4573,8 +4609,9 @@ struct Impl {
     void run_server();
     void join();
     void build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens);
+    void remove_parts();
     void on_abort_notice(int from) noexcept;
-    // Section 19: progress lines and the report.
+    // Section 20: progress lines and the report.
     ProgressState::Figures progress_figures(bool final) const;
     void progress_start();
     void progress_tick();
@@ -4740,7 +4777,7 @@ inline void Impl::setup_shared_memory() {
 // The server's loop: `recv_buffers` receives stay posted (ANY_SOURCE); they are handled in
 // the order they were posted, which is the order messages matched them, so each client's
 // batches are decoded in sequence. Waiting is gentle (section 10). Every iteration, busy
-// or idle, also tests for an abort notice from a failing rank (section 18), and any error
+// or idle, also tests for an abort notice from a failing rank (section 19), and any error
 // at all (an HDF5 write, a callback, a malformed message) ends the job through abort_job:
 // nothing escapes from here to leave the clients waiting. The part file was created by
 // open_outputs() in the constructor.
@@ -4944,6 +4981,10 @@ inline void Impl::run_server() {
 //     final file of a rerun before any part is truncated, and checks that the final file
 //     can be created. The join opens each part and checks its token, builds the final file
 //     under a temporary name next to it and renames it into place when it is complete.
+//     With Options::self_contained the complete virtual file is instead copied into the
+//     final name (section 18) and removed; once every rank knows the outcome each server
+//     removes its part. A kill before the copy is in place leaves the parts whole, for
+//     `smalldata recover`; a failed copy is the join's error on every rank, parts kept.
 
 inline constexpr const char* attr_run = "smalldata_run";      // u64: the run token
 inline constexpr const char* attr_final = "smalldata_final";  // string: the final file's name
@@ -5256,7 +5297,13 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
         if (spec.attributes) attribute_problems = write_attributes(file.get(), *spec.attributes, attribute_code);
         h5_set_attr_u64(file.get(), attr_run, spec.run_token);
         if (file.close() < 0) throw_h5("closing '" + tmp + "'");
-        if (std::rename(tmp.c_str(), spec.filename.c_str()) != 0) {
+        if (spec.flatten) {
+            // Options::self_contained: the virtual file, complete under its temporary name,
+            // is copied into `filename` (made under a name of its own, renamed when
+            // complete), then removed. The parts stay until every rank knows the outcome.
+            flatten_file(tmp, spec.filename, *spec.flatten, spec.flattened);
+            ::unlink(tmp.c_str());
+        } else if (std::rename(tmp.c_str(), spec.filename.c_str()) != 0) {
             const int err = errno;
             throw_error(Errc::hdf5, "cannot rename '" + tmp + "' to '" + spec.filename + "': " + std::strerror(err), err);
         }
@@ -5279,7 +5326,42 @@ inline void Impl::build_final(const std::vector<unsigned char>& all, const std::
     spec.summary = &summary;
     spec.attributes = &attributes;
     spec.builder = rank_text(rank);
+    FlattenSpec flat;
+    flat.chunk_bytes = opt.chunk_bytes;
+    flat.source_filters = false;  // the run's own compression, on every per-event dataset
+    flat.compression = opt.compression;
+    flat.preallocate = opt.preallocate;
+    FlattenStats done;
+    if (opt.self_contained) {
+        spec.flatten = &flat;
+        spec.flattened = &done;
+    }
+    struct Keep {  // the flatten's figures, also when the join throws after it
+        Stats& stats;
+        const FlattenStats& flat;
+        ~Keep() {
+            stats.flatten_seconds = flat.seconds;
+            stats.flatten_bytes = flat.bytes;
+        }
+    } keep{stats, done};
     build_final_file(spec, all, lens);
+}
+
+// Options::self_contained, once every rank knows that the join succeeded: the final file
+// holds every row, so each server removes its own part file. One it cannot remove is
+// Errc::hdf5 on every rank (the final file is complete all the same).
+inline void Impl::remove_parts() {
+    std::string why;
+    int lib = 0;
+    if (role == Role::server) {
+        const std::string part = part_path(server_idx);
+        if (::unlink(part.c_str()) != 0 && errno != ENOENT) {
+            lib = errno;
+            why = who() + ": the final file '" + opt.filename + "' is complete and self-contained, but part file '" +
+                  part + "' cannot be removed: " + std::strerror(lib);
+        }
+    }
+    agree_or_throw(why.empty(), Errc::hdf5, why, lib);
 }
 
 inline void Impl::join() {
@@ -5315,8 +5397,9 @@ inline void Impl::join() {
 
     struct Status {
         int code;
+        int flat;  // Options::self_contained: the final file is in place, self-contained
         char text[4000];
-    } status{-1, {0}};
+    } status{-1, 0, {0}};
     if (rank == root && !opt.filename.empty()) {
         const double t0 = now_seconds();
         try {
@@ -5330,13 +5413,25 @@ inline void Impl::join() {
             std::snprintf(status.text, sizeof status.text, "%s: %s", who().c_str(), e.what());
         }
         stats.join_seconds = now_seconds() - t0;
+        status.flat = opt.self_contained && stats.flatten_seconds > 0;  // set once the flat file is in place
     }
     check_mpi(MPI_Ibcast(&status, sizeof status, MPI_BYTE, root, comm, &r), "MPI_Ibcast");
     wait_gently(r, opt.idle_sleep_max_us);
+    // The parts go once the self-contained final file is in place, also when the join then
+    // reports a problem of its own (a summary or attribute left out): nothing reads them.
+    std::string not_removed;
+    if (status.flat) {
+        try {
+            remove_parts();
+        } catch (const Error& e) {
+            if (status.code < 0) throw;
+            not_removed = std::string("; ") + e.what();
+        }
+    }
     if (status.code >= 0) {
         status.text[sizeof status.text - 1] = 0;
         throw Error(static_cast<Errc>(status.code),
-                    std::string(status.text) + (rank == root ? "" : " [reported by the joining rank]"));
+                    std::string(status.text) + (rank == root ? "" : " [reported by the joining rank]") + not_removed);
     }
 }
 
@@ -5731,8 +5826,458 @@ inline std::string vds_unescape(const std::string& name) {
     return out;
 }
 
+// ============================================================================ [>>impl-flatten]
+// 18. Flatten: a final file -> one self-contained file. Copies a parallel run's final file
+//     (virtual datasets reading through part files) or a serial file into one file of
+//     ordinary chunked datasets: done() with Options::self_contained, `smalldata flatten`.
+//
+//     What the copy holds. Every group, dataset and attribute of the source, by the same
+//     names. A per-event dataset (virtual; chunked with an unlimited first axis, as the
+//     writer makes them; or contiguous, empty and with a fill value: a field the join found
+//     no rows of) becomes a chunked dataset with the same type, shape and fill value and an
+//     unlimited first axis, as in a serial file. Its chunks: the largest power of two of rows
+//     within FlattenSpec::chunk_bytes (the writer's rule without its cache bound: the copy is
+//     written from one block buffer, not from per-field caches), at most the next power of
+//     two >= its rows; one row per chunk for rows of 64 KiB or more. Its filters: the source's
+//     (a virtual dataset's: those of its first source dataset) or FlattenSpec::compression.
+//     Other datasets (summaries) are copied as they are (H5Ocopy, attributes included). Soft
+//     and external links are not copied (the library makes none). The root group drops the
+//     attributes that tie a file to its parts (smalldata_run, _part, _parts, _final) and,
+//     when the source had a run token, gets it as smalldata_flat_run: without a run token the
+//     copy is what the tools call a serial file (`smalldata check` verifies it as one,
+//     `smalldata recover` leaves it as it is), and a rerun replaces it as any final file.
+//     Speed. Data moves in blocks of whole chunks (FlattenSpec::block_bytes; one buffer, reused
+//     for every dataset): one H5Dread from the source, then each whole chunk goes to the file
+//     raw (H5Dwrite_chunk) when nothing is to be compressed, else one H5Dwrite through the
+//     filters. No chunk cache on the output (every chunk is written whole), nor on a source
+//     without filters (its chunks are read straight into the block): the data is copied
+//     twice, by the kernel, from the page cache and back into it. A block of 4 MiB stays in
+//     the CPU's caches between the read and the write: blocks of 16 MiB copied ~10 % slower,
+//     of 64 MiB ~45 % (bench/flatten_bench, docs/performance.md). Disk space is reserved ahead of the writes as the writer does
+//     (FileReserve, FlattenSpec::preallocate): on ext4 the copy then runs ~20 % faster.
+//     Safety. The sources of every virtual dataset are checked first: they open, carry the
+//     file's run token, and hold the rows mapped (a missing part would read as fill values).
+//     The copy is made under OUT.<16 hex digits>.tmp next to OUT, which `smalldata recover`
+//     removes as a leftover, and renamed to OUT when complete. On any error that file is
+//     removed, OUT is untouched, and the error (Errc::hdf5; Errc::join for a part file;
+//     Errc::usage when OUT is the input or a part it reads) names the files and the dataset.
+
+inline constexpr const char* attr_flat_run = "smalldata_flat_run";  // u64: the run a flat file was made from
+
+// The root attributes that tie a file to its parts (section 16), which a flat file drops.
+inline bool is_part_attribute(const std::string& name) {
+    return name == attr_run || name == attr_part || name == attr_parts || name == attr_final;
+}
+
+// Rows per chunk of a flat dataset of `rows` rows of `row_bytes` bytes (see above).
+inline std::uint64_t flat_chunk_rows(std::uint64_t rows, std::uint64_t row_bytes, std::size_t chunk_bytes) {
+    if (row_bytes >= big_row_bytes) return 1;
+    const std::uint64_t per_chunk = pow2_floor(std::max<std::uint64_t>(1, chunk_bytes / std::max<std::uint64_t>(row_bytes, 1)));
+    return std::min(per_chunk, pow2_ceil(std::min<std::uint64_t>(std::max<std::uint64_t>(rows, 1), std::uint64_t(1) << 62)));
+}
+
+// The file a virtual dataset's stored source name refers to, as HDF5 finds it from `in`:
+// "." is `in` itself, a relative name is in in's directory.
+inline std::string flat_source_path(const std::string& in, const std::string& stored) {
+    const std::string name = vds_unescape(stored);
+    if (name == ".") return in;
+    if (!name.empty() && name[0] == '/') return name;
+    const std::size_t slash = in.rfind('/');
+    return slash == std::string::npos ? name : in.substr(0, slash + 1) + name;
+}
+
+// Whether a type holds variable-length data (pointers in memory, freed after use).
+inline bool h5_has_vlen(hid_t type) {
+    H5Quiet q;
+    const bool v = H5Tdetect_class(type, H5T_VLEN) > 0 || H5Tis_variable_str(type) > 0;
+    H5Eclear2(H5E_DEFAULT);
+    return v;
+}
+inline void h5_reclaim(hid_t type, hid_t space, void* buf) {
+#if H5_VERSION_GE(1, 12, 0)
+    (void)H5Treclaim(type, space, H5P_DEFAULT, buf);
+#else
+    (void)H5Dvlen_reclaim(type, space, H5P_DEFAULT, buf);
+#endif
+}
+
+// Copies every attribute of object `from` to object `to` (another file), with its own type
+// and shape; the root's part attributes are left out. `what` names the object for messages.
+inline void copy_attributes(hid_t from, hid_t to, bool root, const std::string& what) {
+    std::vector<std::string> names;
+    auto collect = [](hid_t, const char* name, const H5A_info_t*, void* data) -> herr_t {
+        static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+        return 0;
+    };
+    hsize_t at = 0;
+    h5check_herr(H5Aiterate2(from, H5_INDEX_NAME, H5_ITER_INC, &at, collect, &names),
+                 "cannot list the attributes of " + what);
+    std::vector<unsigned char> buf;
+    for (const std::string& name : names) {
+        if (root && is_part_attribute(name)) continue;
+        const std::string an = "attribute '" + attribute_text(name) + "' of " + what;
+        H5Id a(h5check(H5Aopen(from, name.c_str(), H5P_DEFAULT), "cannot open " + an), H5Aclose);
+        H5Id type(h5check(H5Aget_type(a.get()), "cannot read the type of " + an), H5Tclose);
+        H5Id space(h5check(H5Aget_space(a.get()), "cannot read the shape of " + an), H5Sclose);
+        const hssize_t n = H5Sget_select_npoints(space.get());
+        const std::size_t size = H5Tget_size(type.get());
+        if (n < 0 || size == 0) throw_h5("cannot read the shape of " + an);
+        H5Id b(h5check(H5Acreate2(to, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                       "cannot create " + an),
+               H5Aclose);
+        if (n == 0) continue;  // an empty or null dataspace: nothing to write
+        buf.assign(static_cast<std::size_t>(n) * size, 0);
+        h5check_herr(H5Aread(a.get(), type.get(), buf.data()), "cannot read " + an);
+        const herr_t w = H5Awrite(b.get(), type.get(), buf.data());
+        if (h5_has_vlen(type.get())) h5_reclaim(type.get(), space.get(), buf.data());
+        h5check_herr(w, "cannot write " + an);
+    }
+}
+
+// Adds the filter pipeline of dataset creation property list `from` to `to`, each filter
+// with its flags and parameters.
+inline void copy_filters(hid_t from, hid_t to, const std::string& what) {
+    const int n = H5Pget_nfilters(from);
+    if (n < 0) throw_h5("cannot read the filters of " + what);
+    for (int i = 0; i < n; ++i) {
+        std::vector<unsigned> cd(32);
+        unsigned flags = 0, config = 0;
+        std::size_t count = cd.size();
+        char name[256] = "";
+        H5Z_filter_t id = H5Pget_filter2(from, static_cast<unsigned>(i), &flags, &count, cd.data(), sizeof name, name, &config);
+        if (id >= 0 && count > cd.size()) {  // more parameters than room: again, with room
+            cd.resize(count);
+            id = H5Pget_filter2(from, static_cast<unsigned>(i), &flags, &count, cd.data(), sizeof name, name, &config);
+        }
+        if (id < 0) throw_h5("cannot read the filters of " + what);
+        count = std::min(count, cd.size());
+        h5check_herr(H5Pset_filter(to, id, flags, count, count ? cd.data() : nullptr),
+                     "cannot set " + filter_text(static_cast<unsigned>(id)) + " on " + what);
+    }
+}
+
+// The copy of one file into another (flatten_file): the checks, then object by object.
+class Flattener {
+public:
+    Flattener(const std::string& in, const std::string& out, const FlattenSpec& spec)
+        : in_(in), out_(out), spec_(spec) {}
+
+    void run(FlattenStats& st) {
+        H5Quiet q;
+        if (path_is_dir(in_)) throw_error(Errc::hdf5, "cannot open '" + in_ + "': it is a directory");
+        src_ = H5Id(H5Fopen(in_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+        if (!src_.valid()) {
+            const bool exists = path_exists(in_);
+            throw_error(Errc::hdf5, "cannot open '" + in_ + "'" +
+                                        (exists ? " (a crashed file? `smalldata recover` it first): " + h5_stack()
+                                                : std::string(": ") + std::strerror(ENOENT)));
+        }
+        has_run_ = h5_get_attr_u64(src_.get(), attr_run, run_);
+        H5Eclear2(H5E_DEFAULT);
+        plan();
+        check_out();
+        tmp_ = temp_name();
+        try {
+            write(st);
+        } catch (...) {
+            spare_.release();
+            dst_.close();
+            ::unlink(tmp_.c_str());  // never leave a half-made copy
+            throw;
+        }
+    }
+
+private:
+    enum class Kind { group, event, copy };
+    struct Object {
+        std::string name;
+        Kind kind = Kind::copy;
+        H5Id filters;  // event: the dcpl whose filters it keeps (its own, or its first source's)
+        bool filtered = false;  // that dcpl has filters (then the source is read through a chunk cache)
+    };
+
+    std::string what(const std::string& name) const { return "dataset '" + name + "' of '" + in_ + "'"; }
+
+    // Lists the objects, sorts out the datasets, checks every virtual dataset's sources.
+    void plan() {
+        std::vector<std::string> names;
+        if (H5Lvisit(src_.get(), H5_INDEX_NAME, H5_ITER_INC, collect_link_name, &names) < 0)
+            throw_h5("cannot list the objects of '" + in_ + "'");
+        std::map<std::string, H5Id> sources;  // opened once each, closed before the copy
+        for (const std::string& n : names) {
+            H5Id obj(H5Oopen(src_.get(), n.c_str(), H5P_DEFAULT), H5Oclose);
+            if (!obj.valid()) throw_h5("cannot open '" + n + "' in '" + in_ + "'");
+            Object o;
+            o.name = n;
+            const H5I_type_t t = H5Iget_type(obj.get());
+            if (t == H5I_GROUP) {
+                o.kind = Kind::group;
+            } else if (t == H5I_DATASET) {
+                H5Id dcpl(h5check(H5Dget_create_plist(obj.get()), "cannot read the layout of " + what(n)), H5Pclose);
+                H5Id space(h5check(H5Dget_space(obj.get()), "cannot read the shape of " + what(n)), H5Sclose);
+                const int rank = H5Sget_simple_extent_ndims(space.get());
+                hsize_t dims[H5S_MAX_RANK], maxd[H5S_MAX_RANK];
+                if (rank < 0 || H5Sget_simple_extent_dims(space.get(), dims, maxd) < 0)
+                    throw_h5("cannot read the shape of " + what(n));
+                const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+                H5D_fill_value_t fill = H5D_FILL_VALUE_UNDEFINED;
+                if (H5Pfill_value_defined(dcpl.get(), &fill) < 0) fill = H5D_FILL_VALUE_UNDEFINED;
+                H5Eclear2(H5E_DEFAULT);
+                if (layout == H5D_VIRTUAL) {
+                    o.kind = Kind::event;
+                    o.filters = check_sources(n, rank, sources);
+                } else if (rank >= 1 && layout == H5D_CHUNKED && maxd[0] == H5S_UNLIMITED) {
+                    o.kind = Kind::event;  // a writer's dataset
+                    o.filters = std::move(dcpl);
+                } else if (rank >= 1 && layout == H5D_CONTIGUOUS && dims[0] == 0 && fill == H5D_FILL_VALUE_USER_DEFINED) {
+                    o.kind = Kind::event;  // a field the join found no rows of (summaries have no fill value)
+                }
+                if (o.kind == Kind::event) {
+                    H5Id type(h5check(H5Dget_type(obj.get()), "cannot read the type of " + what(n)), H5Tclose);
+                    if (h5_has_vlen(type.get()))
+                        throw_error(Errc::hdf5, what(n) + " has a variable-length type: not a per-event dataset of "
+                                                          "smalldata, which flatten copies");
+                    o.filtered = o.filters.valid() && H5Pget_nfilters(o.filters.get()) > 0;
+                }
+            } else if (t != H5I_DATATYPE) {
+                continue;  // nothing else is an object HDF5 stores
+            }
+            objects_.push_back(std::move(o));
+        }
+        H5Eclear2(H5E_DEFAULT);
+    }
+
+    // The sources of virtual dataset `n` exist, are of the run, hold the rows mapped. Returns
+    // the creation properties of the first one (for its filters).
+    H5Id check_sources(const std::string& n, int rank, std::map<std::string, H5Id>& open) {
+        H5Id first;
+        for (const VirtualSource& s : virtual_sources(src_.get(), n)) {
+            const std::string path = flat_source_path(in_, s.file);
+            auto it = open.find(path);
+            if (it == open.end()) {
+                H5Id f = path == in_ ? H5Id() : h5_open_read(path);
+                if (path != in_ && !f.valid()) {
+                    H5Eclear2(H5E_DEFAULT);
+                    throw_error(Errc::join, "part file '" + path + "', which '" + n + "' of '" + in_ + "' reads, " +
+                                                (path_exists(path) ? "cannot be opened (crashed? `smalldata recover`)"
+                                                                   : "is missing"));
+                }
+                std::uint64_t token = 0;
+                if (f.valid() && has_run_ && (!h5_get_attr_u64(f.get(), attr_run, token) || token != run_))
+                    throw_error(Errc::join, "part file '" + path + "', which '" + n + "' of '" + in_ +
+                                                "' reads, is not of that file's run");
+                H5Eclear2(H5E_DEFAULT);
+                if (f.valid()) remember_input(path);
+                it = open.emplace(path, std::move(f)).first;
+            }
+            const hid_t file = it->second.valid() ? it->second.get() : src_.get();
+            const std::string dname = vds_unescape(s.dataset);
+            if (!h5_object_exists(file, dname))
+                throw_error(Errc::join, "'" + n + "' of '" + in_ + "' reads '" + dname + "' of '" + path +
+                                            "', which has no such dataset");
+            H5Id d(h5check(H5Dopen2(file, dname.c_str(), H5P_DEFAULT), "cannot open '" + dname + "' in '" + path + "'"),
+                   H5Dclose);
+            H5Id space(h5check(H5Dget_space(d.get()), "H5Dget_space"), H5Sclose);
+            hsize_t dims[H5S_MAX_RANK];
+            if (H5Sget_simple_extent_ndims(space.get()) != rank || H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0 ||
+                dims[0] < s.rows)
+                throw_error(Errc::join, "'" + n + "' of '" + in_ + "' reads " + std::to_string(s.rows) + " rows of '" +
+                                            dname + "' in '" + path + "', which has fewer, or another shape");
+            if (!first.valid())
+                first = H5Id(h5check(H5Dget_create_plist(d.get()), "cannot read the layout of '" + dname + "' in '" + path + "'"),
+                             H5Pclose);
+        }
+        return first;
+    }
+    // Remembers a source file's identity, to refuse an OUT that is one of them.
+    void remember_input(const std::string& path) {
+        struct stat s;
+        if (::stat(path.c_str(), &s) == 0) inputs_.emplace_back(s.st_dev, s.st_ino);
+    }
+
+    // OUT must not be IN or a file IN reads (the copy would replace what it copies).
+    void check_out() {
+        remember_input(in_);
+        struct stat s;
+        if (::stat(out_.c_str(), &s) != 0) return;
+        if (S_ISDIR(s.st_mode)) throw_error(Errc::hdf5, "cannot flatten '" + in_ + "' into '" + out_ + "': it is a directory");
+        for (const auto& id : inputs_)
+            if (id.first == s.st_dev && id.second == s.st_ino)
+                throw_error(Errc::usage, "cannot flatten '" + in_ + "' into '" + out_ + "': that is " +
+                                             (id == inputs_.back() ? "the input file itself" : "a part file the input reads"));
+    }
+
+    std::string temp_name() const {
+        std::random_device rd;
+        std::uint64_t r = (std::uint64_t(rd()) << 32) ^ rd();
+        r ^= static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        r ^= static_cast<std::uint64_t>(::getpid()) << 20;
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(r));
+        return out_ + "." + hex + ".tmp";
+    }
+
+    void write(FlattenStats& st) {
+        dst_ = h5_create_file(tmp_);
+        spare_.hold(tmp_, spare_space_bytes + objects_.size() * spare_space_per_field);
+        if (spec_.preallocate) reserve_.open(dst_.get(), tmp_);
+        {
+            H5Id from(h5check(H5Oopen(src_.get(), "/", H5P_DEFAULT), "cannot open the root group of '" + in_ + "'"), H5Oclose);
+            H5Id to(h5check(H5Oopen(dst_.get(), "/", H5P_DEFAULT), "cannot open the root group of '" + tmp_ + "'"), H5Oclose);
+            copy_attributes(from.get(), to.get(), true, "the root group of '" + in_ + "'");
+            if (has_run_) h5_set_attr_u64(to.get(), attr_flat_run, run_);
+        }
+        for (const Object& o : objects_) {
+            try {
+                if (o.kind == Kind::group) {
+                    H5Id from(h5check(H5Oopen(src_.get(), o.name.c_str(), H5P_DEFAULT), "cannot open the group"), H5Oclose);
+                    H5Id to(h5check(H5Gcreate2(dst_.get(), o.name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                                    "cannot create the group in '" + tmp_ + "'"),
+                            H5Gclose);
+                    copy_attributes(from.get(), to.get(), false, "group '" + o.name + "'");
+                } else if (o.kind == Kind::event) {
+                    flatten_dataset(o, st);
+                    ++st.datasets;
+                } else {
+                    h5check_herr(H5Ocopy(src_.get(), o.name.c_str(), dst_.get(), o.name.c_str(), H5P_DEFAULT, H5P_DEFAULT),
+                                 "cannot copy it into '" + tmp_ + "'");
+                    ++st.copied;
+                }
+            } catch (const Error& e) {
+                std::string m = e.what();
+                const std::string prefix = who() + ": ";
+                if (m.compare(0, prefix.size(), prefix) == 0) m.erase(0, prefix.size());
+                throw_error(e.code(), "cannot flatten '" + in_ + "' into '" + out_ + "': " +
+                                          (o.kind == Kind::group ? "group '" : "dataset '") + o.name + "': " + m,
+                            e.library_code());
+            }
+        }
+        spare_.release();  // room for the metadata the close writes
+        if (dst_.close() < 0) throw_h5("cannot flatten '" + in_ + "' into '" + out_ + "': closing '" + tmp_ + "'");
+        reserve_.trim();
+        if (std::rename(tmp_.c_str(), out_.c_str()) != 0) {
+            const int err = errno;
+            throw_error(Errc::hdf5, "cannot rename '" + tmp_ + "' to '" + out_ + "': " + std::strerror(err), err);
+        }
+    }
+
+    // One per-event dataset: created chunked, its data copied in blocks of whole chunks.
+    void flatten_dataset(const Object& o, FlattenStats& st) {
+        H5Id dapl_in(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
+        if (!o.filtered)  // whole chunks go straight into the block (a virtual dataset passes it on)
+            h5check_herr(H5Pset_chunk_cache(dapl_in.get(), 0, 0, H5D_CHUNK_CACHE_W0_DEFAULT), "H5Pset_chunk_cache");
+        H5Id src(h5check(H5Dopen2(src_.get(), o.name.c_str(), dapl_in.get()), "cannot open it"), H5Dclose);
+        H5Id type(h5check(H5Dget_type(src.get()), "cannot read its type"), H5Tclose);
+        H5Id sspace(h5check(H5Dget_space(src.get()), "cannot read its shape"), H5Sclose);
+        H5Id sdcpl(h5check(H5Dget_create_plist(src.get()), "cannot read its layout"), H5Pclose);
+        const int rank = H5Sget_simple_extent_ndims(sspace.get());
+        hsize_t dims[H5S_MAX_RANK], maxd[H5S_MAX_RANK], chunk[H5S_MAX_RANK];
+        if (rank < 1 || H5Sget_simple_extent_dims(sspace.get(), dims, nullptr) < 0) throw_h5("cannot read its shape");
+        std::uint64_t row_bytes = H5Tget_size(type.get());
+        for (int i = 1; i < rank; ++i) row_bytes *= dims[i];
+        const std::uint64_t rows = dims[0];
+        const std::uint64_t chunk_rows = flat_chunk_rows(rows, row_bytes, spec_.chunk_bytes);
+        maxd[0] = H5S_UNLIMITED;
+        chunk[0] = static_cast<hsize_t>(chunk_rows);
+        for (int i = 1; i < rank; ++i) {
+            maxd[i] = dims[i];
+            chunk[i] = std::max<hsize_t>(1, dims[i]);
+        }
+        H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+        h5check_herr(H5Pset_chunk(dcpl.get(), rank, chunk), "H5Pset_chunk");
+        if (!spec_.source_filters)
+            h5_set_compression(dcpl.get(), spec_.compression);
+        else if (o.filters.valid())
+            copy_filters(o.filters.get(), dcpl.get(), what(o.name));
+        H5D_fill_value_t fill = H5D_FILL_VALUE_UNDEFINED;
+        if (H5Pfill_value_defined(sdcpl.get(), &fill) >= 0 && fill == H5D_FILL_VALUE_USER_DEFINED) {
+            std::vector<unsigned char> value(H5Tget_size(type.get()));
+            h5check_herr(H5Pget_fill_value(sdcpl.get(), type.get(), value.data()), "cannot read its fill value");
+            h5check_herr(H5Pset_fill_value(dcpl.get(), type.get(), value.data()), "H5Pset_fill_value");
+        }
+        H5Eclear2(H5E_DEFAULT);
+        const bool filtered = H5Pget_nfilters(dcpl.get()) > 0;
+        H5Id dapl(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
+        h5check_herr(H5Pset_chunk_cache(dapl.get(), 0, 0, H5D_CHUNK_CACHE_W0_DEFAULT), "H5Pset_chunk_cache");
+        H5Id dspace(h5check(H5Screate_simple(rank, dims, maxd), "H5Screate_simple"), H5Sclose);
+        H5Id dst(h5check(H5Dcreate2(dst_.get(), o.name.c_str(), type.get(), dspace.get(), H5P_DEFAULT, dcpl.get(), dapl.get()),
+                         "cannot create it in '" + tmp_ + "'"),
+                 H5Dclose);
+        copy_attributes(src.get(), dst.get(), false, what(o.name));
+        if (rows == 0 || row_bytes == 0) return;
+
+        // Blocks of whole chunks, at least one chunk, at most the dataset.
+        const std::uint64_t chunk_bytes = chunk_rows * row_bytes;
+        const std::uint64_t block_rows =
+            std::min<std::uint64_t>(rows, std::max<std::uint64_t>(1, spec_.block_bytes / chunk_bytes) * chunk_rows);
+        const std::size_t need = static_cast<std::size_t>(block_rows * row_bytes);
+        if (block_.size() < need) {
+            block_.clear();
+            block_.shrink_to_fit();
+            block_.resize(need);
+        }
+        const double t0 = now_seconds();
+        hsize_t start[H5S_MAX_RANK] = {}, count[H5S_MAX_RANK];
+        for (int i = 1; i < rank; ++i) count[i] = dims[i];
+        for (std::uint64_t at = 0; at < rows; at += block_rows) {
+            const std::uint64_t n = std::min(block_rows, rows - at);
+            start[0] = static_cast<hsize_t>(at);
+            count[0] = static_cast<hsize_t>(n);
+            const std::string range = "rows " + std::to_string(at) + " to " + std::to_string(at + n - 1);
+            H5Id mem(h5check(H5Screate_simple(rank, count, nullptr), "H5Screate_simple"), H5Sclose);
+            h5check_herr(H5Sselect_hyperslab(sspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), "H5Sselect_hyperslab");
+            h5check_herr(H5Dread(src.get(), type.get(), mem.get(), sspace.get(), H5P_DEFAULT, block_.data()),
+                         "cannot read " + range);
+            std::uint64_t done = 0;
+#if H5_VERSION_GE(1, 10, 3)
+            if (!filtered) {  // whole chunks raw: no selection, no copy
+                for (; done + chunk_rows <= n; done += chunk_rows) {
+                    hsize_t offset[H5S_MAX_RANK] = {};
+                    offset[0] = static_cast<hsize_t>(at + done);
+                    if (H5Dwrite_chunk(dst.get(), H5P_DEFAULT, 0, offset, static_cast<std::size_t>(chunk_bytes),
+                                       block_.data() + done * row_bytes) < 0)
+                        throw_h5("cannot write " + range + " into '" + tmp_ + "'");
+                    reserve_.wrote(dst_.get(), static_cast<std::size_t>(chunk_bytes));
+                }
+            }
+#endif
+            if (done < n) {  // through the filters, or the dataset's last, partial chunk
+                start[0] = static_cast<hsize_t>(at + done);
+                count[0] = static_cast<hsize_t>(n - done);
+                H5Id part(h5check(H5Screate_simple(rank, count, nullptr), "H5Screate_simple"), H5Sclose);
+                H5Id fspace(h5check(H5Dget_space(dst.get()), "H5Dget_space"), H5Sclose);
+                h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), "H5Sselect_hyperslab");
+                h5check_herr(H5Dwrite(dst.get(), type.get(), part.get(), fspace.get(), H5P_DEFAULT, block_.data() + done * row_bytes),
+                             "cannot write " + range + " into '" + tmp_ + "'");
+                reserve_.wrote(dst_.get(), static_cast<std::size_t>((n - done) * row_bytes));
+            }
+        }
+        st.copy_seconds += now_seconds() - t0;
+        st.bytes += rows * row_bytes;
+    }
+
+    std::string in_, out_, tmp_;
+    FlattenSpec spec_;
+    H5Id src_, dst_;
+    bool has_run_ = false;
+    std::uint64_t run_ = 0;
+    std::vector<Object> objects_;
+    std::vector<std::pair<dev_t, ino_t>> inputs_;  // the sources' identities, then IN's (last)
+    std::vector<unsigned char> block_;
+    SpareSpace spare_;
+    FileReserve reserve_;
+};
+
+void flatten_file(const std::string& in, const std::string& out, const FlattenSpec& spec, FlattenStats* stats) {
+    FlattenStats st;
+    const double t0 = now_seconds();
+    Flattener(in, out, spec).run(st);
+    st.seconds = now_seconds() - t0;
+    if (stats) *stats = st;
+}
+
 // ============================================================================ [>>impl-abort]
-// 18. Failure: every way a live SmallData can end badly. The abort protocol (a failing
+// 19. Failure: every way a live SmallData can end badly. The abort protocol (a failing
 //     rank closes its own file, asks every server to close its part file and waits for
 //     their two-phase answer, then MPI_Abort), the terminate handler (an exception escapes
 //     the program) and the exit hook (the process exits before done()).
@@ -5935,7 +6480,7 @@ void ExitGuard::uninstall() noexcept {
 }  // namespace detail
 
 // ============================================================================ [>>impl-report]
-// 19. Progress and report: the periodic progress line (Options::progress_seconds) and the
+// 20. Progress and report: the periodic progress line (Options::progress_seconds) and the
 //     end-of-run report (Options::report, SmallData::report()) with its verdict.
 //
 // Progress travels only between servers (clients send nothing: no cost on event()). Each
@@ -6142,7 +6687,8 @@ inline void judge(Report& rep) {
 // In done() (collective over comm in parallel mode): every rank's figures to every rank,
 // then the same Report everywhere; printed by rank 0 (the serial process).
 inline void Impl::make_report() {
-    enum : std::size_t { f_role, f_events, f_bytes, f_seconds, f_idle, f_wait, f_write, f_join, f_wall, f_n };
+    enum : std::size_t { f_role, f_events, f_bytes, f_seconds, f_idle, f_wait, f_write, f_join, f_flat, f_flat_bytes,
+                         f_wall, f_n };
     std::array<double, f_n> mine{};
     mine[f_role] = static_cast<double>(static_cast<int>(role));
     const bool writes = role == Role::serial || role == Role::server;
@@ -6153,6 +6699,8 @@ inline void Impl::make_report() {
     mine[f_wait] = stats.wait_seconds;
     mine[f_write] = writes ? writer->write_seconds() : 0;
     mine[f_join] = stats.join_seconds;
+    mine[f_flat] = stats.flatten_seconds;
+    mine[f_flat_bytes] = static_cast<double>(stats.flatten_bytes);
     mine[f_wall] = now_seconds() - t_start;
     std::vector<double> all(mine.begin(), mine.end());
     if (parallel()) {
@@ -6168,6 +6716,10 @@ inline void Impl::make_report() {
         const double* f = &all[static_cast<std::size_t>(k) * f_n];
         rep.wall_seconds = std::max(rep.wall_seconds, f[f_wall]);
         rep.join_seconds = std::max(rep.join_seconds, f[f_join]);
+        if (f[f_flat] > rep.flatten_seconds) {
+            rep.flatten_seconds = f[f_flat];
+            rep.flatten_bytes = static_cast<std::uint64_t>(f[f_flat_bytes]);
+        }
         const auto r = static_cast<Role>(static_cast<int>(f[f_role]));
         if (r == Role::serial || r == Role::server) {
             ServerReport s;
@@ -6215,6 +6767,11 @@ std::string Report::text() const {
     if (parallel) {
         std::snprintf(b, sizeof b, "; join %.2f s", join_seconds);
         t += b;
+        if (flatten_seconds > 0) {
+            std::snprintf(b, sizeof b, " (self-contained: %s copied in %.2f s)",
+                          human_bytes(static_cast<double>(flatten_bytes)).c_str(), flatten_seconds);
+            t += b;
+        }
     }
     auto server_line = [&](const ServerReport& s, const std::string& name) {
         return "\n" + name + ": " + group_digits(s.events) + " events, busy " + percent(s.busy_fraction) + " (writing " +
@@ -6255,7 +6812,7 @@ std::string Report::text() const {
 }
 
 // ============================================================================ [>>impl-api]
-// 20. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
+// 21. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
 //     summaries and attributes, reductions, accessors.
 
 namespace detail {
@@ -6331,6 +6888,7 @@ inline void Impl::setup_parallel() {
         {"compression (shuffle)", ck[2]},
         {"compression (filter_id)", ck[3]},
         {"compression (params)", ck[4]},
+        {"self_contained", o.self_contained ? 1 : 0},
     };
     constexpr std::size_t n = sizeof agree / sizeof agree[0];
     long long mm[2 * n + 1];

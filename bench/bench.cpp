@@ -4,7 +4,7 @@
 //         [--batch-size N] [--cache-size N] [--batch-bytes N] [--send-buffers N]
 //         [--rate R] [--idle-sleep-us N] [--no-shm] [--write-thread N] [--checkpoint S]
 //         [--progress S] [--no-report] [--verify]
-//         [--compression none|deflate[:LEVEL]|filter:ID[:P1,P2,...]]
+//         [--compression none|deflate[:LEVEL]|filter:ID[:P1,P2,...]] [--self-contained]
 //
 // Run as one process (serial mode) or under mpiexec (parallel mode). Prints one line per
 // role with the slowest rank's figures, as key=value pairs that bench/run collects:
@@ -36,6 +36,8 @@
 // --noise (large): the images carry detector-like noise (a pedestal of 1000 plus 6 random
 //    bits per pixel, cycled from 16 images made before the loop, so no per-event cost), for
 //    compression ratios nearer real data than the default image, which is almost all zeros.
+// --self-contained sets Options::self_contained: done() copies the parts into the final
+//    file (its time is in join_s; the report shows the copy).
 // --verify reads the final file back on rank 0 after the timing: every timestamp exactly
 // once, and (ref) every row's `a` and `n2` consistent with its timestamp. Prints
 // verify=ok or verify=FAILED and then exits with status 1.
@@ -148,6 +150,7 @@ Args parse(int argc, char** argv) {
         else if (k == "--progress") a.opt.progress_seconds = std::stod(next());
         else if (k == "--no-report") a.opt.report = false;
         else if (k == "--verify") a.verify = true;
+        else if (k == "--self-contained") a.opt.self_contained = true;
         else if (k == "--compression") a.opt.compression = parse_compression(a.compression = next());
         else {
             std::fprintf(stderr, "bench: unknown argument %s\n", k.c_str());

@@ -8,6 +8,7 @@
 //   f.exists("det/roi");  f.is_group("det");  f.is_dataset("det/roi");
 //   f.dims("det/roi")                      -> {n_events, 4}   ({} for a scalar dataset)
 //   f.chunk_dims("det/roi")                -> {rows per chunk, 4} ({} if not chunked)
+//   f.layout("det/roi")                    -> H5D_CHUNKED, H5D_VIRTUAL, H5D_CONTIGUOUS, ...
 //   f.filters("det/roi")                   -> the filter pipeline of its dcpl, in order:
 //                                             {id, cd_values} each ({} if none)
 //   f.storage_bytes("det/roi")             -> bytes its data takes in the file (compressed)
@@ -225,6 +226,13 @@ public:
         Hid s(H5Dget_space(d.get()), H5Sclose);
         check(s.get(), "H5Dget_space", name);
         return space_dims(s.get(), name);
+    }
+    // The storage layout of a dataset (H5Pget_layout).
+    H5D_layout_t layout(const std::string& name) const {
+        Hid p = create_plist(open_dataset(name), name);
+        const H5D_layout_t l = H5Pget_layout(p.get());
+        check(static_cast<int>(l), "H5Pget_layout", name);
+        return l;
     }
     // Chunk dimensions of a chunked dataset; empty when it is not chunked.
     std::vector<hsize_t> chunk_dims(const std::string& name) const {

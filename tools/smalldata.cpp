@@ -2,9 +2,10 @@
 //
 //   smalldata recover FILE   make the output of a run that was killed readable again
 //   smalldata check FILE     verify a final or serial file and print what it holds
+//   smalldata flatten [--force] FILE OUT   copy FILE into one self-contained file OUT
 //
-// It uses only the header's HDF5 code (section 17, Recovery, and the join's
-// build_final_file); it runs as a plain process and does not initialise MPI.
+// It uses only the header's HDF5 code (section 17, Recovery, the join's build_final_file,
+// and section 18's flatten_file); it runs as a plain process and does not initialise MPI.
 #define SMALLDATA_IMPLEMENTATION
 #include "../smalldata.hpp"
 
@@ -22,7 +23,10 @@ namespace {
 const char* const usage_text =
     "usage: smalldata recover FILE   make the output of a killed run readable: recover its part files and\n"
     "                                rebuild FILE from them, or recover FILE itself if it is a serial file\n"
-    "       smalldata check FILE     verify a final (or serial) file and its parts; exit 0 if sound, 1 if not\n";
+    "       smalldata check FILE     verify a final (or serial) file and its parts; exit 0 if sound, 1 if not\n"
+    "       smalldata flatten [--force] FILE OUT\n"
+    "                                copy a final (or serial) file into OUT, one self-contained file of\n"
+    "                                ordinary datasets that reads the same; --force replaces an existing OUT\n";
 
 std::string dir_of(const std::string& path) {
     const std::size_t slash = path.rfind('/');
@@ -275,12 +279,32 @@ bool is_serial_file(const std::string& file) {
     }
 }
 
+// The run a self-contained file was flattened from (its smalldata_flat_run attribute);
+// false for any other file.
+bool flat_run_of(const std::string& file, std::uint64_t& run) {
+    try {
+        dt::H5Quiet q;
+        const dt::H5Id f = open_any(file);
+        const bool flat = f.valid() && dt::h5_get_attr_u64(f.get(), dt::attr_flat_run, run);
+        H5Eclear2(H5E_DEFAULT);
+        return flat;
+    } catch (const sd::Error&) {
+        return false;
+    }
+}
+
 int recover(const std::string& file) {
     const PartNames names = find_part_names(file);
     if (!names.parts.empty() && is_serial_file(file)) {
-        std::printf("%s: a serial file; the part files beside it are from an earlier parallel run of that name, "
-                    "not part of it: left as they are\n",
-                    file.c_str());
+        std::uint64_t flat = 0;
+        if (flat_run_of(file, flat))
+            std::printf("%s: a self-contained file (flattened from run %s), which reads no part file; the part files "
+                        "beside it are left as they are\n",
+                        file.c_str(), hex16(flat).c_str());
+        else
+            std::printf("%s: a serial file; the part files beside it are from an earlier parallel run of that name, "
+                        "not part of it: left as they are\n",
+                        file.c_str());
         return recover_serial(file);
     }
     std::map<int, PartTags> tags;       // the parts that belong to FILE
@@ -340,8 +364,9 @@ int check(const std::string& file) {
         std::printf("NOT SOUND: '%s' cannot be opened: %s\n", file.c_str(), why.c_str());
         return 1;
     }
-    std::uint64_t run = 0;
+    std::uint64_t run = 0, flat_run = 0;
     const bool has_run = dt::h5_get_attr_u64(f.get(), dt::attr_run, run);
+    const bool flat = !has_run && dt::h5_get_attr_u64(f.get(), dt::attr_flat_run, flat_run);
     H5Eclear2(H5E_DEFAULT);
     const std::vector<dt::DatasetInfo> ds = dt::list_datasets(f.get(), file);
     bool any_virtual = false;
@@ -476,8 +501,10 @@ int check(const std::string& file) {
 
     // The summary.
     std::printf("%s: %s, %" PRIu64 " events%s\n", file.c_str(),
-                any_virtual ? "final file" : (has_run ? "final file without parts" : "serial file"), events,
-                has_run ? (", run " + hex16(run)).c_str() : "");
+                any_virtual ? "final file"
+                            : has_run ? "final file without parts" : flat ? "self-contained file" : "serial file",
+                events,
+                has_run ? (", run " + hex16(run)).c_str() : flat ? (", flattened from run " + hex16(flat_run)).c_str() : "");
     std::printf("fields (%zu):\n", fields.size());
     std::size_t shown = 0;
     for (const auto* d : fields) {
@@ -517,21 +544,56 @@ int check(const std::string& file) {
     return 1;
 }
 
+// ---------------------------------------------------------------- flatten
+// FILE (a final file with its parts, or a serial file) into OUT: every dataset ordinary,
+// chunked as a run with the default options makes them, each keeping its filters.
+int flatten(const std::string& file, const std::string& out, bool force) {
+    struct stat a, b;
+    if (::stat(file.c_str(), &a) == 0 && ::stat(out.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        dt::throw_error(sd::Errc::usage, "'" + out + "' is '" + file + "' itself: flatten it into another file");
+    if (dt::path_exists(out) && !force)
+        dt::throw_error(sd::Errc::usage, "'" + out + "' exists: give --force to replace it");
+    const dt::FlattenSpec spec;
+    dt::FlattenStats st;
+    dt::flatten_file(file, out, spec, &st);
+    std::printf("%s -> %s: %zu per-event dataset%s, %s in %.2f s (%s/s); %zu other dataset%s copied as they are\n",
+                file.c_str(), out.c_str(), st.datasets, st.datasets == 1 ? "" : "s",
+                dt::human_bytes(static_cast<double>(st.bytes)).c_str(), st.seconds,
+                dt::human_bytes(st.seconds > 0 ? static_cast<double>(st.bytes) / st.seconds : 0).c_str(), st.copied,
+                st.copied == 1 ? "" : "s");
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 3 || (std::strcmp(argv[1], "recover") != 0 && std::strcmp(argv[1], "check") != 0)) {
-        std::fputs(usage_text, argc == 2 && std::strcmp(argv[1], "--help") == 0 ? stdout : stderr);
-        return argc == 2 && std::strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    const bool help = argc == 2 && std::strcmp(argv[1], "--help") == 0;
+    const std::string verb = argc > 1 ? argv[1] : "";
+    std::vector<std::string> operands;
+    bool force = false, bad = false;
+    for (int i = 2; i < argc; ++i) {
+        if (verb == "flatten" && std::strcmp(argv[i], "--force") == 0)
+            force = true;
+        else if (argv[i][0] == '-' && argv[i][1] != '\0')
+            bad = true;  // no other options
+        else
+            operands.emplace_back(argv[i]);
     }
-    dt::who() = "smalldata " + std::string(argv[1]);
-    const std::string file = argv[2];
+    const std::size_t want = verb == "flatten" ? 2 : 1;
+    if (bad || operands.size() != want || (verb != "recover" && verb != "check" && verb != "flatten")) {
+        std::fputs(usage_text, help ? stdout : stderr);
+        return help ? 0 : 2;
+    }
+    dt::who() = "smalldata " + verb;
+    const std::string& file = operands[0];
     try {
-        return std::strcmp(argv[1], "recover") == 0 ? recover(file) : check(file);
+        if (verb == "recover") return recover(file);
+        if (verb == "check") return check(file);
+        return flatten(file, operands[1], force);
     } catch (const std::exception& e) {
         std::fflush(stdout);
-        std::fprintf(stderr, "%s\nsmalldata %s: '%s' was not %s\n", e.what(), argv[1], file.c_str(),
-                     std::strcmp(argv[1], "recover") == 0 ? "recovered" : "checked");
+        std::fprintf(stderr, "%s\nsmalldata %s: '%s' was not %s\n", e.what(), verb.c_str(), file.c_str(),
+                     verb == "recover" ? "recovered" : verb == "check" ? "checked" : "flattened");
         return 1;
     }
 }

@@ -552,6 +552,9 @@ TEST_CASE("a layout that cannot work fails on every rank before any communicatio
     Options r = base_options();
     r.report = world_rank() == 0;
     CHECK(code_of(r) == Errc::option);
+    Options c = base_options();
+    c.self_contained = world_rank() == 0;
+    CHECK(code_of(c) == Errc::option);
     Options n = base_options();  // invalid on one rank only: the error on every rank
     if (world_rank() == size - 1) n.progress_seconds = -1;
     CHECK(code_of(n) == Errc::option);
@@ -1889,4 +1892,197 @@ TEST_CASE("compression: a writer's file takes the room of its compressed chunks,
         CHECK(std::filesystem::file_size(path) < stored + stored / 10 + (std::uint64_t(128) << 10));
     }
     CHECK(rows == static_cast<std::uint64_t>(n));
+}
+
+// ---------------------------------------------------------------- self_contained
+namespace {
+// Every dataset of a file, by path.
+void datasets_of(const h5r::File& f, const std::string& group, std::vector<std::string>& out) {
+    for (const std::string& c : f.children(group)) {
+        const std::string p = group.empty() ? c : group + "/" + c;
+        if (f.is_group(p))
+            datasets_of(f, p, out);
+        else if (f.is_dataset(p))
+            out.push_back(p);
+    }
+}
+const char* const flat_fields[] = {"timestamp",     "x",           "n",         "det/img",        "det/unaligned_u",
+                                   "peaks/var_p/x", "peaks/var_p_len", "peaks/var_e/y", "peaks/var_e_len", "late"};
+std::uint16_t flat_img(std::int64_t i, std::size_t k) {
+    return static_cast<std::uint16_t>((i + static_cast<std::int64_t>(k)) % 60000);
+}
+
+// A run of n events with o (self_contained): scalars, a 4 x 6 image, an unaligned_ field, a
+// var_ group, a var_ group whose values are all empty (its data: a dataset of 0 rows), a
+// field first given half-way (fill values before), summaries and attributes. Then world
+// rank 0 checks that the final file is alone in `dir`, that none of its datasets is
+// virtual (the per-event ones chunked, with the filters `want`), and every value.
+void self_contained_run(const Options& o, const std::string& dir, std::int64_t n, const std::vector<WantFilter>& want) {
+    {
+        SmallData smd(o);
+        std::array<std::uint16_t, 24> img{};
+        std::vector<float> px;
+        const std::vector<std::int32_t> none;
+        std::int64_t mine = 0;
+        for (std::int64_t i : smd.share(n)) {
+            for (std::size_t k = 0; k < img.size(); ++k) img[k] = flat_img(i, k);
+            smd.event(i, "x", static_cast<double>(i) * 0.5, "n", static_cast<std::int32_t>(i * 3 - 7), "det/img",
+                      smalldata::view(img.data(), {4, 6}));
+            if (i % 3 == 0) smd.event(i, "det/unaligned_u", static_cast<std::int16_t>(i % 30000));
+            px.resize(zpeaks(i));
+            for (std::size_t j = 0; j < px.size(); ++j) px[j] = zpeak(i, j);
+            smd.event(i, "peaks/var_p/x", px, "peaks/var_e/y", none);
+            if (i >= n / 2) smd.event(i, "late", static_cast<float>(i));
+            ++mine;
+        }
+        if (smd.summary()) {
+            const std::int64_t total = smd.sum(mine);
+            smd.save_summary("n_events", total, "note", std::string("flat"));
+            smd.save_attribute("", "experiment", "flat");
+            smd.save_attribute("x", "units", "mm");
+            smd.save_attribute("det", "geometry", std::array<double, 2>{0.5, -1.5});
+            smd.save_attribute("n_events", "units", "events");
+        }
+        smd.done();
+    }
+    if (world_rank() != 0) return;
+    const std::string base = o.filename.substr(dir.size() + 1);
+    CHECK(files_in(dir) == std::vector<std::string>{base});  // no part, no temporary file
+    h5r::File f(o.filename);
+    std::vector<std::string> names;
+    datasets_of(f, "", names);
+    CHECK(names.size() == std::size(flat_fields) + 2);  // the fields and two summaries
+    for (const std::string& name : names) {
+        CAPTURE(name);
+        CHECK(f.layout(name) != H5D_VIRTUAL);
+    }
+    for (const char* name : flat_fields) {
+        CAPTURE(name);
+        REQUIRE(f.is_dataset(name));
+        CHECK(f.layout(name) == H5D_CHUNKED);
+        const auto got = f.filters(name);
+        REQUIRE(got.size() == want.size());
+        for (std::size_t i = 0; i < want.size(); ++i) {
+            CHECK(got[i].id == want[i].id);
+            REQUIRE(got[i].params.size() >= want[i].params.size());
+            for (std::size_t j = 0; j < want[i].params.size(); ++j) CHECK(got[i].params[j] == want[i].params[j]);
+        }
+    }
+    // Values, from what every event gave.
+    const auto ts = f.read<std::int64_t>("timestamp");
+    REQUIRE(ts.size() == static_cast<std::size_t>(n));
+    const auto x = f.read<double>("x");
+    const auto nn = f.read<std::int32_t>("n");
+    const auto img = f.read<std::uint16_t>("det/img");
+    const auto len = f.read<std::int64_t>("peaks/var_p_len");
+    const auto px = f.read<float>("peaks/var_p/x");
+    const auto elen = f.read<std::int64_t>("peaks/var_e_len");
+    const auto late = f.read<float>("late");
+    const std::size_t N = ts.size();
+    REQUIRE(x.size() == N);
+    REQUIRE(nn.size() == N);
+    REQUIRE(img.size() == 24 * N);
+    CHECK(f.dims("det/img") == std::vector<hsize_t>{N, 4, 6});
+    REQUIRE(len.size() == N);
+    REQUIRE(elen.size() == N);
+    REQUIRE(late.size() == N);
+    CHECK(f.dims("peaks/var_e/y") == std::vector<hsize_t>{0});
+    std::vector<char> seen(N, 0);
+    std::size_t bad = 0, at = 0;
+    for (std::size_t r = 0; r < N; ++r) {
+        const std::int64_t t = ts[r];
+        REQUIRE(t >= 0);
+        REQUIRE(t < n);
+        bad += seen[static_cast<std::size_t>(t)]++ != 0;
+        bad += x[r] != static_cast<double>(t) * 0.5;
+        bad += nn[r] != static_cast<std::int32_t>(t * 3 - 7);
+        for (std::size_t k = 0; k < 24; ++k) bad += img[24 * r + k] != flat_img(t, k);
+        bad += t >= n / 2 ? late[r] != static_cast<float>(t) : !std::isnan(late[r]);
+        bad += elen[r] != 0;
+        bad += static_cast<std::size_t>(len[r]) != zpeaks(t);
+        for (std::size_t j = 0; j < zpeaks(t) && at + j < px.size(); ++j) bad += px[at + j] != zpeak(t, j);
+        at += zpeaks(t);
+    }
+    CHECK(bad == 0);
+    CHECK(at == px.size());
+    auto u = f.read<std::int16_t>("det/unaligned_u");
+    std::sort(u.begin(), u.end());
+    std::vector<std::int16_t> want_u;
+    for (std::int64_t i = 0; i < n; i += 3) want_u.push_back(static_cast<std::int16_t>(i % 30000));
+    CHECK(u == want_u);
+    // Fill values, summaries, attributes.
+    CHECK(std::isnan(f.fill_value<float>("late")));
+    CHECK(f.fill_value<std::int32_t>("n") == -99999);
+    CHECK(f.fill_value<std::int64_t>("peaks/var_p_len") == 0);
+    CHECK(f.fill_value<std::uint16_t>("det/img") == 65535);
+    CHECK(f.scalar<std::int64_t>("n_events") == n);
+    CHECK(f.read_string("note") == "flat");
+    CHECK(f.read_attr_string("", "experiment") == "flat");
+    CHECK(f.read_attr_string("x", "units") == "mm");
+    CHECK(f.read_attr_string("n_events", "units") == "events");
+    CHECK(f.read_attr<double>("det", "geometry") == std::vector<double>{0.5, -1.5});
+    // No attribute ties it to parts: the tools see a serial file.
+    CHECK_FALSE(f.has_attr("", "smalldata_run"));
+    CHECK_FALSE(f.has_attr("", "smalldata_parts"));
+    CHECK(f.has_attr("", "smalldata_flat_run") == (world_size() > 1));
+}
+}  // namespace
+
+TEST_CASE("self_contained: ordinary datasets holding every row, no part file left", "[mpi][self_contained]") {
+    const std::string dir = fresh_dir("flat");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/s.h5";
+    o.self_contained = true;
+    o.cache_size = 64;   // many cache writes: parts of several chunks each
+    o.batch_size = 37;
+    self_contained_run(o, dir, 2500, {});
+    // A rerun of the same name replaces it.
+    self_contained_run(o, dir, 700, {});
+}
+
+TEST_CASE("self_contained with compression: the filters of Options::compression on every per-event dataset",
+          "[mpi][self_contained][compression]") {
+    const std::string dir = fresh_dir("flat_z");
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = dir + "/z.h5";
+    o.self_contained = true;
+    o.compression = smalldata::Compression::deflate(1);
+    o.cache_size = 128;
+    self_contained_run(o, dir, 1500, {{H5Z_FILTER_SHUFFLE, {}}, {H5Z_FILTER_DEFLATE, {1}}});
+}
+
+TEST_CASE("self_contained: a copy that fails leaves the parts and is an error on every rank", "[mpi][self_contained]") {
+    const int size = world_size();
+    if (size == 1) return;  // serial mode copies nothing
+    const std::string dir = fresh_dir("flat_fail");
+    Options o = base_options();
+    o.servers = servers_for(size);
+    o.filename = dir + "/f.h5";
+    o.self_contained = true;
+    std::string code, what;
+    {
+        SmallData smd(o);
+        for (std::int64_t i : smd.share(300)) smd.event(i, "x", static_cast<double>(i));
+        // After the constructor's checks: a directory where the copy goes. Client 0 joins.
+        if (smd.client_index() == 0) std::filesystem::create_directory(o.filename);
+        code = error_code_of([&] { smd.done(); }, &what);
+    }
+    CAPTURE(what);
+    CHECK(code == "hdf5");
+    CHECK(what.find("f.h5") != std::string::npos);
+    CHECK(what.find("directory") != std::string::npos);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+        // The parts are whole (`smalldata recover` rebuilds the final file from them); no
+        // temporary file is left.
+        std::size_t rows = 0;
+        for (int k = 0; k < o.servers; ++k) {
+            h5r::File p(dir + "/f_part" + std::to_string(k) + ".h5");
+            rows += p.read<double>("x").size();
+        }
+        CHECK(rows == 300);
+        for (const std::string& name : files_in(dir)) CHECK(name.find(".tmp") == std::string::npos);
+    }
 }

@@ -15,6 +15,12 @@
   compressed deflate-compressed files (Options::compression): a parallel run's final file
              deleted, rebuilt by recover from the compressed parts; a serial file whose
              var_ data lost rows, cut by recover (it reads the compressed lengths)
+  flatten    `smalldata flatten` of a parallel run's final file and of a serial file: the
+             copy reads the same as the original (every dataset, dtype, shape, fill value,
+             value and attribute), has no virtual dataset, still reads after the parts are
+             deleted, and check finds it sound; OUT existing without --force, OUT = FILE
+             and OUT = a part are refused (OUT untouched); deflate filters are kept; a
+             missing part is an error, not a copy of fill values
 
 usage: run_tools.py MPIEXEC WRITE_RUN SMALLDATA_TOOL WORKDIR
 """
@@ -89,9 +95,10 @@ class Ctx:
             raise RuntimeError(f"write_run failed: {p.stderr[-2000:] if p else 'hung'}")
         return out
 
-    def tool_run(self, verb, path):
-        p = subprocess.run([self.tool, verb, path], capture_output=True, text=True, timeout=LIMIT)
-        print(f"    $ smalldata {verb} {os.path.basename(path)}  -> exit {p.returncode}")
+    def tool_run(self, verb, path, *more):
+        p = subprocess.run([self.tool, verb, path, *more], capture_output=True, text=True, timeout=LIMIT)
+        shown = " ".join(os.path.basename(a) if os.path.isabs(a) else a for a in (path, *more))
+        print(f"    $ smalldata {verb} {shown}  -> exit {p.returncode}")
         for line in (p.stdout + p.stderr).strip().splitlines()[:14]:
             print("      " + line)
         return p
@@ -351,9 +358,103 @@ def mode_compressed(c):
     return probs
 
 
+def without_part_attrs(c):
+    """contents() with the root attributes that tie a file to its parts (or a flat file to
+    its run) left out."""
+    data, attrs = c
+    root = {k: v for k, v in attrs["/"].items() if k not in ("smalldata_run", "smalldata_flat_run")}
+    return data, dict(attrs, **{"/": root})
+
+
+def virtual_datasets(path):
+    names = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and o.is_virtual else None)
+    return names
+
+
+def flatten_checks(c, src, flat, parallel):
+    """flat is src flattened: same contents, nothing virtual, right root attributes, sound."""
+    probs = [f"after flatten: {d}" for d in same(without_part_attrs(contents(src)), without_part_attrs(contents(flat)))]
+    if virtual_datasets(flat):
+        probs.append(f"virtual datasets in the flat file: {virtual_datasets(flat)}")
+    with h5py.File(src, "r") as f, h5py.File(flat, "r") as g:
+        if "smalldata_run" in g.attrs or "smalldata_parts" in g.attrs:
+            probs.append("the flat file carries part attributes")
+        if parallel and g.attrs.get("smalldata_flat_run") != f.attrs.get("smalldata_run"):
+            probs.append("the flat file lacks smalldata_flat_run = the run token")
+        for name in GZIP_FIELDS:
+            if g[name].maxshape[0] is not None or g[name].chunks is None:
+                probs.append(f"{name} in the flat file is not chunked with an unlimited first axis")
+    p = c.tool_run("check", flat)
+    if p.returncode != 0 or "sound" not in p.stdout:
+        probs.append(f"check of the flat file exited {p.returncode}")
+    return probs
+
+
+def mode_flatten(c):
+    # A parallel run: the copy, then the copy alone.
+    out = c.fresh("flatten", 5)
+    d = os.path.dirname(out)
+    flat = os.path.join(d, "flat.h5")
+    p = c.tool_run("flatten", out, flat)
+    if p.returncode != 0 or not os.path.exists(flat):
+        return [f"flatten of a parallel run exited {p.returncode}"]
+    probs = flatten_checks(c, out, flat, True)
+    if "8 per-event datasets" not in p.stdout:
+        probs.append("flatten did not say what it copied")
+    # Refusals: OUT exists without --force, OUT = FILE, OUT = a part it reads; nothing changes.
+    sums = {n: sha(os.path.join(d, n)) for n in ("run.h5", "flat.h5", "run_part0.h5")}
+    for args, needle in (((out, flat), "--force"), ((out, out, "--force"), "itself"),
+                         ((out, os.path.join(d, "run_part0.h5"), "--force"), "part file")):
+        p = c.tool_run("flatten", *args)
+        if p.returncode != 1 or needle not in p.stderr:
+            probs.append(f"flatten {' '.join(os.path.basename(a) for a in args)} exited {p.returncode} "
+                         f"or did not say {needle!r}")
+    if {n: sha(os.path.join(d, n)) for n in sums} != sums:
+        probs.append("a refused flatten modified a file")
+    if [n for n in os.listdir(d) if n.endswith(".tmp")]:
+        probs.append(f"temporary files left: {os.listdir(d)}")
+    # --force replaces OUT.
+    p = c.tool_run("flatten", "--force", out, flat)
+    if p.returncode != 0:
+        probs.append(f"flatten --force exited {p.returncode}")
+    for k in (0, 1):
+        os.unlink(os.path.join(d, f"run_part{k}.h5"))
+    probs += [f"flat file without parts: {x}" for x in check_values(flat, True)]
+    p = c.tool_run("check", flat)
+    if p.returncode != 0 or "self-contained file" not in p.stdout:
+        probs.append(f"check of the flat file without its parts exited {p.returncode}")
+    h = sha(flat)
+    p = c.tool_run("recover", flat)
+    if p.returncode != 0 or sha(flat) != h:
+        probs.append(f"recover of the flat file exited {p.returncode} or modified it")
+    # The original, its parts gone, cannot be flattened: an error naming the part, no copy.
+    p = c.tool_run("flatten", out, os.path.join(d, "none.h5"))
+    if p.returncode != 1 or "run_part0.h5" not in p.stderr or os.path.exists(os.path.join(d, "none.h5")):
+        probs.append(f"flatten with its parts missing exited {p.returncode} or did not name the part")
+
+    # A serial file: the same content, check sound.
+    out = c.fresh("flatten_serial", 1)
+    flat = os.path.join(os.path.dirname(out), "flat.h5")
+    p = c.tool_run("flatten", out, flat)
+    if p.returncode != 0:
+        return probs + [f"flatten of a serial file exited {p.returncode}"]
+    probs += [f"serial: {x}" for x in flatten_checks(c, out, flat, False)]
+
+    # Compressed parts: the flat file keeps deflate + shuffle on every per-event dataset.
+    out = c.fresh("flatten_compressed", 5, "deflate")
+    flat = os.path.join(os.path.dirname(out), "flat.h5")
+    p = c.tool_run("flatten", out, flat)
+    if p.returncode != 0:
+        return probs + [f"flatten of a compressed run exited {p.returncode}"]
+    probs += [f"compressed: {x}" for x in flatten_checks(c, out, flat, True) + gzip_problems(flat)]
+    return probs
+
+
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
          "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut,
-         "compressed": mode_compressed}
+         "compressed": mode_compressed, "flatten": mode_flatten}
 
 
 def main():
