@@ -6118,7 +6118,10 @@ private:
     }
 
     void write(FlattenStats& st) {
-        dst_ = h5_create_file(tmp_);
+        // Compressed chunks vary in size: no 64 KiB alignment then (h5_create_file).
+        bool compressed = !spec_.source_filters && spec_.compression.kind != Compression::Kind::none;
+        for (const Object& o : objects_) compressed = compressed || (spec_.source_filters && o.filtered);
+        dst_ = h5_create_file(tmp_, !compressed);
         spare_.hold(tmp_, spare_space_bytes + objects_.size() * spare_space_per_field);
         if (spec_.preallocate) reserve_.open(dst_.get(), tmp_);
         {
