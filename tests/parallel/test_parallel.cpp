@@ -1601,6 +1601,15 @@ std::array<std::int16_t, 4> zarr(std::int64_t i) {
 }
 const char* const zfields[] = {"timestamp", "x", "n", "det/arr", "det/img", "peaks/var_p/x", "peaks/var_p_len"};
 
+// The files the writers of a run with options o wrote: the serial file, or every part.
+std::vector<std::string> writer_files(const Options& o) {
+    if (world_size() == 1) return {o.filename};
+    const std::string stem = o.filename.substr(0, o.filename.size() - 3);  // "<dir>/z.h5" -> "<dir>/z"
+    std::vector<std::string> out;
+    for (int k = 0; k < o.servers; ++k) out.push_back(stem + "_part" + std::to_string(k) + ".h5");
+    return out;
+}
+
 // One filter expected in a pipeline: its id and the first of its parameters (cd_values;
 // HDF5 may append its own, such as shuffle's element size).
 struct WantFilter {
@@ -1612,7 +1621,6 @@ struct WantFilter {
 // and checks the filter pipeline of every per-event dataset of every file a writer wrote
 // (the serial file, or each part) and that the image dataset takes less room than its data.
 void compressed_run(const Options& o, std::int64_t n, const std::vector<WantFilter>& want) {
-    const int size = world_size();
     {
         SmallData smd(o);
         std::vector<std::uint16_t> img(static_cast<std::size_t>(zimg_rows * zimg_cols));
@@ -1667,14 +1675,7 @@ void compressed_run(const Options& o, std::int64_t n, const std::vector<WantFilt
     CHECK(bad_var == 0);
     CHECK(at == px.size());
 
-    std::vector<std::string> written;
-    if (size == 1) {
-        written.push_back(o.filename);
-    } else {
-        const std::string stem = o.filename.substr(0, o.filename.size() - 3);  // "<dir>/z.h5" -> "<dir>/z"
-        for (int k = 0; k < o.servers; ++k) written.push_back(stem + "_part" + std::to_string(k) + ".h5");
-    }
-    for (const std::string& path : written) {
+    for (const std::string& path : writer_files(o)) {
         CAPTURE(path);
         h5r::File part(path);
         for (const char* name : zfields) {
@@ -1881,14 +1882,8 @@ TEST_CASE("compression: a writer's file takes the room of its compressed chunks,
         smd.done();
     }
     if (world_rank() != 0) return;
-    std::vector<std::string> written;
-    if (world_size() == 1) {
-        written.push_back(o.filename);
-    } else {
-        for (int k = 0; k < o.servers; ++k) written.push_back(dir + "/z_part" + std::to_string(k) + ".h5");
-    }
     std::uint64_t rows = 0;
-    for (const std::string& path : written) {
+    for (const std::string& path : writer_files(o)) {
         CAPTURE(path);
         h5r::File part(path);
         const std::uint64_t stored = part.storage_bytes("det/image") + part.storage_bytes("timestamp");
