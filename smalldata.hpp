@@ -3093,9 +3093,12 @@ public:
         (void)bytes;
 #endif
     }
+    // By half again at least: a writer defining thousands of fields makes a few calls, not
+    // one per field (each can take milliseconds while the file system writes back).
     void grow(std::size_t bytes) noexcept {
 #if defined(__linux__)
         if (fd_ < 0 || bytes <= held_) return;
+        bytes = std::max(bytes, held_ + held_ / 2);
         if (posix_fallocate(fd_, 0, static_cast<off_t>(bytes)) == 0) held_ = bytes;
 #else
         (void)bytes;
