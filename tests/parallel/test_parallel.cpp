@@ -69,6 +69,14 @@ Options base_options() {
     return o;
 }
 
+// base_options() for this rank count's layout (servers_for), writing `filename`.
+Options layout_options(const std::string& filename) {
+    Options o = base_options();
+    o.servers = servers_for(world_size());
+    o.filename = filename;
+    return o;
+}
+
 // The names in a directory, sorted.
 std::vector<std::string> files_in(const std::string& dir) {
     std::vector<std::string> out;
@@ -321,9 +329,7 @@ TEST_CASE("an empty filename writes nothing and still runs the callbacks", "[mpi
 
 TEST_CASE("reductions over the clients", "[mpi]") {
     const std::string dir = fresh_dir("reduce");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/r.h5";
+    Options o = layout_options(dir + "/r.h5");
     SmallData smd(o);
     if (smd.summary()) {
         const int c = smd.client_index();
@@ -377,9 +383,7 @@ TEST_CASE("reductions over the clients", "[mpi]") {
 TEST_CASE("in-place reductions of N-d buffers: clients without data, shapes checked, saved as a summary",
           "[mpi][reduce]") {
     const std::string dir = fresh_dir("reduce_in_place");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/r.h5";
+    Options o = layout_options(dir + "/r.h5");
     constexpr std::uint64_t ny = 3, nx = 5;
     constexpr std::size_t n = ny * nx;
     // Client c's value at flat index e, and the element-wise sum over the clients `who`.
@@ -600,9 +604,7 @@ TEST_CASE("batches whose events all have the same fields are written row for row
     // and events that lack a field. Caches of 64 rows, batches of 100 events: runs cross
     // cache boundaries inside a batch.
     const std::string dir = fresh_dir("uniform");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/u.h5";
+    Options o = layout_options(dir + "/u.h5");
     o.cache_size = 64;
     o.batch_size = 100;
     const std::int64_t n = 3000;
@@ -726,9 +728,7 @@ TEST_CASE("the allocation counter sees every form of operator new", "[mpi]") {
 
 TEST_CASE("event() allocates nothing in steady state", "[mpi]") {
     const std::string dir = fresh_dir("alloc");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/alloc.h5";
+    Options o = layout_options(dir + "/alloc.h5");
     o.batch_size = 500;
     SmallData smd(o);
     std::array<float, 100> proj{};
@@ -770,9 +770,7 @@ TEST_CASE("event() allocates nothing in steady state", "[mpi]") {
 
 TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") {
     const std::string dir = fresh_dir("large");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/large.h5";
+    Options o = layout_options(dir + "/large.h5");
     o.batch_bytes = 4096;  // every event below is about 24 KiB: sent as a "large" message
     o.batch_size = 3;
     const std::int64_t n = 600;
@@ -842,9 +840,7 @@ std::string error_code_of(const std::function<void()>& f, std::string* what = nu
 TEST_CASE("'%' in the file name and in field names joins to the right values", "[mpi][names]") {
     // The join's virtual datasets read '%' as a pattern: the library escapes it.
     const std::string dir = fresh_dir("percent");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/run_100%.h5";
+    Options o = layout_options(dir + "/run_100%.h5");
     const std::int64_t n = 500;
     {
         SmallData smd(o);
@@ -1039,9 +1035,7 @@ TEST_CASE("attributes on the root, a group, a field (virtual dataset) and a summ
 TEST_CASE("an attribute whose path names nothing: every event joined, done() throws Errc::name on every rank",
           "[mpi][attributes]") {
     const std::string dir = fresh_dir("attr_missing");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/m.h5";
+    Options o = layout_options(dir + "/m.h5");
     const std::int64_t n = 2000;
     std::string code, what;
     {
@@ -1082,9 +1076,7 @@ TEST_CASE("a directory in place of the final file is an error on every rank befo
     const std::string dir = fresh_dir("final_is_dir");
     if (world_rank() == 0) std::filesystem::create_directories(dir + "/f.h5");
     MPI_Barrier(MPI_COMM_WORLD);
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/f.h5";
+    Options o = layout_options(dir + "/f.h5");
     std::string what;
     CHECK(error_code_of([&] { SmallData smd(o); }, &what) == "hdf5");
     CAPTURE(what);
@@ -1094,9 +1086,7 @@ TEST_CASE("a directory in place of the final file is an error on every rank befo
 TEST_CASE("a missing output directory is Errc::hdf5 with errno ENOENT on every rank", "[mpi][files]") {
     if (world_size() < 2) return;
     const std::string dir = fresh_dir("missing_dir");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/no_such_dir/f.h5";
+    Options o = layout_options(dir + "/no_such_dir/f.h5");
     int library_code = -1;
     std::string what;
     try {
@@ -1116,9 +1106,7 @@ TEST_CASE("a rerun replaces a final file that a reader holds open", "[mpi][files
     // The final file is built under a temporary name and renamed into place: no lock on
     // the old file stops it, and the old file is never truncated under the reader.
     const std::string dir = fresh_dir("held_final");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/h.h5";
+    Options o = layout_options(dir + "/h.h5");
     auto run = [&](double scale) {
         SmallData smd(o);
         for (std::int64_t i : smd.share(100)) smd.event(i, "x", scale * static_cast<double>(i));
@@ -1144,9 +1132,7 @@ TEST_CASE("a rerun replaces a final file that a reader holds open", "[mpi][files
 
 TEST_CASE("event() after done() is Errc::usage on clients and does nothing on servers", "[mpi][done]") {
     const std::string dir = fresh_dir("after_done");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/a.h5";
+    Options o = layout_options(dir + "/a.h5");
     SmallData smd(o);
     for (std::int64_t i : smd.share(10)) smd.event(i, "x", 1.0);
     smd.done();
@@ -1162,9 +1148,7 @@ TEST_CASE("an event refused for being over 2 GiB leaves no gap in the stream", "
     // there the same call is accepted, so this case runs in parallel mode only.
     if (world_size() == 1) return;
     const std::string dir = fresh_dir("over_2gib");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/big.h5";
+    Options o = layout_options(dir + "/big.h5");
     const std::int64_t n = 40, refused = 5;
     const std::uint64_t big_bytes = (std::uint64_t(1) << 31) - 64 * 1024;
     std::string code, what;
@@ -1698,9 +1682,7 @@ void compressed_run(const Options& o, std::int64_t n, const std::vector<WantFilt
 
 TEST_CASE("compression: deflate + shuffle on every per-event dataset; every value reads back", "[mpi][compression]") {
     const std::string dir = fresh_dir("deflate");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/z.h5";
+    Options o = layout_options(dir + "/z.h5");
     o.compression = smalldata::Compression::deflate(1);
     o.cache_size = 64;              // many cache writes, some with partial chunks
     o.batch_size = 37;
@@ -1720,9 +1702,7 @@ TEST_CASE("compression: the LZ4 plugin (filter 32004) is found and its files rea
     // The plugin comes with Debian's hdf5-filter-plugin (installed by .ci/run): without it
     // this test fails (Errc::option naming the filter), it does not skip.
     const std::string dir = fresh_dir("lz4");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/z.h5";
+    Options o = layout_options(dir + "/z.h5");
     o.compression = smalldata::Compression::filter(32004);
     o.cache_size = 128;
     compressed_run(o, 800, {{32004, {}}});
@@ -1810,9 +1790,7 @@ TEST_CASE("compression: every chunk is compressed on the write thread, checkpoin
     main_thread = std::this_thread::get_id();
     encodes_main = encodes_other = flushes_main = flushes_other = 0;
     const std::string dir = fresh_dir("zthread");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/z.h5";
+    Options o = layout_options(dir + "/z.h5");
     o.compression = smalldata::Compression::filter(counting_filter_id);
     o.write_thread = 1;             // serial mode: a write thread (servers always have one)
     o.checkpoint_seconds = 0.05;    // a checkpoint every 20 ms
@@ -1861,9 +1839,7 @@ TEST_CASE("compression: a writer's file takes the room of its compressed chunks,
     // Images of 128 KiB with 6 bits of noise per pixel compress to a little over 64 KiB:
     // chunks of varying sizes, which must follow each other in the file without gaps.
     const std::string dir = fresh_dir("zroom");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/z.h5";
+    Options o = layout_options(dir + "/z.h5");
     o.compression = smalldata::Compression::deflate(1);
     const std::int64_t n = 60;
     std::vector<std::uint16_t> img(256 * 256);
@@ -2030,9 +2006,7 @@ void self_contained_run(const Options& o, const std::string& dir, std::int64_t n
 
 TEST_CASE("self_contained: ordinary datasets holding every row, no part file left", "[mpi][self_contained]") {
     const std::string dir = fresh_dir("flat");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/s.h5";
+    Options o = layout_options(dir + "/s.h5");
     o.self_contained = true;
     o.cache_size = 64;   // many cache writes: parts of several chunks each
     o.batch_size = 37;
@@ -2044,9 +2018,7 @@ TEST_CASE("self_contained: ordinary datasets holding every row, no part file lef
 TEST_CASE("self_contained with compression: the filters of Options::compression on every per-event dataset",
           "[mpi][self_contained][compression]") {
     const std::string dir = fresh_dir("flat_z");
-    Options o = base_options();
-    o.servers = servers_for(world_size());
-    o.filename = dir + "/z.h5";
+    Options o = layout_options(dir + "/z.h5");
     o.self_contained = true;
     o.compression = smalldata::Compression::deflate(1);
     o.cache_size = 128;
