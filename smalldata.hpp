@@ -48,9 +48,10 @@
 //     16. Join: part files -> virtual datasets      [>>impl-join]
 //     17. Recovery: crashed files, checks           [>>impl-recover]
 //     18. Flatten: final file -> one file           [>>impl-flatten]
-//     19. Failure: abort protocol                   [>>impl-abort]
-//     20. Progress lines and the run report         [>>impl-report]
-//     21. SmallData out-of-line API                 [>>impl-api]
+//     19. Order: time-ordered parts at done()       [>>impl-order]
+//     20. Failure: abort protocol                   [>>impl-abort]
+//     21. Progress lines and the run report         [>>impl-report]
+//     22. SmallData out-of-line API                 [>>impl-api]
 //   License                                         [>>license]
 //
 // DOES NOT
@@ -170,7 +171,7 @@
 //   written so far, the rates and the busiest server. done() makes a Report (every rank
 //   has it, SmallData::report()) and rank 0 prints it: events, bytes, rates, each server's
 //   busy and idle time, the clients' back-pressure waits, and a verdict on the number of
-//   servers from the scaling model of docs/performance.md (section 20).
+//   servers from the scaling model of docs/performance.md (section 21).
 //
 // REQUIREMENTS
 //   C++17 or later, MPI 3.0 or later (Open MPI, MPICH), HDF5 1.10.2 or later (serial or
@@ -420,6 +421,13 @@ struct Options {
                                       // the joining rank (client 0) while the others wait
                                       // (section 18, [>>impl-flatten]). Serial mode: no effect,
                                       // the file is self-contained already
+    bool time_order = false;          // every per-event dataset of the final file in increasing
+                                      // timestamp order (ties: by client index, then in the
+                                      // order the client gave them); unaligned_ rows in the
+                                      // order of their events. Parallel mode: done() sorts
+                                      // the events over the servers, each writing one time
+                                      // range into its part (section 19, [>>impl-order]).
+                                      // Serial mode: no effect, the file is in order already
 };
 
 enum class Role { serial, client, server, other };
@@ -436,6 +444,8 @@ struct Stats {
     double join_seconds = 0;           // join root: time to build the final file
     double flatten_seconds = 0;        // join root, Options::self_contained: of join_seconds,
     std::uint64_t flatten_bytes = 0;   // the copy into one file, and the data bytes it moved
+    double order_seconds = 0;          // Options::time_order: done()'s sort (server, serial)
+    std::uint64_t order_events = 0;    // and the events it moved (0: already in order)
 };
 
 // The end-of-run report (Options::report, SmallData::report()): what the run did, where
@@ -1410,7 +1420,9 @@ template <class T> bool SmallData::max(T* data, const std::vector<std::uint64_t>
 #include <limits>
 #include <map>
 #include <mutex>
+#include <queue>
 #include <random>
+#include <set>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -3043,6 +3055,9 @@ struct WField {
     std::uint64_t mark = 0;  // Decoder: last uniform-batch check that met this field
     std::size_t len_index = 0;  // a var_ field: the writer's index of its group's length field
     std::uint64_t group_rows = 0;  // a length field: Decoder, its value in the event at `mark`
+    // Options::time_order, an unaligned field: bit e set when event e gave a row (the
+    // ordering at done() maps its rows to events with it; section 19, [>>impl-order]).
+    std::vector<std::uint64_t> given;
 };
 
 inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
@@ -3241,7 +3256,7 @@ public:
     // tag: writes attributes into the new file before it has its real name.
     Writer(const std::string& path, const Options& o, bool thread, const std::function<void(hid_t)>& tag = {})
         : opt_(o), has_file_(!path.empty()), filtered_(o.compression.kind != Compression::Kind::none),
-          async_(has_file_ && thread), path_(path) {
+          async_(has_file_ && thread), path_(path), track_order_(o.time_order) {
         if (has_file_) {
             H5Quiet q;
             if (o.checkpoint_seconds > 0) {
@@ -3312,13 +3327,25 @@ public:
     std::size_t cache_peak_bytes() const { return cache_peak_; }
 
     WField* field(std::size_t i) { return &fields_[i]; }
+    std::size_t field_count() const { return fields_.size(); }
     hid_t file() const noexcept { return file_.get(); }  // for the run's attributes (section 16)
+    const std::string& path() const noexcept { return path_; }
+
+    // Options::time_order (section 19): the events that follow come from `client` (the
+    // decoder says so at each batch; the serial process is client 0). The writer keeps
+    // the client of every event as runs, and whether the events so far are in order:
+    // timestamps increasing, ties by client index, arrival order within a client.
+    void set_client(int client) noexcept { client_ = client; }
+    bool in_order() const noexcept { return in_order_; }
+    const std::vector<std::pair<std::uint32_t, std::uint64_t>>& client_runs() const noexcept { return client_runs_; }
 
     // The hot path, once per value: the open event's value of f, then end_event() once the
     // event's values are all given. Without a file only the events are counted. After a
     // failed write both throw that error (Errc::hdf5) and the event count stays.
     void put(WField& f, const unsigned char* data) {
-        if (has_file_) append(f, f.meta.aligned ? n_events_ : f.rows, data);
+        if (!has_file_) return;
+        if (track_order_ && !f.meta.aligned && !f.meta.var) mark_given(f, n_events_, 1);
+        append(f, f.meta.aligned ? n_events_ : f.rows, data);
     }
     // A var_ field's n rows in the open event (its group's length is a put() of its own).
     void put_rows(WField& f, const unsigned char* data, std::uint64_t n) {
@@ -3326,6 +3353,7 @@ public:
     }
     void end_event(std::int64_t ts) {
         if (has_file_) append(fields_[0], n_events_, reinterpret_cast<const unsigned char*>(&ts));
+        if (track_order_) note_order(reinterpret_cast<const unsigned char*>(&ts), 8, 1);
         ++n_events_;
         if (clock_.tick()) on_clock();
     }
@@ -3334,10 +3362,13 @@ public:
     // src + i * stride, belongs to the i-th event from now; then the n events end, with
     // their timestamps at ts + i * stride. The same as n put()s and end_event()s.
     void put_run(WField& f, const unsigned char* src, std::size_t stride, std::size_t n) {
-        if (has_file_) append_run(f, f.meta.aligned ? n_events_ : f.rows, src, stride, n);
+        if (!has_file_) return;
+        if (track_order_ && !f.meta.aligned && !f.meta.var) mark_given(f, n_events_, n);
+        append_run(f, f.meta.aligned ? n_events_ : f.rows, src, stride, n);
     }
     void end_events(const unsigned char* ts, std::size_t stride, std::size_t n) {
         if (has_file_) append_run(fields_[0], n_events_, ts, stride, n);
+        if (track_order_) note_order(ts, stride, n);
         n_events_ += n;
         if (clock_.tick(n)) on_clock();
     }
@@ -4200,6 +4231,31 @@ private:
     std::unordered_map<std::string, std::size_t> by_name_;
     NameSet names_;
     std::uint64_t n_events_ = 0;
+    // Options::time_order (set_client, in_order, client_runs; WField::given).
+    bool track_order_ = false;
+    bool in_order_ = true;
+    int client_ = 0, last_client_ = -1;
+    std::int64_t last_ts_ = 0;
+    std::vector<std::pair<std::uint32_t, std::uint64_t>> client_runs_;  // (client, events)
+    void note_order(const unsigned char* ts, std::size_t stride, std::size_t n) {
+        for (std::size_t i = 0; i < n; ++i) {
+            std::int64_t t;
+            std::memcpy(&t, ts + i * stride, 8);
+            if (last_client_ >= 0 && (t < last_ts_ || (t == last_ts_ && client_ < last_client_))) in_order_ = false;
+            last_ts_ = t;
+            last_client_ = client_;
+        }
+        if (n == 0) return;
+        if (!client_runs_.empty() && client_runs_.back().first == static_cast<std::uint32_t>(client_))
+            client_runs_.back().second += n;
+        else
+            client_runs_.emplace_back(static_cast<std::uint32_t>(client_), n);
+    }
+    static void mark_given(WField& f, std::uint64_t e0, std::size_t n) {
+        const std::uint64_t end = e0 + n;
+        if (f.given.size() * 64 < end) f.given.resize(static_cast<std::size_t>(std::max<std::uint64_t>((end + 63) / 64, f.given.size() * 2)));
+        for (std::uint64_t e = e0; e < end; ++e) f.given[static_cast<std::size_t>(e / 64)] |= std::uint64_t(1) << (e % 64);
+    }
     std::atomic<double> write_seconds_{0};  // added to under h5_, read from any thread
     // Bytes of every cache buffer (filling, queued, spare), changed by the caller's thread
     // only: buffers are made and freed there; the write thread only passes them around.
@@ -4255,6 +4311,7 @@ struct Stream {
     std::uint64_t events = 0;
     bool done = false;
     std::string source;              // "client 2 (rank 4)", for error messages
+    int client = 0;                  // its client index (Options::time_order: ties)
 };
 
 class Decoder {
@@ -4270,6 +4327,7 @@ public:
             throw_error(Errc::protocol, "batch " + std::to_string(h.seq) + " from " + s.source + " arrived, expected " +
                                             std::to_string(s.next_seq));
         ++s.next_seq;
+        w_.set_client(s.client);
         if (callbacks_.empty() && uniform(s, r, h.n_events)) return;
         for (std::uint32_t e = 0; e < h.n_events; ++e) {
             const auto ts = r.get<std::int64_t>();
@@ -4492,7 +4550,7 @@ inline Impl*& active_impl() {  // the live SmallData of this process, for the ex
 
 // While a SmallData is live, an exception that escapes the program (std::terminate) and a
 // process that exits before done() (std::exit, an atexit handler) are routed to the
-// failure path of section 19, which closes the files and, in parallel mode, ends the job.
+// failure path of section 20, which closes the files and, in parallel mode, ends the job.
 // The guard installs the terminate handler and restores the previous one when the
 // SmallData goes away, whatever way that happens.
 class ExitGuard {
@@ -4552,7 +4610,7 @@ struct FinalSpec {
 };
 void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& all, const std::vector<int>& lens);
 
-// Progress lines (section 20): a server other than server 0 sends its figures to server 0
+// Progress lines (section 21): a server other than server 0 sends its figures to server 0
 // every half interval; server 0 (or the serial process) prints one line every interval.
 struct ProgressState {
     // events, payload bytes, seconds since the stream began, idle seconds, write seconds,
@@ -4583,6 +4641,7 @@ struct Impl {
     std::uint64_t run_token = 0;            // random, the same on every rank: tags this run's parts
     CommOwner comm;                         // duplicate of opt.comm: library traffic only
     CommOwner clients_comm;                 // the clients, for reductions
+    CommOwner servers_comm;                 // the servers, for Options::time_order (section 19)
     CommOwner node_comm;                    // ranks sharing this node's memory (shared memory,
     int ranks_on_node = 1;                  // automatic write thread), and how many
     WinOwner shm_win;                       // one segment per client that shares its server's node
@@ -4590,6 +4649,9 @@ struct Impl {
     std::vector<ShmSlots> shm_of;           // server: slots by client rank
     bool finished = false;                  // done() was called
     std::unique_ptr<Writer> writer;         // serial process, or server
+    std::unique_ptr<Writer> ordered;        // Options::time_order, a server: its range, in
+    Options order_opt;                      // time order (section 19), and its options
+    std::exception_ptr order_error;         // the ordering failed: thrown after the join
     std::unique_ptr<Sink> sink;
     std::unique_ptr<Packer> packer;
     std::vector<unsigned char> serial_buf;
@@ -4613,6 +4675,8 @@ struct Impl {
     void join();
     void build_final(const std::vector<unsigned char>& all, const std::vector<int>& lens);
     void remove_parts();
+    void order_by_time();
+    void order_parts(std::string& why, Errc& code, int& lib);
     void on_abort_notice(int from) noexcept;
     // Section 20: progress lines and the report.
     ProgressState::Figures progress_figures(bool final) const;
@@ -4625,6 +4689,9 @@ struct Impl {
     // Collective over comm: every rank learns whether `ok` held on all of them; if not,
     // every rank throws the error of the lowest failing rank (code and text).
     void agree_or_throw(bool ok, Errc code, const std::string& text, int library_code = 0);
+    // The same without the throw: false, and that rank's error in code/text/library_code
+    // (text with "[reported by ...]" on the other ranks).
+    bool agree(bool ok, Errc& code, std::string& text, int& library_code);
 };
 
 class Sender : public Sink {
@@ -4780,7 +4847,7 @@ inline void Impl::setup_shared_memory() {
 // The server's loop: `recv_buffers` receives stay posted (ANY_SOURCE); they are handled in
 // the order they were posted, which is the order messages matched them, so each client's
 // batches are decoded in sequence. Waiting is gentle (section 10). Every iteration, busy
-// or idle, also tests for an abort notice from a failing rank (section 19), and any error
+// or idle, also tests for an abort notice from a failing rank (section 20), and any error
 // at all (an HDF5 write, a callback, a malformed message) ends the job through abort_job:
 // nothing escapes from here to leave the clients waiting. The part file was created by
 // open_outputs() in the constructor.
@@ -4824,6 +4891,7 @@ inline void Impl::run_server() {
         for (int c = server_idx; c < n_clients; c += n_servers) {
             Stream& s = streams[static_cast<std::size_t>(n_servers + c)];
             s.source = rank_text(n_servers + c);
+            s.client = c;
             if (!shm_of.empty()) s.shm = shm_of[static_cast<std::size_t>(n_servers + c)];
             ++remaining;
         }
@@ -5058,11 +5126,18 @@ inline std::string part_in_the_way(const std::string& part, const std::string& f
 }
 
 inline void Impl::agree_or_throw(bool ok, Errc code, const std::string& text, int library_code) {
+    std::string t = text;
+    if (agree(ok, code, t, library_code)) return;
+    shm_win.free();  // every rank of every node gets here: the free is collective
+    throw Error(code, t, library_code);
+}
+
+inline bool Impl::agree(bool ok, Errc& code, std::string& text, int& library_code) {
     int first_bad = ok ? size : rank;
     MPI_Request r = MPI_REQUEST_NULL;
     check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &first_bad, 1, MPI_INT, MPI_MIN, comm, &r), "MPI_Iallreduce");
     wait_gently(r, opt.idle_sleep_max_us);
-    if (first_bad == size) return;
+    if (first_bad == size) return true;
     struct {
         int code;
         int library_code;
@@ -5072,10 +5147,11 @@ inline void Impl::agree_or_throw(bool ok, Errc code, const std::string& text, in
     check_mpi(MPI_Ibcast(&msg, sizeof msg, MPI_BYTE, first_bad, comm, &r), "MPI_Ibcast");
     wait_gently(r, opt.idle_sleep_max_us);
     msg.text[sizeof msg.text - 1] = 0;
-    shm_win.free();  // every rank of every node gets here: the free is collective
-    if (rank == first_bad) throw Error(code, text, library_code);
-    throw Error(static_cast<Errc>(msg.code), std::string(msg.text) + " [reported by " + rank_text(first_bad) + "]",
-                msg.library_code);
+    if (rank == first_bad) return false;
+    code = static_cast<Errc>(msg.code);
+    text = std::string(msg.text) + " [reported by " + rank_text(first_bad) + "]";
+    library_code = msg.library_code;
+    return false;
 }
 
 // Constructor, parallel mode: decides collectively which files this run writes, then the
@@ -5370,7 +5446,7 @@ inline void Impl::remove_parts() {
 inline void Impl::join() {
     const int root = join_root();
     std::vector<unsigned char> blob;
-    if (role == Role::server && !opt.filename.empty()) blob = writer->describe();
+    if (role == Role::server && !opt.filename.empty()) blob = (ordered ? ordered : writer)->describe();
     // The metadata of one part travels as one message: refuse what an int cannot count.
     const int len = blob.size() <= max_batch_bytes ? static_cast<int>(blob.size()) : -1;
     std::vector<int> lens(rank == root ? static_cast<std::size_t>(size) : 0);
@@ -6282,8 +6358,724 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
     if (stats) *stats = st;
 }
 
+// ============================================================================ [>>impl-order]
+// 19. Order: Options::time_order. At done(), once every part file is closed, the events
+//     are sorted over the servers, and each server writes one contiguous time range.
+//
+//     Key of an event: (timestamp, client index, row in its part). A client's timestamps
+//     increase (event() refuses a smaller one), so a client's events are in order in its
+//     part, and no two events have the same key. The servers, over servers_comm:
+//       1. each server reads its part's timestamps and sorts its keys (a part the writer
+//          saw arrive in order is not sorted again; Writer::in_order);
+//       2. samples of every sorted part, evenly spaced and weighted by the part's events,
+//          give the splitters: server t's range is [splitter t-1, splitter t);
+//       3. MPI_Ialltoallv sends each server the keys of its range from every part; merged,
+//          they are its output: (part, row) for each of its events, in order;
+//       4. each server writes its range into <part>.ordered with a Writer of its own (the
+//          same chunking, compression and fill values as any part), reading the rows it
+//          needs from every part file, a window of events at a time. The rows of a window
+//          from one part lie close together in ordinary data (clients' events interleave
+//          batch by batch), so they are read in spans and copied out of them.
+//     A run already in order (every part in order, the parts' time ranges in server
+//     order: one client per server giving increasing timestamps, ...) is not rewritten.
+//     Rows of a field: an aligned field's is its event's row. A var_ field's rows are
+//     found from its group's lengths in the part (a sparse index of their sums, then the
+//     lengths near the window), an unaligned_ field's from the bitmap of the events that
+//     gave it (WField::given, which the servers exchange).
+//     The switch: once every .ordered file is complete (agreed by all ranks) each server
+//     removes its part and renames its .ordered file to the part's name, then the join
+//     runs as always. A kill before the switch leaves the old parts whole: `smalldata
+//     recover` removes the .ordered files. A kill during it leaves every remaining
+//     .ordered file complete: recover renames them (a part with the attribute
+//     smalldata_time_order, or a part missing beside its .ordered file, says the switch
+//     had begun).
+//     Failure: an error of the ordering on any server (a full disk, ...) leaves every part
+//     as it was; the join builds the final file from them, in arrival order, and done()
+//     throws that error on every rank.
+//     Memory: 16 bytes per event of the server's part (keys), then while they travel 16
+//     more per event of its range, then 8 per event of its range; the window's buffers
+//     (at most 1/8 of cache_memory, 32 MiB) and the ordered Writer's caches take what is
+//     left of cache_memory, and never less than a quarter of it.
+//     Serial mode is in order already: one stream of increasing timestamps.
+
+inline constexpr const char* attr_time_order = "smalldata_time_order";  // u64 1: an ordered part
+inline std::string ordered_path(const std::string& part) { return part + ".ordered"; }
+
+// Tests: called by a server once its .ordered file is complete, before the switch.
+inline std::function<void(int part)> order_hook;
+
+struct OrderKey {
+    std::int64_t ts;
+    std::uint64_t tie;  // client << 40 | row in the part; after the sort, (part << 40 | row)
+};
+inline bool operator<(const OrderKey& a, const OrderKey& b) noexcept {
+    return a.ts != b.ts ? a.ts < b.ts : a.tie < b.tie;
+}
+inline constexpr std::uint64_t order_row_mask = (std::uint64_t(1) << 40) - 1;
+
+// The keys of one part file, sorted: its timestamps read in blocks, the client of each
+// row from the writer's runs. `sorted`: the writer saw them arrive in order.
+inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t events,
+                                       const std::vector<std::pair<std::uint32_t, std::uint64_t>>& runs, bool sorted) {
+    std::vector<OrderKey> keys(static_cast<std::size_t>(events));
+    if (events == 0) return keys;
+    H5Quiet q;
+    H5Id f = h5_open_read(path);
+    if (!f.valid()) throw_h5("cannot open '" + path + "' to sort its events");
+    H5Id d(H5Dopen2(f.get(), "timestamp", H5P_DEFAULT), H5Dclose);
+    if (!d.valid()) throw_h5("cannot open the timestamps of '" + path + "'");
+    std::size_t run = 0;
+    std::uint64_t left = runs.empty() ? events : runs[0].second;
+    std::uint64_t client = runs.empty() ? 0 : runs[0].first;
+    const std::uint64_t block = std::uint64_t(1) << 20;
+    std::vector<std::int64_t> ts;
+    for (std::uint64_t at = 0; at < events; at += block) {
+        const std::uint64_t n = std::min(block, events - at);
+        ts.resize(static_cast<std::size_t>(n));
+        H5Id fspace(h5check(H5Dget_space(d.get()), "H5Dget_space"), H5Sclose);
+        hsize_t start = at, count = n;
+        h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr),
+                     "H5Sselect_hyperslab");
+        H5Id mspace(h5check(H5Screate_simple(1, &count, nullptr), "H5Screate_simple"), H5Sclose);
+        if (H5Dread(d.get(), H5T_NATIVE_INT64, mspace.get(), fspace.get(), H5P_DEFAULT, ts.data()) < 0)
+            throw_h5("cannot read the timestamps of '" + path + "'");
+        for (std::uint64_t i = 0; i < n; ++i) {
+            while (left == 0 && run + 1 < runs.size()) {
+                ++run;
+                left = runs[run].second;
+                client = runs[run].first;
+            }
+            if (left > 0) --left;
+            keys[static_cast<std::size_t>(at + i)] = {ts[static_cast<std::size_t>(i)], client << 40 | (at + i)};
+        }
+    }
+    if (!sorted) std::sort(keys.begin(), keys.end());
+    return keys;
+}
+
+// One field of the ordered file: the union of the parts' descriptions.
+struct OrderField {
+    FieldMeta meta;
+    std::vector<std::uint64_t> rows;     // per part: its rows there (0: absent)
+    std::vector<bool> present;
+    std::size_t len = SIZE_MAX;          // a var_ field: index of its group's length field
+    std::size_t bits = SIZE_MAX;         // an unaligned field: index of its bitmaps
+    WField* out = nullptr;               // in the ordered writer
+};
+
+// Writes events, given in order as (part << 40 | row) locations, from the closed part
+// files into a Writer: window by window, every field.
+class OrderCopy {
+public:
+    // descs: each part's Writer::describe(); bitmaps[b][part]: unaligned field b's
+    // WField::given of that part (words); budget: bytes for this copy's buffers.
+    OrderCopy(const std::vector<std::string>& paths, const std::vector<std::vector<unsigned char>>& descs,
+              std::vector<std::vector<std::vector<std::uint64_t>>> bitmaps, std::size_t budget)
+        : paths_(paths), bitmaps_(std::move(bitmaps)), budget_(budget) {
+        const std::size_t P = paths.size();
+        events_.assign(P, 0);
+        const std::string src = "a part's description";
+        for (std::size_t k = 0; k < P; ++k) {
+            Reader r{descs[k].data(), descs[k].data() + descs[k].size(), &src};
+            events_[k] = r.get<std::uint64_t>();
+            const auto nf = r.get<std::uint32_t>();
+            for (std::uint32_t i = 0; i < nf; ++i) {
+                const auto dt = static_cast<DType>(r.get<std::uint8_t>());
+                Shape sh;
+                sh.rank = r.get<std::uint8_t>();
+                (void)r.get<std::uint8_t>();  // aligned: from the name
+                const auto len = r.get<std::uint16_t>();
+                const auto rows = r.get<std::uint64_t>();
+                if (sh.rank > max_rank) throw_error(Errc::protocol, "malformed " + src);
+                for (int d = 0; d < sh.rank; ++d) sh.dims[static_cast<std::size_t>(d)] = r.get<std::uint64_t>();
+                const std::string name(r.bytes(len));
+                auto it = index_.find(name);
+                if (it == index_.end()) {
+                    OrderField f;
+                    if (name == "timestamp") {  // the library's own (make_meta refuses the name)
+                        f.meta.name = name;
+                        f.meta.dtype = DType::i64;
+                        f.meta.bytes = 8;
+                    } else {
+                        f.meta = make_meta(name, dt, sh);
+                    }
+                    f.rows.assign(P, 0);
+                    f.present.assign(P, false);
+                    it = index_.emplace(name, fields_.size()).first;
+                    fields_.push_back(std::move(f));
+                }
+                OrderField& f = fields_[it->second];
+                if (f.meta.dtype != dt || f.meta.shape != sh)
+                    throw_error(Errc::join, "field '" + name + "' has different types or shapes in the parts");
+                f.rows[k] = rows;
+                f.present[k] = true;
+            }
+        }
+        std::size_t b = 0;
+        for (const auto& kv : index_) {  // name order: the same on every server
+            OrderField& f = fields_[kv.second];
+            if (f.meta.var) f.len = index_.at(length_name(f.meta.name));
+            if (!f.meta.aligned && !f.meta.var) f.bits = b++;
+        }
+        files_.resize(P);
+        dsets_.resize(P);
+        for (auto& d : dsets_) d.resize(fields_.size());
+    }
+    // Unaligned fields, in name order (their bitmaps come in this order).
+    static std::vector<std::string> unaligned_names(const std::vector<std::vector<unsigned char>>& descs);
+    std::uint64_t events(std::size_t part) const { return events_[part]; }
+
+    // Defines every field in `w`, then copies n events, event i from loc(i): its
+    // (part << 40 | row).
+    template <class Loc> void copy(Writer& w, Loc loc, std::uint64_t n);
+
+private:
+    struct Item {  // one piece of a part's rows, and where it goes in the window's buffer
+        std::uint64_t row;
+        std::uint64_t rows;
+        std::uint64_t dst;
+        bool operator<(const Item& o) const noexcept { return row < o.row; }
+    };
+    hid_t dset(std::size_t part, std::size_t field) {
+        H5Id& d = dsets_[part][field];
+        if (d.valid()) return d.get();
+        if (!files_[part].valid()) {
+            files_[part] = h5_open_read(paths_[part]);
+            if (!files_[part].valid()) throw_h5("cannot open part file '" + paths_[part] + "' to order its events");
+        }
+        d = H5Id(H5Dopen2(files_[part].get(), fields_[field].meta.name.c_str(), H5P_DEFAULT), H5Dclose);
+        if (!d.valid()) throw_h5("cannot open '" + fields_[field].meta.name + "' in '" + paths_[part] + "'");
+        return d.get();
+    }
+    // Rows [a, a + n) of a field of a part, into `to`.
+    void read(std::size_t part, std::size_t field, std::uint64_t a, std::uint64_t n, unsigned char* to) {
+        const OrderField& f = fields_[field];
+        const hid_t d = dset(part, field);
+        hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
+        start[0] = a;
+        count[0] = n;
+        for (int i = 0; i < f.meta.shape.rank; ++i) count[i + 1] = f.meta.shape.dims[static_cast<std::size_t>(i)];
+        H5Id fspace(h5check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
+        h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), "H5Sselect_hyperslab");
+        H5Id mspace(h5check(H5Screate_simple(f.meta.shape.rank + 1, count, nullptr), "H5Screate_simple"), H5Sclose);
+        H5Id mtype = h5_type(f.meta.dtype, false);
+        if (H5Dread(d, mtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, to) < 0)
+            throw_h5("cannot read '" + f.meta.name + "' of '" + paths_[part] + "'");
+    }
+    // Copies the items (sorted by row) of one part from field `field` into out (rows of
+    // rb bytes at item.dst): rows close together are read as one span.
+    void gather(std::size_t part, std::size_t field, const std::vector<Item>& items, unsigned char* out) {
+        const std::size_t rb = fields_[field].meta.bytes;
+        if (rb == 0) return;
+        const std::uint64_t span_max = std::max<std::uint64_t>(1, span_bytes_ / rb);
+        const std::uint64_t gap_max = std::max<std::uint64_t>(1, (std::uint64_t(64) << 10) / rb);
+        std::size_t i = 0;
+        while (i < items.size()) {
+            const std::uint64_t a = items[i].row;
+            std::uint64_t b = a + items[i].rows;
+            bool straight = true;  // the span's rows go to consecutive rows of out
+            std::size_t j = i + 1;
+            for (; j < items.size(); ++j) {
+                const Item& it = items[j];
+                if (it.row + it.rows - a > span_max || it.row > b + gap_max || it.row < b) break;
+                straight = straight && it.row == b && it.dst == items[j - 1].dst + items[j - 1].rows;
+                b = it.row + it.rows;
+            }
+            if (b - a > span_max) {  // one item larger than the span buffer: read in place
+                read(part, field, a, b - a, out + items[i].dst * rb);
+            } else if (straight) {
+                read(part, field, a, b - a, out + items[i].dst * rb);
+            } else {
+                unsigned char* span = span_.get(static_cast<std::size_t>((b - a) * rb));
+                read(part, field, a, b - a, span);
+                for (std::size_t k = i; k < j; ++k)
+                    std::memcpy(out + items[k].dst * rb, span + (items[k].row - a) * rb,
+                                static_cast<std::size_t>(items[k].rows * rb));
+            }
+            i = j;
+        }
+    }
+    // Rows per event of a var_ group (from its length field) or an unaligned field (its
+    // bitmap), for the window's events of one part: the item of each event with rows.
+    void locate(std::size_t field, std::size_t part, const std::vector<Item>& events, std::vector<Item>& out);
+
+    std::vector<std::string> paths_;
+    std::vector<std::uint64_t> events_;
+    std::vector<OrderField> fields_;
+    std::map<std::string, std::size_t> index_;
+    std::vector<std::vector<std::vector<std::uint64_t>>> bitmaps_;   // [bits][part]
+    std::vector<std::vector<std::vector<std::uint64_t>>> bit_sums_;  // [bits][part]: ones before each 4096
+    std::map<std::pair<std::size_t, std::size_t>, std::vector<std::uint64_t>> len_sums_;  // (len field, part)
+    std::vector<H5Id> files_;
+    std::vector<std::vector<H5Id>> dsets_;
+    std::size_t budget_;
+    std::size_t span_bytes_ = std::size_t(4) << 20;
+    // Buffers that grow and are reused, never initialised (every byte used is written first).
+    struct Scratch {
+        std::unique_ptr<unsigned char[]> p;
+        std::size_t n = 0;
+        unsigned char* get(std::size_t bytes) {
+            if (bytes > n) {
+                p.reset(new unsigned char[bytes]);
+                n = bytes;
+            }
+            return p.get();
+        }
+    };
+    Scratch span_, buf_;
+    std::vector<std::int64_t> lens_;
+};
+
+inline std::vector<std::string> OrderCopy::unaligned_names(const std::vector<std::vector<unsigned char>>& descs) {
+    std::set<std::string> names;
+    const std::string src = "a part's description";
+    for (const auto& d : descs) {
+        Reader r{d.data(), d.data() + d.size(), &src};
+        (void)r.get<std::uint64_t>();
+        const auto nf = r.get<std::uint32_t>();
+        for (std::uint32_t i = 0; i < nf; ++i) {
+            (void)r.get<std::uint8_t>();
+            const auto rank = r.get<std::uint8_t>();
+            (void)r.get<std::uint8_t>();
+            const auto len = r.get<std::uint16_t>();
+            (void)r.get<std::uint64_t>();
+            for (int k = 0; k < rank; ++k) (void)r.get<std::uint64_t>();
+            const std::string name(r.bytes(len));
+            if (!is_var_name(name) && !is_length_name(name) && is_unaligned(name)) names.insert(name);
+        }
+    }
+    return {names.begin(), names.end()};
+}
+
+inline void OrderCopy::locate(std::size_t field, std::size_t part, const std::vector<Item>& events, std::vector<Item>& out) {
+    out.clear();
+    const OrderField& f = fields_[field];
+    if (!f.present[part] || events.empty()) return;
+    constexpr std::uint64_t block = 4096;
+    if (f.bits != SIZE_MAX) {  // unaligned: rank in the bitmap
+        const std::vector<std::uint64_t>& bm = bitmaps_[f.bits][part];
+        std::vector<std::uint64_t>& sums = bit_sums_[f.bits][part];
+        if (sums.empty()) {
+            const std::size_t words = bm.size();
+            sums.resize(words / (block / 64) + 1);
+            std::uint64_t c = 0;
+            for (std::size_t w = 0; w < words; ++w) {
+                if (w % (block / 64) == 0) sums[w / (block / 64)] = c;
+                c += static_cast<std::uint64_t>(__builtin_popcountll(bm[w]));
+            }
+        }
+        for (const Item& e : events) {
+            const std::uint64_t ev = e.row, w = ev / 64;
+            if (w >= bm.size() || !(bm[static_cast<std::size_t>(w)] >> (ev % 64) & 1)) continue;
+            std::uint64_t r = sums[static_cast<std::size_t>(ev / block)];
+            for (std::uint64_t k = ev / block * (block / 64); k < w; ++k)
+                r += static_cast<std::uint64_t>(__builtin_popcountll(bm[static_cast<std::size_t>(k)]));
+            r += static_cast<std::uint64_t>(__builtin_popcountll(bm[static_cast<std::size_t>(w)] & ((std::uint64_t(1) << (ev % 64)) - 1)));
+            out.push_back({r, 1, e.dst});
+        }
+        return;
+    }
+    // var_: the sums of the lengths at every 4096th event of the part (made once), then
+    // the lengths from the block of the window's first event to its last.
+    const std::size_t lf = f.len;
+    std::vector<std::uint64_t>& sums = len_sums_[{lf, part}];
+    const std::uint64_t n_ev = events_[part];
+    if (sums.empty()) {
+        sums.assign(static_cast<std::size_t>(n_ev / block + 1), 0);
+        std::uint64_t c = 0;
+        for (std::uint64_t at = 0; at < n_ev; at += block) {
+            const std::uint64_t n = std::min(block, n_ev - at);
+            lens_.resize(static_cast<std::size_t>(n));
+            read(part, lf, at, n, reinterpret_cast<unsigned char*>(lens_.data()));
+            sums[static_cast<std::size_t>(at / block)] = c;
+            for (std::int64_t v : lens_) c += static_cast<std::uint64_t>(std::max<std::int64_t>(v, 0));
+        }
+    }
+    // The lengths are read a stretch at a time from the block of the event met: the
+    // window's events of one part are sorted, and usually close together.
+    const std::uint64_t stretch = std::uint64_t(1) << 16;
+    std::uint64_t lo = 0, hi = 0, pos = 0, row = 0;
+    for (const Item& e : events) {
+        if (e.row < lo || e.row >= hi) {
+            lo = e.row / block * block;
+            hi = std::min(n_ev, std::max(e.row + 1, lo + stretch));
+            lens_.resize(static_cast<std::size_t>(hi - lo));
+            read(part, lf, lo, hi - lo, reinterpret_cast<unsigned char*>(lens_.data()));
+            pos = lo;
+            row = sums[static_cast<std::size_t>(lo / block)];
+        }
+        for (; pos < e.row; ++pos) row += static_cast<std::uint64_t>(std::max<std::int64_t>(lens_[static_cast<std::size_t>(pos - lo)], 0));
+        const auto n = static_cast<std::uint64_t>(std::max<std::int64_t>(lens_[static_cast<std::size_t>(e.row - lo)], 0));
+        if (n > 0) out.push_back({row, n, e.dst});
+    }
+}
+
+template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
+    const std::size_t P = paths_.size();
+    bit_sums_.assign(bitmaps_.size(), std::vector<std::vector<std::uint64_t>>(P));
+    std::size_t max_rb = 8;
+    for (OrderField& f : fields_) {
+        f.out = w.field(w.field_index(f.meta, "the time ordering"));
+        if (f.meta.aligned) max_rb = std::max(max_rb, f.meta.bytes);
+    }
+    span_bytes_ = std::max<std::size_t>(budget_ / 2, max_rb);
+    const std::uint64_t W = std::max<std::uint64_t>(1, std::min<std::uint64_t>(std::uint64_t(1) << 16, (budget_ / 2) / max_rb));
+    std::vector<std::vector<Item>> by_part(P);  // the window's events of each part: (row, 1, position)
+    std::vector<Item> located;
+    std::vector<std::int64_t> ts;
+    for (std::uint64_t w0 = 0; w0 < n; w0 += W) {
+        const std::uint64_t wn = std::min(W, n - w0);
+        for (auto& v : by_part) v.clear();
+        for (std::uint64_t i = 0; i < wn; ++i) {
+            const std::uint64_t l = loc(w0 + i);
+            by_part[static_cast<std::size_t>(l >> 40)].push_back({l & order_row_mask, 1, i});
+        }
+        for (auto& v : by_part)
+            if (!std::is_sorted(v.begin(), v.end())) std::sort(v.begin(), v.end());
+        ts.resize(static_cast<std::size_t>(wn));
+        for (std::size_t fi = 0; fi < fields_.size(); ++fi) {
+            OrderField& f = fields_[fi];
+            const std::size_t rb = f.meta.bytes;
+            if (f.meta.aligned) {
+                const bool ts_field = f.meta.name == "timestamp";
+                unsigned char* out = ts_field ? reinterpret_cast<unsigned char*>(ts.data()) : nullptr;
+                if (!ts_field) {
+                    out = buf_.get(static_cast<std::size_t>(wn * rb));
+                }
+                bool all = true;
+                for (std::size_t k = 0; k < P; ++k) all = all && (by_part[k].empty() || f.present[k]);
+                if (!all)  // a part without the field: its events take the fill value
+                    for (std::uint64_t i = 0; i < wn; ++i) std::memcpy(out + i * rb, f.out->fill_row.data(), rb);
+                for (std::size_t k = 0; k < P; ++k)
+                    if (f.present[k] && !by_part[k].empty()) gather(k, fi, by_part[k], out);
+                if (!ts_field) w.put_run(*f.out, out, rb, static_cast<std::size_t>(wn));
+                continue;
+            }
+            // var_ data or unaligned rows: the window's rows in event order, in pieces that
+            // fit the budget (one event's rows at least).
+            std::vector<Item> all;  // (part, rows) per event with rows, in output order
+            for (std::size_t k = 0; k < P; ++k) {
+                locate(fi, k, by_part[k], located);
+                for (const Item& it : located) all.push_back({it.row | (std::uint64_t(k) << 48), it.rows, it.dst});
+            }
+            std::sort(all.begin(), all.end(), [](const Item& a, const Item& b) { return a.dst < b.dst; });
+            const std::uint64_t piece = std::max<std::uint64_t>(1, (budget_ / 2) / std::max<std::size_t>(rb, 1));
+            std::size_t i = 0;
+            while (i < all.size()) {
+                std::uint64_t rows = 0;
+                std::size_t j = i;
+                std::vector<std::vector<Item>> parts(P);
+                while (j < all.size() && (j == i || rows + all[j].rows <= piece)) {
+                    const Item& it = all[j];
+                    parts[static_cast<std::size_t>(it.row >> 48)].push_back({it.row & ((std::uint64_t(1) << 48) - 1), it.rows, rows});
+                    rows += it.rows;
+                    ++j;
+                }
+                unsigned char* out = buf_.get(static_cast<std::size_t>(rows * rb));
+                for (std::size_t k = 0; k < P; ++k) {
+                    std::sort(parts[k].begin(), parts[k].end());
+                    if (!parts[k].empty()) gather(k, fi, parts[k], out);
+                }
+                w.put_rows(*f.out, out, rows);
+                i = j;
+            }
+        }
+        w.end_events(reinterpret_cast<const unsigned char*>(ts.data()), 8, static_cast<std::size_t>(wn));
+    }
+}
+
+// Memory of an ordering (see above): the copy's buffers, and the ordered Writer's options.
+inline std::size_t order_window_bytes(const Options& o) {
+    return std::min<std::size_t>(o.cache_memory / 8, std::size_t(32) << 20);
+}
+inline Options order_writer_options(const Options& o, std::uint64_t index_bytes) {
+    Options w = o;
+    w.checkpoint_seconds = 0;  // a crash leaves an .ordered file that recovery removes
+    w.progress_seconds = 0;
+    w.time_order = false;
+    w.callbacks.clear();
+    const std::uint64_t used = index_bytes + order_window_bytes(o);
+    w.cache_memory = static_cast<std::size_t>(std::max<std::uint64_t>(o.cache_memory / 4, o.cache_memory > used ? o.cache_memory - used : 0));
+    return w;
+}
+
+// Unaligned fields' WField::given of one writer, in the order of `names`, each cut or
+// padded to the writer's events.
+inline std::vector<std::vector<std::uint64_t>> given_bitmaps(Writer& w, const std::vector<std::string>& names) {
+    std::vector<std::vector<std::uint64_t>> out;
+    const std::size_t words = static_cast<std::size_t>((w.events() + 63) / 64);
+    for (const std::string& n : names) {
+        std::vector<std::uint64_t> bm;
+        for (std::size_t i = 0; i < w.field_count(); ++i)
+            if (w.field(i)->meta.name == n) bm = w.field(i)->given;
+        bm.resize(words, 0);
+        out.push_back(std::move(bm));
+    }
+    return out;
+}
+
+// Parallel mode, every rank (in done(), before the join): the servers order the events;
+// then every rank learns whether that went well everywhere. Went well: each server's
+// .ordered file replaces its part (and `ordered` describes it to the join). Did not:
+// the .ordered files go, the parts stay, and order_error is what done() throws after the
+// join.
+inline void Impl::order_by_time() {
+    if (!opt.time_order || opt.filename.empty() || !parallel()) return;
+    const double t0 = now_seconds();
+    std::string why;
+    Errc code = Errc::hdf5;
+    int lib = 0;
+    if (role == Role::server) {
+        try {
+            order_parts(why, code, lib);
+        } catch (const std::exception& e) {  // in the servers' collectives: none can go on
+            abort_job(*this, std::string("time order: ") + e.what());
+        }
+    }
+    const bool ok = agree(why.empty(), code, why, lib);
+    if (role == Role::server) {
+        const std::string part = part_path(server_idx), from = ordered_path(part);
+        if (ok && ordered) {
+            // The old part goes first, then the new one takes its name: a rename onto an
+            // existing file makes ext4 write the new file's data back at once (its
+            // auto_da_alloc), a fraction of a second per GB. The old part's blocks are
+            // freed when its last descriptor closes: held open across the unlink, closed
+            // by a thread of its own, beside the join.
+            const int old = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
+            if (::unlink(part.c_str()) != 0 || std::rename(from.c_str(), part.c_str()) != 0) {
+                // Every .ordered file is complete: `smalldata recover` finishes the switch.
+                const int err = errno;
+                abort_job(*this, "time order: cannot rename '" + from + "' to '" + part + "': " + std::strerror(err));
+            }
+            if (old >= 0) std::thread([old] { ::close(old); }).detach();
+        } else if (!ok) {
+            ordered.reset();
+            if (!path_is_dir(from)) ::unlink(from.c_str());
+        }
+    }
+    if (!ok) {
+        order_error = std::make_exception_ptr(
+            Error(code, "time order: " + why + "; the final file holds every event, in the order they arrived", lib));
+        if (role == Role::server) stats.order_events = 0;
+    }
+    stats.order_seconds = now_seconds() - t0;
+}
+
+// A server's part of order_by_time(). An error of its own (reading the parts, writing
+// its range) comes back in why/code/lib; one in the servers' collectives is thrown.
+inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
+    const std::size_t S = static_cast<std::size_t>(n_servers);
+    const std::size_t me = static_cast<std::size_t>(server_idx);
+    const MPI_Comm sc = servers_comm;
+    const std::string part = part_path(server_idx);
+    const std::uint64_t N = writer->events();
+    MPI_Request r = MPI_REQUEST_NULL;
+    auto wait = [&] { wait_gently(r, opt.idle_sleep_max_us); };
+    auto caught = [&](const std::function<void()>& f) {
+        try {
+            f();
+        } catch (const Error& e) {
+            why = e.what();
+            code = e.code();
+            lib = e.library_code();
+        } catch (const std::exception& e) {
+            why = who() + ": " + e.what();
+            code = Errc::hdf5;
+        }
+    };
+    auto all_ok = [&] {
+        int ok = why.empty() ? 1 : 0;
+        check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, sc, &r), "MPI_Iallreduce");
+        wait();
+        return ok == 1;
+    };
+    auto allgather_bytes = [&](const void* mine, std::size_t bytes, std::vector<unsigned char>& all, std::vector<int>& lens,
+                               std::vector<int>& displs) {
+        if (bytes > static_cast<std::size_t>(INT_MAX)) throw_error(Errc::protocol, "time order: a message exceeds 2 GiB");
+        int len = static_cast<int>(bytes);
+        lens.assign(S, 0);
+        check_mpi(MPI_Iallgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, sc, &r), "MPI_Iallgather");
+        wait();
+        displs.assign(S, 0);
+        std::uint64_t total = 0;
+        for (std::size_t k = 0; k < S; ++k) {
+            if (total > static_cast<std::uint64_t>(INT_MAX)) throw_error(Errc::protocol, "time order: messages exceed 2 GiB");
+            displs[k] = static_cast<int>(total);
+            total += static_cast<std::uint64_t>(lens[k]);
+        }
+        all.resize(static_cast<std::size_t>(total));
+        check_mpi(MPI_Iallgatherv(mine, len, MPI_BYTE, all.data(), lens.data(), displs.data(), MPI_BYTE, sc, &r),
+                  "MPI_Iallgatherv");
+        wait();
+    };
+
+    // 1. This part's keys, sorted.
+    std::vector<OrderKey> keys;
+    caught([&] { keys = part_keys(part, N, writer->client_runs(), writer->in_order()); });
+    if (!all_ok()) return;
+
+    // Already in order: every part in order, and each part's first event after the last
+    // of the parts before it (keys compared without the row).
+    struct Edge {
+        std::int64_t first_ts, last_ts;
+        std::uint64_t first_client, last_client, events, in_order;
+    } mine{0, 0, 0, 0, N, writer->in_order() ? 1u : 0u};
+    if (N > 0) {
+        mine.first_ts = keys.front().ts;
+        mine.first_client = keys.front().tie >> 40;
+        mine.last_ts = keys.back().ts;
+        mine.last_client = keys.back().tie >> 40;
+    }
+    std::vector<Edge> edges(S);
+    check_mpi(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, edges.data(), sizeof mine, MPI_BYTE, sc, &r), "MPI_Iallgather");
+    wait();
+    bool in_order = true;
+    const Edge* prev = nullptr;
+    for (const Edge& e : edges) {
+        in_order = in_order && e.in_order;
+        if (e.events == 0) continue;
+        if (prev && (e.first_ts < prev->last_ts || (e.first_ts == prev->last_ts && e.first_client < prev->last_client)))
+            in_order = false;
+        prev = &e;
+    }
+    if (in_order) return;  // nothing to rewrite: `ordered` stays empty
+
+    // 2. What every part holds: descriptions, and the unaligned fields' bitmaps.
+    std::vector<std::vector<unsigned char>> descs(S);
+    {
+        const std::vector<unsigned char> d = writer->describe();
+        std::vector<unsigned char> all;
+        std::vector<int> lens, displs;
+        allgather_bytes(d.data(), d.size(), all, lens, displs);
+        for (std::size_t k = 0; k < S; ++k)
+            descs[k].assign(all.begin() + displs[k], all.begin() + displs[k] + lens[k]);
+    }
+    const std::vector<std::string> names = OrderCopy::unaligned_names(descs);
+    std::vector<std::vector<std::vector<std::uint64_t>>> bitmaps;
+    {
+        std::vector<std::vector<std::uint64_t>> given = given_bitmaps(*writer, names);
+        for (auto& bm : given) {
+            std::vector<unsigned char> all;
+            std::vector<int> lens, displs;
+            allgather_bytes(bm.data(), bm.size() * 8, all, lens, displs);
+            std::vector<std::vector<std::uint64_t>> per(S);
+            for (std::size_t k = 0; k < S; ++k) {
+                per[k].resize(static_cast<std::size_t>(lens[k]) / 8);
+                std::memcpy(per[k].data(), all.data() + displs[k], static_cast<std::size_t>(lens[k]));
+            }
+            bitmaps.push_back(std::move(per));
+            bm = {};
+        }
+    }
+
+    // 3. Splitters from weighted samples of every sorted part.
+    struct Sample {
+        OrderKey key;
+        double weight;
+    };
+    std::vector<Sample> samples;
+    const std::size_t m = std::min<std::size_t>(static_cast<std::size_t>(N), 64 * S);
+    for (std::size_t i = 0; i < m; ++i)
+        samples.push_back({keys[static_cast<std::size_t>((2 * i + 1) * N / (2 * m))], static_cast<double>(N) / static_cast<double>(m)});
+    std::vector<OrderKey> split(S + 1);  // server t: keys in [split[t], split[t + 1]); ends unused
+    {
+        std::vector<unsigned char> all;
+        std::vector<int> lens, displs;
+        allgather_bytes(samples.data(), samples.size() * sizeof(Sample), all, lens, displs);
+        std::vector<Sample> every(all.size() / sizeof(Sample));
+        std::memcpy(every.data(), all.data(), every.size() * sizeof(Sample));
+        std::sort(every.begin(), every.end(), [](const Sample& a, const Sample& b) { return a.key < b.key; });
+        double total = 0;
+        for (const Sample& s : every) total += s.weight;
+        double cum = 0;
+        std::size_t t = 1, i = 0;
+        for (; t < S; ++t) {
+            const double target = total * static_cast<double>(t) / static_cast<double>(S);
+            while (i < every.size() && cum + every[i].weight / 2 < target) cum += every[i++].weight;
+            split[t] = i < every.size() ? every[i].key : OrderKey{INT64_MAX, UINT64_MAX};
+        }
+    }
+
+    // 4. Each server's range from every part; merged into this server's output.
+    std::vector<std::uint64_t> send(S), recv(S);
+    std::vector<std::size_t> bound(S + 1);
+    bound[0] = 0;
+    bound[S] = keys.size();
+    for (std::size_t t = 1; t < S; ++t)
+        bound[t] = static_cast<std::size_t>(std::lower_bound(keys.begin(), keys.end(), split[t]) - keys.begin());
+    for (std::size_t t = 0; t < S; ++t) send[t] = bound[t + 1] - std::min(bound[t + 1], bound[t]);
+    check_mpi(MPI_Ialltoall(send.data(), 1, MPI_UINT64_T, recv.data(), 1, MPI_UINT64_T, sc, &r), "MPI_Ialltoall");
+    wait();
+    std::vector<int> sc_n(S), sd(S), rc_n(S), rd(S);
+    std::uint64_t at_s = 0, at_r = 0;
+    for (std::size_t t = 0; t < S; ++t) {
+        if (send[t] > static_cast<std::uint64_t>(INT_MAX) || recv[t] > static_cast<std::uint64_t>(INT_MAX) ||
+            at_s > static_cast<std::uint64_t>(INT_MAX) || at_r > static_cast<std::uint64_t>(INT_MAX))
+            throw_error(Errc::protocol, "time order: more than 2^31 events between two servers");
+        sc_n[t] = static_cast<int>(send[t]);
+        sd[t] = static_cast<int>(at_s);
+        rc_n[t] = static_cast<int>(recv[t]);
+        rd[t] = static_cast<int>(at_r);
+        at_s += send[t];
+        at_r += recv[t];
+    }
+    std::vector<OrderKey> got(static_cast<std::size_t>(at_r));
+    MPI_Datatype key_type;
+    check_mpi(MPI_Type_contiguous(sizeof(OrderKey), MPI_BYTE, &key_type), "MPI_Type_contiguous");
+    check_mpi(MPI_Type_commit(&key_type), "MPI_Type_commit");
+    check_mpi(MPI_Ialltoallv(keys.data(), sc_n.data(), sd.data(), key_type, got.data(), rc_n.data(), rd.data(), key_type,
+                             sc, &r),
+              "MPI_Ialltoallv");
+    wait();
+    MPI_Type_free(&key_type);
+    std::vector<OrderKey>().swap(keys);
+    std::vector<std::uint64_t> out;
+    out.reserve(got.size());
+    {
+        using Head = std::pair<OrderKey, std::size_t>;  // a part's next key, and the part
+        auto later = [](const Head& a, const Head& b) { return b.first < a.first; };
+        std::priority_queue<Head, std::vector<Head>, decltype(later)> heads(later);
+        std::vector<std::size_t> next(S), end(S);
+        for (std::size_t k = 0; k < S; ++k) {
+            next[k] = static_cast<std::size_t>(rd[k]);
+            end[k] = next[k] + static_cast<std::size_t>(rc_n[k]);
+            if (next[k] < end[k]) heads.push({got[next[k]], k});
+        }
+        while (!heads.empty()) {
+            const std::size_t k = heads.top().second;
+            heads.pop();
+            out.push_back(static_cast<std::uint64_t>(k) << 40 | (got[next[k]].tie & order_row_mask));
+            if (++next[k] < end[k]) heads.push({got[next[k]], k});
+        }
+    }
+    std::vector<OrderKey>().swap(got);
+
+    // 5. This server's range into <part>.ordered.
+    std::vector<std::string> paths;
+    for (std::size_t k = 0; k < S; ++k) paths.push_back(part_path(static_cast<int>(k)));
+    caught([&] {
+        const std::string to = ordered_path(part);
+        order_opt = order_writer_options(opt, out.size() * 8);
+        remove_old_file(to);
+        auto tag = [&](hid_t file) {
+            h5_set_attr_u64(file, attr_run, run_token);
+            h5_set_attr_u64(file, attr_part, static_cast<std::uint64_t>(server_idx));
+            h5_set_attr_u64(file, attr_parts, static_cast<std::uint64_t>(n_servers));
+            h5_set_attr_string(file, attr_final, base_name(opt.filename));
+            h5_set_attr_u64(file, attr_time_order, 1);
+        };
+        ordered = std::make_unique<Writer>(to, order_opt, use_write_thread(opt, ranks_on_node, true), tag);
+        OrderCopy copy(paths, descs, std::move(bitmaps), order_window_bytes(opt));
+        copy.copy(*ordered, [&](std::uint64_t i) { return out[static_cast<std::size_t>(i)]; }, out.size());
+        ordered->finish(nullptr);
+        stats.order_events = out.size();
+        if (order_hook) order_hook(server_idx);
+    });
+    (void)me;
+}
+
 // ============================================================================ [>>impl-abort]
-// 19. Failure: every way a live SmallData can end badly. The abort protocol (a failing
+// 20. Failure: every way a live SmallData can end badly. The abort protocol (a failing
 //     rank closes its own file, asks every server to close its part file and waits for
 //     their two-phase answer, then MPI_Abort), the terminate handler (an exception escapes
 //     the program) and the exit hook (the process exits before done()).
@@ -6486,7 +7278,7 @@ void ExitGuard::uninstall() noexcept {
 }  // namespace detail
 
 // ============================================================================ [>>impl-report]
-// 20. Progress and report: the periodic progress line (Options::progress_seconds) and the
+// 21. Progress and report: the periodic progress line (Options::progress_seconds) and the
 //     end-of-run report (Options::report, SmallData::report()) with its verdict.
 //
 // Progress travels only between servers (clients send nothing: no cost on event()). Each
@@ -6818,7 +7610,7 @@ std::string Report::text() const {
 }
 
 // ============================================================================ [>>impl-api]
-// 21. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
+// 22. SmallData out-of-line API: construction (roles, checks, the server loop), done(),
 //     summaries and attributes, reductions, accessors.
 
 namespace detail {
@@ -6895,6 +7687,7 @@ inline void Impl::setup_parallel() {
         {"compression (filter_id)", ck[3]},
         {"compression (params)", ck[4]},
         {"self_contained", o.self_contained ? 1 : 0},
+        {"time_order", o.time_order ? 1 : 0},
     };
     constexpr std::size_t n = sizeof agree / sizeof agree[0];
     long long mm[2 * n + 1];
@@ -6912,6 +7705,8 @@ inline void Impl::setup_parallel() {
     for (std::size_t i = 0; i < n; ++i)
         if (mm[i] != -mm[i + n]) throw_error(Errc::option, std::string("option '") + agree[i].first + "' differs between ranks");
     check_mpi(MPI_Comm_split(comm, role == Role::client ? 0 : MPI_UNDEFINED, rank, clients_comm.out()), "MPI_Comm_split");
+    if (o.time_order)  // agreed above: collective
+        check_mpi(MPI_Comm_split(comm, role == Role::server ? 0 : MPI_UNDEFINED, rank, servers_comm.out()), "MPI_Comm_split");
     if (o.shared_memory || o.write_thread < 0) {  // both options agreed above: collective
         check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, node_comm.out()),
                   "MPI_Comm_split_type");
@@ -7132,6 +7927,7 @@ void SmallData::done() {
             if (!first) first = std::current_exception();
         }
         im.stats.write_seconds = im.writer->write_seconds();
+
         im.exit_guard.uninstall();
         if (first) std::rethrow_exception(first);
         im.make_report();
@@ -7150,6 +7946,7 @@ void SmallData::done() {
         }
     }
     try {
+        im.order_by_time();
         im.join();
     } catch (...) {
         im.shm_win.free();  // every rank gets the join's outcome: still collective
@@ -7159,6 +7956,7 @@ void SmallData::done() {
     im.shm_win.free();
     im.make_report();  // collective, like the join: every rank gets the same report
     im.exit_guard.uninstall();
+    if (im.order_error) std::rethrow_exception(im.order_error);  // the file is complete, in arrival order
     end_by_stop_signal(im);
 }
 

@@ -5,6 +5,7 @@
 //         [--rate R] [--idle-sleep-us N] [--no-shm] [--write-thread N] [--checkpoint S]
 //         [--progress S] [--no-report] [--verify]
 //         [--compression none|deflate[:LEVEL]|filter:ID[:P1,P2,...]] [--self-contained]
+//         [--time-order]
 //
 // Run as one process (serial mode) or under mpiexec (parallel mode). Prints one line per
 // role with the slowest rank's figures, as key=value pairs that bench/run collects:
@@ -38,6 +39,8 @@
 //    compression ratios nearer real data than the default image, which is almost all zeros.
 // --self-contained sets Options::self_contained: done() copies the parts into the final
 //    file (its time is in join_s; the report shows the copy).
+// --time-order sets Options::time_order: done() sorts the events over the servers (its
+//    time is order_s, on servers); --verify then also checks the timestamps are in order.
 // --verify reads the final file back on rank 0 after the timing: every timestamp exactly
 // once, and (ref) every row's `a` and `n2` consistent with its timestamp. Prints
 // verify=ok or verify=FAILED and then exits with status 1.
@@ -151,6 +154,7 @@ Args parse(int argc, char** argv) {
         else if (k == "--no-report") a.opt.report = false;
         else if (k == "--verify") a.verify = true;
         else if (k == "--self-contained") a.opt.self_contained = true;
+        else if (k == "--time-order") a.opt.time_order = true;
         else if (k == "--compression") a.opt.compression = parse_compression(a.compression = next());
         else {
             std::fprintf(stderr, "bench: unknown argument %s\n", k.c_str());
@@ -202,6 +206,7 @@ std::string verify_file(const Args& a) {
         std::sort(sorted.begin(), sorted.end());
         for (std::int64_t i = 0; i < a.events && err.empty(); ++i)
             if (sorted[static_cast<std::size_t>(i)] != i) err = "timestamp " + std::to_string(i) + " missing or repeated";
+        if (err.empty() && a.opt.time_order && !std::is_sorted(ts.begin(), ts.end())) err = "timestamp is not in order";
         if (err.empty() && a.workload == "ref") {
             const auto x = read_all<double>(f, "a", H5T_NATIVE_DOUBLE);
             const auto n2 = read_all<std::int64_t>(f, "n2", H5T_NATIVE_INT64);
@@ -289,7 +294,7 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     const int role = static_cast<int>(smd.role());
     const double cpu = cpu_seconds() - cpu_start;
-    double mine_d[11] = {t_end - t_start,
+    double mine_d[12] = {t_end - t_start,
                         mine ? loop / static_cast<double>(mine) * 1e9 : 0,
                         st.wait_seconds,
                         st.write_seconds,
@@ -299,8 +304,9 @@ int main(int argc, char** argv) {
                         t_ctor - t_start,
                         cpu / (t_end - t_start),
                         static_cast<double>(st.batches),
-                        mine ? (loop - st.wait_seconds) / static_cast<double>(mine) * 1e9 : 0};
-    constexpr int K = 11;
+                        mine ? (loop - st.wait_seconds) / static_cast<double>(mine) * 1e9 : 0,
+                        st.order_seconds};
+    constexpr int K = 12;
     std::vector<double> all(static_cast<std::size_t>(K * size));
     std::vector<int> roles(static_cast<std::size_t>(size));
     MPI_Gather(mine_d, K, MPI_DOUBLE, all.data(), K, MPI_DOUBLE, 0, MPI_COMM_WORLD);
@@ -326,8 +332,8 @@ int main(int argc, char** argv) {
         }
         if (!count) continue;
         std::printf("  role=%s ranks=%d ns_per_event_call=%.0f ns_per_event_net=%.0f wait_s=%.3f write_s=%.3f "
-                    "idle_s=%.3f join_s=%.3f peak_rss_MiB=%.1f cpu_frac=%.3f max_batches=%.0f\n",
-                    names[ro], count, m[1], m[10], m[2], m[3], m[4], m[5], m[6] / 1024.0, m[8], m[9]);
+                    "idle_s=%.3f join_s=%.3f peak_rss_MiB=%.1f cpu_frac=%.3f max_batches=%.0f order_s=%.3f\n",
+                    names[ro], count, m[1], m[10], m[2], m[3], m[4], m[5], m[6] / 1024.0, m[8], m[9], m[11]);
     }
     if (!a.out.empty() && a.compression != "none") {
         const double file = static_cast<double>(written_bytes(a.out, size, a.opt.servers));

@@ -243,6 +243,37 @@ def main():
                 print("  %s: %.1f vs %.1f MiB, %+.1f%%: %s" % (role, a, b, 100 * g,
                                                           "met" if abs(g) <= 0.10 else "MISSED"))
 
+    order = {}
+    for k, v in groups.items():
+        if len(k) == 4 and k[0] == "order":
+            order[(k[1], k[2], k[3])] = median_run(v, "events_per_s")
+    if order:
+        print()
+        print("Options::time_order, ref workload, median of the repeats (wall: whole run, constructor to done(); "
+              "order s: the servers' time in the ordering; target: ratio <= 1.5, peak RSS of every role <= "
+              "cache_memory, 256 MiB):")
+        print()
+        cells = [["layout", "events", "wall s", "wall s, time_order", "ratio", "order s (srv)", "peak RSS MiB cli",
+                  "peak RSS MiB srv", "peak RSS MiB srv, time_order", "targets"]]
+        lays = ["1+1", "1+2", "2+4"]
+        for n in sorted({k[1] for k in order}, key=int):
+            for lay in lays:
+                a, b = order.get((lay, n, "plain")), order.get((lay, n, "ordered"))
+                if not a or not b:
+                    continue
+                wa, wb = num(a["main"], "wall_s"), num(b["main"], "wall_s")
+                ratio = wb / wa if wa else None
+                srv, cli = b["roles"].get("server", {}), b["roles"].get("client", {})
+                rss = [num(cli, "peak_rss_MiB"), num(a["roles"].get("server", {}), "peak_rss_MiB"), num(srv, "peak_rss_MiB")]
+                ok = ratio is not None and ratio <= 1.5 and all(x is not None and x <= 256 for x in rss)
+                cells.append([lay, "{:,}".format(int(n)), f(wa, ".3f"), f(wb, ".3f"), f(ratio, ".2f"),
+                              f(num(srv, "order_s"), ".3f"), f(rss[0], ".1f"), f(rss[1], ".1f"), f(rss[2], ".1f"),
+                              "met" if ok else "MISSED"])
+        print("| " + " | ".join(cells[0]) + " |")
+        print("|" + "---|" * len(cells[0]))
+        for c in cells[1:]:
+            print("| " + " | ".join(c) + " |")
+
 
 if __name__ == "__main__":
     main()

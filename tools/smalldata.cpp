@@ -293,7 +293,66 @@ bool flat_run_of(const std::string& file, std::uint64_t& run) {
     }
 }
 
+// A time-ordered run killed in done() (section 19): its parts' <part>.ordered files. If
+// any part already carries the attribute smalldata_time_order, or is missing beside its
+// .ordered file (removed by the switch), the switch had begun and every .ordered file of
+// that run is complete: each takes its part's name. Otherwise the old parts are whole and
+// the .ordered files (perhaps incomplete) are removed.
+void settle_time_order(const std::string& file) {
+    const PartNames names = find_part_names(file);
+    std::map<int, std::string> ordered;
+    for (int k = 0; k <= (names.parts.empty() ? 0 : names.parts.rbegin()->first); ++k) {
+        const std::string o = dt::ordered_path(dt::part_path_of(file, k));
+        if (dt::path_exists(o) && !dt::path_is_dir(o)) ordered[k] = o;
+    }
+    if (ordered.empty()) return;
+    std::uint64_t run = 0;
+    bool begun = false, run_known = false;
+    for (const auto& kv : ordered)
+        if (!names.parts.count(kv.first)) begun = true;
+    for (const auto& kv : names.parts) {
+        try {
+            dt::H5Quiet q;
+            const dt::H5Id f = open_any(kv.second);
+            std::uint64_t on = 0, r = 0;
+            if (f.valid() && dt::h5_get_attr_u64(f.get(), dt::attr_time_order, on) && on == 1 &&
+                dt::h5_get_attr_u64(f.get(), dt::attr_run, r)) {
+                begun = true;
+                run = r;
+                run_known = true;
+            }
+            H5Eclear2(H5E_DEFAULT);
+        } catch (const sd::Error&) {
+        }
+    }
+    for (const auto& kv : ordered) {
+        std::uint64_t r = 0;
+        bool ours = false;
+        if (begun) {
+            try {
+                dt::H5Quiet q;
+                const dt::H5Id f = open_any(kv.second);
+                ours = f.valid() && dt::h5_get_attr_u64(f.get(), dt::attr_run, r) && (!run_known || r == run);
+                H5Eclear2(H5E_DEFAULT);
+            } catch (const sd::Error&) {
+            }
+        }
+        const std::string part = dt::part_path_of(file, kv.first);
+        if (ours) {
+            if (dt::path_exists(part) && ::unlink(part.c_str()) != 0)
+                dt::throw_error(sd::Errc::hdf5, "cannot remove '" + part + "': " + std::strerror(errno), errno);
+            if (std::rename(kv.second.c_str(), part.c_str()) != 0)
+                dt::throw_error(sd::Errc::hdf5, "cannot rename '" + kv.second + "' to '" + part + "': " + std::strerror(errno),
+                                errno);
+            std::printf("  finished the time ordering: %s replaces %s\n", kv.second.c_str(), part.c_str());
+        } else {
+            remove_file(kv.second);
+        }
+    }
+}
+
 int recover(const std::string& file) {
+    settle_time_order(file);
     const PartNames names = find_part_names(file);
     if (!names.parts.empty() && is_serial_file(file)) {
         std::uint64_t flat = 0;

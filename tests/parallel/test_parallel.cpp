@@ -25,6 +25,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 
 using smalldata::Errc;
 using smalldata::Options;
@@ -2056,5 +2057,176 @@ TEST_CASE("self_contained: a copy that fails leaves the parts and is an error on
         }
         CHECK(rows == 300);
         for (const std::string& name : files_in(dir)) CHECK(name.find(".tmp") == std::string::npos);
+    }
+}
+
+namespace {
+// Options::time_order. Event i goes to client c = i % clients (share()), its k-th; its
+// timestamp k * (c + 2) + c increases on each client, faster on higher clients (so the
+// clients' streams drift apart in time), with ties between clients.
+int order_clients = 1;
+std::int64_t order_ts(std::int64_t i) {
+    const std::int64_t c = i % order_clients, k = i / order_clients;
+    return k * (c + 2) + c;
+}
+std::uint16_t order_img(std::int64_t i, std::size_t k) { return static_cast<std::uint16_t>((i * 31 + static_cast<std::int64_t>(k)) % 60000); }
+
+// The events in the order the final file must hold them: by timestamp, then client, then
+// the order the client gave them (its i).
+std::vector<std::int64_t> expected_order(std::int64_t n, int clients) {
+    std::vector<std::int64_t> e(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) e[static_cast<std::size_t>(i)] = i;
+    std::sort(e.begin(), e.end(), [&](std::int64_t a, std::int64_t b) {
+        const auto ka = std::make_tuple(order_ts(a), a % clients, a);
+        const auto kb = std::make_tuple(order_ts(b), b % clients, b);
+        return ka < kb;
+    });
+    return e;
+}
+
+// A run of n events with time_order on: scalars, an image of img_px pixels, an unaligned_
+// field, a var_ group, a field only client 0 gives, a field first given half-way; then
+// world rank 0 checks every row of every dataset against the expected order.
+void time_order_run(const Options& o, std::int64_t n, std::size_t img_px) {
+    int clients = 1;
+    {
+        SmallData smd(o);
+        clients = std::max(1, smd.client_count());
+        order_clients = clients;
+        std::vector<std::uint16_t> img(img_px);
+        std::vector<float> px;
+        for (std::int64_t i : smd.share(n)) {
+            for (std::size_t k = 0; k < img.size(); ++k) img[k] = order_img(i, k);
+            const std::int64_t t = order_ts(i);
+            smd.event(t, "x", static_cast<double>(i) * 0.5, "id", i, "det/img", smalldata::view(img.data(), {img_px}));
+            if (i % 3 == 0) smd.event(t, "det/unaligned_u", static_cast<std::int32_t>(i));
+            px.resize(zpeaks(i));
+            for (std::size_t j = 0; j < px.size(); ++j) px[j] = zpeak(i, j);
+            smd.event(t, "peaks/var_p/x", px);
+            if (smd.client_index() <= 0) smd.event(t, "only0", static_cast<std::int16_t>(i % 1000));
+            if (i >= n / 2) smd.event(t, "late", static_cast<float>(i));
+        }
+        if (smd.summary()) smd.save_summary("note", std::string("ordered"));
+        smd.done();
+    }
+    clients = static_cast<int>(sum_over_world(world_rank() == 0 ? clients : 0));
+    if (world_rank() != 0) return;
+    const std::vector<std::int64_t> want = expected_order(n, clients);
+    h5r::File f(o.filename);
+    const auto ts = f.read<std::int64_t>("timestamp");
+    const auto id = f.read<std::int64_t>("id");
+    const auto x = f.read<double>("x");
+    const auto img = f.read<std::uint16_t>("det/img");
+    const auto only0 = f.read<std::int16_t>("only0");
+    const auto late = f.read<float>("late");
+    const auto len = f.read<std::int64_t>("peaks/var_p_len");
+    const auto px = f.read<float>("peaks/var_p/x");
+    const auto u = f.read<std::int32_t>("det/unaligned_u");
+    const std::size_t N = static_cast<std::size_t>(n);
+    REQUIRE(ts.size() == N);
+    REQUIRE(id.size() == N);
+    REQUIRE(x.size() == N);
+    REQUIRE(img.size() == N * img_px);
+    REQUIRE(only0.size() == N);
+    REQUIRE(late.size() == N);
+    REQUIRE(len.size() == N);
+    const std::int16_t fill16 = f.fill_value<std::int16_t>("only0");
+    std::size_t bad = 0, at = 0;
+    std::vector<std::int32_t> want_u;
+    for (std::size_t r = 0; r < N; ++r) {
+        const std::int64_t i = want[r];
+        bad += id[r] != i;
+        bad += ts[r] != order_ts(i);
+        bad += x[r] != static_cast<double>(i) * 0.5;
+        for (std::size_t k = 0; k < img_px; ++k) bad += img[r * img_px + k] != order_img(i, k);
+        bad += only0[r] != (i % clients == 0 ? static_cast<std::int16_t>(i % 1000) : fill16);
+        bad += i >= n / 2 ? late[r] != static_cast<float>(i) : !std::isnan(late[r]);
+        bad += static_cast<std::size_t>(len[r]) != zpeaks(i);
+        for (std::size_t j = 0; j < zpeaks(i); ++j) bad += at + j >= px.size() || px[at + j] != zpeak(i, j);
+        at += zpeaks(i);
+        if (i % 3 == 0) want_u.push_back(static_cast<std::int32_t>(i));
+    }
+    CHECK(bad == 0);
+    CHECK(at == px.size());
+    CHECK(u == want_u);
+    CHECK(f.read_string("note") == "ordered");
+    // No .ordered file is left beside it.
+    const std::string dir = o.filename.substr(0, o.filename.rfind('/'));
+    for (const std::string& name : files_in(dir)) CHECK(name.find(".ordered") == std::string::npos);
+}
+}  // namespace
+
+TEST_CASE("time_order: every dataset in timestamp order, ties by client, unaligned_ and var_ rows with their events",
+          "[mpi][time_order]") {
+    const std::string dir = fresh_dir("order");
+    Options o = layout_options(dir + "/t.h5");
+    o.time_order = true;
+    o.cache_size = 64;
+    o.batch_size = 37;
+    time_order_run(o, 3000, 24);
+}
+
+TEST_CASE("time_order with compression and self_contained: one ordered, compressed file", "[mpi][time_order][compression]") {
+    const std::string dir = fresh_dir("order_z");
+    Options o = layout_options(dir + "/tz.h5");
+    o.time_order = true;
+    o.self_contained = true;
+    o.compression = smalldata::Compression::deflate(1);
+    o.batch_size = 50;
+    time_order_run(o, 2000, 24);
+    if (world_rank() == 0) {
+        CHECK(files_in(dir) == std::vector<std::string>{"tz.h5"});
+        h5r::File f(o.filename);
+        CHECK(f.layout("x") == H5D_CHUNKED);
+        CHECK(f.filters("det/img").size() == 2);
+    }
+}
+
+TEST_CASE("time_order: data many times the writers' memory", "[mpi][time_order]") {
+    const std::string dir = fresh_dir("order_big");
+    Options o = layout_options(dir + "/tb.h5");
+    o.time_order = true;
+    o.cache_memory = std::size_t(1) << 20;  // 1 MiB; the images alone are 24 MB
+    time_order_run(o, 3000, 4096);
+}
+
+TEST_CASE("time_order: an ordering that fails leaves every event in arrival order and is an error on every rank",
+          "[mpi][time_order]") {
+    const std::string dir = fresh_dir("order_fail");
+    Options o = layout_options(dir + "/tf.h5");
+    o.time_order = true;
+    const std::string blocked = dir + "/tf_part0.h5.ordered";
+    std::string code, what;
+    int clients = 1;
+    {
+        SmallData smd(o);
+        clients = order_clients = std::max(1, smd.client_count());
+        for (std::int64_t i : smd.share(500)) smd.event(order_ts(i), "id", i);
+        if (world_rank() == 0) std::filesystem::create_directory(blocked);  // where server 0 writes its range
+        code = error_code_of([&] { smd.done(); }, &what);
+    }
+    CAPTURE(what);
+    // One client (serial mode, or one server with one client): the events arrived in
+    // order, nothing is rewritten, and the directory is never met.
+    const bool rewritten = clients > 1;
+    if (rewritten) {
+        CHECK(code == "hdf5");
+        CHECK(what.find("tf_part0.h5.ordered") != std::string::npos);
+        CHECK(what.find("a directory has that name") != std::string::npos);
+        CHECK(what.find("every event") != std::string::npos);
+    } else {
+        CHECK(code == "none");
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        auto id = f.read<std::int64_t>("id");
+        REQUIRE(id.size() == 500);
+        if (!rewritten) CHECK(std::is_sorted(ts.begin(), ts.end()));
+        std::sort(id.begin(), id.end());
+        for (std::int64_t i = 0; i < 500; ++i) CHECK(id[static_cast<std::size_t>(i)] == i);
+        for (const std::string& name : files_in(dir))
+            CHECK((name.find(".ordered") == std::string::npos || dir + "/" + name == blocked));
     }
 }
