@@ -115,7 +115,9 @@
 //     truncated, and the final file is built under a temporary name and renamed into
 //     place when complete (section 16). With Options::self_contained that virtual file is
 //     copied into `filename` as ordinary chunked datasets and the parts are removed
-//     (section 18, which `smalldata flatten` uses too).
+//     (section 18, which `smalldata flatten` uses too). With Options::time_order the
+//     servers first sort the events among themselves and each rewrites its part as one
+//     time range, so the final file is in timestamp order (section 19).
 //   Summaries and attributes.  What save_summary() and save_attribute() are given is held
 //     in memory by client 0 (or the serial process) and written into the final file by
 //     done(): a summary as a dataset beside the fields, an attribute on the object its
@@ -131,6 +133,7 @@
 //   per-event datasets: deflate + shuffle, or any HDF5 filter such as the LZ4 plugin;
 //   section 3, struct Compression); self_contained (parallel mode: done() copies the
 //   parts' data into the final file and removes the parts; no effect in serial mode);
+//   time_order (parallel mode: done() sorts the events by timestamp over the servers);
 //   progress_seconds, report, logger (messages). Every option but logger must be equal
 //   on every rank (checked).
 //   SMALLDATA_SERVERS=N in the environment overrides `servers`; rank 0 prints the layout
@@ -482,6 +485,9 @@ struct Report {
     double join_seconds = 0;           // building the final file (parallel mode)
     double flatten_seconds = 0;        // of which copying the data into it (self_contained)
     std::uint64_t flatten_bytes = 0;   // the data bytes that copy moved
+    bool time_order = false;           // Options::time_order in parallel mode, with a file:
+    double order_seconds = 0;          // the servers' ordering (the longest), and the events
+    std::uint64_t order_events = 0;    // rewritten in time order (0: in order already)
     std::vector<ServerReport> servers; // one per server; serial mode: the process
     std::vector<ClientReport> clients; // one per client; serial mode: empty
     // The verdict of the scaling model (docs/performance.md): the number of servers to
@@ -642,6 +648,10 @@ inline std::atomic<int> stop_requested{0};
 // default: one load per checkpoint. Set it before the SmallData is made; it must return
 // quickly and must not call into smalldata.
 inline void (*checkpoint_hook)(int stage) noexcept = nullptr;
+// Internal, for testing (the tool test stops a run between the ordering and its switch):
+// with Options::time_order, each server calls it once its <part>.ordered file is complete
+// (section 19), before the ranks agree on the switch. Null by default.
+inline void (*order_hook)(int server) noexcept = nullptr;
 }  // namespace detail
 
 // Ends the run early, as SIGTERM does when the library handles it: every live SmallData
@@ -3338,6 +3348,16 @@ public:
     void set_client(int client) noexcept { client_ = client; }
     bool in_order() const noexcept { return in_order_; }
     const std::vector<std::pair<std::uint32_t, std::uint64_t>>& client_runs() const noexcept { return client_runs_; }
+    // After finish(): every cache buffer is freed (for the ordering's memory).
+    void release_caches() {
+        free_spares();
+        for (WField& f : fields_) {
+            if (f.cached != 0) continue;  // none after finish()
+            cache_bytes_ -= f.cache.size();
+            std::vector<unsigned char>().swap(f.cache);
+            f.cache_rows = 0;
+        }
+    }
 
     // The hot path, once per value: the open event's value of f, then end_event() once the
     // event's values are all given. Without a file only the events are counted. After a
@@ -4644,6 +4664,7 @@ struct Impl {
     CommOwner servers_comm;                 // the servers, for Options::time_order (section 19)
     CommOwner node_comm;                    // ranks sharing this node's memory (shared memory,
     int ranks_on_node = 1;                  // automatic write thread), and how many
+    int servers_on_node = 1;                // of them servers (Options::time_order: the ordering's write thread)
     WinOwner shm_win;                       // one segment per client that shares its server's node
     ShmSlots my_shm;                        // client: its own slots (count 0: messages)
     std::vector<ShmSlots> shm_of;           // server: slots by client rank
@@ -6401,8 +6422,6 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 inline constexpr const char* attr_time_order = "smalldata_time_order";  // u64 1: an ordered part
 inline std::string ordered_path(const std::string& part) { return part + ".ordered"; }
 
-// Tests: called by a server once its .ordered file is complete, before the switch.
-inline std::function<void(int part)> order_hook;
 
 struct OrderKey {
     std::int64_t ts;
@@ -6412,6 +6431,34 @@ inline bool operator<(const OrderKey& a, const OrderKey& b) noexcept {
     return a.ts != b.ts ? a.ts < b.ts : a.tie < b.tie;
 }
 inline constexpr std::uint64_t order_row_mask = (std::uint64_t(1) << 40) - 1;
+
+// Sorts the keys of one part: each client's keys are in order already (its timestamps
+// increase), so the part is a merge of one sorted sequence per client. Runs of ascending
+// keys (a batch or more of one client) are merged pairwise, bottom up, through a buffer
+// of the same size: O(N log runs), and nearly free for the few long runs of typical data.
+inline void merge_clients(std::vector<OrderKey>& keys) {
+    std::vector<std::size_t> bounds{0};
+    for (std::size_t i = 1; i < keys.size(); ++i)
+        if (keys[i] < keys[i - 1]) bounds.push_back(i);
+    bounds.push_back(keys.size());
+    if (bounds.size() <= 2) return;
+    std::vector<OrderKey> tmp(keys.size());
+    std::vector<OrderKey>* from = &keys;
+    std::vector<OrderKey>* to = &tmp;
+    while (bounds.size() > 2) {
+        std::vector<std::size_t> next{0};
+        for (std::size_t r = 0; r + 1 < bounds.size(); r += 2) {
+            const std::size_t a = bounds[r], m = bounds[r + 1], b = r + 2 < bounds.size() ? bounds[r + 2] : m;
+            std::merge(from->begin() + static_cast<std::ptrdiff_t>(a), from->begin() + static_cast<std::ptrdiff_t>(m),
+                       from->begin() + static_cast<std::ptrdiff_t>(m), from->begin() + static_cast<std::ptrdiff_t>(b),
+                       to->begin() + static_cast<std::ptrdiff_t>(a));
+            next.push_back(b);
+        }
+        bounds.swap(next);
+        std::swap(from, to);
+    }
+    if (from != &keys) keys.swap(*from);
+}
 
 // The keys of one part file, sorted: its timestamps read in blocks, the client of each
 // row from the writer's runs. `sorted`: the writer saw them arrive in order.
@@ -6449,7 +6496,7 @@ inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t ev
             keys[static_cast<std::size_t>(at + i)] = {ts[static_cast<std::size_t>(i)], client << 40 | (at + i)};
         }
     }
-    if (!sorted) std::sort(keys.begin(), keys.end());
+    if (!sorted) merge_clients(keys);
     return keys;
 }
 
@@ -6595,6 +6642,55 @@ private:
             i = j;
         }
     }
+    // A part's window rows that lie within one span's reach, most of it used (the usual
+    // case): read as one span and copied out without sorting them.
+    bool dense(const std::vector<Item>& items) const {
+        if (items.empty()) return false;
+        std::uint64_t lo = items[0].row, hi = lo;
+        for (const Item& it : items) {
+            lo = std::min(lo, it.row);
+            hi = std::max(hi, it.row);
+        }
+        return hi - lo + 1 <= 2 * items.size();
+    }
+    void gather_dense(std::size_t part, std::size_t field, const std::vector<Item>& items, unsigned char* out) {
+        const std::size_t rb = fields_[field].meta.bytes;
+        if (rb == 0) return;
+        std::uint64_t lo = items[0].row, hi = lo;
+        for (const Item& it : items) {
+            lo = std::min(lo, it.row);
+            hi = std::max(hi, it.row);
+        }
+        const std::uint64_t span_max = std::max<std::uint64_t>(1, span_bytes_ / rb);
+        if (hi - lo + 1 > span_max) {  // more than the span buffer holds
+            gather(part, field, sorted_items(items), out);
+            return;
+        }
+        unsigned char* span = span_.get(static_cast<std::size_t>((hi - lo + 1) * rb));
+        read(part, field, lo, hi - lo + 1, span);
+        switch (rb) {  // fixed sizes: plain moves
+        case 1: for (const Item& it : items) std::memcpy(out + it.dst, span + (it.row - lo), 1); break;
+        case 2: for (const Item& it : items) std::memcpy(out + it.dst * 2, span + (it.row - lo) * 2, 2); break;
+        case 4: for (const Item& it : items) std::memcpy(out + it.dst * 4, span + (it.row - lo) * 4, 4); break;
+        case 8: for (const Item& it : items) std::memcpy(out + it.dst * 8, span + (it.row - lo) * 8, 8); break;
+        default:
+            for (const Item& it : items) std::memcpy(out + it.dst * rb, span + (it.row - lo) * rb, rb);
+            break;
+        }
+    }
+    // A part's window items sorted by row (sorted once per window, when first needed).
+    const std::vector<Item>& sorted(std::size_t part, std::vector<std::vector<Item>>& by_part) {
+        if (!sorted_[part]) {
+            std::vector<Item>& v = by_part[part];
+            if (!std::is_sorted(v.begin(), v.end())) std::sort(v.begin(), v.end());
+            sorted_[part] = true;
+        }
+        return by_part[part];
+    }
+    static std::vector<Item> sorted_items(std::vector<Item> v) {
+        std::sort(v.begin(), v.end());
+        return v;
+    }
     // Rows per event of a var_ group (from its length field) or an unaligned field (its
     // bitmap), for the window's events of one part: the item of each event with rows.
     void locate(std::size_t field, std::size_t part, const std::vector<Item>& events, std::vector<Item>& out);
@@ -6623,6 +6719,7 @@ private:
         }
     };
     Scratch span_, buf_;
+    std::vector<bool> dense_, sorted_;  // per part, this window: dense(); items sorted by row
     std::vector<std::int64_t> lens_;
 };
 
@@ -6719,19 +6816,23 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
         if (f.meta.aligned) max_rb = std::max(max_rb, f.meta.bytes);
     }
     span_bytes_ = std::max<std::size_t>(budget_ / 2, max_rb);
-    const std::uint64_t W = std::max<std::uint64_t>(1, std::min<std::uint64_t>(std::uint64_t(1) << 16, (budget_ / 2) / max_rb));
+    // A window's buffer takes at most half the budget, and a dense part's span (at most twice
+    // its rows, see dense()) the other half.
+    const std::uint64_t W = std::max<std::uint64_t>(1, std::min<std::uint64_t>(std::uint64_t(1) << 16, (budget_ / 4) / max_rb));
     std::vector<std::vector<Item>> by_part(P);  // the window's events of each part: (row, 1, position)
+    dense_.assign(P, false);
+    sorted_.assign(P, false);
     std::vector<Item> located;
     std::vector<std::int64_t> ts;
     for (std::uint64_t w0 = 0; w0 < n; w0 += W) {
         const std::uint64_t wn = std::min(W, n - w0);
         for (auto& v : by_part) v.clear();
+        std::fill(sorted_.begin(), sorted_.end(), false);
         for (std::uint64_t i = 0; i < wn; ++i) {
             const std::uint64_t l = loc(w0 + i);
             by_part[static_cast<std::size_t>(l >> 40)].push_back({l & order_row_mask, 1, i});
         }
-        for (auto& v : by_part)
-            if (!std::is_sorted(v.begin(), v.end())) std::sort(v.begin(), v.end());
+        for (std::size_t k = 0; k < P; ++k) dense_[k] = dense(by_part[k]);
         ts.resize(static_cast<std::size_t>(wn));
         for (std::size_t fi = 0; fi < fields_.size(); ++fi) {
             OrderField& f = fields_[fi];
@@ -6746,8 +6847,13 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
                 for (std::size_t k = 0; k < P; ++k) all = all && (by_part[k].empty() || f.present[k]);
                 if (!all)  // a part without the field: its events take the fill value
                     for (std::uint64_t i = 0; i < wn; ++i) std::memcpy(out + i * rb, f.out->fill_row.data(), rb);
-                for (std::size_t k = 0; k < P; ++k)
-                    if (f.present[k] && !by_part[k].empty()) gather(k, fi, by_part[k], out);
+                for (std::size_t k = 0; k < P; ++k) {
+                    if (!f.present[k] || by_part[k].empty()) continue;
+                    if (dense_[k])
+                        gather_dense(k, fi, by_part[k], out);
+                    else
+                        gather(k, fi, sorted(k, by_part), out);
+                }
                 if (!ts_field) w.put_run(*f.out, out, rb, static_cast<std::size_t>(wn));
                 continue;
             }
@@ -6755,7 +6861,7 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
             // fit the budget (one event's rows at least).
             std::vector<Item> all;  // (part, rows) per event with rows, in output order
             for (std::size_t k = 0; k < P; ++k) {
-                locate(fi, k, by_part[k], located);
+                locate(fi, k, sorted(k, by_part), located);
                 for (const Item& it : located) all.push_back({it.row | (std::uint64_t(k) << 48), it.rows, it.dst});
             }
             std::sort(all.begin(), all.end(), [](const Item& a, const Item& b) { return a.dst < b.dst; });
@@ -6865,7 +6971,6 @@ inline void Impl::order_by_time() {
 // its range) comes back in why/code/lib; one in the servers' collectives is thrown.
 inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
     const std::size_t S = static_cast<std::size_t>(n_servers);
-    const std::size_t me = static_cast<std::size_t>(server_idx);
     const MPI_Comm sc = servers_comm;
     const std::string part = part_path(server_idx);
     const std::uint64_t N = writer->events();
@@ -6908,6 +7013,8 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
                   "MPI_Iallgatherv");
         wait();
     };
+
+    writer->release_caches();  // the memory is the ordering's now
 
     // 1. This part's keys, sorted.
     std::vector<OrderKey> keys;
@@ -6996,6 +7103,37 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
         }
     }
 
+    std::vector<std::string> paths;
+    for (std::size_t k = 0; k < S; ++k) paths.push_back(part_path(static_cast<int>(k)));
+    // This server's range into <part>.ordered: `n` events, event i from loc(i).
+    auto write_range = [&](std::uint64_t n, std::size_t index_bytes, const std::function<std::uint64_t(std::uint64_t)>& loc) {
+        caught([&] {
+            const std::string to = ordered_path(part);
+            order_opt = order_writer_options(opt, index_bytes);
+            remove_old_file(to);
+            auto tag = [&](hid_t file) {
+                h5_set_attr_u64(file, attr_run, run_token);
+                h5_set_attr_u64(file, attr_part, static_cast<std::uint64_t>(server_idx));
+                h5_set_attr_u64(file, attr_parts, static_cast<std::uint64_t>(n_servers));
+                h5_set_attr_string(file, attr_final, base_name(opt.filename));
+                h5_set_attr_u64(file, attr_time_order, 1);
+            };
+            // While the servers order, the clients wait: only the servers count for whether
+            // a core is free for the ordering writer's write thread.
+            ordered = std::make_unique<Writer>(to, order_opt, use_write_thread(opt, servers_on_node, true), tag);
+            OrderCopy copy(paths, descs, std::move(bitmaps), order_window_bytes(opt));
+            copy.copy(*ordered, loc, n);
+            ordered->finish(nullptr);
+            stats.order_events = n;
+            if (order_hook) order_hook(server_idx);
+        });
+    };
+    if (S == 1) {  // one server: its sorted keys are the output, (part 0, row)
+        write_range(keys.size(), keys.size() * sizeof(OrderKey),
+                    [&](std::uint64_t i) { return keys[static_cast<std::size_t>(i)].tie & order_row_mask; });
+        return;
+    }
+
     // 4. Each server's range from every part; merged into this server's output.
     std::vector<std::uint64_t> send(S), recv(S);
     std::vector<std::size_t> bound(S + 1);
@@ -7051,27 +7189,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
     std::vector<OrderKey>().swap(got);
 
     // 5. This server's range into <part>.ordered.
-    std::vector<std::string> paths;
-    for (std::size_t k = 0; k < S; ++k) paths.push_back(part_path(static_cast<int>(k)));
-    caught([&] {
-        const std::string to = ordered_path(part);
-        order_opt = order_writer_options(opt, out.size() * 8);
-        remove_old_file(to);
-        auto tag = [&](hid_t file) {
-            h5_set_attr_u64(file, attr_run, run_token);
-            h5_set_attr_u64(file, attr_part, static_cast<std::uint64_t>(server_idx));
-            h5_set_attr_u64(file, attr_parts, static_cast<std::uint64_t>(n_servers));
-            h5_set_attr_string(file, attr_final, base_name(opt.filename));
-            h5_set_attr_u64(file, attr_time_order, 1);
-        };
-        ordered = std::make_unique<Writer>(to, order_opt, use_write_thread(opt, ranks_on_node, true), tag);
-        OrderCopy copy(paths, descs, std::move(bitmaps), order_window_bytes(opt));
-        copy.copy(*ordered, [&](std::uint64_t i) { return out[static_cast<std::size_t>(i)]; }, out.size());
-        ordered->finish(nullptr);
-        stats.order_events = out.size();
-        if (order_hook) order_hook(server_idx);
-    });
-    (void)me;
+    write_range(out.size(), out.size() * 8, [&](std::uint64_t i) { return out[static_cast<std::size_t>(i)]; });
 }
 
 // ============================================================================ [>>impl-abort]
@@ -7486,7 +7604,7 @@ inline void judge(Report& rep) {
 // then the same Report everywhere; printed by rank 0 (the serial process).
 inline void Impl::make_report() {
     enum : std::size_t { f_role, f_events, f_bytes, f_seconds, f_idle, f_wait, f_write, f_join, f_flat, f_flat_bytes,
-                         f_wall, f_n };
+                         f_order, f_order_events, f_wall, f_n };
     std::array<double, f_n> mine{};
     mine[f_role] = static_cast<double>(static_cast<int>(role));
     const bool writes = role == Role::serial || role == Role::server;
@@ -7499,6 +7617,8 @@ inline void Impl::make_report() {
     mine[f_join] = stats.join_seconds;
     mine[f_flat] = stats.flatten_seconds;
     mine[f_flat_bytes] = static_cast<double>(stats.flatten_bytes);
+    mine[f_order] = role == Role::server ? stats.order_seconds : 0;
+    mine[f_order_events] = static_cast<double>(stats.order_events);
     mine[f_wall] = now_seconds() - t_start;
     std::vector<double> all(mine.begin(), mine.end());
     if (parallel()) {
@@ -7510,6 +7630,7 @@ inline void Impl::make_report() {
     Report& rep = report;
     rep = Report{};
     rep.parallel = parallel();
+    rep.time_order = parallel() && opt.time_order && !opt.filename.empty();
     for (int k = 0; k < (parallel() ? size : 1); ++k) {
         const double* f = &all[static_cast<std::size_t>(k) * f_n];
         rep.wall_seconds = std::max(rep.wall_seconds, f[f_wall]);
@@ -7518,6 +7639,8 @@ inline void Impl::make_report() {
             rep.flatten_seconds = f[f_flat];
             rep.flatten_bytes = static_cast<std::uint64_t>(f[f_flat_bytes]);
         }
+        rep.order_seconds = std::max(rep.order_seconds, f[f_order]);
+        rep.order_events += static_cast<std::uint64_t>(f[f_order_events]);
         const auto r = static_cast<Role>(static_cast<int>(f[f_role]));
         if (r == Role::serial || r == Role::server) {
             ServerReport s;
@@ -7562,6 +7685,14 @@ std::string Report::text() const {
     std::snprintf(b, sizeof b, " in %.2f s: %s events/s, %s/s", wall_seconds,
                   group_digits(static_cast<std::uint64_t>(events_per_second)).c_str(), human_bytes(bytes_per_second).c_str());
     t += b;
+    if (time_order) {
+        if (order_events > 0)
+            std::snprintf(b, sizeof b, "; time order %.2f s (%s events rewritten)", order_seconds,
+                          group_digits(order_events).c_str());
+        else
+            std::snprintf(b, sizeof b, "; time order %.2f s (in order already)", order_seconds);
+        t += b;
+    }
     if (parallel) {
         std::snprintf(b, sizeof b, "; join %.2f s", join_seconds);
         t += b;
@@ -7711,6 +7842,10 @@ inline void Impl::setup_parallel() {
         check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, node_comm.out()),
                   "MPI_Comm_split_type");
         check_mpi(MPI_Comm_size(node_comm, &ranks_on_node), "MPI_Comm_size");
+        if (o.time_order) {  // agreed: collective over the node
+            int mine = role == Role::server ? 1 : 0;
+            check_mpi(MPI_Allreduce(&mine, &servers_on_node, 1, MPI_INT, MPI_SUM, node_comm), "MPI_Allreduce");
+        }
     }
     if (o.shared_memory) setup_shared_memory();
     if (rank == 0) {  // the layout in use, once per run

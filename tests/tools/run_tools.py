@@ -15,6 +15,9 @@
   compressed deflate-compressed files (Options::compression): a parallel run's final file
              deleted, rebuilt by recover from the compressed parts; a serial file whose
              var_ data lost rows, cut by recover (it reads the compressed lengths)
+  ordered    a run with Options::time_order: its final file is in timestamp order; a job
+             stopped between the ordering and its switch is undone by recover before the
+             switch began, finished once it had
   flatten    `smalldata flatten` of a parallel run's final file and of a serial file: the
              copy reads the same as the original (every dataset, dtype, shape, fill value,
              value and attribute), has no virtual dataset, still reads after the parts are
@@ -81,7 +84,9 @@ class Ctx:
     def __init__(self, mpiexec, write_run, tool, root):
         self.mpiexec, self.write_run, self.tool, self.root = mpiexec, write_run, tool, root
 
-    def fresh(self, name, ranks, compression=None):
+    def fresh(self, name, ranks, compression=None, env=None, stopped=False):
+        """write_run into a fresh directory; env: more environment; stopped: the run is
+        meant to end the process early (a non-zero exit, not a hang)."""
         d = os.path.join(self.root, name)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
@@ -89,10 +94,12 @@ class Ctx:
         cmd = [self.write_run, out, str(N)]
         if ranks > 1:
             cmd = [self.mpiexec, "-n", str(ranks)] + cmd
-        env = dict(os.environ, SMALLDATA_TEST_COMPRESSION=compression) if compression else None
-        p = run_limited(cmd, env=env)
-        if p is None or p.returncode != 0:
-            raise RuntimeError(f"write_run failed: {p.stderr[-2000:] if p else 'hung'}")
+        full = dict(os.environ, **(env or {}))
+        if compression:
+            full["SMALLDATA_TEST_COMPRESSION"] = compression
+        p = run_limited(cmd, env=full)
+        if p is None or (p.returncode != 0) != stopped:
+            raise RuntimeError(f"write_run exited {p.returncode if p else 'never (hung)'}: {p.stderr[-2000:] if p else ''}")
         return out
 
     def tool_run(self, verb, path, *more):
@@ -452,9 +459,60 @@ def mode_flatten(c):
     return probs
 
 
+def mode_ordered(c):
+    """Options::time_order (2 servers + 3 clients): the final file in timestamp order and
+    sound. Then a job stopped between the ordering and its switch (every part's .ordered
+    file complete): recover undoes it when no part was switched (every event, in arrival
+    order, no .ordered left), and finishes it when one part was switched, or removed by the
+    switch before its .ordered file took its name (every event, in order)."""
+    order = {"SMALLDATA_TEST_TIME_ORDER": "1"}
+    out = c.fresh("ordered", 5, env=order)
+    probs = check_values(out, True)
+    with h5py.File(out, "r") as f:
+        if not np.array_equal(f["timestamp"][:], np.arange(N)):
+            probs.append("the final file of a time_order run is not in timestamp order")
+    p = c.tool_run("check", out)
+    if p.returncode != 0:
+        probs.append(f"check of a time-ordered run exited {p.returncode}")
+    stop_dir = os.path.join(c.root, "ordered_stop")
+    c.fresh("ordered_stop", 5, env=dict(order, SMALLDATA_TEST_STOP_ORDERED=stop_dir), stopped=True)
+    names = sorted(os.listdir(stop_dir))
+    want = ["ordered0", "ordered1", "run_part0.h5", "run_part0.h5.ordered", "run_part1.h5", "run_part1.h5.ordered"]
+    if names != want:
+        return probs + [f"the stopped run left {names}, expected {want}"]
+    for case, switched in (("undo", None), ("renamed", "rename"), ("removed", "unlink")):
+        d = os.path.join(c.root, "ordered_" + case)
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(stop_dir, d)
+        part = os.path.join(d, "run_part0.h5")
+        if switched:
+            os.unlink(part)
+        if switched == "rename":
+            os.rename(part + ".ordered", part)
+        out = os.path.join(d, "run.h5")
+        p = c.tool_run("recover", out)
+        if p.returncode != 0:
+            probs.append(f"{case}: recover exited {p.returncode}")
+            continue
+        probs += [f"{case}: {x}" for x in check_values(out, False)]
+        left = [n for n in os.listdir(d) if n.endswith(".ordered")]
+        if left:
+            probs.append(f"{case}: recover left {left}")
+        with h5py.File(out, "r") as f:
+            in_order = np.array_equal(f["timestamp"][:], np.arange(N))
+        if in_order != (switched is not None):
+            probs.append(f"{case}: the rebuilt file is {'' if in_order else 'not '}in timestamp order")
+        if switched and "finished the time ordering" not in p.stdout:
+            probs.append(f"{case}: recover does not say it finished the time ordering")
+        p = c.tool_run("check", out)
+        if p.returncode != 0:
+            probs.append(f"{case}: check after recover exited {p.returncode}")
+    return probs
+
+
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
          "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut,
-         "compressed": mode_compressed, "flatten": mode_flatten}
+         "compressed": mode_compressed, "flatten": mode_flatten, "ordered": mode_ordered}
 
 
 def main():

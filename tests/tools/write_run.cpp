@@ -4,14 +4,39 @@
 // field, summaries, attributes.
 // Usage: write_run OUTPUT.h5 [EVENTS]
 // SMALLDATA_TEST_COMPRESSION=deflate in the environment: Compression::deflate(1).
+// SMALLDATA_TEST_TIME_ORDER=1: Options::time_order. SMALLDATA_TEST_STOP_ORDERED=DIR as well:
+// each server, once its time range is complete in <part>.ordered, writes DIR/ordered<k>,
+// waits (at most 60 s) until every server has, and ends the process (_exit): the state of
+// a job killed between the ordering and its switch.
 #include "smalldata.hpp"
 
+#include <unistd.h>
+
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <string>
+#include <thread>
 #include <vector>
+
+namespace {
+std::string stop_dir;
+int stop_servers = 1;
+bool exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
+void stop_ordered(int server) noexcept {
+    const std::string mine = stop_dir + "/ordered" + std::to_string(server);
+    if (FILE* f = std::fopen(mine.c_str(), "w")) std::fclose(f);
+    for (int tries = 0; tries < 6000; ++tries) {
+        int done = 0;
+        for (int k = 0; k < stop_servers; ++k) done += exists(stop_dir + "/ordered" + std::to_string(k));
+        if (done == stop_servers) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    _exit(3);
+}
+}  // namespace
 
 int main(int argc, char** argv) {
     if (argc < 2) {
@@ -28,6 +53,12 @@ int main(int argc, char** argv) {
         opt.servers = world >= 4 ? 2 : 1;
         const char* z = std::getenv("SMALLDATA_TEST_COMPRESSION");
         if (z && std::string(z) == "deflate") opt.compression = smalldata::Compression::deflate(1);
+        opt.time_order = std::getenv("SMALLDATA_TEST_TIME_ORDER") != nullptr;
+        if (const char* d = std::getenv("SMALLDATA_TEST_STOP_ORDERED")) {
+            stop_dir = d;
+            stop_servers = opt.servers;
+            smalldata::detail::order_hook = stop_ordered;
+        }
         smalldata::SmallData smd(opt);
         std::int64_t mine = 0;
         for (std::int64_t i : smd.share(n)) {
