@@ -6432,34 +6432,6 @@ inline bool operator<(const OrderKey& a, const OrderKey& b) noexcept {
 }
 inline constexpr std::uint64_t order_row_mask = (std::uint64_t(1) << 40) - 1;
 
-// Sorts the keys of one part: each client's keys are in order already (its timestamps
-// increase), so the part is a merge of one sorted sequence per client. Runs of ascending
-// keys (a batch or more of one client) are merged pairwise, bottom up, through a buffer
-// of the same size: O(N log runs), and nearly free for the few long runs of typical data.
-inline void merge_clients(std::vector<OrderKey>& keys) {
-    std::vector<std::size_t> bounds{0};
-    for (std::size_t i = 1; i < keys.size(); ++i)
-        if (keys[i] < keys[i - 1]) bounds.push_back(i);
-    bounds.push_back(keys.size());
-    if (bounds.size() <= 2) return;
-    std::vector<OrderKey> tmp(keys.size());
-    std::vector<OrderKey>* from = &keys;
-    std::vector<OrderKey>* to = &tmp;
-    while (bounds.size() > 2) {
-        std::vector<std::size_t> next{0};
-        for (std::size_t r = 0; r + 1 < bounds.size(); r += 2) {
-            const std::size_t a = bounds[r], m = bounds[r + 1], b = r + 2 < bounds.size() ? bounds[r + 2] : m;
-            std::merge(from->begin() + static_cast<std::ptrdiff_t>(a), from->begin() + static_cast<std::ptrdiff_t>(m),
-                       from->begin() + static_cast<std::ptrdiff_t>(m), from->begin() + static_cast<std::ptrdiff_t>(b),
-                       to->begin() + static_cast<std::ptrdiff_t>(a));
-            next.push_back(b);
-        }
-        bounds.swap(next);
-        std::swap(from, to);
-    }
-    if (from != &keys) keys.swap(*from);
-}
-
 // The keys of one part file, sorted: its timestamps read in blocks, the client of each
 // row from the writer's runs. `sorted`: the writer saw them arrive in order.
 inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t events,
@@ -6496,7 +6468,7 @@ inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t ev
             keys[static_cast<std::size_t>(at + i)] = {ts[static_cast<std::size_t>(i)], client << 40 | (at + i)};
         }
     }
-    if (!sorted) merge_clients(keys);
+    if (!sorted) std::sort(keys.begin(), keys.end());  // in place: no second array of keys
     return keys;
 }
 
