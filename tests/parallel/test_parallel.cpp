@@ -2239,3 +2239,32 @@ TEST_CASE("time_order: an ordering that fails leaves every event in arrival orde
             CHECK((name.find(".ordered") == std::string::npos || dir + "/" + name == blocked));
     }
 }
+
+TEST_CASE("time_order: servers without clients take a time range too; an empty run", "[mpi][time_order]") {
+    const int size = world_size();
+    if (size < 5) return;  // needs 2 clients and a server without one
+    const std::string dir = fresh_dir("order_idle");
+    Options o = base_options();
+    o.servers = size - 2;  // 2 clients: servers 2 and up have none
+    o.filename = dir + "/ti.h5";
+    o.time_order = true;
+    o.batch_size = 40;
+    time_order_run(o, 1200, 6);
+    if (world_rank() == 0) {
+        // Every server wrote a share of the events, the idle ones included.
+        for (int k = 0; k < o.servers; ++k) {
+            h5r::File p(dir + "/ti_part" + std::to_string(k) + ".h5");
+            CAPTURE(k);
+            CHECK(p.read<std::int64_t>("timestamp").size() > 0);
+        }
+    }
+    // No event at all: nothing to order, an empty file.
+    {
+        SmallData smd(o);
+        smd.done();
+    }
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        CHECK(f.read<std::int64_t>("timestamp").empty());
+    }
+}
