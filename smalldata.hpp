@@ -6413,19 +6413,20 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //     Failure: an error of the ordering on any server (a full disk, ...) leaves every part
 //     as it was; the join builds the final file from them, in arrival order, and done()
 //     throws that error on every rank.
-//     Memory: 16 bytes per event of the server's part (keys), then while they travel 16
-//     more per event of its range, then 8 per event of its range; the window's buffers
-//     (at most 1/8 of cache_memory, 32 MiB) and the ordered Writer's caches take what is
-//     left of cache_memory, and never less than a quarter of it.
+//     Memory: the part's writer first frees its caches. Then 16 bytes per event of the
+//     server's part (keys, sorted in place), 16 more per event of its range while they
+//     travel, then 8 per event of its range (one server: its keys are its output, no
+//     exchange); the window's buffers (at most 1/8 of cache_memory, 32 MiB) and the
+//     ordering Writer's caches take what is left of cache_memory, and never less than a
+//     quarter of it.
 //     Serial mode is in order already: one stream of increasing timestamps.
 
 inline constexpr const char* attr_time_order = "smalldata_time_order";  // u64 1: an ordered part
 inline std::string ordered_path(const std::string& part) { return part + ".ordered"; }
 
-
 struct OrderKey {
     std::int64_t ts;
-    std::uint64_t tie;  // client << 40 | row in the part; after the sort, (part << 40 | row)
+    std::uint64_t tie;  // client << 40 | row in the part
 };
 inline bool operator<(const OrderKey& a, const OrderKey& b) noexcept {
     return a.ts != b.ts ? a.ts < b.ts : a.tie < b.tie;
