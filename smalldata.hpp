@@ -6818,7 +6818,7 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
                 }
                 bool all = true;
                 for (std::size_t k = 0; k < P; ++k) all = all && (by_part[k].empty() || f.present[k]);
-                if (!all)  // a part without the field: its events take the fill value
+                if (!all && rb > 0)  // a part without the field: its events take the fill value
                     for (std::uint64_t i = 0; i < wn; ++i) std::memcpy(out + i * rb, f.out->fill_row.data(), rb);
                 for (std::size_t k = 0; k < P; ++k) {
                     if (!f.present[k] || by_part[k].empty()) continue;
@@ -7041,7 +7041,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
             std::vector<std::vector<std::uint64_t>> per(S);
             for (std::size_t k = 0; k < S; ++k) {
                 per[k].resize(static_cast<std::size_t>(lens[k]) / 8);
-                std::memcpy(per[k].data(), all.data() + displs[k], static_cast<std::size_t>(lens[k]));
+                if (lens[k] > 0) std::memcpy(per[k].data(), all.data() + displs[k], static_cast<std::size_t>(lens[k]));
             }
             bitmaps.push_back(std::move(per));
             bm = {};
@@ -7063,7 +7063,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
         std::vector<int> lens, displs;
         allgather_bytes(samples.data(), samples.size() * sizeof(Sample), all, lens, displs);
         std::vector<Sample> every(all.size() / sizeof(Sample));
-        std::memcpy(every.data(), all.data(), every.size() * sizeof(Sample));
+        if (!every.empty()) std::memcpy(every.data(), all.data(), every.size() * sizeof(Sample));
         std::sort(every.begin(), every.end(), [](const Sample& a, const Sample& b) { return a.key < b.key; });
         double total = 0;
         for (const Sample& s : every) total += s.weight;
