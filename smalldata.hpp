@@ -2990,7 +2990,7 @@ namespace detail {
 //                      write_big() ("Chunks", "Compression"). The caller holds h5_.
 //       WriteQueue     the write thread ("Thread"): jobs (plain callables), the jobs not
 //                      yet done, the sticky first error, each field's spare buffers, and
-//                      counters of its own (Writer::write_queue()). No HDF5 either.
+//                      counters of its own (write_queue_counters()). No HDF5 either.
 //       Writer         the fields (WField: meta, RowCache, Dataset, the queue's Slot) and
 //                      the file: events, its Sink (FieldSink: the write thread or here),
 //                      checkpoints, errors, finish and close, the time-order hooks.
@@ -3939,7 +3939,7 @@ public:
     std::size_t cache_bytes() const { return budget_.bytes(); }
     std::size_t cache_peak_bytes() const { return budget_.peak(); }
     // The write thread's own counters (jobs, bytes, seconds). Any thread.
-    WriteQueue::Counters write_queue() const { return queue_.counters(); }
+    WriteQueue::Counters write_queue_counters() const { return queue_.counters(); }
 
     WField* field(std::size_t i) { return &fields_[i]; }
     std::size_t field_count() const { return fields_.size(); }
@@ -4067,8 +4067,8 @@ public:
             marks.emplace_back(&f, want);
         }
         WriteQueue::Job mark;
-        mark.write = [this, events, marks](const unsigned char*) {
-            std::lock_guard<std::mutex> g(h5_);  // (the fields: fields_[0] first)
+        mark.write = [this, events, marks = std::move(marks)](const unsigned char*) {
+            std::lock_guard<std::mutex> g(h5_);
             H5Quiet q;
             write_mark(events, marks);
         };
