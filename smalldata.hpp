@@ -3014,8 +3014,8 @@ namespace detail {
 //     cannot grow is written out instead (smaller writes, the same rows). After a write a
 //     cache above limit_rows is freed (fields defined later lower the limit). With no room
 //     at all (cache_memory below fields x row bytes) a row is written on its own: slow, but
-//     right. The fast path (append) never looks at the budget: it runs while the cache has
-//     room. Not counted: HDF5's own memory, and the batches of the decoder.
+//     right. The fast path (try_append) never looks at the budget: it runs while the cache
+//     has room. Not counted: HDF5's own memory, and the batches of the decoder.
 //     Chunks. chunk rows = the largest power of two <= min(chunk_bytes / row bytes,
 //     limit_rows), and no more than the next power of two >= the rows the run is known to
 //     have when the dataset is created (the events so far, and the row being written), so
@@ -3319,8 +3319,10 @@ public:
         : name_(std::move(name)), fill_(fill_row), rb_(row_bytes), big_(big_rows(row_bytes)), budget_(&budget) {
         const std::size_t rb1 = std::max<std::size_t>(rb_, 1);
         // Powers of two, so that whole chunks (also powers of two) tile a full cache.
-        full_rows_ = static_cast<std::size_t>(pow2_floor(std::max<std::size_t>(1, std::min(cache_size, cache_bytes / rb1))));
-        want_rows_ = std::min(full_rows_, static_cast<std::size_t>(pow2_floor(std::max<std::size_t>(1, first_cache_bytes / rb1))));
+        full_rows_ = static_cast<std::size_t>(
+            pow2_floor(std::max<std::size_t>(1, std::min(cache_size, cache_bytes / rb1))));
+        want_rows_ = std::min(
+            full_rows_, static_cast<std::size_t>(pow2_floor(std::max<std::size_t>(1, first_cache_bytes / rb1))));
     }
     // Rows of big_row_bytes or more skip the cache (one row per chunk).
     static bool big_rows(std::size_t row_bytes) noexcept { return row_bytes >= big_row_bytes; }
@@ -3867,8 +3869,9 @@ public:
     // thread: hand full caches to a write thread (Options::write_thread, as resolved).
     // tag: writes attributes into the new file before it has its real name.
     Writer(const std::string& path, const Options& o, bool thread, const std::function<void(hid_t)>& tag = {})
-        : opt_(o), has_file_(!path.empty()), async_(has_file_ && thread), path_(path), io_(file_, path_, reserve_, o.chunk_bytes, o.compression),
-          budget_(o.cache_memory), track_order_(o.time_order) {
+        : opt_(o), has_file_(!path.empty()), async_(has_file_ && thread), path_(path),
+          io_(file_, path_, reserve_, o.chunk_bytes, o.compression), budget_(o.cache_memory),
+          track_order_(o.time_order) {
         budget_.set_threaded(async_);
         if (has_file_) {
             H5Quiet q;
@@ -4198,7 +4201,8 @@ public:
             std::uint64_t want = f.meta.aligned ? common : std::min(f.cache.rows(), f.lost_from);
             if (f.meta.var && !var_rows.empty()) want = var_rows[i];
             try {
-                if (!f.ds.dset.valid() && f.ds.chunk_rows == 0) io_.create(f.ds, f.meta, want, f.cache.limit());  // never written
+                if (!f.ds.dset.valid() && f.ds.chunk_rows == 0)  // never written
+                    io_.create(f.ds, f.meta, want, f.cache.limit());
                 if (f.ds.dset.valid() && f.ds.extent != want) io_.extend(f.ds, f.meta, want);
             } catch (...) {
             }
