@@ -2977,6 +2977,24 @@ namespace detail {
 //     serial process and for every server. Owns the column caches, their memory budget,
 //     fill rules, chunking, the write thread and what is kept after a failed write.
 //
+//     Parts. Each rule below lives in one of them; only Writer knows of the others.
+//       CacheBudget    the bytes of all cache buffers against cache_memory, their peak,
+//                      limit_rows ("Memory").
+//       RowCache       one field's cache buffer and rows (cache_start, cached, rows, the
+//                      want/full/limit rows): the fast path, fill rows, growth, the budget's
+//                      share ("Rows", "Memory"). No HDF5: it hands its rows to a
+//                      RowCache::Sink (whole caches, the cached rows, or a row on its own).
+//       DatasetWriter  every HDF5 call on the datasets, for a Dataset per field (handle,
+//                      extent, chunk rows): create() decides chunking and filters, then
+//                      extend(), write() (whole chunks raw, the rest through H5Dwrite),
+//                      write_big() ("Chunks", "Compression"). The caller holds h5_.
+//       WriteQueue     the write thread ("Thread"): jobs (plain callables), the jobs not
+//                      yet done, the sticky first error, each field's spare buffers, and
+//                      counters of its own (write_queue_counters()). No HDF5 either.
+//       Writer         the fields (WField: meta, RowCache, Dataset, the queue's Slot) and
+//                      the file: events, its Sink (FieldSink: the write thread or here),
+//                      checkpoints, errors, finish and close, the time-order hooks.
+//
 //     Rows. Event e (0-based, in arrival order) is row e of `timestamp` and of every aligned
 //     field; a value given for event e lands in row e, rows skipped in between take the fill
 //     value (inside the cache: copied; beyond it: left unwritten, which HDF5 reads back as
@@ -2996,8 +3014,8 @@ namespace detail {
 //     cannot grow is written out instead (smaller writes, the same rows). After a write a
 //     cache above limit_rows is freed (fields defined later lower the limit). With no room
 //     at all (cache_memory below fields x row bytes) a row is written on its own: slow, but
-//     right. The fast path (append) never looks at the budget: it runs while the cache has
-//     room. Not counted: HDF5's own memory, and the batches of the decoder.
+//     right. The fast path (try_append) never looks at the budget: it runs while the cache
+//     has room. Not counted: HDF5's own memory, and the batches of the decoder.
 //     Chunks. chunk rows = the largest power of two <= min(chunk_bytes / row bytes,
 //     limit_rows), and no more than the next power of two >= the rows the run is known to
 //     have when the dataset is created (the events so far, and the row being written), so
@@ -3019,7 +3037,8 @@ namespace detail {
 //     Thread. With Options::write_thread a full cache is handed to a helper thread, which
 //     writes it while the caller fills a spare one (at most one cache per field waits). All
 //     HDF5 calls of a writer hold its mutex h5_; a write error surfaces at the next
-//     hand-over or at finish().
+//     hand-over or at finish(). The queue's own mutex guards its jobs and spares, and the
+//     fields' lost_from and written_end.
 //     Checkpoints. With Options::checkpoint_seconds > 0 the file is made under
 //     <path>.tmp, switched to SWMR writing (HDF5 then orders its metadata writes so that
 //     the file on disk is valid at every instant) and renamed to <path>. Every 0.4 x the
@@ -3036,39 +3055,6 @@ namespace detail {
 //     (SpareSpace: 4 MiB + 8 KiB per field) is held from the start and given back before
 //     that close, so that its metadata still fits on a full disk. A writer destroyed with
 //     its file open (finish() never reached) closes it the same way.
-
-struct WField {
-    FieldMeta meta;
-    std::string source;              // who defined it first, for error messages
-    std::vector<unsigned char> cache;
-    std::vector<unsigned char> fill_row;
-    std::size_t cache_rows = 0;      // capacity of the cache now, in rows (0-byte rows: always 0)
-    std::size_t full_rows = 1;       // the most rows the cache may grow to (a power of two)
-    std::size_t want_rows = 1;       // rows a new cache starts at: 4 KiB, then the rows last filled
-    std::size_t cached = 0;          // rows in the cache
-    std::uint64_t cache_start = 0;   // row of cache[0]
-    std::uint64_t rows = 0;          // rows so far (last row given + 1)
-    std::uint64_t extent = 0;        // extent of the dataset in the file
-    std::uint64_t chunk_rows = 0;    // rows per chunk, set when the dataset is created
-    bool direct = false;             // whole chunks may go out with H5Dwrite_chunk
-    bool big = false;                // rows of big_row_bytes or more: one row per chunk
-    H5Id dset, memtype;
-    // With a write thread (guarded by Writer::m_): caches handed over and not yet written,
-    // and written ones kept for reuse (listed in Writer::with_spare_ while `listed`).
-    int queued = 0;
-    std::vector<std::vector<unsigned char>> spare;
-    bool listed = false;
-    // Guarded by Writer::m_: the first row that a failed write, or giving up the cache after
-    // one, may have lost; every row below it is in the file (or is a gap: fill value).
-    std::uint64_t lost_from = UINT64_MAX;
-    std::uint64_t written_end = 0;  // rows [cache_start, this) of the cache are on disk (a checkpoint)
-    std::uint64_t mark = 0;  // Decoder: last uniform-batch check that met this field
-    std::size_t len_index = 0;  // a var_ field: the writer's index of its group's length field
-    std::uint64_t group_rows = 0;  // a length field: Decoder, its value in the event at `mark`
-    // Options::time_order, an unaligned field: bit e set when event e gave a row (the
-    // ordering at done() maps its rows to events with it; section 19, [>>impl-order]).
-    std::vector<std::uint64_t> given;
-};
 
 inline constexpr std::size_t big_row_bytes = std::size_t(1) << 16;
 inline constexpr std::size_t first_cache_bytes = std::size_t(1) << 12;   // a new field's cache (a page)
@@ -3259,14 +3245,634 @@ inline std::uint64_t pow2_ceil(std::uint64_t v) {
     return p;
 }
 
+
+// ---- CacheBudget: the memory of one writer's caches
+// The bytes of every cache buffer of one writer (filling, queued for the write thread, kept
+// for reuse) against Options::cache_memory, the most ever held at once, and limit_rows
+// (its share: cache_memory / (fields x T)). Changed by the thread that calls put() only:
+// buffers are made and freed there; the write thread only passes them around.
+class CacheBudget {
+public:
+    explicit CacheBudget(std::size_t memory) : memory_(memory) {}
+    void set_fields(std::size_t n) noexcept { fields_ = n; }
+    // T in limit_rows: 2 with a write thread (a cache filling, one being written), else 1.
+    void set_threaded(bool t) noexcept { ways_ = t ? 2 : 1; }
+    // The most rows a cache of rows of `row_bytes` may have now (at most full_rows).
+    std::size_t limit_rows(std::size_t full_rows, std::size_t row_bytes) const {
+        const std::size_t share = memory_ / (fields_ * ways_);
+        const std::size_t rb = std::max<std::size_t>(row_bytes, 1);
+        return std::min(full_rows, static_cast<std::size_t>(pow2_floor(share / rb)));
+    }
+    // Bytes that may still be taken.
+    std::size_t room() const noexcept { return memory_ > bytes_ ? memory_ - bytes_ : 0; }
+    void take(std::size_t n) noexcept {
+        bytes_ += n;
+        peak_ = std::max(peak_, bytes_);
+    }
+    void give(std::size_t n) noexcept { bytes_ -= n; }
+    std::size_t bytes() const noexcept { return bytes_; }
+    std::size_t peak() const noexcept { return peak_; }
+
+private:
+    std::size_t memory_;
+    std::size_t fields_ = 1, ways_ = 1;
+    std::size_t bytes_ = 0, peak_ = 0;
+};
+
+// ---- RowCache: one field's rows on their way to the file (no HDF5 here)
+// The cache buffer and the row bookkeeping of one field, and the rules of the section
+// comment: the fast path, fill rows for a gap inside the cache, a gap beyond it left
+// unwritten, growth (8x, within limit_rows and the CacheBudget), written out when it
+// cannot grow, a row on its own when there is no room at all, rows that must increase.
+// Where rows go is a Sink's business: the Writer's hands them to the write thread or the
+// dataset writer; a test's keeps them in memory.
+class RowCache {
+public:
+    class Sink {
+    public:
+        // Throws the sticky error of a failed write, if any (then nothing more is cached).
+        virtual void check() = 0;
+        // Rows the run is known to have besides this cache's (the writer: the events so far,
+        // for an aligned field), for the chunk size of a dataset made now.
+        virtual std::uint64_t rows_known() = 0;
+        // A big row (big_rows()) straight out, not cached. false: cache it.
+        virtual bool put_big(std::uint64_t row, const unsigned char* data) = 0;
+        // Takes c's buffer with its cached rows (c.swap_buffer()), leaving c another one or
+        // none. false: not taken (write them instead). limit: c.limit() before the call.
+        virtual bool hand_over(RowCache& c, std::uint64_t known, std::size_t limit) = 0;
+        // Rows [start, start + n) from `data`, written before the call returns.
+        virtual void write(const unsigned char* data, std::uint64_t start, std::uint64_t n, std::uint64_t known,
+                           std::size_t limit) = 0;
+        // A buffer handed over earlier comes back to c (c.adopt()). false: none.
+        virtual bool take_spare(RowCache& c) = 0;
+        // Frees idle buffers of other caches (giving their bytes back to the budget). false: none.
+        virtual bool free_spares() = 0;
+
+    protected:
+        ~Sink() = default;
+    };
+
+    // name: for messages; fill_row: row_bytes bytes, kept by the caller (the WField) as long
+    // as the cache; cache_size, cache_bytes: Options'.
+    RowCache(std::string name, std::size_t row_bytes, const unsigned char* fill_row, std::size_t cache_size,
+             std::size_t cache_bytes, CacheBudget& budget)
+        : name_(std::move(name)), fill_(fill_row), rb_(row_bytes), big_(big_rows(row_bytes)), budget_(&budget) {
+        const std::size_t rb1 = std::max<std::size_t>(rb_, 1);
+        // Powers of two, so that whole chunks (also powers of two) tile a full cache.
+        full_rows_ = static_cast<std::size_t>(
+            pow2_floor(std::max<std::size_t>(1, std::min(cache_size, cache_bytes / rb1))));
+        want_rows_ = std::min(
+            full_rows_, static_cast<std::size_t>(pow2_floor(std::max<std::size_t>(1, first_cache_bytes / rb1))));
+    }
+    // Rows of big_row_bytes or more skip the cache (one row per chunk).
+    static bool big_rows(std::size_t row_bytes) noexcept { return row_bytes >= big_row_bytes; }
+
+    std::uint64_t rows() const noexcept { return rows_; }       // rows so far (last row given + 1)
+    std::uint64_t start() const noexcept { return start_; }     // row of data()[0]
+    std::size_t cached() const noexcept { return cached_; }     // rows in the cache
+    std::size_t capacity() const noexcept { return cap_; }      // its rows now (0-byte rows: always 0)
+    std::size_t full_rows() const noexcept { return full_rows_; }
+    std::size_t want_rows() const noexcept { return want_rows_; }
+    std::size_t buffer_bytes() const noexcept { return buf_.size(); }
+    const unsigned char* data() const noexcept { return buf_.data(); }
+    // The most rows the cache may have now (limit_rows in the section comment).
+    std::size_t limit() const { return budget_->limit_rows(full_rows_, rb_); }
+
+    // Fast path: the row right after the cached ones, with room left (0 < cached < capacity).
+    bool next_in_cache(std::uint64_t row) const noexcept { return cached_ - 1 < cap_ - 1 && row == start_ + cached_; }
+    // The fast path only: false when `row` needs append_slow().
+#if defined(__GNUC__)
+    __attribute__((always_inline))
+#endif
+    bool try_append(std::uint64_t row, const unsigned char* data) {
+        if (!next_in_cache(row)) return false;
+        copy_row(buf_.data() + cached_ * rb_, data, rb_);
+        ++cached_;
+        rows_ = row + 1;
+        return true;
+    }
+    void append(std::uint64_t row, const unsigned char* data, Sink& s) {
+        if (!try_append(row, data)) append_slow(row, data, s);
+    }
+    // Rows row0, row0 + 1, ... from a strided source: whole stretches go into the cache in
+    // one loop; whatever the fast path would not take goes through append_slow().
+    void append_run(std::uint64_t row0, const unsigned char* src, std::size_t stride, std::size_t n, Sink& s) {
+        const std::size_t rb = rb_;
+        std::size_t i = 0;
+        while (i < n) {
+            if (next_in_cache(row0 + i)) {
+                const std::size_t k = std::min<std::size_t>(n - i, cap_ - cached_);
+                unsigned char* d = buf_.data() + cached_ * rb;
+                const unsigned char* p = src + i * stride;
+                switch (rb) {  // fixed sizes become plain moves
+                case 4: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 4, p + j * stride, 4); break;
+                case 8: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 8, p + j * stride, 8); break;
+                default: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * rb, p + j * stride, rb); break;
+                }
+                cached_ += k;
+                i += k;
+                rows_ = row0 + i;
+            } else {
+                append(row0 + i, src + i * stride, s);
+                ++i;
+            }
+        }
+    }
+
+    // Everything the fast path does not take: the first row of a cache, a gap, a full cache
+    // (grown, or written out), a big row, and, after a failed write, every value (throws).
+    void append_slow(std::uint64_t row, const unsigned char* data, Sink& s) {
+        s.check();
+        if (row < rows_)
+            throw_error(Errc::protocol, "writer: row " + std::to_string(row) + " of field '" + name_ +
+                                            "' given after row " + std::to_string(rows_ - 1) +
+                                            " (internal error: rows must increase)");
+        if (big_ && s.put_big(row, data)) {
+            rows_ = row + 1;
+            return;
+        }
+        const std::size_t rb = rb_;
+        if (rb == 0) {  // nothing to cache or write: the row count is all (never a fast path)
+            rows_ = row + 1;
+            return;
+        }
+        if (cached_ == 0) start_ = row;
+        std::uint64_t next = start_ + cached_;
+        const std::uint64_t need = row - start_ + 1;  // rows the cache must hold, with the gap
+        if (need > cap_ && (need > full_rows_ || !grow(static_cast<std::size_t>(need), s))) {
+            flush(s, row + 1);  // the skipped rows, if any, stay unwritten (fill value)
+            start_ = next = row;
+            if (cap_ == 0 && !grow(1, s) && !s.take_spare(*this)) {
+                s.write(data, row, 1, row + 1, limit());  // no room at all: this row on its own
+                rows_ = row + 1;
+                return;
+            }
+        }
+        for (; next < row; ++next, ++cached_) copy_row(buf_.data() + cached_ * rb, fill_, rb);
+        copy_row(buf_.data() + cached_ * rb, data, rb);
+        ++cached_;
+        rows_ = row + 1;
+    }
+
+    // Empties the cache: handed over, or written (then a buffer above limit() is freed).
+    // known: rows the run is known to have (at least; for the chunk size).
+    void flush(Sink& s, std::uint64_t known = 0) {
+        if (cached_ == 0) return;
+        s.check();
+        known = std::max({known, start_ + cached_, s.rows_known()});
+        const std::size_t lim = limit();
+        if (s.hand_over(*this, known, lim)) return;
+        s.write(buf_.data(), start_, cached_, known, lim);
+        cached_ = 0;
+        trim();
+    }
+    // The cached rows are given up (a failed write): never written.
+    void drop() noexcept { cached_ = 0; }
+    // The buffer is freed, its bytes given back to the budget (nothing cached; a new one is
+    // made by the next row).
+    void free_buffer() noexcept {
+        budget_->give(buf_.size());
+        std::vector<unsigned char>().swap(buf_);
+        cap_ = 0;
+    }
+
+    // For a Sink's hand_over: `next` becomes the buffer (its rows: the capacity), the old one
+    // is returned; keep: the cached rows stay (the caller copied them into `next`). The next
+    // new buffer starts at least as large as the one handed over.
+    std::vector<unsigned char> swap_buffer(std::vector<unsigned char> next, bool keep) {
+        want_rows_ = std::max(want_rows_, cap_);
+        std::vector<unsigned char> old = std::move(buf_);
+        buf_ = std::move(next);
+        cap_ = buf_.size() / rb_;  // rb > 0: 0-byte rows are never cached
+        if (!keep) cached_ = 0;
+        return old;
+    }
+    // For a Sink's take_spare: an empty cache takes `b` (counted in the budget already).
+    bool adopt(std::vector<unsigned char> b) {
+        buf_ = std::move(b);
+        cap_ = buf_.size() / std::max<std::size_t>(rb_, 1);
+        return cap_ > 0;
+    }
+
+private:
+    // n > 0: 0-byte rows never reach a copy (see append_slow), so the pointers are never null.
+    static void copy_row(unsigned char* d, const unsigned char* s, std::size_t n) noexcept {
+        switch (n) {  // fixed sizes become plain moves instead of a call
+        case 1: std::memcpy(d, s, 1); return;
+        case 2: std::memcpy(d, s, 2); return;
+        case 4: std::memcpy(d, s, 4); return;
+        case 8: std::memcpy(d, s, 8); return;
+        default: std::memcpy(d, s, n); return;
+        }
+    }
+    // Frees the buffer (nothing cached) when it is above its limit.
+    void trim() {
+        if (rb_ == 0 || cap_ <= limit()) return;
+        free_buffer();
+    }
+    // Room for `need` rows, keeping the cached ones: a new buffer of the next power of two
+    // >= max(need, want_rows, 8 x its rows now) up to limit(), or fewer (down to need) if
+    // the budget is short, after the sink freed idle buffers. false: no room (the caller
+    // writes out instead). The old and the new buffer both count while the rows are copied.
+    bool grow(std::size_t need, Sink& s) {
+        const std::size_t rb = rb_;
+        const std::size_t lim = limit();
+        if (need > lim) return false;
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            const std::size_t room = budget_->room();
+            std::size_t rows = static_cast<std::size_t>(
+                std::min<std::uint64_t>(lim, pow2_ceil(std::max({need, want_rows_, cap_ * cache_growth}))));
+            for (; rows >= need && rows > cap_; rows /= 2) {
+                if (rows * rb > room) continue;
+                std::vector<unsigned char> bigger(rows * rb);
+                if (cached_ != 0) std::memcpy(bigger.data(), buf_.data(), cached_ * rb);
+                budget_->take(bigger.size());
+                budget_->give(buf_.size());
+                buf_.swap(bigger);
+                cap_ = rows;
+                return true;
+            }
+            if (!s.free_spares()) break;
+        }
+        return false;
+    }
+
+    std::string name_;
+    std::vector<unsigned char> buf_;
+    const unsigned char* fill_;
+    std::size_t rb_;
+    bool big_;
+    CacheBudget* budget_;
+    std::size_t cap_ = 0;        // no buffer until the first row (0-byte rows: never)
+    std::size_t full_rows_ = 1;  // the most rows the cache may grow to (a power of two)
+    std::size_t want_rows_ = 1;  // rows a new buffer starts at: 4 KiB, then the rows last handed over
+    std::size_t cached_ = 0;
+    std::uint64_t start_ = 0;
+    std::uint64_t rows_ = 0;
+};
+
+// ---- DatasetWriter: every HDF5 call on a writer's per-event datasets
+// One Dataset per field (its handle and layout); one DatasetWriter per file, which decides
+// chunking and filters (create(), the one place) and does the I/O: extend(), write() (a
+// run of rows: whole chunks raw where the layouts allow, the rest through H5Dwrite),
+// write_big() (one big row as its own chunk). The caller holds the Writer's h5_.
+struct Dataset {
+    H5Id dset, memtype;
+    std::uint64_t extent = 0;      // extent of the dataset in the file
+    std::uint64_t chunk_rows = 0;  // rows per chunk, set when the dataset is created
+    bool direct = false;           // whole chunks may go out with H5Dwrite_chunk
+};
+
+class DatasetWriter {
+public:
+    // file: the writer's (opened later); path: for messages; reserve: told of every write.
+    DatasetWriter(const H5Id& file, const std::string& path, FileReserve& reserve, std::size_t chunk_bytes,
+                  const Compression& compression)
+        : file_(file), path_(path), reserve_(reserve), chunk_bytes_(chunk_bytes), compression_(compression),
+          filtered_(compression.kind != Compression::Kind::none) {}
+
+    // Options::compression is on: chunks go through H5Dwrite (HDF5 filters them), and big
+    // rows are never written raw.
+    bool filtered() const noexcept { return filtered_; }
+
+    // The chunk rule (section comment, "Chunks"): rows_known: rows the run is known to have
+    // when the dataset is created; limit: the cache's limit_rows.
+    static std::uint64_t chunk_rows(std::size_t row_bytes, std::size_t chunk_bytes, std::size_t limit,
+                                    std::uint64_t rows_known, bool big) {
+        const std::size_t rb = std::max<std::size_t>(row_bytes, 1);
+        std::uint64_t rows = pow2_floor(std::max<std::uint64_t>(1, std::min<std::uint64_t>(chunk_bytes / rb, limit)));
+        rows = std::min(rows, pow2_ceil(std::max<std::uint64_t>(1, rows_known)));
+        if (big) rows = 1;
+        return rows;
+    }
+
+    void create(Dataset& d, const FieldMeta& m, std::uint64_t rows_known, std::size_t limit) {
+        const std::uint64_t rows = chunk_rows(m.bytes, chunk_bytes_, limit, rows_known, RowCache::big_rows(m.bytes));
+        hsize_t chunk[max_rank + 1];
+        chunk[0] = static_cast<hsize_t>(rows);
+        for (int i = 0; i < m.shape.rank; ++i)
+            chunk[i + 1] = std::max<hsize_t>(1, static_cast<hsize_t>(m.shape.dims[static_cast<std::size_t>(i)]));
+        H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+        h5check_herr(H5Pset_chunk(dcpl.get(), m.shape.rank + 1, chunk), "H5Pset_chunk");
+        h5_set_compression(dcpl.get(), compression_);  // Options::compression: every per-event dataset
+        d.memtype = h5_type(m.dtype, false);
+        const auto fill = fill_bytes(m.dtype, m.length);
+        h5check_herr(H5Pset_fill_value(dcpl.get(), d.memtype.get(), fill.data()), "H5Pset_fill_value");
+        H5Id ftype = h5_type(m.dtype, true);
+        H5Id space = h5_space(0, m.shape, true);
+        d.chunk_rows = rows;
+#if H5_VERSION_GE(1, 10, 3)
+        // Whole chunks are written raw (no selection, no fill, no copy) when memory and file
+        // layouts agree, which is every type on a little-endian machine, and nothing is to
+        // be compressed (a raw chunk write would bypass the filters).
+        d.direct = !filtered_ && m.bytes > 0 && H5Tequal(d.memtype.get(), ftype.get()) > 0;
+#endif
+        // No chunk cache: flushes write whole chunks, which then go straight to the file
+        // instead of being copied into the cache first.
+        H5Id dapl(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
+        h5check_herr(H5Pset_chunk_cache(dapl.get(), 0, 0, H5D_CHUNK_CACHE_W0_DEFAULT), "H5Pset_chunk_cache");
+        hid_t id = H5Dcreate2(file_.get(), m.name.c_str(), ftype.get(), space.get(), h5_lcpl().get(), dcpl.get(),
+                              dapl.get());
+        if (id < 0) throw_h5("cannot create dataset '" + m.name + "' in '" + path_ + "'");
+        d.dset = H5Id(id, H5Dclose);
+        d.extent = 0;
+    }
+
+    void extend(Dataset& d, const FieldMeta& m, std::uint64_t rows) {
+        hsize_t dims[max_rank + 1];
+        dims[0] = static_cast<hsize_t>(rows);
+        for (int i = 0; i < m.shape.rank; ++i) dims[i + 1] = m.shape.dims[static_cast<std::size_t>(i)];
+        if (H5Dset_extent(d.dset.get(), dims) < 0) throw_h5("cannot extend dataset '" + m.name + "' in '" + path_ + "'");
+        d.extent = rows;
+    }
+
+    // Rows [start, start + n) from `data`; the dataset is made first if it is not yet.
+    // known, limit: see create().
+    void write(Dataset& d, const FieldMeta& m, const unsigned char* data, std::uint64_t start, std::uint64_t n,
+               std::uint64_t known, std::size_t limit) {
+        if (!d.dset.valid()) create(d, m, std::max(start + n, known), limit);
+        const std::uint64_t end = start + n;
+        if (d.extent < end) extend(d, m, end);
+        if (m.bytes == 0) return;
+        // Rows [first, last) of whole chunks go out raw, the partial chunks around them
+        // through H5Dwrite (which fills the rest of a new chunk with the fill value).
+        const std::uint64_t c = d.chunk_rows;
+        std::uint64_t first = end, last = end;
+        if (d.direct) {
+            first = (start + c - 1) / c * c;
+            last = end / c * c;
+            if (first >= last) first = last = end;
+        }
+        if (start < first) write_rows(d, m, start, first - start, data);
+        for (std::uint64_t r = first; r < last; r += c) write_chunk(d, m, r, data + (r - start) * m.bytes);
+        if (last < end) write_rows(d, m, last, end - last, data + (last - start) * m.bytes);
+    }
+
+    // A big row as its own chunk, into a dataset made already with d.direct, the extent
+    // growing by doubling.
+    void write_big(Dataset& d, const FieldMeta& m, std::uint64_t row, const unsigned char* data) {
+        if (d.extent <= row) extend(d, m, std::max<std::uint64_t>(row + 1, 2 * d.extent));
+        write_chunk(d, m, row, data);
+    }
+
+private:
+    void write_rows(Dataset& d, const FieldMeta& m, std::uint64_t row, std::uint64_t n, const unsigned char* data) {
+        H5Id fspace(h5check(H5Dget_space(d.dset.get()), "H5Dget_space"), H5Sclose);
+        hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
+        start[0] = static_cast<hsize_t>(row);
+        count[0] = static_cast<hsize_t>(n);
+        for (int i = 0; i < m.shape.rank; ++i) count[i + 1] = m.shape.dims[static_cast<std::size_t>(i)];
+        h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+                     "H5Sselect_hyperslab");
+        H5Id mspace = h5_space(static_cast<long long>(n), m.shape);
+        if (H5Dwrite(d.dset.get(), d.memtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, data) < 0)
+            throw_h5("cannot write dataset '" + m.name + "' in '" + path_ + "'");
+        reserve_.wrote(file_.get(), static_cast<std::size_t>(n) * m.bytes);
+    }
+
+    // One whole chunk starting at `row`, straight to the file.
+    void write_chunk(Dataset& d, const FieldMeta& m, std::uint64_t row, const unsigned char* data) {
+#if H5_VERSION_GE(1, 10, 3)
+        hsize_t offset[max_rank + 1] = {};
+        offset[0] = static_cast<hsize_t>(row);
+        if (H5Dwrite_chunk(d.dset.get(), H5P_DEFAULT, 0, offset, static_cast<std::size_t>(d.chunk_rows) * m.bytes,
+                           data) < 0)
+            throw_h5("cannot write dataset '" + m.name + "' in '" + path_ + "'");
+        reserve_.wrote(file_.get(), static_cast<std::size_t>(d.chunk_rows) * m.bytes);
+#else
+        write_rows(d, m, row, d.chunk_rows, data);
+#endif
+    }
+
+    const H5Id& file_;
+    const std::string& path_;
+    FileReserve& reserve_;
+    std::size_t chunk_bytes_;
+    Compression compression_;
+    bool filtered_;
+};
+
+// ---- WriteQueue: the write thread (no HDF5 here: a job is a callable)
+// Jobs run in order on one helper thread, started by the first hand-over. Owns the jobs,
+// the count of those not yet done (pending), the sticky first error (after it, later jobs
+// are skipped and count as failed), each field's Slot (its caches queued and the written
+// ones kept for reuse, "spares") and counters of its own. Its mutex (lock()) guards all of
+// that, and whatever a job's done() touches.
+class WriteQueue {
+public:
+    // One field's: caches handed over and not yet written, written ones kept for reuse
+    // (listed in with_spare_ while `listed`). Guarded by the queue's mutex.
+    struct Slot {
+        int queued = 0;
+        std::vector<std::vector<unsigned char>> spare;
+        bool listed = false;
+    };
+    struct Job {
+        // On the thread, without the queue's lock; throws on failure. Given buf.data().
+        // Not run after an earlier failure (the job counts as failed).
+        std::function<void(const unsigned char* data)> write;
+        // Under the queue's lock, after write (or instead of it): written or not.
+        std::function<void(bool written)> done;
+        std::vector<unsigned char> buf;  // then kept in slot's spares (with a slot)
+        Slot* slot = nullptr;
+        std::uint64_t bytes = 0;         // counted in Counters::bytes once written
+    };
+    struct Counters {
+        std::uint64_t queued = 0;   // jobs handed over
+        std::uint64_t written = 0;  // jobs whose write returned
+        std::uint64_t failed = 0;   // jobs whose write threw, or was skipped after a failure
+        std::uint64_t bytes = 0;    // the bytes of the written jobs
+        double seconds = 0;         // spent in the jobs' writes
+        std::size_t most_waiting = 0;  // the most jobs queued at once (not yet taken by the thread)
+    };
+
+    WriteQueue() = default;
+    WriteQueue(const WriteQueue&) = delete;
+    WriteQueue& operator=(const WriteQueue&) = delete;
+    ~WriteQueue() { stop(); }
+
+    std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(m_); }
+    // The caller holds lock(). Starts the thread unless it runs. false: it cannot be started.
+    bool start() {
+        if (worker_.joinable()) return true;
+        try {
+            worker_ = std::thread([this] { work(); });
+        } catch (const std::system_error&) {
+            return false;
+        }
+        return true;
+    }
+    // With lk held: waits until `s` has no cache queued (back-pressure). false: a write failed.
+    bool wait_slot(std::unique_lock<std::mutex>& lk, const Slot& s) {
+        done_cv_.wait(lk, [&] { return s.queued == 0 || error_; });
+        return !error_;
+    }
+    // The caller holds lock(): the last spare of `s` (empty: none).
+    std::vector<unsigned char> take_spare(Slot& s) {
+        std::vector<unsigned char> b;
+        if (s.spare.empty()) return b;
+        b = std::move(s.spare.back());
+        s.spare.pop_back();
+        return b;
+    }
+    // The caller holds lock(): `b` back among the spares of `s`.
+    void keep_spare(Slot& s, std::vector<unsigned char> b) {
+        s.spare.push_back(std::move(b));
+        if (!s.listed) {
+            with_spare_.push_back(&s);
+            s.listed = true;
+        }
+    }
+    // Every idle spare is freed; freed: their bytes. false: there were none.
+    bool free_spares(std::size_t& freed) {
+        std::lock_guard<std::mutex> lk(m_);
+        bool any = false;
+        for (Slot* s : with_spare_) {
+            for (const auto& b : s->spare) {
+                freed += b.size();
+                any = true;
+            }
+            s->spare.clear();
+            s->listed = false;
+        }
+        with_spare_.clear();
+        return any;
+    }
+    // With lk held: queues j (its slot's count up), then lets lk go and wakes the thread.
+    void push(std::unique_lock<std::mutex>& lk, Job j) {
+        if (j.slot) ++j.slot->queued;
+        jobs_.push_back(std::move(j));
+        ++pending_;
+        ++counters_.queued;
+        counters_.most_waiting = std::max(counters_.most_waiting, jobs_.size());
+        lk.unlock();
+        work_cv_.notify_one();
+    }
+    // Waits until every job is done, or a write failed (pending ones stay).
+    void wait_idle() {
+        std::unique_lock<std::mutex> lk(m_);
+        done_cv_.wait(lk, [&] { return pending_ == 0 || error_; });
+    }
+    // Lets the thread finish the jobs queued (skipped after a failure), then ends it.
+    void stop() noexcept {
+        if (!worker_.joinable() || worker_.get_id() == std::this_thread::get_id()) return;
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            stop_ = true;
+        }
+        work_cv_.notify_one();
+        worker_.join();
+    }
+
+    // ---- the sticky error: the first one wins
+    bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+    // The caller holds lock().
+    void note_error(std::exception_ptr e) {
+        if (!error_) error_ = std::move(e);
+        failed_.store(true, std::memory_order_release);
+    }
+    std::exception_ptr error() const {
+        std::lock_guard<std::mutex> lk(m_);
+        return error_;
+    }
+    // Any thread.
+    Counters counters() const {
+        std::lock_guard<std::mutex> lk(m_);
+        return counters_;
+    }
+
+private:
+    // Jobs in order until stopped and drained. After an error the remaining jobs are
+    // skipped; the error waits in error_ for the caller's thread.
+    void work() {
+        std::unique_lock<std::mutex> lk(m_);
+        for (;;) {
+            work_cv_.wait(lk, [&] { return stop_ || !jobs_.empty(); });
+            if (jobs_.empty()) return;
+            Job j = std::move(jobs_.front());
+            jobs_.pop_front();
+            const bool skip = error_ != nullptr;
+            lk.unlock();
+            std::exception_ptr err;
+            double seconds = 0;
+            if (!skip) {
+                const double t0 = now_seconds();
+                try {
+                    j.write(j.buf.data());
+                } catch (...) {
+                    err = std::current_exception();
+                }
+                seconds = now_seconds() - t0;
+            }
+            lk.lock();
+            const bool ok = !skip && !err;
+            if (err && !error_) error_ = err;
+            if (!ok) failed_.store(true, std::memory_order_release);
+            counters_.seconds += seconds;
+            if (ok) {
+                ++counters_.written;
+                counters_.bytes += j.bytes;
+            } else {
+                ++counters_.failed;
+            }
+            if (j.done) j.done(ok);
+            if (j.slot) {
+                keep_spare(*j.slot, std::move(j.buf));
+                --j.slot->queued;
+            }
+            --pending_;
+            done_cv_.notify_all();
+        }
+    }
+
+    mutable std::mutex m_;
+    std::condition_variable work_cv_, done_cv_;
+    std::deque<Job> jobs_;
+    std::size_t pending_ = 0;  // jobs handed over and not yet done (queued or being written)
+    bool stop_ = false;
+    std::exception_ptr error_;
+    std::atomic<bool> failed_{false};  // error_ is set
+    std::vector<Slot*> with_spare_;    // slots with a spare (to free them when short)
+    Counters counters_;
+    std::thread worker_;
+};
+
+struct WField {
+    // fill: one row of the fill value; cache_size, cache_bytes: Options'.
+    WField(const FieldMeta& m, std::string src, std::vector<unsigned char> fill, std::size_t cache_size,
+           std::size_t cache_bytes, CacheBudget& budget)
+        : meta(m), source(std::move(src)), fill_row(std::move(fill)),
+          cache(m.name, m.bytes, fill_row.data(), cache_size, cache_bytes, budget) {}
+    WField(const WField&) = delete;  // the cache points into fill_row
+    WField& operator=(const WField&) = delete;
+    FieldMeta meta;
+    std::string source;  // who defined it first, for error messages
+    std::vector<unsigned char> fill_row;
+    RowCache cache;
+    Dataset ds;
+    WriteQueue::Slot slot;  // with a write thread
+    // Guarded by the write queue's mutex: the first row that a failed write, or giving up the
+    // cache after one, may have lost; every row below it is in the file (or is a gap: fill value).
+    std::uint64_t lost_from = UINT64_MAX;
+    std::uint64_t written_end = 0;  // rows [cache.start(), this) of the cache are on disk (a checkpoint)
+    std::uint64_t mark = 0;  // Decoder: last uniform-batch check that met this field
+    std::size_t len_index = 0;  // a var_ field: the writer's index of its group's length field
+    std::uint64_t group_rows = 0;  // a length field: Decoder, its value in the event at `mark`
+    // Options::time_order, an unaligned field: bit e set when event e gave a row (the
+    // ordering at done() maps its rows to events with it; section 19, [>>impl-order]).
+    std::vector<std::uint64_t> given;
+};
+
 class Writer {
 public:
     // path empty: no file, only the event count (callbacks-only mode).
     // thread: hand full caches to a write thread (Options::write_thread, as resolved).
     // tag: writes attributes into the new file before it has its real name.
     Writer(const std::string& path, const Options& o, bool thread, const std::function<void(hid_t)>& tag = {})
-        : opt_(o), has_file_(!path.empty()), filtered_(o.compression.kind != Compression::Kind::none),
-          async_(has_file_ && thread), path_(path), track_order_(o.time_order) {
+        : opt_(o), has_file_(!path.empty()), async_(has_file_ && thread), path_(path),
+          io_(file_, path_, reserve_, o.chunk_bytes, o.compression), budget_(o.cache_memory),
+          track_order_(o.time_order) {
+        budget_.set_threaded(async_);
         if (has_file_) {
             H5Quiet q;
             if (o.checkpoint_seconds > 0) {
@@ -3274,7 +3880,7 @@ public:
                 checkpoint_period_ = o.checkpoint_seconds * checkpoint_share;
                 rearm();
             } else {
-                file_ = h5_create_file(path, !filtered_);
+                file_ = h5_create_file(path, !io_.filtered());
                 if (tag) tag(file_.get());
             }
             if (o.preallocate) reserve_.open(file_.get(), path);
@@ -3319,7 +3925,7 @@ public:
     // thread that calls put()/end_event() only.
     std::uint64_t payload_bytes() const {
         std::uint64_t b = 0;
-        for (const WField& f : fields_) b += (f.meta.aligned ? n_events_ : f.rows) * f.meta.bytes;
+        for (const WField& f : fields_) b += (f.meta.aligned ? n_events_ : f.cache.rows()) * f.meta.bytes;
         return b;
     }
     // Calls `f` every `period` seconds (progress lines), from the same clock checks as the
@@ -3333,8 +3939,10 @@ public:
     double write_seconds() const { return write_seconds_.load(std::memory_order_relaxed); }
     // Bytes of cache buffers held now, and the most ever held at once (<= cache_memory).
     // The thread that calls put()/end_event() only.
-    std::size_t cache_bytes() const { return cache_bytes_; }
-    std::size_t cache_peak_bytes() const { return cache_peak_; }
+    std::size_t cache_bytes() const { return budget_.bytes(); }
+    std::size_t cache_peak_bytes() const { return budget_.peak(); }
+    // The write thread's own counters (jobs, bytes, seconds). Any thread.
+    WriteQueue::Counters write_queue_counters() const { return queue_.counters(); }
 
     WField* field(std::size_t i) { return &fields_[i]; }
     std::size_t field_count() const { return fields_.size(); }
@@ -3351,12 +3959,8 @@ public:
     // After finish(): every cache buffer is freed (for the ordering's memory).
     void release_caches() {
         free_spares();
-        for (WField& f : fields_) {
-            if (f.cached != 0) continue;  // none after finish()
-            cache_bytes_ -= f.cache.size();
-            std::vector<unsigned char>().swap(f.cache);
-            f.cache_rows = 0;
-        }
+        for (WField& f : fields_)
+            if (f.cache.cached() == 0) f.cache.free_buffer();  // none cached after finish()
     }
 
     // The hot path, once per value: the open event's value of f, then end_event() once the
@@ -3365,11 +3969,11 @@ public:
     void put(WField& f, const unsigned char* data) {
         if (!has_file_) return;
         if (track_order_ && !f.meta.aligned && !f.meta.var) mark_given(f, n_events_, 1);
-        append(f, f.meta.aligned ? n_events_ : f.rows, data);
+        append(f, f.meta.aligned ? n_events_ : f.cache.rows(), data);
     }
     // A var_ field's n rows in the open event (its group's length is a put() of its own).
     void put_rows(WField& f, const unsigned char* data, std::uint64_t n) {
-        if (has_file_) append_run(f, f.rows, data, f.meta.bytes, static_cast<std::size_t>(n));
+        if (has_file_) append_run(f, f.cache.rows(), data, f.meta.bytes, static_cast<std::size_t>(n));
     }
     void end_event(std::int64_t ts) {
         if (has_file_) append(fields_[0], n_events_, reinterpret_cast<const unsigned char*>(&ts));
@@ -3384,7 +3988,7 @@ public:
     void put_run(WField& f, const unsigned char* src, std::size_t stride, std::size_t n) {
         if (!has_file_) return;
         if (track_order_ && !f.meta.aligned && !f.meta.var) mark_given(f, n_events_, n);
-        append_run(f, f.meta.aligned ? n_events_ : f.rows, src, stride, n);
+        append_run(f, f.meta.aligned ? n_events_ : f.cache.rows(), src, stride, n);
     }
     void end_events(const unsigned char* ts, std::size_t stride, std::size_t n) {
         if (has_file_) append_run(fields_[0], n_events_, ts, stride, n);
@@ -3405,7 +4009,7 @@ public:
     // thread instead (checkpoint_queued()); `now` waits for the thread and takes it here.
     void checkpoint(bool now = false) {
         if (!has_file_ || !file_.valid()) return;
-        if (filtered_ && async_ && !now) {
+        if (io_.filtered() && async_ && !now) {
             checkpoint_queued();
             return;
         }
@@ -3419,15 +4023,16 @@ public:
             for (WField& f : fields_) {
                 // The cached rows go out and stay cached: the cache keeps its place in the
                 // chunk grid, and writes them again, whole, when it is full.
-                const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
-                if (f.cached > 0) {
-                    write_cache(f, f.cache.data(), f.cache_start, f.cached, want, limit_rows(f));
-                    f.written_end = f.cache_start + f.cached;
+                const std::uint64_t want = f.meta.aligned ? n_events_ : f.cache.rows();
+                const RowCache& c = f.cache;
+                if (c.cached() > 0) {
+                    write_cache(f, c.data(), c.start(), c.cached(), want, c.limit());
+                    f.written_end = c.start() + c.cached();
                 }
-                if (!f.dset.valid()) continue;
+                if (!f.ds.dset.valid()) continue;
                 // Aligned: at least the events (an image dataset may run ahead: recovery
                 // stops at attr_events). Unaligned: exactly its rows.
-                if (f.meta.aligned ? f.extent < want : f.extent != want) set_extent(f, want);
+                if (f.meta.aligned ? f.ds.extent < want : f.ds.extent != want) io_.extend(f.ds, f.meta, want);
             }
             flush_file(n_events_, fields_.size(), t0);
         } catch (...) {
@@ -3443,37 +4048,46 @@ public:
     // one checkpoint is queued: while one is, the clock's next tick takes the next.
     void checkpoint_queued() {
         {
-            std::lock_guard<std::mutex> lk(m_);
+            auto lk = queue_.lock();
             if (checkpoint_queued_) return;
         }
         if (checkpoint_hook) checkpoint_hook(0);
         if (failed()) fail();
-        Job mark;
-        mark.kind = Job::Kind::checkpoint;
-        mark.start = n_events_;
+        const std::uint64_t events = n_events_;
+        std::vector<std::pair<WField*, std::uint64_t>> marks;  // each field's rows
         for (WField& f : fields_) {
-            const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
-            if (f.cached > 0) {
-                const std::uint64_t known = std::max(f.cache_start + f.cached, want);
-                const std::size_t limit = limit_rows(f);
+            const std::uint64_t want = f.meta.aligned ? n_events_ : f.cache.rows();
+            const RowCache& c = f.cache;
+            if (c.cached() > 0) {
+                const std::uint64_t known = std::max(c.start() + c.cached(), want);
+                const std::size_t limit = c.limit();
                 if (!hand_over(f, known, limit, true)) {  // no thread, or no room for a copy: here
-                    write_now(f, f.cache.data(), f.cache_start, f.cached, known, limit);
-                    std::lock_guard<std::mutex> lk(m_);
-                    f.written_end = f.cache_start + f.cached;
+                    write_now(f, c.data(), c.start(), c.cached(), known, limit);
+                    auto lk = queue_.lock();
+                    f.written_end = c.start() + c.cached();
                 }
             }
-            mark.marks.emplace_back(&f, want);
+            marks.emplace_back(&f, want);
         }
-        std::unique_lock<std::mutex> lk(m_);
-        if (error_) {
+        WriteQueue::Job mark;
+        mark.write = [this, events, marks = std::move(marks)](const unsigned char*) {
+            std::lock_guard<std::mutex> g(h5_);
+            H5Quiet q;
+            write_mark(events, marks);
+        };
+        WField* ts = &fields_[0];
+        mark.done = [this, events, ts](bool written) {
+            if (!written)  // as a checkpoint taken on the caller's thread (set_error)
+                ts->lost_from = std::min(ts->lost_from, std::max(events, ts->written_end));
+            checkpoint_queued_ = false;
+        };
+        auto lk = queue_.lock();
+        if (queue_.failed()) {
             lk.unlock();
             fail();
         }
         checkpoint_queued_ = true;
-        jobs_.push_back(std::move(mark));
-        ++pending_;
-        lk.unlock();
-        work_cv_.notify_one();
+        queue_.push(lk, std::move(mark));
     }
     // A checkpoint's end: the events made durable recorded, the file flushed (the caller
     // holds h5_). fields: the number of fields (room for the next flush grows with it).
@@ -3526,11 +4140,11 @@ public:
         H5Quiet q;
         try {
             for (WField& f : fields_) {
-                const std::uint64_t want = f.meta.aligned ? n_events_ : f.rows;
-                if (!f.dset.valid()) create(f, want, limit_rows(f));
-                if (f.extent != want) set_extent(f, want);
-                f.dset.reset();
-                f.memtype.reset();
+                const std::uint64_t want = f.meta.aligned ? n_events_ : f.cache.rows();
+                if (!f.ds.dset.valid()) io_.create(f.ds, f.meta, want, f.cache.limit());
+                if (f.ds.extent != want) io_.extend(f.ds, f.meta, want);
+                f.ds.dset.reset();
+                f.ds.memtype.reset();
             }
             if (summary) write_summary(file_.get(), *summary);
             h5_set_attr_u64(file_.get(), attr_events, n_events_);
@@ -3584,15 +4198,16 @@ public:
         }
         for (std::size_t i = 0; i < fields_.size(); ++i) {
             WField& f = fields_[i];
-            std::uint64_t want = f.meta.aligned ? common : std::min(f.rows, f.lost_from);
+            std::uint64_t want = f.meta.aligned ? common : std::min(f.cache.rows(), f.lost_from);
             if (f.meta.var && !var_rows.empty()) want = var_rows[i];
             try {
-                if (!f.dset.valid() && f.chunk_rows == 0) create(f, want, limit_rows(f));  // never written
-                if (f.dset.valid() && f.extent != want) set_extent(f, want);
+                if (!f.ds.dset.valid() && f.ds.chunk_rows == 0)  // never written
+                    io_.create(f.ds, f.meta, want, f.cache.limit());
+                if (f.ds.dset.valid() && f.ds.extent != want) io_.extend(f.ds, f.meta, want);
             } catch (...) {
             }
-            f.dset.reset();
-            f.memtype.reset();
+            f.ds.dset.reset();
+            f.ds.memtype.reset();
         }
         try {
             h5_set_attr_u64(file_.get(), attr_events, common);
@@ -3614,7 +4229,7 @@ public:
             append_pod(out, f.meta.shape.rank);
             append_pod(out, static_cast<std::uint8_t>(f.meta.aligned));
             append_pod(out, static_cast<std::uint16_t>(f.meta.name.size()));
-            append_pod(out, f.meta.aligned ? n_events_ : f.rows);
+            append_pod(out, f.meta.aligned ? n_events_ : f.cache.rows());
             for (int i = 0; i < f.meta.shape.rank; ++i) append_pod(out, f.meta.shape.dims[static_cast<std::size_t>(i)]);
             out.insert(out.end(), f.meta.name.begin(), f.meta.name.end());
         }
@@ -3627,7 +4242,7 @@ private:
     // half-made file under the real name.
     void create_swmr(const std::string& path, const std::function<void(hid_t)>& tag) {
         const std::string creating = path + ".tmp";
-        file_ = h5_create_file(creating, !filtered_);
+        file_ = h5_create_file(creating, !io_.filtered());
         try {
             if (tag) tag(file_.get());
             if (H5Fstart_swmr_write(file_.get()) < 0) throw_h5("cannot start SWMR writing of '" + creating + "'");
@@ -3653,16 +4268,16 @@ private:
             for (const WField& f : fields_) {
                 if (!f.meta.var) continue;
                 const WField& len = fields_[f.len_index];
-                const std::uint64_t have = len.dset.valid() ? len.extent : 0;
-                const std::uint64_t kept = std::min(f.rows, f.lost_from);
-                common = std::min(common, events_within(len.dset.get(), common, have, kept));
+                const std::uint64_t have = len.ds.dset.valid() ? len.ds.extent : 0;
+                const std::uint64_t kept = std::min(f.cache.rows(), f.lost_from);
+                common = std::min(common, events_within(len.ds.dset.get(), common, have, kept));
             }
             rows.assign(fields_.size(), 0);
             for (std::size_t i = 0; i < fields_.size(); ++i) {
                 const WField& f = fields_[i];
                 if (!f.meta.var) continue;
                 const WField& len = fields_[f.len_index];
-                rows[i] = rows_of(len.dset.get(), common, len.dset.valid() ? len.extent : 0);
+                rows[i] = rows_of(len.ds.dset.get(), common, len.ds.dset.valid() ? len.ds.extent : 0);
             }
         } catch (...) {
             rows.clear();
@@ -3671,22 +4286,12 @@ private:
     }
 
     std::size_t add_field(const FieldMeta& m, const std::string& source) {
-        WField f;
-        f.meta = m;
-        f.source = source;
-        const std::size_t rb = m.bytes;
-        const std::size_t rb1 = std::max<std::size_t>(rb, 1);
-        // Powers of two, so that whole chunks (also powers of two) tile a full cache.
-        f.full_rows = static_cast<std::size_t>(
-            pow2_floor(std::max<std::size_t>(1, std::min(opt_.cache_size, opt_.cache_bytes / rb1))));
-        f.want_rows = std::min(f.full_rows, static_cast<std::size_t>(pow2_floor(std::max<std::size_t>(1, first_cache_bytes / rb1))));
-        f.cache_rows = 0;  // no buffer until the first row (0-byte rows: never)
-        f.big = m.bytes >= big_row_bytes;
-        f.fill_row.resize(m.bytes);
+        std::vector<unsigned char> fill_row(m.bytes);
         const auto fb = fill_bytes(m.dtype, m.length);
         const std::size_t es = dtype_size(m.dtype);
-        for (std::size_t i = 0; i + es <= m.bytes; i += es) std::memcpy(f.fill_row.data() + i, fb.data(), es);
-        fields_.push_back(std::move(f));
+        for (std::size_t i = 0; i + es <= m.bytes; i += es) std::memcpy(fill_row.data() + i, fb.data(), es);
+        fields_.emplace_back(m, source, std::move(fill_row), opt_.cache_size, opt_.cache_bytes, budget_);
+        budget_.set_fields(fields_.size());
         by_name_.emplace(m.name, fields_.size() - 1);
         names_.add(m.name);
         spare_space_.grow(spare_space_bytes + fields_.size() * spare_space_per_field);
@@ -3697,162 +4302,72 @@ private:
         return fields_.size() - 1;
     }
 
-    // Fast path: the row right after the cached ones, with room left (0 < cached < capacity).
-    static bool next_in_cache(const WField& f, std::uint64_t row) noexcept {
-        return f.cached - 1 < f.cache_rows - 1 && row == f.cache_start + f.cached;
-    }
+    // Where a field's cache sends its rows: the write thread, or the dataset writer here.
+    class FieldSink final : public RowCache::Sink {
+    public:
+        FieldSink(Writer& w, WField& f) noexcept : w_(w), f_(f) {}
+        void check() override {
+            if (w_.failed()) w_.fail();
+        }
+        std::uint64_t rows_known() override { return f_.meta.aligned ? w_.n_events_ : f_.cache.rows(); }
+        bool put_big(std::uint64_t row, const unsigned char* data) override { return w_.write_big(f_, row, data); }
+        bool hand_over(RowCache&, std::uint64_t known, std::size_t limit) override {
+            return w_.async_ && w_.hand_over(f_, known, limit);
+        }
+        void write(const unsigned char* data, std::uint64_t start, std::uint64_t n, std::uint64_t known,
+                   std::size_t limit) override {
+            w_.write_now(f_, data, start, n, known, limit);
+        }
+        bool take_spare(RowCache&) override { return w_.take_spare(f_); }
+        bool free_spares() override { return w_.free_spares(); }
+
+    private:
+        Writer& w_;
+        WField& f_;
+    };
+
     // Forced inline: it runs once per value, in the decoder's and event()'s loops.
 #if defined(__GNUC__)
     __attribute__((always_inline))
 #endif
     void append(WField& f, std::uint64_t row, const unsigned char* data) {
-        if (next_in_cache(f, row)) {
-            copy_row(f.cache.data() + f.cached * f.meta.bytes, data, f.meta.bytes);
-            ++f.cached;
-            f.rows = row + 1;
-            return;
-        }
-        append_slow(f, row, data);
+        if (!f.cache.try_append(row, data)) append_slow(f, row, data);
     }
-    // n > 0: 0-byte rows never reach a copy (see append_slow), so the pointers are never null.
-    static void copy_row(unsigned char* d, const unsigned char* s, std::size_t n) noexcept {
-        switch (n) {  // fixed sizes become plain moves instead of a call
-        case 1: std::memcpy(d, s, 1); return;
-        case 2: std::memcpy(d, s, 2); return;
-        case 4: std::memcpy(d, s, 4); return;
-        case 8: std::memcpy(d, s, 8); return;
-        default: std::memcpy(d, s, n); return;
-        }
-    }
-
-    // Rows row0, row0 + 1, ... from a strided source: whole stretches go into the cache in
-    // one loop; whatever the fast path of append() would not take goes through append().
-    void append_run(WField& f, std::uint64_t row0, const unsigned char* src, std::size_t stride, std::size_t n) {
-        const std::size_t rb = f.meta.bytes;
-        std::size_t i = 0;
-        while (i < n) {
-            if (next_in_cache(f, row0 + i)) {
-                const std::size_t k = std::min<std::size_t>(n - i, f.cache_rows - f.cached);
-                unsigned char* d = f.cache.data() + f.cached * rb;
-                const unsigned char* s = src + i * stride;
-                switch (rb) {  // fixed sizes become plain moves
-                case 4: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 4, s + j * stride, 4); break;
-                case 8: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 8, s + j * stride, 8); break;
-                default: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * rb, s + j * stride, rb); break;
-                }
-                f.cached += k;
-                i += k;
-                f.rows = row0 + i;
-            } else {
-                append(f, row0 + i, src + i * stride);
-                ++i;
-            }
-        }
-    }
-
-    // Everything the fast path does not take: the first row of a cache, a gap, a full cache
-    // (grown, or written out), a big row, and, after a failed write, every value (throws).
     void append_slow(WField& f, std::uint64_t row, const unsigned char* data) {
-        if (failed()) fail();
-        if (row < f.rows)
-            throw_error(Errc::protocol, "writer: row " + std::to_string(row) + " of field '" + f.meta.name +
-                                            "' given after row " + std::to_string(f.rows - 1) +
-                                            " (internal error: rows must increase)");
-        if (f.big && write_big(f, row, data)) return;
-        const std::size_t rb = f.meta.bytes;
-        if (rb == 0) {  // nothing to cache or write: the row count is all (never a fast path)
-            f.rows = row + 1;
-            return;
-        }
-        if (f.cached == 0) f.cache_start = row;
-        std::uint64_t next = f.cache_start + f.cached;
-        const std::uint64_t need = row - f.cache_start + 1;  // rows the cache must hold, with the gap
-        if (need > f.cache_rows && (need > f.full_rows || !grow(f, static_cast<std::size_t>(need)))) {
-            flush(f, row + 1);  // the skipped rows, if any, stay unwritten (fill value)
-            f.cache_start = next = row;
-            if (f.cache_rows == 0 && !grow(f, 1) && !take_spare(f)) {
-                write_now(f, data, row, 1, row + 1, limit_rows(f));  // no room at all: this row on its own
-                f.rows = row + 1;
-                return;
-            }
-        }
-        for (; next < row; ++next, ++f.cached) copy_row(f.cache.data() + f.cached * rb, f.fill_row.data(), rb);
-        copy_row(f.cache.data() + f.cached * rb, data, rb);
-        ++f.cached;
-        f.rows = row + 1;
+        FieldSink s(*this, f);
+        f.cache.append_slow(row, data, s);
+    }
+    void append_run(WField& f, std::uint64_t row0, const unsigned char* src, std::size_t stride, std::size_t n) {
+        FieldSink s(*this, f);
+        f.cache.append_run(row0, src, stride, n, s);
+    }
+    // Empties f's cache: to the write thread, or written here. known: rows the run is known
+    // to have (at least; for the chunk size). After a failed write nothing more is written:
+    // every later flush throws that first error again.
+    void flush(WField& f, std::uint64_t known = 0) {
+        FieldSink s(*this, f);
+        f.cache.flush(s, known);
     }
 
-    // The most rows f's cache may have now (limit_rows in the section comment).
-    std::size_t limit_rows(const WField& f) const {
-        const std::size_t share = opt_.cache_memory / (fields_.size() * (async_ ? 2 : 1));
-        const std::size_t rb = std::max<std::size_t>(f.meta.bytes, 1);
-        return std::min(f.full_rows, static_cast<std::size_t>(pow2_floor(share / rb)));
-    }
-    // Frees f's cache (nothing cached) when it is above its limit.
-    void trim_cache(WField& f) {
-        if (f.meta.bytes == 0 || f.cache_rows <= limit_rows(f)) return;
-        cache_bytes_ -= f.cache.size();
-        std::vector<unsigned char>().swap(f.cache);
-        f.cache_rows = 0;
-    }
-    // Room for `need` rows in f's cache, keeping the cached ones: a new buffer of the next
-    // power of two >= max(need, want_rows, 8 x its rows now) up to limit_rows, or fewer (down to need)
-    // if the budget is short, after freeing the idle spare caches of the write thread.
-    // false: no room (the caller writes out instead). The old and the new buffer both
-    // count while the rows are copied.
-    bool grow(WField& f, std::size_t need) {
-        const std::size_t rb = f.meta.bytes;
-        const std::size_t limit = limit_rows(f);
-        if (need > limit) return false;
-        for (int attempt = 0; attempt < 2; ++attempt) {
-            const std::size_t room = opt_.cache_memory > cache_bytes_ ? opt_.cache_memory - cache_bytes_ : 0;
-            std::size_t rows = static_cast<std::size_t>(
-                std::min<std::uint64_t>(limit, pow2_ceil(std::max({need, f.want_rows, f.cache_rows * cache_growth}))));
-            for (; rows >= need && rows > f.cache_rows; rows /= 2) {
-                if (rows * rb > room) continue;
-                std::vector<unsigned char> bigger(rows * rb);
-                if (f.cached != 0) std::memcpy(bigger.data(), f.cache.data(), f.cached * rb);
-                cache_bytes_ += bigger.size();
-                cache_peak_ = std::max(cache_peak_, cache_bytes_);
-                cache_bytes_ -= f.cache.size();
-                f.cache.swap(bigger);
-                f.cache_rows = rows;
-                return true;
-            }
-            if (!free_spares()) break;
-        }
-        return false;
-    }
     // The write thread's idle spare caches are freed (they are made again when needed).
     // false: there were none.
     bool free_spares() {
-        std::lock_guard<std::mutex> lk(m_);
-        bool any = false;
-        for (WField* g : with_spare_) {
-            for (const auto& b : g->spare) {
-                cache_bytes_ -= b.size();
-                any = true;
-            }
-            g->spare.clear();
-            g->listed = false;
-        }
-        with_spare_.clear();
+        std::size_t freed = 0;
+        const bool any = queue_.free_spares(freed);
+        budget_.give(freed);
         return any;
     }
     // Waits until f's cache handed to the write thread is written, and takes it back as
     // f's cache (no new memory). false: f has none (no write thread, or none handed over).
     bool take_spare(WField& f) {
-        std::unique_lock<std::mutex> lk(m_);
-        done_cv_.wait(lk, [&] { return f.queued == 0 || error_; });
-        if (error_) {
+        auto lk = queue_.lock();
+        if (!queue_.wait_slot(lk, f.slot)) {
             lk.unlock();
             fail();
         }
-        if (f.spare.empty()) return false;
-        f.cache = std::move(f.spare.back());
-        f.spare.pop_back();
-        f.cache_rows = f.cache.size() / std::max<std::size_t>(f.meta.bytes, 1);
-        return f.cache_rows > 0;
+        std::vector<unsigned char> b = queue_.take_spare(f.slot);
+        if (b.empty()) return false;
+        return f.cache.adopt(std::move(b));
     }
 
     // A big row straight from the batch, one row per chunk, the extent growing by doubling.
@@ -3860,16 +4375,14 @@ private:
     // With compression: always false, before any HDF5 call (the row is compressed with the
     // others of its cache, on the write thread; the dataset is made there too).
     bool write_big(WField& f, std::uint64_t row, const unsigned char* data) {
-        if (filtered_) return false;
+        if (io_.filtered()) return false;
         if (failed()) fail();
         try {
             std::lock_guard<std::mutex> g(h5_);
-            if (!f.dset.valid()) create(f, row + 1, limit_rows(f));
-            if (!f.direct) return false;
+            if (!f.ds.dset.valid()) io_.create(f.ds, f.meta, row + 1, f.cache.limit());
+            if (!f.ds.direct) return false;
             const double t0 = now_seconds();
-            if (f.extent <= row) set_extent(f, std::max<std::uint64_t>(row + 1, 2 * f.extent));
-            write_chunk(f, row, data);
-            f.rows = row + 1;
+            io_.write_big(f.ds, f.meta, row, data);
             add_write_seconds(now_seconds() - t0);
             return true;
         } catch (...) {
@@ -3878,64 +4391,6 @@ private:
         }
     }
 
-    // rows_known: rows the run is known to have at the first write; limit: limit_rows(f) on
-    // the caller's thread (both bound the chunk).
-    void create(WField& f, std::uint64_t rows_known, std::size_t limit) {
-        const std::size_t rb = std::max<std::size_t>(f.meta.bytes, 1);
-        std::uint64_t rows = pow2_floor(std::max<std::uint64_t>(1, std::min<std::uint64_t>(opt_.chunk_bytes / rb, limit)));
-        rows = std::min(rows, pow2_ceil(std::max<std::uint64_t>(1, rows_known)));
-        if (f.big) rows = 1;
-        hsize_t chunk[max_rank + 1];
-        chunk[0] = static_cast<hsize_t>(rows);
-        for (int i = 0; i < f.meta.shape.rank; ++i)
-            chunk[i + 1] = std::max<hsize_t>(1, static_cast<hsize_t>(f.meta.shape.dims[static_cast<std::size_t>(i)]));
-        H5Id dcpl(h5check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
-        h5check_herr(H5Pset_chunk(dcpl.get(), f.meta.shape.rank + 1, chunk), "H5Pset_chunk");
-        h5_set_compression(dcpl.get(), opt_.compression);  // Options::compression: every per-event dataset
-        f.memtype = h5_type(f.meta.dtype, false);
-        const auto fill = fill_bytes(f.meta.dtype, f.meta.length);
-        h5check_herr(H5Pset_fill_value(dcpl.get(), f.memtype.get(), fill.data()), "H5Pset_fill_value");
-        H5Id ftype = h5_type(f.meta.dtype, true);
-        H5Id space = h5_space(0, f.meta.shape, true);
-        f.chunk_rows = rows;
-#if H5_VERSION_GE(1, 10, 3)
-        // Whole chunks are written raw (no selection, no fill, no copy) when memory and file
-        // layouts agree, which is every type on a little-endian machine, and nothing is to
-        // be compressed (a raw chunk write would bypass the filters).
-        f.direct = !filtered_ && f.meta.bytes > 0 && H5Tequal(f.memtype.get(), ftype.get()) > 0;
-#endif
-        // No chunk cache: flushes write whole chunks, which then go straight to the file
-        // instead of being copied into the cache first.
-        H5Id dapl(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
-        h5check_herr(H5Pset_chunk_cache(dapl.get(), 0, 0, H5D_CHUNK_CACHE_W0_DEFAULT), "H5Pset_chunk_cache");
-        hid_t d = H5Dcreate2(file_.get(), f.meta.name.c_str(), ftype.get(), space.get(), h5_lcpl().get(), dcpl.get(),
-                             dapl.get());
-        if (d < 0) throw_h5("cannot create dataset '" + f.meta.name + "' in '" + path_ + "'");
-        f.dset = H5Id(d, H5Dclose);
-        f.extent = 0;
-    }
-
-    void set_extent(WField& f, std::uint64_t rows) {
-        hsize_t dims[max_rank + 1];
-        dims[0] = static_cast<hsize_t>(rows);
-        for (int i = 0; i < f.meta.shape.rank; ++i) dims[i + 1] = f.meta.shape.dims[static_cast<std::size_t>(i)];
-        if (H5Dset_extent(f.dset.get(), dims) < 0) throw_h5("cannot extend dataset '" + f.meta.name + "' in '" + path_ + "'");
-        f.extent = rows;
-    }
-
-    // Empties f's cache: to the write thread, or written here. known: rows the run is known
-    // to have (at least; for the chunk size). After a failed write nothing more is written:
-    // every later flush throws that first error again.
-    void flush(WField& f, std::uint64_t known = 0) {
-        if (f.cached == 0) return;
-        if (failed()) fail();
-        known = std::max({known, f.cache_start + f.cached, f.meta.aligned ? n_events_ : f.rows});
-        const std::size_t limit = limit_rows(f);
-        if (async_ && hand_over(f, known, limit)) return;
-        write_now(f, f.cache.data(), f.cache_start, f.cached, known, limit);
-        f.cached = 0;
-        trim_cache(f);
-    }
     // Rows [start, start + n) of f from `data`, on this thread; a failure becomes the
     // sticky error.
     void write_now(WField& f, const unsigned char* data, std::uint64_t start, std::uint64_t n, std::uint64_t known,
@@ -3950,27 +4405,12 @@ private:
         }
     }
 
-    // Rows [start, start + n) of f from `data`. The caller holds h5_. known, limit: see create().
+    // Rows [start, start + n) of f from `data`. The caller holds h5_. known, limit: see
+    // DatasetWriter::create().
     void write_cache(WField& f, const unsigned char* data, std::uint64_t start, std::uint64_t n, std::uint64_t known,
                      std::size_t limit) {
         const double t0 = now_seconds();
-        if (!f.dset.valid()) create(f, std::max(start + n, known), limit);
-        const std::uint64_t end = start + n;
-        if (f.extent < end) set_extent(f, end);
-        if (f.meta.bytes > 0) {
-            // Rows [first, last) of whole chunks go out raw, the partial chunks around them
-            // through H5Dwrite (which fills the rest of a new chunk with the fill value).
-            const std::uint64_t c = f.chunk_rows;
-            std::uint64_t first = end, last = end;
-            if (f.direct) {
-                first = (start + c - 1) / c * c;
-                last = end / c * c;
-                if (first >= last) first = last = end;
-            }
-            if (start < first) write_rows(f, start, first - start, data);
-            for (std::uint64_t r = first; r < last; r += c) write_chunk(f, r, data + (r - start) * f.meta.bytes);
-            if (last < end) write_rows(f, last, end - last, data + (last - start) * f.meta.bytes);
-        }
+        io_.write(f.ds, f.meta, data, start, n, known, limit);
         add_write_seconds(now_seconds() - t0);
     }
     // The caller holds h5_ (the only writers), so a load and a store do not lose time.
@@ -3979,59 +4419,47 @@ private:
     }
 
     // ---- errors
-    bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+    bool failed() const noexcept { return queue_.failed(); }
     // Records the current exception as the sticky error (the first one wins) and that f's
     // rows from `start` on may be lost.
     void set_error(WField& f, std::uint64_t start) {
-        std::lock_guard<std::mutex> lk(m_);
-        if (!error_) error_ = std::current_exception();
-        failed_.store(true, std::memory_order_release);
+        auto lk = queue_.lock();
+        queue_.note_error(std::current_exception());
         f.lost_from = std::min(f.lost_from, std::max(start, f.written_end));  // a checkpoint wrote those
     }
     // Every field's cached rows are given up: they will never be written, and with no
     // cached row every value takes the slow path, which throws. The caller's thread.
     void give_up_caches() {
-        std::lock_guard<std::mutex> lk(m_);
+        auto lk = queue_.lock();
         for (WField& g : fields_) {
-            if (g.cached == 0) continue;
-            g.lost_from = std::min(g.lost_from, std::max(g.cache_start, g.written_end));  // a checkpoint wrote those
-            g.cached = 0;
+            if (g.cache.cached() == 0) continue;
+            g.lost_from = std::min(g.lost_from, std::max(g.cache.start(), g.written_end));  // a checkpoint wrote those
+            g.cache.drop();
         }
     }
     // Throws the sticky error on the caller's thread, after giving up the caches.
     [[noreturn]] void fail() {
         give_up_caches();
-        std::exception_ptr e;
-        {
-            std::lock_guard<std::mutex> lk(m_);
-            e = error_;
-        }
-        std::rethrow_exception(e);
+        std::rethrow_exception(queue_.error());
     }
 
     // ---- write thread
-    struct Job {
-        // cache: a full cache (or the last rows, finish); rows: a checkpoint's copy of the
-        // cached rows (they stay cached); checkpoint: its mark (write_mark).
-        enum class Kind { cache, rows, checkpoint };
-        Kind kind = Kind::cache;
-        WField* f = nullptr;
-        std::vector<unsigned char> buf;
-        std::uint64_t start = 0, rows = 0, known = 0;  // a mark: start = the events it makes durable
-        std::size_t limit = 0;
-        std::vector<std::pair<WField*, std::uint64_t>> marks;  // a mark: each field's rows
-    };
+    // With or without one: the budget's share per field (limit_rows) follows.
+    void set_async(bool on) noexcept {
+        async_ = on;
+        budget_.set_threaded(on);
+    }
 
     // The mark of a queued checkpoint, on the write thread, which holds h5_: the rows before
     // it are written. Extents only grow here (the caller's thread may have written rows of
-    // its own since, write_now).
-    void write_mark(const Job& j) {
+    // its own since, write_now). events: the events it makes durable; marks: each field's rows.
+    void write_mark(std::uint64_t events, const std::vector<std::pair<WField*, std::uint64_t>>& marks) {
         const double t0 = now_seconds();
-        for (const auto& m : j.marks) {
+        for (const auto& m : marks) {
             WField& f = *m.first;
-            if (f.dset.valid() && f.extent < m.second) set_extent(f, m.second);
+            if (f.ds.dset.valid() && f.ds.extent < m.second) io_.extend(f.ds, f.meta, m.second);
         }
-        flush_file(j.start, j.marks.size(), t0);  // not fields_.size(): the caller may add one now
+        flush_file(events, marks.size(), t0);  // not fields_.size(): the caller may add one now
     }
 
     // Queues f's cache for the write thread and gives f its spare one (or none: a new one
@@ -4040,135 +4468,63 @@ private:
     // keep (a queued checkpoint): f keeps its rows, copied into the spare (or a new buffer
     // of the same size, within the budget); false also when there is no room for it.
     bool hand_over(WField& f, std::uint64_t known, std::size_t limit, bool keep = false) {
-        std::unique_lock<std::mutex> lk(m_);
-        if (!worker_.joinable()) {
-            try {
-                worker_ = std::thread([this] { work(); });
-            } catch (const std::system_error&) {
-                async_ = false;
-                return false;
-            }
+        auto lk = queue_.lock();
+        if (!queue_.start()) {
+            set_async(false);
+            return false;
         }
-        done_cv_.wait(lk, [&] { return f.queued == 0 || error_; });
-        if (error_) {
+        if (!queue_.wait_slot(lk, f.slot)) {
             lk.unlock();
             fail();
         }
-        std::vector<unsigned char> next;
-        if (!f.spare.empty()) {
-            next = std::move(f.spare.back());
-            f.spare.pop_back();
-            if (next.size() > limit * f.meta.bytes) {  // above the limit now: freed
-                cache_bytes_ -= next.size();
-                std::vector<unsigned char>().swap(next);
-            }
+        RowCache& c = f.cache;
+        std::vector<unsigned char> next = queue_.take_spare(f.slot);
+        if (next.size() > limit * f.meta.bytes) {  // above the limit now: freed
+            budget_.give(next.size());
+            std::vector<unsigned char>().swap(next);
         }
-        const std::size_t kept = f.cached * f.meta.bytes;
+        const std::size_t kept = c.cached() * f.meta.bytes;
         if (keep && next.size() < kept) {
-            const std::size_t room = opt_.cache_memory > cache_bytes_ ? opt_.cache_memory - cache_bytes_ : 0;
-            if (next.size() + room < f.cache.size()) {  // no room for a copy: f keeps its cache
-                if (!next.empty()) f.spare.push_back(std::move(next));
+            if (next.size() + budget_.room() < c.buffer_bytes()) {  // no room for a copy: f keeps its cache
+                if (!next.empty()) queue_.keep_spare(f.slot, std::move(next));
                 return false;
             }
-            cache_bytes_ -= next.size();
-            std::vector<unsigned char>(f.cache.size()).swap(next);
-            cache_bytes_ += next.size();
-            cache_peak_ = std::max(cache_peak_, cache_bytes_);
+            budget_.give(next.size());
+            std::vector<unsigned char>(c.buffer_bytes()).swap(next);
+            budget_.take(next.size());
         }
-        if (keep) std::memcpy(next.data(), f.cache.data(), kept);
-        f.want_rows = std::max(f.want_rows, f.cache_rows);
-        Job j;
-        j.kind = keep ? Job::Kind::rows : Job::Kind::cache;
-        j.f = &f;
-        j.buf = std::move(f.cache);
-        j.start = f.cache_start;
-        j.rows = f.cached;
-        j.known = known;
-        j.limit = limit;
-        jobs_.push_back(std::move(j));
-        ++f.queued;
-        ++pending_;
-        lk.unlock();
-        work_cv_.notify_one();
-        f.cache = std::move(next);
-        f.cache_rows = f.cache.size() / f.meta.bytes;  // rb > 0: 0-byte rows are never cached
-        if (!keep) f.cached = 0;
+        if (keep) std::memcpy(next.data(), c.data(), kept);
+        const std::uint64_t start = c.start(), rows = c.cached();
+        WField* fp = &f;
+        WriteQueue::Job j;
+        j.slot = &f.slot;
+        j.bytes = rows * f.meta.bytes;
+        j.write = [this, fp, start, rows, known, limit](const unsigned char* data) {
+            std::lock_guard<std::mutex> g(h5_);
+            H5Quiet q;
+            write_cache(*fp, data, start, rows, known, limit);
+        };
+        j.done = [fp, start, rows, keep](bool written) {
+            if (keep && written)  // the checkpoint's copy is on disk
+                fp->written_end = std::max(fp->written_end, start + rows);
+            if (!written)  // rows a checkpoint wrote (below written_end) stay
+                fp->lost_from = std::min(fp->lost_from, std::max(start, fp->written_end));
+        };
+        j.buf = c.swap_buffer(std::move(next), keep);
+        queue_.push(lk, std::move(j));
         return true;
-    }
-
-    // The write thread: jobs in order until stopped and drained. After an error the
-    // remaining jobs are dropped (their rows count as lost); the error waits in error_
-    // for the caller's thread.
-    void work() {
-        std::unique_lock<std::mutex> lk(m_);
-        for (;;) {
-            work_cv_.wait(lk, [&] { return stop_ || !jobs_.empty(); });
-            if (jobs_.empty()) return;
-            Job j = std::move(jobs_.front());
-            jobs_.pop_front();
-            const bool skip = error_ != nullptr;
-            lk.unlock();
-            std::exception_ptr err;
-            if (!skip) {
-                try {
-                    std::lock_guard<std::mutex> g(h5_);  // (a mark's fields: fields_[0] first)
-                    H5Quiet q;
-                    if (j.kind == Job::Kind::checkpoint)
-                        write_mark(j);
-                    else
-                        write_cache(*j.f, j.buf.data(), j.start, j.rows, j.known, j.limit);
-                } catch (...) {
-                    err = std::current_exception();
-                }
-            }
-            lk.lock();
-            if (err && !error_) error_ = err;
-            if (j.kind == Job::Kind::checkpoint) {
-                if (skip || err) {  // as a checkpoint taken on the caller's thread (set_error)
-                    failed_.store(true, std::memory_order_release);
-                    WField& ts = *j.marks.front().first;
-                    ts.lost_from = std::min(ts.lost_from, std::max(j.start, ts.written_end));
-                }
-                checkpoint_queued_ = false;
-                --pending_;
-                done_cv_.notify_all();
-                continue;
-            }
-            if (j.kind == Job::Kind::rows && !skip && !err)  // the checkpoint's copy is on disk
-                j.f->written_end = std::max(j.f->written_end, j.start + j.rows);
-            if (skip || err) {  // rows a checkpoint wrote (below written_end) stay
-                failed_.store(true, std::memory_order_release);
-                j.f->lost_from = std::min(j.f->lost_from, std::max(j.start, j.f->written_end));
-            }
-            j.f->spare.push_back(std::move(j.buf));
-            if (!j.f->listed) {
-                with_spare_.push_back(j.f);
-                j.f->listed = true;
-            }
-            --j.f->queued;
-            --pending_;
-            done_cv_.notify_all();
-        }
     }
 
     // Lets the write thread finish what was handed over, then ends it. From then on the
     // caller's thread writes (also when no thread was started yet: none is started later).
     void stop_thread() noexcept {
-        async_ = false;
-        if (!worker_.joinable() || worker_.get_id() == std::this_thread::get_id()) return;
-        {
-            std::lock_guard<std::mutex> lk(m_);
-            stop_ = true;
-        }
-        work_cv_.notify_one();
-        worker_.join();
+        set_async(false);
+        queue_.stop();
     }
     // Waits until every cache handed to the write thread is written, and throws a write
     // error, if any. The thread stays (a checkpoint, between two full caches).
     void wait_written() {
-        std::unique_lock<std::mutex> lk(m_);
-        done_cv_.wait(lk, [&] { return pending_ == 0 || error_; });
-        lk.unlock();
+        queue_.wait_idle();
         if (failed()) fail();
     }
     // stop_thread(), then a write error, if any, is thrown here.
@@ -4176,35 +4532,6 @@ private:
         stop_thread();
         if (failed()) fail();
     }
-
-    void write_rows(WField& f, std::uint64_t row, std::uint64_t n, const unsigned char* data) {
-        H5Id fspace(h5check(H5Dget_space(f.dset.get()), "H5Dget_space"), H5Sclose);
-        hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
-        start[0] = static_cast<hsize_t>(row);
-        count[0] = static_cast<hsize_t>(n);
-        for (int i = 0; i < f.meta.shape.rank; ++i) count[i + 1] = f.meta.shape.dims[static_cast<std::size_t>(i)];
-        h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
-                     "H5Sselect_hyperslab");
-        H5Id mspace = h5_space(static_cast<long long>(n), f.meta.shape);
-        if (H5Dwrite(f.dset.get(), f.memtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, data) < 0)
-            throw_h5("cannot write dataset '" + f.meta.name + "' in '" + path_ + "'");
-        reserve_.wrote(file_.get(), static_cast<std::size_t>(n) * f.meta.bytes);
-    }
-
-    // One whole chunk starting at `row`, straight to the file.
-    void write_chunk(WField& f, std::uint64_t row, const unsigned char* data) {
-#if H5_VERSION_GE(1, 10, 3)
-        hsize_t offset[max_rank + 1] = {};
-        offset[0] = static_cast<hsize_t>(row);
-        if (H5Dwrite_chunk(f.dset.get(), H5P_DEFAULT, 0, offset, static_cast<std::size_t>(f.chunk_rows) * f.meta.bytes,
-                           data) < 0)
-            throw_h5("cannot write dataset '" + f.meta.name + "' in '" + path_ + "'");
-        reserve_.wrote(file_.get(), static_cast<std::size_t>(f.chunk_rows) * f.meta.bytes);
-#else
-        write_rows(f, row, f.chunk_rows, data);
-#endif
-    }
-
     const Options& opt_;
     // One clock for the periodic work: it ticks at the next task's time (its period is the
     // shorter one, which sets how often it reads the clock); each task keeps its own grid
@@ -4240,13 +4567,14 @@ private:
     }
     std::atomic<std::uint64_t> checkpoints_{0};  // taken (a queued one counts once flushed)
     bool has_file_;
-    bool filtered_;  // Options::compression is on: chunks go through H5Dwrite (HDF5 filters them)
     bool async_;  // full caches go to the write thread
     std::string path_;
     H5Id file_;
     FileReserve reserve_;
     SpareSpace spare_flush_;  // room for a checkpoint's metadata (given to it, then taken again)
     SpareSpace spare_space_;
+    DatasetWriter io_;     // every HDF5 call on the datasets
+    CacheBudget budget_;   // the memory of every field's cache
     std::deque<WField> fields_;  // deque: FieldMeta addresses stay valid for EntryRef
     std::unordered_map<std::string, std::size_t> by_name_;
     NameSet names_;
@@ -4277,22 +4605,12 @@ private:
         for (std::uint64_t e = e0; e < end; ++e) f.given[static_cast<std::size_t>(e / 64)] |= std::uint64_t(1) << (e % 64);
     }
     std::atomic<double> write_seconds_{0};  // added to under h5_, read from any thread
-    // Bytes of every cache buffer (filling, queued, spare), changed by the caller's thread
-    // only: buffers are made and freed there; the write thread only passes them around.
-    std::size_t cache_bytes_ = 0, cache_peak_ = 0;
-    std::atomic<bool> failed_{false};  // error_ is set
-    // Write thread: jobs_, pending_, stop_, error_, with_spare_ and every WField's queued, spare,
-    // listed and lost_from are guarded by m_.
+    // Every HDF5 call of this writer holds h5_ (the caller's thread and the write thread).
     std::mutex h5_;
-    std::mutex m_;
-    std::condition_variable work_cv_, done_cv_;
-    std::deque<Job> jobs_;
-    std::size_t pending_ = 0;  // jobs handed over and not yet written (queued or being written)
+    // Guarded by the queue's mutex (queue_.lock()): every WField's slot, lost_from and
+    // written_end, and checkpoint_queued_.
     bool checkpoint_queued_ = false;  // a checkpoint's mark is queued or being written
-    bool stop_ = false;
-    std::exception_ptr error_;
-    std::vector<WField*> with_spare_;  // fields with a spare cache (to free them when short)
-    std::thread worker_;
+    WriteQueue queue_;
 };
 
 // ============================================================================ [>>impl-decoder]

@@ -1,15 +1,20 @@
 // Internals that no API call can reach with bad input: the decoder's checks of a batch's
 // contents (a malformed batch must be Errc::protocol, never memory corruption) and the
-// shared-memory slot layout; the report's verdict from given figures. This TU compiles the implementation itself (it is linked
+// shared-memory slot layout; the report's verdict from given figures; the writer's parts
+// that need no file (RowCache, the chunk rule, WriteQueue). This TU compiles the implementation itself (it is linked
 // without the library) to reach smalldata::detail.
 #define SMALLDATA_IMPLEMENTATION
 #include "smalldata.hpp"
 
 #include "catch_compat.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace smalldata;
@@ -226,4 +231,464 @@ TEST_CASE("the verdict follows the scaling model: half-busy servers, demand seen
     CHECK(s.suggested_servers == 0);
     CHECK(s.verdict == "serial mode: writing took 70% of the run; the writing limits the run: parallel mode (mpiexec) "
                        "spreads it over servers");
+}
+
+// ---- The writer's parts without HDF5 or MPI (section 13): RowCache against a sink that
+// keeps the rows in memory, the chunk rule, WriteQueue with plain callables.
+namespace {
+
+// What a RowCache handed on: a "file" of int32 rows (a row never written reads back as the
+// dataset's fill value), every write, and optionally buffers taken like the write thread.
+struct MemorySink final : RowCache::Sink {
+    struct Write {
+        std::uint64_t start, n, known;
+        std::size_t limit;
+        bool handed;  // hand_over (a buffer) rather than write
+    };
+    explicit MemorySink(CacheBudget& b) : budget(b) {}
+    CacheBudget& budget;
+    std::map<std::uint64_t, std::int32_t> file;
+    std::vector<Write> writes;
+    std::uint64_t known_rows = 0;  // rows_known()
+    bool take_big = false;         // put_big() takes big rows
+    std::vector<std::uint64_t> big;
+    bool hand = false;  // hand_over() takes buffers (rows written at once, buffer kept as a spare)
+    std::vector<std::vector<unsigned char>> spares;  // buffers taken, counted in the budget
+    int freed = 0;  // free_spares() calls that freed something
+    bool failed = false;
+
+    void check() override {
+        if (failed) throw_error(Errc::hdf5, "an earlier write failed");
+    }
+    std::uint64_t rows_known() override { return known_rows; }
+    bool put_big(std::uint64_t row, const unsigned char*) override {
+        if (take_big) big.push_back(row);
+        return take_big;
+    }
+    void keep(const unsigned char* data, std::uint64_t start, std::uint64_t n) {
+        for (std::uint64_t i = 0; i < n; ++i) {
+            std::int32_t v;
+            std::memcpy(&v, data + i * 4, 4);
+            file[start + i] = v;
+        }
+    }
+    bool hand_over(RowCache& c, std::uint64_t known, std::size_t limit) override {
+        if (!hand) return false;
+        writes.push_back(Write{c.start(), c.cached(), known, limit, true});
+        keep(c.data(), c.start(), c.cached());
+        std::vector<unsigned char> next;
+        if (!spares.empty()) {
+            next = std::move(spares.back());
+            spares.pop_back();
+        }
+        spares.push_back(c.swap_buffer(std::move(next), false));
+        return true;
+    }
+    void write(const unsigned char* data, std::uint64_t start, std::uint64_t n, std::uint64_t known,
+               std::size_t limit) override {
+        writes.push_back(Write{start, n, known, limit, false});
+        keep(data, start, n);
+    }
+    bool take_spare(RowCache& c) override {
+        if (spares.empty()) return false;
+        std::vector<unsigned char> b = std::move(spares.back());
+        spares.pop_back();
+        return c.adopt(std::move(b));
+    }
+    bool free_spares() override {
+        if (spares.empty()) return false;
+        for (const auto& b : spares) budget.give(b.size());
+        spares.clear();
+        ++freed;
+        return true;
+    }
+};
+
+const std::vector<unsigned char> i32_fill = {0xff, 0xff, 0xff, 0xff};  // -1
+
+std::vector<unsigned char> row_of(std::int32_t v) {
+    std::vector<unsigned char> b(4);
+    std::memcpy(b.data(), &v, 4);
+    return b;
+}
+void put(RowCache& c, MemorySink& s, std::uint64_t row, std::int32_t v) {
+    const auto b = row_of(v);
+    c.append(row, b.data(), s);
+}
+// Rows [from, to) the sink holds, each with its row as value.
+void check_rows(const MemorySink& s, std::uint64_t from, std::uint64_t to) {
+    std::uint64_t wrong = 0, first = to;
+    for (std::uint64_t r = from; r < to; ++r) {
+        const auto it = s.file.find(r);
+        if (it == s.file.end() || it->second != static_cast<std::int32_t>(r)) {
+            ++wrong;
+            first = std::min(first, r);
+        }
+    }
+    CAPTURE(first);
+    CHECK(wrong == 0);
+}
+
+}  // namespace
+
+TEST_CASE("RowCache: the fast path fills the first cache, which grows 8x up to its full size",
+          "[internals][writer]") {
+    CacheBudget budget(std::size_t(256) << 20);
+    RowCache c("x", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+    MemorySink s(budget);
+    CHECK(c.capacity() == 0);  // no buffer before the first row
+    CHECK(c.full_rows() == 8192);
+    CHECK(c.want_rows() == 1024);  // 4 KiB
+    put(c, s, 0, 0);
+    CHECK(c.capacity() == 1024);
+    CHECK(budget.bytes() == 4096);
+    for (std::int32_t r = 1; r < 1024; ++r) {
+        const auto b = row_of(r);
+        REQUIRE(c.try_append(static_cast<std::uint64_t>(r), b.data()));  // the fast path takes it
+    }
+    const auto b = row_of(1024);
+    CHECK_FALSE(c.try_append(1024, b.data()));  // full: the slow path grows it
+    CHECK_FALSE(c.try_append(1023, b.data()));  // not the next row
+    put(c, s, 1024, 1024);
+    CHECK(c.capacity() == 8192);  // 8x
+    CHECK(budget.bytes() == 8192 * 4);
+    CHECK(budget.peak() == 8192 * 4 + 4096);  // old and new buffer while the rows were copied
+    for (std::int32_t r = 1025; r < 8192; ++r) put(c, s, static_cast<std::uint64_t>(r), r);
+    CHECK(s.writes.empty());
+    CHECK(c.cached() == 8192);
+    put(c, s, 8192, 8192);  // full at full_rows: written out, the cache keeps its buffer
+    REQUIRE(s.writes.size() == 1);
+    CHECK(s.writes[0].start == 0);
+    CHECK(s.writes[0].n == 8192);
+    CHECK(s.writes[0].known == 8193);
+    CHECK(c.capacity() == 8192);
+    CHECK(c.start() == 8192);
+    CHECK(c.cached() == 1);
+    CHECK(c.rows() == 8193);
+    c.flush(s);
+    CHECK(c.cached() == 0);
+    check_rows(s, 0, 8193);
+}
+
+TEST_CASE("RowCache: growth is 8x per step up to limit_rows, which the budget sets",
+          "[internals][writer]") {
+    // 384 KiB: the limit is 256 KiB, and the last step's old and new buffer fit (288 KiB).
+    for (const std::size_t memory : {std::size_t(64) << 20, std::size_t(384) << 10}) {
+        CAPTURE(memory);
+        CacheBudget budget(memory);
+        RowCache c("x", 4, i32_fill.data(), std::size_t(1) << 20, std::size_t(1) << 20, budget);
+        MemorySink s(budget);
+        const std::size_t limit = c.limit();
+        CHECK(limit == (memory > (std::size_t(1) << 20) ? std::size_t(1) << 18 : std::size_t(1) << 16));
+        std::vector<std::size_t> sizes;
+        for (std::uint64_t r = 0; r < 3 * limit; ++r) {
+            put(c, s, r, static_cast<std::int32_t>(r));
+            if (sizes.empty() || sizes.back() != c.capacity()) sizes.push_back(c.capacity());
+        }
+        if (limit == (std::size_t(1) << 18))
+            CHECK(sizes == std::vector<std::size_t>{1024, 8192, 65536, 262144});  // the last step: 4x, the limit
+        else
+            CHECK(sizes == std::vector<std::size_t>{1024, 8192, 65536});
+        for (const auto& w : s.writes) CHECK(w.n == limit);  // whole caches once at the limit
+        CHECK(budget.peak() <= memory);
+        c.flush(s);
+        check_rows(s, 0, 3 * limit);
+    }
+}
+
+TEST_CASE("RowCache: a gap inside the cache takes the fill value, one beyond it stays unwritten",
+          "[internals][writer]") {
+    CacheBudget budget(std::size_t(256) << 20);
+    RowCache c("x", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+    MemorySink s(budget);
+    put(c, s, 0, 0);
+    put(c, s, 1, 1);
+    put(c, s, 5, 5);  // rows 2..4 skipped: fill rows in the cache
+    CHECK(c.cached() == 6);
+    put(c, s, 2000, 2000);  // a gap that fits in limit_rows grows the cache at once
+    CHECK(c.capacity() == 8192);
+    CHECK(c.cached() == 2001);
+    CHECK(s.writes.empty());
+    put(c, s, 100000, 100000);  // beyond full_rows: the cache is written, the gap never is
+    REQUIRE(s.writes.size() == 1);
+    CHECK(s.writes[0].start == 0);
+    CHECK(s.writes[0].n == 2001);
+    CHECK(s.writes[0].known == 100001);  // the rows the run is known to have, for the chunk size
+    CHECK(c.start() == 100000);
+    CHECK(c.cached() == 1);
+    s.known_rows = 200000;  // the writer's events so far (an aligned field)
+    c.flush(s);
+    REQUIRE(s.writes.size() == 2);
+    CHECK(s.writes[1].start == 100000);
+    CHECK(s.writes[1].n == 1);
+    CHECK(s.writes[1].known == 200000);
+    check_rows(s, 0, 2);
+    for (std::uint64_t r = 2; r < 5; ++r) CHECK(s.file.at(r) == -1);
+    CHECK(s.file.at(5) == 5);
+    std::uint64_t filled = 0;
+    for (std::uint64_t r = 6; r < 2000; ++r) filled += s.file.at(r) == -1;
+    CHECK(filled == 2000 - 6);
+    CHECK(s.file.at(2000) == 2000);
+    CHECK(s.file.count(2001) == 0);  // left to the dataset's fill value
+    CHECK(s.file.count(99999) == 0);
+    CHECK(s.file.at(100000) == 100000);
+    CHECK(s.file.size() == 2002);
+}
+
+TEST_CASE("RowCache: a cache that cannot grow within the budget is written out; the budget holds",
+          "[internals][writer]") {
+    SECTION("one cache, 16 KiB: grows to 8 KiB only (old and new must fit), then writes 2048 rows at a time") {
+        CacheBudget budget(16 << 10);
+        RowCache c("x", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+        MemorySink s(budget);
+        CHECK(c.limit() == 4096);
+        std::size_t most = 0;
+        for (std::uint64_t r = 0; r < 10000; ++r) {
+            put(c, s, r, static_cast<std::int32_t>(r));
+            most = std::max(most, budget.bytes());
+        }
+        CHECK(most <= (16 << 10));
+        CHECK(c.capacity() == 2048);
+        CHECK(budget.peak() <= (16 << 10));
+        REQUIRE(s.writes.size() == 4);
+        for (const auto& w : s.writes) CHECK(w.n == 2048);
+        c.flush(s);
+        check_rows(s, 0, 10000);
+    }
+    SECTION("idle buffers of others are freed first") {
+        CacheBudget budget(40 << 10);
+        RowCache c("x", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+        MemorySink s(budget);
+        s.spares.emplace_back(std::size_t(30) << 10);  // another field's spare, 30 KiB
+        budget.take(std::size_t(30) << 10);
+        for (std::uint64_t r = 0; r < 1025; ++r) put(c, s, r, static_cast<std::int32_t>(r));
+        CHECK(s.freed == 1);
+        CHECK(c.capacity() == 8192);
+        CHECK(budget.bytes() == 8192 * 4);
+        CHECK(budget.peak() <= (40 << 10));
+    }
+    SECTION("no room at all: each row is written on its own") {
+        CacheBudget budget(2);
+        RowCache c("x", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+        MemorySink s(budget);
+        for (std::uint64_t r = 0; r < 5; ++r) put(c, s, r, static_cast<std::int32_t>(r));
+        CHECK(c.capacity() == 0);
+        CHECK(budget.peak() == 0);
+        REQUIRE(s.writes.size() == 5);
+        for (const auto& w : s.writes) CHECK(w.n == 1);
+        check_rows(s, 0, 5);
+    }
+    SECTION("many caches with gaps sharing one budget never exceed it") {
+        const std::size_t memory = 100 << 10;
+        CacheBudget budget(memory);
+        budget.set_fields(8);
+        std::vector<std::vector<unsigned char>> fills(8, i32_fill);
+        std::vector<RowCache> caches;
+        for (std::size_t k = 0; k < 8; ++k) caches.emplace_back("f" + std::to_string(k), 4, fills[k].data(), 8192, std::size_t(32) << 20, budget);
+        MemorySink s(budget);
+        std::size_t most = 0;
+        for (std::uint64_t e = 0; e < 50000; ++e) {
+            for (std::size_t k = 0; k < 8; ++k)
+                if ((e + k) % (k + 1) == 0) put(caches[k], s, e, static_cast<std::int32_t>(e));
+            most = std::max(most, budget.bytes());
+        }
+        CHECK(most <= memory);
+        CHECK(budget.peak() <= memory);
+        for (auto& c : caches) CHECK(c.capacity() <= c.limit());
+    }
+}
+
+TEST_CASE("RowCache: unaligned and var_ rows append at their own count, n rows at once", "[internals][writer]") {
+    CacheBudget budget(std::size_t(256) << 20);
+    RowCache c("v", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+    MemorySink s(budget);
+    std::vector<std::int32_t> src(20000);
+    for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<std::int32_t>(i);
+    const auto* p = reinterpret_cast<const unsigned char*>(src.data());
+    c.append_run(c.rows(), p, 4, 3, s);  // an event with 3 rows
+    c.append_run(c.rows(), p + 3 * 4, 4, 0, s);  // one with none
+    c.append_run(c.rows(), p + 3 * 4, 4, 12000, s);  // more rows than the cache holds
+    CHECK(c.rows() == 12003);
+    const auto b = row_of(12003);
+    c.append(c.rows(), b.data(), s);
+    c.flush(s);
+    check_rows(s, 0, 12004);
+    // A strided source (the decoder's uniform batches): every other int.
+    RowCache d("u", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+    MemorySink t(budget);
+    d.append_run(0, p, 8, 5000, t);
+    d.flush(t);
+    std::uint64_t wrong = 0;
+    for (std::uint64_t r = 0; r < 5000; ++r) wrong += t.file.at(r) != static_cast<std::int32_t>(2 * r);
+    CHECK(wrong == 0);
+}
+
+TEST_CASE("RowCache: a row below one already given is Errc::protocol", "[internals][writer]") {
+    CacheBudget budget(std::size_t(256) << 20);
+    RowCache c("x", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+    MemorySink s(budget);
+    put(c, s, 0, 0);
+    put(c, s, 7, 7);
+    try {
+        put(c, s, 3, 3);
+        FAIL("no error");
+    } catch (const Error& e) {
+        CHECK(e.code() == Errc::protocol);
+        CHECK(std::string(e.what()) ==
+              "smalldata: writer: row 3 of field 'x' given after row 7 (internal error: rows must increase)");
+    }
+    CHECK(c.rows() == 8);
+    s.failed = true;  // after a failed write the slow path throws it
+    CHECK_THROWS_AS(put(c, s, 100000, 0), Error);
+}
+
+TEST_CASE("RowCache: 0-byte rows count rows and hold no memory; big rows go to the sink", "[internals][writer]") {
+    CacheBudget budget(std::size_t(256) << 20);
+    RowCache z("z", 0, nullptr, 8192, std::size_t(32) << 20, budget);
+    MemorySink s(budget);
+    const std::vector<unsigned char> none(8);  // a 0-byte row's data (never read)
+    for (std::uint64_t r = 0; r < 100; r += 3) z.append(r, none.data(), s);
+    z.append_run(z.rows(), none.data(), 0, 10, s);
+    CHECK(z.rows() == 110);
+    CHECK(z.capacity() == 0);
+    CHECK(z.cached() == 0);
+    CHECK(budget.peak() == 0);
+    z.flush(s);
+    CHECK(s.writes.empty());
+
+    const std::size_t rb = big_row_bytes;
+    std::vector<unsigned char> fill(rb), row(rb);
+    RowCache big("image", rb, fill.data(), 8192, std::size_t(32) << 20, budget);
+    CHECK(RowCache::big_rows(rb));
+    CHECK_FALSE(RowCache::big_rows(rb - 1));
+    s.take_big = true;
+    big.append(0, row.data(), s);
+    big.append(4, row.data(), s);
+    CHECK(s.big == std::vector<std::uint64_t>{0, 4});
+    CHECK(big.rows() == 5);
+    CHECK(big.capacity() == 0);
+    s.take_big = false;  // refused (compression, or layouts that differ): cached like any row
+    big.append(5, row.data(), s);
+    CHECK(big.cached() == 1);
+    CHECK(big.capacity() >= 1);
+}
+
+TEST_CASE("RowCache: a cache handed over gets a spare buffer, and takes it back when short",
+          "[internals][writer]") {
+    CacheBudget budget(std::size_t(256) << 20);
+    budget.set_threaded(true);
+    RowCache c("x", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+    MemorySink s(budget);
+    s.hand = true;
+    for (std::uint64_t r = 0; r < 30000; ++r) put(c, s, r, static_cast<std::int32_t>(r));
+    c.flush(s);
+    for (const auto& w : s.writes) CHECK(w.handed);
+    check_rows(s, 0, 30000);
+    CHECK(c.want_rows() == 8192);  // the next new buffer: as large as the last handed over
+    CHECK(budget.bytes() <= 2 * 8192 * 4 + 4096);  // the cache and its spare (and the first small one)
+}
+
+TEST_CASE("DatasetWriter::chunk_rows: chunk_bytes, limit_rows and the rows known", "[internals][writer]") {
+    // 1 MiB chunks of 8-byte rows: 131072 rows, when the run is known to be that long.
+    CHECK(DatasetWriter::chunk_rows(8, std::size_t(1) << 20, 1 << 20, 1 << 20, false) == 131072);
+    CHECK(DatasetWriter::chunk_rows(8, std::size_t(1) << 20, 8192, 1 << 20, false) == 8192);    // limit_rows
+    CHECK(DatasetWriter::chunk_rows(8, std::size_t(1) << 20, 1 << 20, 1000, false) == 1024);    // a short run
+    CHECK(DatasetWriter::chunk_rows(8, std::size_t(1) << 20, 1 << 20, 0, false) == 1);
+    CHECK(DatasetWriter::chunk_rows(3, 1000, 1 << 20, 1 << 20, false) == 256);                  // a power of two
+    CHECK(DatasetWriter::chunk_rows(0, std::size_t(1) << 20, 1 << 20, 1 << 20, false) == std::uint64_t(1) << 20);
+    CHECK(DatasetWriter::chunk_rows(big_row_bytes, std::size_t(1) << 20, 1 << 20, 1 << 20, true) == 1);  // big rows
+}
+
+TEST_CASE("WriteQueue: jobs in order on the thread, spares kept, counters", "[internals][writer]") {
+    WriteQueue q;
+    WriteQueue::Slot slot;
+    std::vector<int> order;  // written on the thread, read after wait_idle()
+    std::vector<bool> done;  // under the queue's lock
+    const std::thread::id caller = std::this_thread::get_id();
+    std::atomic<bool> other_thread{true}, data_ok{true};
+    for (int i = 0; i < 5; ++i) {
+        auto lk = q.lock();
+        REQUIRE(q.start());
+        REQUIRE(q.wait_slot(lk, slot));  // one job per slot at a time
+        WriteQueue::Job j;
+        j.buf.assign(16, static_cast<unsigned char>(i));
+        j.slot = &slot;
+        j.bytes = 16;
+        j.write = [&order, &other_thread, &data_ok, caller, i](const unsigned char* data) {
+            if (std::this_thread::get_id() == caller) other_thread = false;
+            if (data[0] != i) data_ok = false;
+            order.push_back(i);
+        };
+        j.done = [&done](bool ok) { done.push_back(ok); };
+        q.push(lk, std::move(j));
+        CHECK_FALSE(lk.owns_lock());
+    }
+    q.wait_idle();
+    CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
+    CHECK(other_thread);
+    CHECK(data_ok);
+    {
+        auto lk = q.lock();
+        CHECK(done == std::vector<bool>(5, true));
+        CHECK(slot.queued == 0);
+        CHECK(slot.spare.size() == 5);  // the buffers, kept for reuse
+        CHECK(q.take_spare(slot).size() == 16);
+        CHECK(slot.spare.size() == 4);
+    }
+    std::size_t freed = 0;
+    CHECK(q.free_spares(freed));
+    CHECK(freed == 4 * 16);
+    CHECK_FALSE(q.free_spares(freed));
+    const WriteQueue::Counters n = q.counters();
+    CHECK(n.queued == 5);
+    CHECK(n.written == 5);
+    CHECK(n.failed == 0);
+    CHECK(n.bytes == 5 * 16);
+    CHECK(n.seconds >= 0);
+    CHECK(n.most_waiting >= 1);
+    CHECK(n.most_waiting <= 5);
+    CHECK_FALSE(q.failed());
+    q.stop();
+}
+
+TEST_CASE("WriteQueue: the first error is sticky, later jobs are skipped, stop() drains", "[internals][writer]") {
+    WriteQueue q;
+    std::atomic<int> ran{0};
+    std::vector<bool> done;
+    {
+        auto lk = q.lock();
+        REQUIRE(q.start());
+        for (int i = 0; i < 4; ++i) {
+            WriteQueue::Job j;
+            j.bytes = 10;
+            j.write = [&ran, i](const unsigned char*) {
+                ++ran;
+                if (i == 1) throw_error(Errc::hdf5, "write " + std::to_string(i) + " failed");
+            };
+            j.done = [&done](bool ok) { done.push_back(ok); };
+            q.push(lk, std::move(j));
+            lk.lock();
+        }
+    }
+    q.stop();  // every job queued is taken (skipped after the failure), then the thread ends
+    CHECK(ran == 2);
+    CHECK(done == std::vector<bool>{true, false, false, false});
+    CHECK(q.failed());
+    {
+        auto lk = q.lock();
+        q.note_error(std::make_exception_ptr(std::runtime_error("a later one")));  // the first one wins
+    }
+    try {
+        std::rethrow_exception(q.error());
+    } catch (const Error& e) {
+        CHECK(std::string(e.what()) == "smalldata: write 1 failed");
+    }
+    const WriteQueue::Counters n = q.counters();
+    CHECK(n.queued == 4);
+    CHECK(n.written == 1);
+    CHECK(n.failed == 3);
+    CHECK(n.bytes == 10);
+    WriteQueue::Slot s;
+    auto lk = q.lock();
+    CHECK_FALSE(q.wait_slot(lk, s));  // after a failure: no waiting, false
 }

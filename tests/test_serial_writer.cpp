@@ -204,6 +204,13 @@ TEST_CASE("the caches of one writer stay within cache_memory, whatever the numbe
                 w.finish(nullptr);
                 CHECK(w.cache_peak_bytes() >= peak);
                 peak = w.cache_peak_bytes();
+                // The write thread's counters: the full caches went through it, each once.
+                const auto q = w.write_queue_counters();
+                CHECK((q.written > 0) == thread);
+                CHECK(q.queued == q.written);
+                CHECK(q.failed == 0);
+                CHECK(q.bytes <= w.payload_bytes());
+                CHECK((q.bytes > 0) == thread);
             }
             CHECK(peak <= cap);
             // Caches grow with the rows seen: 1100 rows of 1 KiB need 2 MiB per field at most.
