@@ -2440,6 +2440,15 @@ inline H5Id h5_space(long long rows, const Shape& shape, bool unlimited = false)
     return H5Id(h5check(H5Screate_simple(n, dims, maxd), "H5Screate_simple"), H5Sclose);
 }
 
+// Selects rows [row, row + n) of `space`, whose rows have `shape`: every element of each.
+inline void h5_select_rows(hid_t space, std::uint64_t row, std::uint64_t n, const Shape& shape) {
+    hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
+    start[0] = static_cast<hsize_t>(row);
+    count[0] = static_cast<hsize_t>(n);
+    for (int i = 0; i < shape.rank; ++i) count[i + 1] = shape.dims[static_cast<std::size_t>(i)];
+    h5check_herr(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr), "H5Sselect_hyperslab");
+}
+
 inline H5Id h5_lcpl() {  // link creation: make intermediate groups ("det/roi")
     H5Id p(h5check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
     h5check_herr(H5Pset_create_intermediate_group(p.get(), 1), "H5Pset_create_intermediate_group");
@@ -3618,12 +3627,7 @@ public:
 private:
     void write_rows(Dataset& d, const FieldMeta& m, std::uint64_t row, std::uint64_t n, const unsigned char* data) {
         H5Id fspace(h5check(H5Dget_space(d.dset.get()), "H5Dget_space"), H5Sclose);
-        hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
-        start[0] = static_cast<hsize_t>(row);
-        count[0] = static_cast<hsize_t>(n);
-        for (int i = 0; i < m.shape.rank; ++i) count[i + 1] = m.shape.dims[static_cast<std::size_t>(i)];
-        h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
-                     "H5Sselect_hyperslab");
+        h5_select_rows(fspace.get(), row, n, m.shape);
         H5Id mspace = h5_space(static_cast<long long>(n), m.shape);
         if (H5Dwrite(d.dset.get(), d.memtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, data) < 0)
             throw_h5("cannot write dataset '" + m.name + "' in '" + path_ + "'");
@@ -5686,12 +5690,7 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
             for (std::size_t k = 0; k < P; ++k) {
                 const std::uint64_t rows = f.aligned ? part_events[k] : f.rows[k];
                 if (f.present[k] && rows > 0) {
-                    hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
-                    start[0] = static_cast<hsize_t>(at);
-                    count[0] = static_cast<hsize_t>(rows);
-                    for (int d = 0; d < f.shape.rank; ++d) count[d + 1] = f.shape.dims[static_cast<std::size_t>(d)];
-                    h5check_herr(H5Sselect_hyperslab(vspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
-                                 "H5Sselect_hyperslab");
+                    h5_select_rows(vspace.get(), at, rows, f.shape);
                     H5Id sspace = h5_space(static_cast<long long>(rows), f.shape);
                     const std::string part = base_name(part_path(static_cast<int>(k)));
                     h5check_herr(H5Pset_virtual(dcpl.get(), vspace.get(), vds_escape(part).c_str(),
@@ -6889,13 +6888,9 @@ private:
     void read(std::size_t part, std::size_t field, std::uint64_t a, std::uint64_t n, unsigned char* to) {
         const OrderField& f = fields_[field];
         const hid_t d = dset(part, field);
-        hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
-        start[0] = a;
-        count[0] = n;
-        for (int i = 0; i < f.meta.shape.rank; ++i) count[i + 1] = f.meta.shape.dims[static_cast<std::size_t>(i)];
         H5Id fspace(h5check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
-        h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), "H5Sselect_hyperslab");
-        H5Id mspace(h5check(H5Screate_simple(f.meta.shape.rank + 1, count, nullptr), "H5Screate_simple"), H5Sclose);
+        h5_select_rows(fspace.get(), a, n, f.meta.shape);
+        H5Id mspace = h5_space(static_cast<long long>(n), f.meta.shape);
         H5Id mtype = h5_type(f.meta.dtype, false);
         if (H5Dread(d, mtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, to) < 0)
             throw_h5("cannot read '" + f.meta.name + "' of '" + paths_[part] + "'");
