@@ -90,6 +90,7 @@ PartTags read_tags(const std::string& path) {
 struct PartNames {
     std::map<int, std::string> parts;   // k -> path
     std::map<int, std::string> tmps;    // k -> path of <part>.tmp
+    std::map<int, std::string> ordered; // k -> path of <part>.ordered (Options::time_order)
 };
 PartNames find_part_names(const std::string& file) {
     PartNames out;
@@ -99,18 +100,21 @@ PartNames find_part_names(const std::string& file) {
     for (const std::string& n : list_dir(dir)) {
         if (n.compare(0, prefix.size(), prefix) != 0) continue;
         std::string rest = n.substr(prefix.size());
-        bool tmp = false;
+        bool tmp = false, ordered = false;
         if (rest.size() > 4 && rest.compare(rest.size() - 4, 4, ".tmp") == 0) {
             tmp = true;
             rest.resize(rest.size() - 4);
+        } else if (rest.size() > 8 && rest.compare(rest.size() - 8, 8, ".ordered") == 0) {
+            ordered = true;
+            rest.resize(rest.size() - 8);
         }
         if (rest.size() < 4 || rest.compare(rest.size() - 3, 3, ".h5") != 0) continue;
         const std::string digits = rest.substr(0, rest.size() - 3);
         if (digits.empty() || digits.size() > 6 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
         if (digits.size() > 1 && digits[0] == '0') continue;
         const int k = std::stoi(digits);
-        if (dt::base_name(dt::part_path_of(file, k)) + (tmp ? ".tmp" : "") != n) continue;
-        (tmp ? out.tmps : out.parts)[k] = join_path(dir, n);
+        if (dt::base_name(dt::part_path_of(file, k)) + (tmp ? ".tmp" : ordered ? ".ordered" : "") != n) continue;
+        (tmp ? out.tmps : ordered ? out.ordered : out.parts)[k] = join_path(dir, n);
     }
     return out;
 }
@@ -301,10 +305,8 @@ bool flat_run_of(const std::string& file, std::uint64_t& run) {
 void settle_time_order(const std::string& file) {
     const PartNames names = find_part_names(file);
     std::map<int, std::string> ordered;
-    for (int k = 0; k <= (names.parts.empty() ? 0 : names.parts.rbegin()->first); ++k) {
-        const std::string o = dt::ordered_path(dt::part_path_of(file, k));
-        if (dt::path_exists(o) && !dt::path_is_dir(o)) ordered[k] = o;
-    }
+    for (const auto& kv : names.ordered)
+        if (!dt::path_is_dir(kv.second)) ordered.insert(kv);
     if (ordered.empty()) return;
     std::uint64_t run = 0;
     bool begun = false, run_known = false;

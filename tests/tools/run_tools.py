@@ -464,7 +464,7 @@ def mode_ordered(c):
     sound. Then a job stopped between the ordering and its switch (every part's .ordered
     file complete): recover undoes it when no part was switched (every event, in arrival
     order, no .ordered left), and finishes it when one part was switched, or removed by the
-    switch before its .ordered file took its name (every event, in order)."""
+    switch before its .ordered file took its name, the last part too (every event, in order)."""
     order = {"SMALLDATA_TEST_TIME_ORDER": "1"}
     out = c.fresh("ordered", 5, env=order)
     probs = check_values(out, True)
@@ -480,11 +480,12 @@ def mode_ordered(c):
     want = ["ordered0", "ordered1", "run_part0.h5", "run_part0.h5.ordered", "run_part1.h5", "run_part1.h5.ordered"]
     if names != want:
         return probs + [f"the stopped run left {names}, expected {want}"]
-    for case, switched in (("undo", None), ("renamed", "rename"), ("removed", "unlink")):
+    for case, switched, k in (("undo", None, 0), ("renamed", "rename", 0), ("removed", "unlink", 0),
+                              ("removed_last", "unlink", 1)):
         d = os.path.join(c.root, "ordered_" + case)
         shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(stop_dir, d)
-        part = os.path.join(d, "run_part0.h5")
+        part = os.path.join(d, f"run_part{k}.h5")
         if switched:
             os.unlink(part)
         if switched == "rename":
