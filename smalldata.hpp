@@ -1408,6 +1408,7 @@ template <class T> bool SmallData::max(T* data, const std::vector<std::uint64_t>
 #include <hdf5.h>
 #include <fcntl.h>      // POSIX: output files are checked, replaced and renamed by path
 #include <signal.h>     // POSIX: sigaction (SIGTERM and SIGINT end the run gracefully)
+#include <sys/mman.h>   // POSIX: the time ordering reads closed part files mapped (section 19)
 #include <sys/stat.h>
 #include <unistd.h>
 #if defined(__linux__)
@@ -3366,23 +3367,31 @@ public:
     // Rows row0, row0 + 1, ... from a strided source: whole stretches go into the cache in
     // one loop; whatever the fast path would not take goes through append_slow().
     void append_run(std::uint64_t row0, const unsigned char* src, std::size_t stride, std::size_t n, Sink& s) {
+        append_gather(row0, n, [src, stride](std::size_t i) { return src + i * stride; }, s);
+    }
+
+    // Rows row0, ..., row0 + n - 1, row i from wherever row_of(i) (a const unsigned char*)
+    // says (append_run: a strided source; the time ordering: mapped part files): whole
+    // stretches go into the cache in one loop; whatever the fast path would not take goes
+    // through append_slow(). row_of is called once per row, in order.
+    template <class RowOf> void append_gather(std::uint64_t row0, std::size_t n, RowOf&& row_of, Sink& s) {
         const std::size_t rb = rb_;
         std::size_t i = 0;
         while (i < n) {
             if (next_in_cache(row0 + i)) {
                 const std::size_t k = std::min<std::size_t>(n - i, cap_ - cached_);
                 unsigned char* d = buf_.data() + cached_ * rb;
-                const unsigned char* p = src + i * stride;
                 switch (rb) {  // fixed sizes become plain moves
-                case 4: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 4, p + j * stride, 4); break;
-                case 8: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 8, p + j * stride, 8); break;
-                default: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * rb, p + j * stride, rb); break;
+                case 4: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 4, row_of(i + j), 4); break;
+                case 8: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * 8, row_of(i + j), 8); break;
+                default: for (std::size_t j = 0; j < k; ++j) std::memcpy(d + j * rb, row_of(i + j), rb); break;
                 }
                 cached_ += k;
                 i += k;
                 rows_ = row0 + i;
             } else {
-                append(row0 + i, src + i * stride, s);
+                const unsigned char* r = row_of(i);
+                append(row0 + i, r, s);
                 ++i;
             }
         }
@@ -3994,6 +4003,16 @@ public:
         if (track_order_ && !f.meta.aligned && !f.meta.var) mark_given(f, n_events_, n);
         append_run(f, f.meta.aligned ? n_events_ : f.cache.rows(), src, stride, n);
     }
+    // The same for an aligned field whose n values lie each at its own place, row_of(i)
+    // (RowCache::append_gather); the events end with end_events().
+    template <class RowOf> void put_gather(WField& f, std::size_t n, RowOf&& row_of) {
+        if (!has_file_) return;
+        FieldSink s(*this, f);
+        f.cache.append_gather(n_events_, n, row_of, s);
+    }
+    // Holds this writer's HDF5 lock (h5_): another thread's HDF5 calls made while the write
+    // thread may run (HDF5 need not be thread-safe; see h5_ below).
+    std::unique_lock<std::mutex> hdf5_lock() { return std::unique_lock<std::mutex>(h5_); }
     void end_events(const unsigned char* ts, std::size_t stride, std::size_t n) {
         if (has_file_) append_run(fields_[0], n_events_, ts, stride, n);
         if (track_order_) note_order(ts, stride, n);
@@ -6703,17 +6722,24 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //     Key of an event: (timestamp, client index, row in its part). A client's timestamps
 //     increase (event() refuses a smaller one), so a client's events are in order in its
 //     part, and no two events have the same key. The servers, over servers_comm:
-//       1. each server reads its part's timestamps and sorts its keys (a part the writer
-//          saw arrive in order is not sorted again; Writer::in_order);
+//       1. each server reads its part's timestamps and sorts its keys: each client's are
+//          in order already, so they are merged client by client (sort_part_keys; a
+//          part the writer saw arrive in order is not touched; Writer::in_order);
 //       2. samples of every sorted part, evenly spaced and weighted by the part's events,
 //          give the splitters: server t's range is [splitter t-1, splitter t);
 //       3. MPI_Ialltoallv sends each server the keys of its range from every part; merged,
 //          they are its output: (part, row) for each of its events, in order;
 //       4. each server writes its range into <part>.ordered with a Writer of its own (the
-//          same chunking, compression and fill values as any part), reading the rows it
-//          needs from every part file, a window of events at a time. The rows of a window
-//          from one part lie close together in ordinary data (clients' events interleave
-//          batch by batch), so they are read in spans and copied out of them.
+//          same chunking, compression and fill values as any part), taking the rows it
+//          needs from every part file, a window of events at a time. An aligned field's
+//          rows go straight from the part files, mapped read-only (MappedFile; chunk
+//          addresses from HDF5 1.10.5 or newer), into the writer's caches: one copy per
+//          row (Writer::put_gather, OrderCopy::Cursor). Compressed parts, var_ and
+//          unaligned fields, and an older HDF5 read through HDF5 instead: the rows of a
+//          window from one part lie close together in ordinary data (clients' events
+//          interleave batch by batch), so they are read in spans and copied out of them.
+//          Every HDF5 call of the copy holds the ordering writer's HDF5 lock (its write
+//          thread, with compression, calls HDF5 meanwhile).
 //     A run already in order (every part in order, the parts' time ranges in server
 //     order: one client per server giving increasing timestamps, ...) is not rewritten.
 //     Rows of a field: an aligned field's is its event's row. A var_ field's rows are
@@ -6731,9 +6757,11 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //     as it was; the join builds the final file from them, in arrival order, and done()
 //     throws that error on every rank.
 //     Memory: the part's writer first frees its caches. Then 16 bytes per event of the
-//     server's part (keys, sorted in place), 16 more per event of its range while they
-//     travel, then 8 per event of its range (one server: its keys are its output, no
-//     exchange); the window's buffers (at most 1/8 of cache_memory, 32 MiB) and the
+//     server's part (keys; 16 more while its clients' keys are merged, if both fit in
+//     cache_memory; else they are sorted in place), 16 more per event of its range while
+//     they travel, then 8 per event of its range (one server: its keys are its output, no
+//     exchange); the window's buffers and mapped pages (at most 1/8 of cache_memory,
+//     32 MiB; the mapped pages are given back after each field of a window) and the
 //     ordering Writer's caches take what is left of cache_memory, and never less than a
 //     quarter of it.
 //     Serial mode is in order already: one stream of increasing timestamps.
@@ -6750,10 +6778,53 @@ inline bool operator<(const OrderKey& a, const OrderKey& b) noexcept {
 }
 inline constexpr std::uint64_t order_row_mask = (std::uint64_t(1) << 40) - 1;
 
+// The keys of a part in arrival order, sorted: each client's keys are in order (its
+// timestamps increase, its rows too), so they are merged, client by client, through a
+// second array, when both arrays fit in `memory` bytes (the ordering's share of
+// cache_memory). Otherwise, or with more than 64 clients, they are sorted in place.
+inline void sort_part_keys(std::vector<OrderKey>& keys, const std::vector<std::pair<std::uint32_t, std::uint64_t>>& runs,
+                           std::size_t memory) {
+    std::map<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>> by_client;  // runs: [begin, end)
+    std::uint64_t at = 0;
+    for (const auto& r : runs) {
+        auto& v = by_client[r.first];
+        if (!v.empty() && v.back().second == at)
+            v.back().second += r.second;
+        else
+            v.emplace_back(at, at + r.second);
+        at += r.second;
+    }
+    if (at != keys.size() || by_client.size() > 64 || keys.size() > memory / (2 * sizeof(OrderKey))) {
+        std::sort(keys.begin(), keys.end());
+        return;
+    }
+    if (by_client.size() < 2) return;  // one client: in order already
+    struct Stream {
+        const std::vector<std::pair<std::uint64_t, std::uint64_t>>* runs;
+        std::size_t run;
+        std::uint64_t next;
+    };
+    std::vector<Stream> streams;
+    for (const auto& kv : by_client) streams.push_back({&kv.second, 0, kv.second.front().first});
+    std::vector<OrderKey> out(keys.size());
+    // The stream with the smallest next key, by a linear scan (few clients per server).
+    auto next = [&](std::size_t i) -> const OrderKey& { return keys[static_cast<std::size_t>(streams[i].next)]; };
+    for (OrderKey& o : out) {
+        std::size_t best = SIZE_MAX;
+        for (std::size_t i = 0; i < streams.size(); ++i)
+            if (streams[i].run < streams[i].runs->size() && (best == SIZE_MAX || next(i) < next(best))) best = i;
+        Stream& b = streams[best];
+        o = keys[static_cast<std::size_t>(b.next)];
+        if (++b.next == (*b.runs)[b.run].second && ++b.run < b.runs->size()) b.next = (*b.runs)[b.run].first;
+    }
+    keys.swap(out);
+}
+
 // The keys of one part file, sorted: its timestamps read in blocks, the client of each
 // row from the writer's runs. `sorted`: the writer saw them arrive in order.
 inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t events,
-                                       const std::vector<std::pair<std::uint32_t, std::uint64_t>>& runs, bool sorted) {
+                                       const std::vector<std::pair<std::uint32_t, std::uint64_t>>& runs, bool sorted,
+                                       std::size_t memory) {
     std::vector<OrderKey> keys(static_cast<std::size_t>(events));
     if (events == 0) return keys;
     H5Quiet q;
@@ -6786,9 +6857,48 @@ inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t ev
             keys[static_cast<std::size_t>(at + i)] = {ts[static_cast<std::size_t>(i)], client << 40 | (at + i)};
         }
     }
-    if (!sorted) std::sort(keys.begin(), keys.end());  // in place: no second array of keys
+    if (!sorted) sort_part_keys(keys, runs, memory);
     return keys;
 }
+
+// A closed part file mapped read-only: the ordering copies rows from the page cache
+// straight into its writer's caches (no read into a buffer, no copy out of it). data() is
+// null when the file cannot be mapped (the rows are then read through HDF5). release()
+// gives back the mapped pages (they stay in the page cache) after each field of a window,
+// so the mapping holds no more memory than the window it serves. Nothing writes a part
+// while it is mapped: every part is closed before the ordering, and removed only after.
+class MappedFile {
+public:
+    explicit MappedFile(const std::string& path) {
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return;
+        struct stat st {};
+        if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+            void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+            if (p != MAP_FAILED) {
+                base_ = static_cast<unsigned char*>(p);
+                size_ = static_cast<std::uint64_t>(st.st_size);
+            }
+        }
+        ::close(fd);  // the mapping keeps the file
+    }
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+    ~MappedFile() {
+        if (base_) ::munmap(base_, static_cast<std::size_t>(size_));
+    }
+    const unsigned char* data() const noexcept { return base_; }
+    std::uint64_t size() const noexcept { return size_; }
+    void release() noexcept {
+#if defined(MADV_DONTNEED)
+        if (base_) (void)::madvise(base_, static_cast<std::size_t>(size_), MADV_DONTNEED);
+#endif
+    }
+
+private:
+    unsigned char* base_ = nullptr;
+    std::uint64_t size_ = 0;
+};
 
 // One field of the ordered file: the union of the parts' descriptions.
 struct OrderField {
@@ -6857,7 +6967,19 @@ public:
         files_.resize(P);
         dsets_.resize(P);
         for (auto& d : dsets_) d.resize(fields_.size());
+        chunks_.assign(P, std::vector<Chunks>(fields_.size()));
+        for (const std::string& p : paths) maps_.push_back(std::make_unique<MappedFile>(p));
+        base_.assign(P, 0);
     }
+    // The part files' handles are closed under the writer's HDF5 lock (its write thread
+    // may still run when a copy fails).
+    ~OrderCopy() {
+        std::unique_lock<std::mutex> lk = lock();
+        dsets_.clear();
+        files_.clear();
+    }
+    OrderCopy(const OrderCopy&) = delete;
+    OrderCopy& operator=(const OrderCopy&) = delete;
     // Unaligned fields, in name order (their bitmaps come in this order).
     static std::vector<std::string> unaligned_names(const std::vector<std::vector<unsigned char>>& descs);
     std::uint64_t events(std::size_t part) const { return events_[part]; }
@@ -6873,7 +6995,12 @@ private:
         std::uint64_t dst;
         bool operator<(const Item& o) const noexcept { return row < o.row; }
     };
-    hid_t dset(std::size_t part, std::size_t field) {
+    // Every HDF5 call here holds the ordering writer's HDF5 lock: its write thread (with
+    // compression) calls HDF5 meanwhile, and HDF5 need not be thread-safe.
+    std::unique_lock<std::mutex> lock() {
+        return writer_ ? writer_->hdf5_lock() : std::unique_lock<std::mutex>();
+    }
+    hid_t dset(std::size_t part, std::size_t field) {  // under lock()
         H5Id& d = dsets_[part][field];
         if (d.valid()) return d.get();
         if (!files_[part].valid()) {
@@ -6887,6 +7014,7 @@ private:
     // Rows [a, a + n) of a field of a part, into `to`.
     void read(std::size_t part, std::size_t field, std::uint64_t a, std::uint64_t n, unsigned char* to) {
         const OrderField& f = fields_[field];
+        std::unique_lock<std::mutex> lk = lock();
         const hid_t d = dset(part, field);
         H5Id fspace(h5check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
         h5_select_rows(fspace.get(), a, n, f.meta.shape);
@@ -6977,6 +7105,110 @@ private:
         std::sort(v.begin(), v.end());
         return v;
     }
+    // The mapped path: a field's dataset in a part, where its rows lie in the mapped file.
+    // An aligned field whose dataset is chunked, unfiltered, of the memory type, one row
+    // of every chunk contiguous (the writer's layout), and HDF5 1.10.5 or newer (chunk
+    // addresses); anything else is read through HDF5 (read(), gather()).
+    struct Chunks {
+        int state = 0;                 // 0: not looked at yet; 1: mapped; -1: read through HDF5
+        std::uint64_t rows = 0;        // the dataset's extent
+        std::uint64_t chunk_rows = 1;  // a power of two: 1 << shift
+        unsigned shift = 0;
+        std::uint64_t chunk_bytes = 0;
+        std::vector<std::uint64_t> at;  // per chunk: 0 not looked up, chunk_none, or offset + 1
+    };
+    static constexpr std::uint64_t chunk_none = UINT64_MAX;  // never written: fill values
+    bool mapped(std::size_t part, std::size_t field) {
+        Chunks& c = chunks_[part][field];
+        if (c.state != 0) return c.state > 0;
+        c.state = -1;
+        const OrderField& f = fields_[field];
+        if (!maps_[part]->data() || f.meta.bytes == 0 || !f.meta.aligned) return false;
+#if H5_VERSION_GE(1, 10, 5)
+        std::unique_lock<std::mutex> lk = lock();
+        H5Quiet q;
+        const hid_t d = dset(part, field);
+        H5Id dcpl(H5Dget_create_plist(d), H5Pclose);
+        if (!dcpl.valid() || H5Pget_layout(dcpl.get()) != H5D_CHUNKED || H5Pget_nfilters(dcpl.get()) != 0) return false;
+        const int rank = f.meta.shape.rank + 1;
+        hsize_t cd[max_rank + 1] = {}, dims[max_rank + 1] = {};
+        if (H5Pget_chunk(dcpl.get(), max_rank + 1, cd) != rank || cd[0] == 0 || (cd[0] & (cd[0] - 1)) != 0) return false;
+        for (int i = 1; i < rank; ++i)
+            if (cd[i] != f.meta.shape.dims[static_cast<std::size_t>(i - 1)]) return false;
+        H5Id ftype(H5Dget_type(d), H5Tclose);
+        H5Id mtype = h5_type(f.meta.dtype, false);
+        if (!ftype.valid() || H5Tequal(ftype.get(), mtype.get()) <= 0) return false;
+        H5Id space(H5Dget_space(d), H5Sclose);
+        if (!space.valid() || H5Sget_simple_extent_dims(space.get(), dims, nullptr) != rank) return false;
+        H5Id fcpl(H5Fget_create_plist(files_[part].get()), H5Pclose);
+        hsize_t userblock = 0;
+        if (!fcpl.valid() || H5Pget_userblock(fcpl.get(), &userblock) < 0) return false;
+        c.rows = dims[0];
+        c.chunk_rows = cd[0];
+        while ((std::uint64_t(1) << c.shift) < c.chunk_rows) ++c.shift;
+        c.chunk_bytes = c.chunk_rows * f.meta.bytes;
+        c.at.assign(static_cast<std::size_t>((c.rows + c.chunk_rows - 1) >> c.shift), 0);
+        base_[part] = userblock;  // chunk addresses count from the end of the user block
+        c.state = 1;
+        return true;
+#else
+        return false;
+#endif
+    }
+    // A mapped field's rows in one part: where a row lies in the mapping, from the chunk
+    // addresses (Chunks::at), looked up on first use; the fill row where the part has none
+    // (no such field, beyond the extent, or a chunk never written).
+    struct Cursor {
+        const std::uint64_t* at = nullptr;  // Chunks::at
+        const unsigned char* base = nullptr;
+        std::uint64_t rows = 0;             // 0: every row takes the slow path (row_slow)
+        std::uint64_t mask = 0;
+        unsigned shift = 0;
+        std::size_t rb = 0;
+        bool present = false;
+    };
+    const unsigned char* row_at(const Cursor& u, std::size_t part, std::size_t field, std::uint64_t row,
+                                const unsigned char* fill) {
+        if (row < u.rows) {
+            const std::uint64_t a = u.at[row >> u.shift];
+            if (a - 1 < chunk_none - 1) return u.base + (a - 1) + (row & u.mask) * u.rb;  // 0 < a < chunk_none
+        }
+        return row_slow(u, part, field, row, fill);
+    }
+    const unsigned char* row_slow(const Cursor& u, std::size_t part, std::size_t field, std::uint64_t row,
+                                  const unsigned char* fill) {
+        Chunks& c = chunks_[part][field];
+        if (!u.present || row >= c.rows) return fill;
+        const auto k = static_cast<std::size_t>(row >> c.shift);
+        if (c.at[k] == 0) c.at[k] = chunk_at(part, field, k);  // first use of the chunk
+        if (c.at[k] == chunk_none) return fill;
+        return u.base + (c.at[k] - 1) + (row & u.mask) * u.rb;
+    }
+    std::uint64_t chunk_at(std::size_t part, std::size_t field, std::size_t k) {
+#if H5_VERSION_GE(1, 10, 5)
+        const Chunks& c = chunks_[part][field];
+        const OrderField& f = fields_[field];
+        std::unique_lock<std::mutex> lk = lock();
+        H5Quiet q;
+        hsize_t offset[max_rank + 1] = {};
+        offset[0] = static_cast<hsize_t>(k) << c.shift;
+        unsigned mask = 0;
+        haddr_t addr = HADDR_UNDEF;
+        hsize_t size = 0;
+        if (H5Dget_chunk_info_by_coord(dset(part, field), offset, &mask, &addr, &size) < 0)
+            throw_h5("cannot locate a chunk of '" + f.meta.name + "' in '" + paths_[part] + "'");
+        if (addr == HADDR_UNDEF || size == 0) return chunk_none;
+        const std::uint64_t at = base_[part] + addr, n = maps_[part]->size();
+        if (size != c.chunk_bytes || at > n || n - at < size)
+            throw_error(Errc::hdf5, "part file '" + paths_[part] + "': chunk " + std::to_string(k) + " of '" +
+                                        f.meta.name + "' lies outside the file");
+        return at + 1;
+#else
+        (void)part, (void)field, (void)k;
+        return chunk_none;
+#endif
+    }
+
     // Rows per event of a var_ group (from its length field) or an unaligned field (its
     // bitmap), for the window's events of one part: the item of each event with rows.
     void locate(std::size_t field, std::size_t part, const std::vector<Item>& events, std::vector<Item>& out);
@@ -6990,6 +7222,12 @@ private:
     std::map<std::pair<std::size_t, std::size_t>, std::vector<std::uint64_t>> len_sums_;  // (len field, part)
     std::vector<H5Id> files_;
     std::vector<std::vector<H5Id>> dsets_;
+    std::vector<std::unique_ptr<MappedFile>> maps_;  // per part
+    std::vector<std::uint64_t> base_;                // per part: its user block's bytes
+    std::vector<std::vector<Chunks>> chunks_;        // [part][field]
+    std::vector<Cursor> cursors_;                    // per part, for the field being copied
+    std::vector<std::uint64_t> locs_;                // the window's events: (part << 40 | row)
+    Writer* writer_ = nullptr;                       // during copy(): the ordering writer
     std::size_t budget_;
     std::size_t span_bytes_ = std::size_t(4) << 20;
     // Buffers that grow and are reused, never initialised (every byte used is written first).
@@ -7095,6 +7333,8 @@ inline void OrderCopy::locate(std::size_t field, std::size_t part, const std::ve
 
 template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
     const std::size_t P = paths_.size();
+    writer_ = &w;
+    cursors_.resize(P);
     bit_sums_.assign(bitmaps_.size(), std::vector<std::vector<std::uint64_t>>(P));
     std::size_t max_rb = 8;
     for (OrderField& f : fields_) {
@@ -7114,8 +7354,10 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
         const std::uint64_t wn = std::min(W, n - w0);
         for (auto& v : by_part) v.clear();
         std::fill(sorted_.begin(), sorted_.end(), false);
+        locs_.resize(static_cast<std::size_t>(wn));
         for (std::uint64_t i = 0; i < wn; ++i) {
             const std::uint64_t l = loc(w0 + i);
+            locs_[static_cast<std::size_t>(i)] = l;
             by_part[static_cast<std::size_t>(l >> 40)].push_back({l & order_row_mask, 1, i});
         }
         for (std::size_t k = 0; k < P; ++k) dense_[k] = dense(by_part[k]);
@@ -7125,12 +7367,41 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
             const std::size_t rb = f.meta.bytes;
             if (f.meta.aligned) {
                 const bool ts_field = f.meta.name == "timestamp";
+                bool all = true, map = rb > 0;
+                for (std::size_t k = 0; k < P; ++k) {
+                    if (by_part[k].empty()) continue;
+                    all = all && f.present[k];
+                    map = map && (!f.present[k] || mapped(k, fi));
+                }
+                if (map) {  // every row straight from the mapped parts into the writer's cache
+                    for (std::size_t k = 0; k < P; ++k) {
+                        const Chunks& c = chunks_[k][fi];
+                        cursors_[k] = Cursor{};
+                        if (f.present[k] && !by_part[k].empty())
+                            cursors_[k] = Cursor{c.at.data(), maps_[k]->data(), c.rows, c.chunk_rows - 1, c.shift, rb, true};
+                    }
+                    const unsigned char* const fill = f.out->fill_row.data();
+                    const std::uint64_t* const locs = locs_.data();
+                    Cursor* const cur = cursors_.data();
+                    auto row_of = [&](std::size_t i) {
+                        const std::uint64_t l = locs[i];
+                        const auto k = static_cast<std::size_t>(l >> 40);
+                        return row_at(cur[k], k, fi, l & order_row_mask, fill);
+                    };
+                    if (ts_field) {
+                        for (std::size_t i = 0; i < static_cast<std::size_t>(wn); ++i)
+                            std::memcpy(&ts[i], row_of(i), 8);
+                    } else {
+                        w.put_gather(*f.out, static_cast<std::size_t>(wn), row_of);
+                    }
+                    for (std::size_t k = 0; k < P; ++k)
+                        if (cursors_[k].present) maps_[k]->release();  // this field's mapped pages
+                    continue;
+                }
                 unsigned char* out = ts_field ? reinterpret_cast<unsigned char*>(ts.data()) : nullptr;
                 if (!ts_field) {
                     out = buf_.get(static_cast<std::size_t>(wn * rb));
                 }
-                bool all = true;
-                for (std::size_t k = 0; k < P; ++k) all = all && (by_part[k].empty() || f.present[k]);
                 if (!all && rb > 0)  // a part without the field: its events take the fill value
                     for (std::uint64_t i = 0; i < wn; ++i) std::memcpy(out + i * rb, f.out->fill_row.data(), rb);
                 for (std::size_t k = 0; k < P; ++k) {
@@ -7304,7 +7575,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
 
     // 1. This part's keys, sorted.
     std::vector<OrderKey> keys;
-    caught([&] { keys = part_keys(part, N, writer->client_runs(), writer->in_order()); });
+    caught([&] { keys = part_keys(part, N, writer->client_runs(), writer->in_order(), opt.cache_memory); });
     if (!all_ok()) return;
 
     // Already in order: every part in order, and each part's first event after the last

@@ -8,6 +8,7 @@
 
 #include "catch_compat.hpp"
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -520,6 +521,48 @@ TEST_CASE("RowCache: unaligned and var_ rows append at their own count, n rows a
     d.flush(t);
     std::uint64_t wrong = 0;
     for (std::uint64_t r = 0; r < 5000; ++r) wrong += t.file.at(r) != static_cast<std::int32_t>(2 * r);
+    CHECK(wrong == 0);
+}
+
+TEST_CASE("RowCache: gathered rows (each from its own place) fill, grow and flush like a run",
+          "[internals][writer]") {
+    // The time ordering's path: 20000 rows, row r from wherever value r lies, in pieces that
+    // start with an empty cache, cross its growth and its write-outs at full_rows.
+    CacheBudget budget(std::size_t(256) << 20);
+    RowCache c("g", 4, i32_fill.data(), 8192, std::size_t(32) << 20, budget);
+    MemorySink s(budget);
+    std::vector<std::int32_t> src(20000);
+    for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<std::int32_t>((i * 7919) % src.size());
+    std::vector<const unsigned char*> where(src.size());
+    for (std::size_t i = 0; i < src.size(); ++i)
+        where[static_cast<std::size_t>(src[i])] = reinterpret_cast<const unsigned char*>(&src[i]);
+    std::size_t at = 0;
+    for (const std::size_t n : {1, 999, 7000, 5, 11995}) {
+        c.append_gather(at, n, [&](std::size_t i) { return where[at + i]; }, s);
+        at += n;
+    }
+    CHECK(at == src.size());
+    CHECK(c.rows() == src.size());
+    CHECK(c.capacity() == 8192);
+    CHECK(s.writes.size() == 2);  // two full caches written out at full_rows; the rest cached
+    c.flush(s);
+    check_rows(s, 0, src.size());
+    // 12-byte rows (the generic copy), gathered in reverse.
+    std::vector<std::array<std::int32_t, 3>> wide(3000);
+    for (std::size_t i = 0; i < wide.size(); ++i)
+        wide[i] = {static_cast<std::int32_t>(i), -1, static_cast<std::int32_t>(2 * i)};
+    std::vector<const unsigned char*> back(wide.size());
+    for (std::size_t i = 0; i < wide.size(); ++i)
+        back[i] = reinterpret_cast<const unsigned char*>(&wide[wide.size() - 1 - i]);
+    const std::vector<unsigned char> fill12(12, 0);
+    RowCache w("w", 12, fill12.data(), 8192, std::size_t(32) << 20, budget);
+    MemorySink t(budget);
+    w.append_gather(0, back.size(), [&](std::size_t i) { return back[i]; }, t);
+    CHECK(w.rows() == wide.size());
+    CHECK(w.cached() == wide.size());
+    std::uint64_t wrong = 0;
+    for (std::size_t r = 0; r < wide.size(); ++r)
+        wrong += std::memcmp(w.data() + r * 12, &wide[wide.size() - 1 - r], 12) != 0;
     CHECK(wrong == 0);
 }
 
