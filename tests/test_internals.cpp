@@ -1,13 +1,15 @@
 // Internals that no API call can reach with bad input: the decoder's checks of a batch's
 // contents (a malformed batch must be Errc::protocol, never memory corruption) and the
 // shared-memory slot layout; the report's verdict from given figures; the writer's parts
-// that need no file (RowCache, the chunk rule, WriteQueue). This TU compiles the implementation itself (it is linked
-// without the library) to reach smalldata::detail.
+// that need no file (RowCache, the chunk rule, WriteQueue); the time ordering's key merge.
+// This TU compiles the implementation itself (it is linked without the library) to reach
+// smalldata::detail.
 #define SMALLDATA_IMPLEMENTATION
 #include "smalldata.hpp"
 
 #include "catch_compat.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -734,4 +736,55 @@ TEST_CASE("WriteQueue: the first error is sticky, later jobs are skipped, stop()
     WriteQueue::Slot s;
     auto lk = q.lock();
     CHECK_FALSE(q.wait_slot(lk, s));  // after a failure: no waiting, false
+}
+
+TEST_CASE("sort_part_keys: a part's clients merged, or sorted in place when memory is short", "[internals][order]") {
+    // A part as a server sees it: batches of three clients arriving interleaved, each
+    // client's timestamps increasing (ties across clients), batch sizes uneven.
+    std::vector<OrderKey> keys;
+    std::vector<std::pair<std::uint32_t, std::uint64_t>> runs;
+    std::int64_t next[3] = {0, 0, 0};
+    std::uint64_t row = 0;
+    for (int b = 0; b < 300; ++b) {
+        const std::uint32_t c = static_cast<std::uint32_t>((b * 7) % 3);
+        const std::uint64_t n = 1 + static_cast<std::uint64_t>((b * 13) % 17);
+        for (std::uint64_t i = 0; i < n; ++i, ++row) {
+            next[c] += 1 + static_cast<std::int64_t>((row * 5 + c) % 3);  // increasing per client
+            keys.push_back({next[c], std::uint64_t(c) << 40 | row});
+        }
+        if (!runs.empty() && runs.back().first == c)
+            runs.back().second += n;
+        else
+            runs.emplace_back(c, n);
+    }
+    auto same = [](const std::vector<OrderKey>& a, const std::vector<OrderKey>& b) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (a[i].ts != b[i].ts || a[i].tie != b[i].tie) return false;
+        return true;
+    };
+    std::vector<OrderKey> expected = keys;
+    std::sort(expected.begin(), expected.end());
+    REQUIRE_FALSE(same(expected, keys));  // the arrival order is not sorted
+    for (const std::size_t memory : {std::size_t(256) << 20, keys.size() * sizeof(OrderKey)}) {
+        CAPTURE(memory);  // room for the merge's second array; then only for the keys (in place)
+        std::vector<OrderKey> k = keys;
+        sort_part_keys(k, runs, memory);
+        CHECK(same(k, expected));
+    }
+    // Runs that do not cover the keys are not trusted: sorted all the same.
+    std::vector<OrderKey> k = keys;
+    sort_part_keys(k, {{0, 5}}, std::size_t(256) << 20);
+    CHECK(same(k, expected));
+    // More than 64 clients: sorted in place; every row its own client here.
+    std::vector<OrderKey> many;
+    std::vector<std::pair<std::uint32_t, std::uint64_t>> one_each;
+    for (std::uint64_t r = 0; r < 100; ++r) {
+        many.push_back({static_cast<std::int64_t>((r * 37) % 100), r << 40 | r});
+        one_each.emplace_back(static_cast<std::uint32_t>(r), 1);
+    }
+    std::vector<OrderKey> many_sorted = many;
+    std::sort(many_sorted.begin(), many_sorted.end());
+    sort_part_keys(many, one_each, std::size_t(256) << 20);
+    CHECK(same(many, many_sorted));
 }
