@@ -6841,10 +6841,8 @@ inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t ev
         const std::uint64_t n = std::min(block, events - at);
         ts.resize(static_cast<std::size_t>(n));
         H5Id fspace(h5check(H5Dget_space(d.get()), "H5Dget_space"), H5Sclose);
-        hsize_t start = at, count = n;
-        h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr),
-                     "H5Sselect_hyperslab");
-        H5Id mspace(h5check(H5Screate_simple(1, &count, nullptr), "H5Screate_simple"), H5Sclose);
+        h5_select_rows(fspace.get(), at, n, Shape{});
+        H5Id mspace = h5_space(static_cast<long long>(n), Shape{});
         if (H5Dread(d.get(), H5T_NATIVE_INT64, mspace.get(), fspace.get(), H5P_DEFAULT, ts.data()) < 0)
             throw_h5("cannot read the timestamps of '" + path + "'");
         for (std::uint64_t i = 0; i < n; ++i) {
@@ -7114,7 +7112,6 @@ private:
         std::uint64_t rows = 0;        // the dataset's extent
         std::uint64_t chunk_rows = 1;  // a power of two: 1 << shift
         unsigned shift = 0;
-        std::uint64_t chunk_bytes = 0;
         std::vector<std::uint64_t> at;  // per chunk: 0 not looked up, chunk_none, or offset + 1
     };
     static constexpr std::uint64_t chunk_none = UINT64_MAX;  // never written: fill values
@@ -7146,7 +7143,6 @@ private:
         c.rows = dims[0];
         c.chunk_rows = cd[0];
         while ((std::uint64_t(1) << c.shift) < c.chunk_rows) ++c.shift;
-        c.chunk_bytes = c.chunk_rows * f.meta.bytes;
         c.at.assign(static_cast<std::size_t>((c.rows + c.chunk_rows - 1) >> c.shift), 0);
         base_[part] = userblock;  // chunk addresses count from the end of the user block
         c.state = 1;
@@ -7199,7 +7195,7 @@ private:
             throw_h5("cannot locate a chunk of '" + f.meta.name + "' in '" + paths_[part] + "'");
         if (addr == HADDR_UNDEF || size == 0) return chunk_none;
         const std::uint64_t at = base_[part] + addr, n = maps_[part]->size();
-        if (size != c.chunk_bytes || at > n || n - at < size)
+        if (size != c.chunk_rows * f.meta.bytes || at > n || n - at < size)
             throw_error(Errc::hdf5, "part file '" + paths_[part] + "': chunk " + std::to_string(k) + " of '" +
                                         f.meta.name + "' lies outside the file");
         return at + 1;
