@@ -448,8 +448,9 @@ struct Stats {
     double flatten_seconds = 0;        // join root, Options::self_contained: of join_seconds,
     std::uint64_t flatten_bytes = 0;   // the copy into one file, and the data bytes it moved
     double order_seconds = 0;          // Options::time_order: done()'s sort (server, serial)
-    std::uint64_t order_events = 0;    // and the events it moved (0: already in order)
-};
+    std::uint64_t order_events = 0;    // and the events it moved (0: already in order),
+    std::uint64_t order_rounds = 0;    // in how many rounds (more than 1: its keys exceeded
+};                                     // cache_memory; section 19)
 
 // The end-of-run report (Options::report, SmallData::report()): what the run did, where
 // its time went, and whether it had the servers it needed. A rank's `seconds` span its
@@ -487,7 +488,9 @@ struct Report {
     std::uint64_t flatten_bytes = 0;   // the data bytes that copy moved
     bool time_order = false;           // Options::time_order in parallel mode, with a file:
     double order_seconds = 0;          // the servers' ordering (the longest), and the events
-    std::uint64_t order_events = 0;    // rewritten in time order (0: in order already)
+    std::uint64_t order_events = 0;    // rewritten in time order (0: in order already),
+    std::uint64_t order_rounds = 0;    // in how many rounds (the servers' keys exceeded
+                                       // cache_memory when more than 1)
     std::vector<ServerReport> servers; // one per server; serial mode: the process
     std::vector<ClientReport> clients; // one per client; serial mode: empty
     // The verdict of the scaling model (docs/performance.md): the number of servers to
@@ -652,6 +655,11 @@ inline void (*checkpoint_hook)(int stage) noexcept = nullptr;
 // with Options::time_order, each server calls it once its <part>.ordered file is complete
 // (section 19), before the ranks agree on the switch. Null by default.
 inline void (*order_hook)(int server) noexcept = nullptr;
+// Internal, for testing (the tool test stops a run inside the self-contained copy): with
+// Options::self_contained, the joining rank calls it once the first per-event dataset is
+// copied (stage 0: the copy half done), and once the self-contained file is in place,
+// before the parts are removed (stage 1). Null by default.
+inline void (*flatten_hook)(int stage) noexcept = nullptr;
 }  // namespace detail
 
 // Ends the run early, as SIGTERM does when the library handles it: every live SmallData
@@ -5850,6 +5858,7 @@ inline void Impl::join() {
         }
         stats.join_seconds = now_seconds() - t0;
         status.flat = opt.self_contained && stats.flatten_seconds > 0;  // set once the flat file is in place
+        if (status.flat && flatten_hook) flatten_hook(1);
     }
     check_mpi(MPI_Ibcast(&status, sizeof status, MPI_BYTE, root, comm, &r), "MPI_Ibcast");
     wait_gently(r, opt.idle_sleep_max_us);
@@ -6576,7 +6585,7 @@ private:
                     copy_attributes(from.get(), to.get(), false, "group '" + o.name + "'");
                 } else if (o.kind == Kind::event) {
                     flatten_dataset(o, st);
-                    ++st.datasets;
+                    if (++st.datasets == 1 && flatten_hook) flatten_hook(0);
                 } else {
                     h5check_herr(H5Ocopy(src_.get(), o.name.c_str(), dst_.get(), o.name.c_str(), H5P_DEFAULT, H5P_DEFAULT),
                                  "cannot copy it into '" + tmp_ + "'");
@@ -6764,6 +6773,14 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //     32 MiB; the mapped pages are given back after each field of a window) and the
 //     ordering Writer's caches take what is left of cache_memory, and never less than a
 //     quarter of it.
+//     Rounds: keys that would not fit so (order_rounds) are sorted a slice at a time. The
+//     splitters cut the keys into servers x R buckets, from samples taken in one pass over
+//     the parts (every k-th event of each client: in order on its own), and server t's
+//     range is buckets tR to tR + R - 1. Round r: each server scans its part's timestamps
+//     again, keeps the keys of buckets tR + r (every t), and steps 1 (sort), 3 and 4 run
+//     on them; each server appends its bucket to its one ordering Writer, so its .ordered
+//     file is still one contiguous time range. A round's keys take at most half of
+//     cache_memory, the ordering Writer's caches and the window the other half.
 //     Serial mode is in order already: one stream of increasing timestamps.
 
 inline constexpr const char* attr_time_order = "smalldata_time_order";  // u64 1: an ordered part
@@ -6820,22 +6837,21 @@ inline void sort_part_keys(std::vector<OrderKey>& keys, const std::vector<std::p
     keys.swap(out);
 }
 
-// The keys of one part file, sorted: its timestamps read in blocks, the client of each
-// row from the writer's runs. `sorted`: the writer saw them arrive in order.
-inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t events,
-                                       const std::vector<std::pair<std::uint32_t, std::uint64_t>>& runs, bool sorted,
-                                       std::size_t memory) {
-    std::vector<OrderKey> keys(static_cast<std::size_t>(events));
-    if (events == 0) return keys;
+// Calls f(key) for every event of a part file, in row order: its timestamps read in
+// blocks, the client of each row from the writer's runs.
+template <class F>
+void scan_part_keys(const std::string& path, std::uint64_t events, const std::vector<std::pair<std::uint32_t, std::uint64_t>>& runs,
+                    F&& f) {
+    if (events == 0) return;
     H5Quiet q;
-    H5Id f = h5_open_read(path);
-    if (!f.valid()) throw_h5("cannot open '" + path + "' to sort its events");
-    H5Id d(H5Dopen2(f.get(), "timestamp", H5P_DEFAULT), H5Dclose);
+    H5Id file = h5_open_read(path);
+    if (!file.valid()) throw_h5("cannot open '" + path + "' to sort its events");
+    H5Id d(H5Dopen2(file.get(), "timestamp", H5P_DEFAULT), H5Dclose);
     if (!d.valid()) throw_h5("cannot open the timestamps of '" + path + "'");
     std::size_t run = 0;
     std::uint64_t left = runs.empty() ? events : runs[0].second;
     std::uint64_t client = runs.empty() ? 0 : runs[0].first;
-    const std::uint64_t block = std::uint64_t(1) << 20;
+    const std::uint64_t block = std::uint64_t(1) << 16;  // 512 KiB of timestamps at a time
     std::vector<std::int64_t> ts;
     for (std::uint64_t at = 0; at < events; at += block) {
         const std::uint64_t n = std::min(block, events - at);
@@ -6852,11 +6868,40 @@ inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t ev
                 client = runs[run].first;
             }
             if (left > 0) --left;
-            keys[static_cast<std::size_t>(at + i)] = {ts[static_cast<std::size_t>(i)], client << 40 | (at + i)};
+            f(OrderKey{ts[static_cast<std::size_t>(i)], client << 40 | (at + i)});
         }
     }
+}
+
+// The keys of one part file, sorted. `sorted`: the writer saw them arrive in order.
+inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t events,
+                                       const std::vector<std::pair<std::uint32_t, std::uint64_t>>& runs, bool sorted,
+                                       std::size_t memory) {
+    std::vector<OrderKey> keys;
+    keys.reserve(static_cast<std::size_t>(events));
+    scan_part_keys(path, events, runs, [&](const OrderKey& k) { keys.push_back(k); });
     if (!sorted) sort_part_keys(keys, runs, memory);
     return keys;
+}
+
+// The bytes of the copy's window buffers (OrderCopy's budget).
+inline std::size_t order_window_bytes(std::size_t cache_memory) {
+    return std::min<std::size_t>(cache_memory / 8, std::size_t(32) << 20);
+}
+
+// How many rounds the ordering takes, the same on every server. One when each server's
+// keys fit beside the copy's window in cache_memory: 16 bytes per event of its part and
+// 24 per event of its range (while they travel, and its output), with a quarter's margin
+// for the splitters. Else as many as bring a round's keys within half of cache_memory,
+// but no round under 256 events.
+inline std::uint64_t order_rounds(std::uint64_t total, std::uint64_t largest_part, std::size_t servers,
+                                  std::size_t cache_memory) {
+    const std::uint64_t range = total / std::max<std::size_t>(servers, 1) + 1;
+    const std::uint64_t need = 16 * largest_part + 24 * (range + range / 4);
+    const std::uint64_t window = order_window_bytes(cache_memory);
+    if (need + window <= cache_memory) return 1;
+    const std::uint64_t half = std::max<std::uint64_t>(1, cache_memory / 2);
+    return std::max<std::uint64_t>(2, std::min((need + half - 1) / half, total / 256));
 }
 
 // A closed part file mapped read-only: the ordering copies rows from the page cache
@@ -7444,16 +7489,13 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
 }
 
 // Memory of an ordering (see above): the copy's buffers, and the ordered Writer's options.
-inline std::size_t order_window_bytes(const Options& o) {
-    return std::min<std::size_t>(o.cache_memory / 8, std::size_t(32) << 20);
-}
 inline Options order_writer_options(const Options& o, std::uint64_t index_bytes) {
     Options w = o;
     w.checkpoint_seconds = 0;  // a crash leaves an .ordered file that recovery removes
     w.progress_seconds = 0;
     w.time_order = false;
     w.callbacks.clear();
-    const std::uint64_t used = index_bytes + order_window_bytes(o);
+    const std::uint64_t used = index_bytes + order_window_bytes(o.cache_memory);
     w.cache_memory = static_cast<std::size_t>(std::max<std::uint64_t>(o.cache_memory / 4, o.cache_memory > used ? o.cache_memory - used : 0));
     return w;
 }
@@ -7515,7 +7557,7 @@ inline void Impl::order_by_time() {
     if (!ok) {
         order_error = std::make_exception_ptr(
             Error(code, "time order: " + why + "; the final file holds every event, in the order they arrived", lib));
-        if (role == Role::server) stats.order_events = 0;
+        if (role == Role::server) stats.order_events = stats.order_rounds = 0;
     }
     stats.order_seconds = now_seconds() - t0;
 }
@@ -7568,10 +7610,52 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
     };
 
     writer->release_caches();  // the memory is the ordering's now
+    const auto& runs = writer->client_runs();
 
-    // 1. This part's keys, sorted.
+    // 0. How many rounds: the same on every server, from every part's events.
+    std::vector<std::uint64_t> counts(S);
+    check_mpi(MPI_Iallgather(&N, 1, MPI_UINT64_T, counts.data(), 1, MPI_UINT64_T, sc, &r), "MPI_Iallgather");
+    wait();
+    std::uint64_t total = 0, largest = 0;
+    for (std::uint64_t c : counts) {
+        total += c;
+        largest = std::max(largest, c);
+    }
+    const std::uint64_t R = order_rounds(total, largest, S, opt.cache_memory);
+    const std::size_t key_memory = R == 1 ? opt.cache_memory : opt.cache_memory / 2;
+
+    // 1. One round: this part's keys, sorted. Rounds: samples of them (every k-th event of
+    //    each client, in order on its own) and their ends, from one pass over the part.
+    struct Sample {
+        OrderKey key;
+        double weight;
+    };
+    std::vector<Sample> samples;
     std::vector<OrderKey> keys;
-    caught([&] { keys = part_keys(part, N, writer->client_runs(), writer->in_order(), opt.cache_memory); });
+    OrderKey lo{INT64_MAX, UINT64_MAX}, hi{INT64_MIN, 0};
+    caught([&] {
+        if (R == 1) {
+            keys = part_keys(part, N, runs, writer->in_order(), key_memory);
+            if (N > 0) {
+                lo = keys.front();
+                hi = keys.back();
+            }
+            const std::size_t m = std::min<std::size_t>(static_cast<std::size_t>(N), 64 * S);
+            for (std::size_t i = 0; i < m; ++i)
+                samples.push_back({keys[static_cast<std::size_t>((2 * i + 1) * N / (2 * m))],
+                                   static_cast<double>(N) / static_cast<double>(m)});
+            return;
+        }
+        const std::uint64_t k = std::max<std::uint64_t>(1, total / (S * R) / (4 * static_cast<std::uint64_t>(std::max(1, n_clients))));
+        std::vector<std::uint64_t> seen;  // events by client
+        scan_part_keys(part, N, runs, [&](const OrderKey& key) {
+            lo = std::min(lo, key);
+            if (hi < key) hi = key;
+            const auto c = static_cast<std::size_t>(key.tie >> 40);
+            if (c >= seen.size()) seen.resize(c + 1, 0);
+            if (++seen[c] % k == 0) samples.push_back({key, static_cast<double>(k)});
+        });
+    });
     if (!all_ok()) return;
 
     // Already in order: every part in order, and each part's first event after the last
@@ -7579,13 +7663,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
     struct Edge {
         std::int64_t first_ts, last_ts;
         std::uint64_t first_client, last_client, events, in_order;
-    } mine{0, 0, 0, 0, N, writer->in_order() ? 1u : 0u};
-    if (N > 0) {
-        mine.first_ts = keys.front().ts;
-        mine.first_client = keys.front().tie >> 40;
-        mine.last_ts = keys.back().ts;
-        mine.last_client = keys.back().tie >> 40;
-    }
+    } mine{lo.ts, hi.ts, lo.tie >> 40, hi.tie >> 40, N, writer->in_order() ? 1u : 0u};
     std::vector<Edge> edges(S);
     check_mpi(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, edges.data(), sizeof mine, MPI_BYTE, sc, &r), "MPI_Iallgather");
     wait();
@@ -7628,121 +7706,162 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
         }
     }
 
-    // 3. Splitters from weighted samples of every sorted part.
-    struct Sample {
-        OrderKey key;
-        double weight;
-    };
-    std::vector<Sample> samples;
-    const std::size_t m = std::min<std::size_t>(static_cast<std::size_t>(N), 64 * S);
-    for (std::size_t i = 0; i < m; ++i)
-        samples.push_back({keys[static_cast<std::size_t>((2 * i + 1) * N / (2 * m))], static_cast<double>(N) / static_cast<double>(m)});
-    std::vector<OrderKey> split(S + 1);  // server t: keys in [split[t], split[t + 1]); ends unused
+    // 3. Splitters from the weighted samples of every part: S x R buckets of about equal
+    //    events; bucket j is [split[j], split[j + 1]), and server t's range is buckets
+    //    t R to t R + R - 1, written one per round.
+    const std::size_t B = S * static_cast<std::size_t>(R);
+    std::vector<OrderKey> split(B + 1);  // ends unused
     {
         std::vector<unsigned char> all;
         std::vector<int> lens, displs;
         allgather_bytes(samples.data(), samples.size() * sizeof(Sample), all, lens, displs);
+        std::vector<Sample>().swap(samples);
         std::vector<Sample> every(all.size() / sizeof(Sample));
         if (!every.empty()) std::memcpy(every.data(), all.data(), every.size() * sizeof(Sample));
         std::sort(every.begin(), every.end(), [](const Sample& a, const Sample& b) { return a.key < b.key; });
-        double total = 0;
-        for (const Sample& s : every) total += s.weight;
+        double sum = 0;
+        for (const Sample& s : every) sum += s.weight;
         double cum = 0;
-        std::size_t t = 1, i = 0;
-        for (; t < S; ++t) {
-            const double target = total * static_cast<double>(t) / static_cast<double>(S);
+        std::size_t i = 0;
+        for (std::size_t j = 1; j < B; ++j) {
+            const double target = sum * static_cast<double>(j) / static_cast<double>(B);
             while (i < every.size() && cum + every[i].weight / 2 < target) cum += every[i++].weight;
-            split[t] = i < every.size() ? every[i].key : OrderKey{INT64_MAX, UINT64_MAX};
+            split[j] = i < every.size() ? every[i].key : OrderKey{INT64_MAX, UINT64_MAX};
         }
     }
 
     std::vector<std::string> paths;
     for (std::size_t k = 0; k < S; ++k) paths.push_back(part_path(static_cast<int>(k)));
-    // This server's range into <part>.ordered: `n` events, event i from loc(i).
+    std::unique_ptr<OrderCopy> copy;  // destroyed before `ordered` (its lock)
+    // Appends n events of this server's range to <part>.ordered, event i from loc(i); the
+    // ordering writer and the copy are made by the first round.
     auto write_range = [&](std::uint64_t n, std::size_t index_bytes, const std::function<std::uint64_t(std::uint64_t)>& loc) {
         caught([&] {
-            const std::string to = ordered_path(part);
-            order_opt = order_writer_options(opt, index_bytes);
-            remove_old_file(to);
-            auto tag = [&](hid_t file) {
-                h5_set_attr_u64(file, attr_run, run_token);
-                h5_set_attr_u64(file, attr_part, static_cast<std::uint64_t>(server_idx));
-                h5_set_attr_u64(file, attr_parts, static_cast<std::uint64_t>(n_servers));
-                h5_set_attr_string(file, attr_final, base_name(opt.filename));
-                h5_set_attr_u64(file, attr_time_order, 1);
-            };
-            // While the servers order, the clients wait: only the servers count for whether
-            // a core is free for the ordering writer's write thread.
-            ordered = std::make_unique<Writer>(to, order_opt, use_write_thread(opt, servers_on_node, true), tag);
-            OrderCopy copy(paths, descs, std::move(bitmaps), order_window_bytes(opt));
-            copy.copy(*ordered, loc, n);
-            ordered->finish(nullptr);
-            stats.order_events = n;
-            if (order_hook) order_hook(server_idx);
+            if (!ordered) {
+                const std::string to = ordered_path(part);
+                order_opt = order_writer_options(opt, index_bytes);
+                remove_old_file(to);
+                auto tag = [&](hid_t file) {
+                    h5_set_attr_u64(file, attr_run, run_token);
+                    h5_set_attr_u64(file, attr_part, static_cast<std::uint64_t>(server_idx));
+                    h5_set_attr_u64(file, attr_parts, static_cast<std::uint64_t>(n_servers));
+                    h5_set_attr_string(file, attr_final, base_name(opt.filename));
+                    h5_set_attr_u64(file, attr_time_order, 1);
+                };
+                // While the servers order, the clients wait: only the servers count for
+                // whether a core is free for the ordering writer's write thread.
+                ordered = std::make_unique<Writer>(to, order_opt, use_write_thread(opt, servers_on_node, true), tag);
+                copy = std::make_unique<OrderCopy>(paths, descs, std::move(bitmaps), order_window_bytes(opt.cache_memory));
+            }
+            copy->copy(*ordered, loc, n);
+            stats.order_events += n;
         });
     };
-    if (S == 1) {  // one server: its sorted keys are the output, (part 0, row)
-        write_range(keys.size(), keys.size() * sizeof(OrderKey),
-                    [&](std::uint64_t i) { return keys[static_cast<std::size_t>(i)].tie & order_row_mask; });
-        return;
-    }
 
-    // 4. Each server's range from every part; merged into this server's output.
-    std::vector<std::uint64_t> send(S), recv(S);
-    std::vector<std::size_t> bound(S + 1);
-    bound[0] = 0;
-    bound[S] = keys.size();
-    for (std::size_t t = 1; t < S; ++t)
-        bound[t] = static_cast<std::size_t>(std::lower_bound(keys.begin(), keys.end(), split[t]) - keys.begin());
-    for (std::size_t t = 0; t < S; ++t) send[t] = bound[t + 1] - std::min(bound[t + 1], bound[t]);
-    check_mpi(MPI_Ialltoall(send.data(), 1, MPI_UINT64_T, recv.data(), 1, MPI_UINT64_T, sc, &r), "MPI_Ialltoall");
-    wait();
-    std::vector<int> sc_n(S), sd(S), rc_n(S), rd(S);
-    std::uint64_t at_s = 0, at_r = 0;
-    for (std::size_t t = 0; t < S; ++t) {
-        if (send[t] > static_cast<std::uint64_t>(INT_MAX) || recv[t] > static_cast<std::uint64_t>(INT_MAX) ||
-            at_s > static_cast<std::uint64_t>(INT_MAX) || at_r > static_cast<std::uint64_t>(INT_MAX))
-            throw_error(Errc::protocol, "time order: more than 2^31 events between two servers");
-        sc_n[t] = static_cast<int>(send[t]);
-        sd[t] = static_cast<int>(at_s);
-        rc_n[t] = static_cast<int>(recv[t]);
-        rd[t] = static_cast<int>(at_r);
-        at_s += send[t];
-        at_r += recv[t];
-    }
-    std::vector<OrderKey> got(static_cast<std::size_t>(at_r));
-    MPI_Datatype key_type;
-    check_mpi(MPI_Type_contiguous(sizeof(OrderKey), MPI_BYTE, &key_type), "MPI_Type_contiguous");
-    check_mpi(MPI_Type_commit(&key_type), "MPI_Type_commit");
-    check_mpi(MPI_Ialltoallv(keys.data(), sc_n.data(), sd.data(), key_type, got.data(), rc_n.data(), rd.data(), key_type,
-                             sc, &r),
-              "MPI_Ialltoallv");
-    wait();
-    MPI_Type_free(&key_type);
-    std::vector<OrderKey>().swap(keys);
+    // 4. Round by round: this part's keys of the round's buckets; each server's from every
+    //    part, merged into its output; written.
     std::vector<std::uint64_t> out;
-    out.reserve(got.size());
-    {
-        using Head = std::pair<OrderKey, std::size_t>;  // a part's next key, and the part
-        auto later = [](const Head& a, const Head& b) { return b.first < a.first; };
-        std::priority_queue<Head, std::vector<Head>, decltype(later)> heads(later);
-        std::vector<std::size_t> next(S), end(S);
-        for (std::size_t k = 0; k < S; ++k) {
-            next[k] = static_cast<std::size_t>(rd[k]);
-            end[k] = next[k] + static_cast<std::size_t>(rc_n[k]);
-            if (next[k] < end[k]) heads.push({got[next[k]], k});
+    for (std::uint64_t rr = 0; rr < R; ++rr) {
+        if (R > 1) {
+            caught([&] {
+                keys.clear();
+                if (rr == 0) keys.reserve(static_cast<std::size_t>(N / R + N / (4 * R) + 64));
+                std::vector<std::pair<std::uint32_t, std::uint64_t>> kept;  // their clients' runs
+                bool track = true;
+                // Under the ordering writer's HDF5 lock from round 1 on: with compression
+                // its write thread calls HDF5 meanwhile.
+                std::unique_lock<std::mutex> lk;
+                if (ordered) lk = ordered->hdf5_lock();
+                scan_part_keys(part, N, runs, [&](const OrderKey& key) {
+                    const auto j = static_cast<std::size_t>(std::upper_bound(split.begin() + 1, split.begin() + static_cast<std::ptrdiff_t>(B), key) -
+                                                            split.begin()) - 1;
+                    if (j % R != rr) return;
+                    keys.push_back(key);
+                    if (!track) return;
+                    const auto c = static_cast<std::uint32_t>(key.tie >> 40);
+                    if (!kept.empty() && kept.back().first == c)
+                        ++kept.back().second;
+                    else if (kept.size() < keys.size() / 8 + 64)  // else too many: sorted in place
+                        kept.emplace_back(c, 1);
+                    else
+                        track = false;
+                });
+                if (lk.owns_lock()) lk.unlock();
+                if (!track) kept.clear();
+                const std::size_t held = out.capacity() * 8;  // the last round's output, kept for its memory
+                sort_part_keys(keys, kept, key_memory > held ? key_memory - held : 0);
+            });
+            if (!all_ok()) return;
         }
-        while (!heads.empty()) {
-            const std::size_t k = heads.top().second;
-            heads.pop();
-            out.push_back(static_cast<std::uint64_t>(k) << 40 | (got[next[k]].tie & order_row_mask));
-            if (++next[k] < end[k]) heads.push({got[next[k]], k});
+        const std::size_t index_bytes = R > 1 ? key_memory : keys.size() * (S == 1 ? sizeof(OrderKey) : 8);
+        if (S == 1) {  // one server: its sorted keys are the output, (part 0, row)
+            write_range(keys.size(), index_bytes,
+                        [&](std::uint64_t i) { return keys[static_cast<std::size_t>(i)].tie & order_row_mask; });
+            if (!all_ok()) return;
+            continue;
         }
+        std::vector<std::uint64_t> send(S), recv(S);
+        std::vector<std::size_t> bound(S + 1);
+        bound[0] = 0;
+        bound[S] = keys.size();
+        for (std::size_t t = 1; t < S; ++t)
+            bound[t] = static_cast<std::size_t>(std::lower_bound(keys.begin(), keys.end(), split[t * R + rr]) - keys.begin());
+        for (std::size_t t = 0; t < S; ++t) send[t] = bound[t + 1] - std::min(bound[t + 1], bound[t]);
+        check_mpi(MPI_Ialltoall(send.data(), 1, MPI_UINT64_T, recv.data(), 1, MPI_UINT64_T, sc, &r), "MPI_Ialltoall");
+        wait();
+        std::vector<int> sc_n(S), sd(S), rc_n(S), rd(S);
+        std::uint64_t at_s = 0, at_r = 0;
+        for (std::size_t t = 0; t < S; ++t) {
+            if (send[t] > static_cast<std::uint64_t>(INT_MAX) || recv[t] > static_cast<std::uint64_t>(INT_MAX) ||
+                at_s > static_cast<std::uint64_t>(INT_MAX) || at_r > static_cast<std::uint64_t>(INT_MAX))
+                throw_error(Errc::protocol, "time order: more than 2^31 events between two servers");
+            sc_n[t] = static_cast<int>(send[t]);
+            sd[t] = static_cast<int>(at_s);
+            rc_n[t] = static_cast<int>(recv[t]);
+            rd[t] = static_cast<int>(at_r);
+            at_s += send[t];
+            at_r += recv[t];
+        }
+        std::vector<OrderKey> got(static_cast<std::size_t>(at_r));
+        MPI_Datatype key_type;
+        check_mpi(MPI_Type_contiguous(sizeof(OrderKey), MPI_BYTE, &key_type), "MPI_Type_contiguous");
+        check_mpi(MPI_Type_commit(&key_type), "MPI_Type_commit");
+        check_mpi(MPI_Ialltoallv(keys.data(), sc_n.data(), sd.data(), key_type, got.data(), rc_n.data(), rd.data(),
+                                 key_type, sc, &r),
+                  "MPI_Ialltoallv");
+        wait();
+        MPI_Type_free(&key_type);
+        if (R == 1) std::vector<OrderKey>().swap(keys);  // rounds: kept for the next
+        out.clear();
+        out.reserve(got.size());
+        {
+            using Head = std::pair<OrderKey, std::size_t>;  // a part's next key, and the part
+            auto later = [](const Head& a, const Head& b) { return b.first < a.first; };
+            std::priority_queue<Head, std::vector<Head>, decltype(later)> heads(later);
+            std::vector<std::size_t> next(S), end(S);
+            for (std::size_t k = 0; k < S; ++k) {
+                next[k] = static_cast<std::size_t>(rd[k]);
+                end[k] = next[k] + static_cast<std::size_t>(rc_n[k]);
+                if (next[k] < end[k]) heads.push({got[next[k]], k});
+            }
+            while (!heads.empty()) {
+                const std::size_t k = heads.top().second;
+                heads.pop();
+                out.push_back(static_cast<std::uint64_t>(k) << 40 | (got[next[k]].tie & order_row_mask));
+                if (++next[k] < end[k]) heads.push({got[next[k]], k});
+            }
+        }
+        std::vector<OrderKey>().swap(got);
+        write_range(out.size(), R > 1 ? key_memory : out.size() * 8,
+                    [&](std::uint64_t i) { return out[static_cast<std::size_t>(i)]; });
+        if (!all_ok()) return;
     }
-    std::vector<OrderKey>().swap(got);
-
-    // 5. This server's range into <part>.ordered.
-    write_range(out.size(), out.size() * 8, [&](std::uint64_t i) { return out[static_cast<std::size_t>(i)]; });
+    caught([&] {
+        if (!ordered) return;
+        ordered->finish(nullptr);
+        stats.order_rounds = R;
+        if (order_hook) order_hook(server_idx);
+    });
 }
 
 // ============================================================================ [>>impl-abort]
@@ -8157,7 +8276,7 @@ inline void judge(Report& rep) {
 // then the same Report everywhere; printed by rank 0 (the serial process).
 inline void Impl::make_report() {
     enum : std::size_t { f_role, f_events, f_bytes, f_seconds, f_idle, f_wait, f_write, f_join, f_flat, f_flat_bytes,
-                         f_order, f_order_events, f_wall, f_n };
+                         f_order, f_order_events, f_order_rounds, f_wall, f_n };
     std::array<double, f_n> mine{};
     mine[f_role] = static_cast<double>(static_cast<int>(role));
     const bool writes = role == Role::serial || role == Role::server;
@@ -8172,6 +8291,7 @@ inline void Impl::make_report() {
     mine[f_flat_bytes] = static_cast<double>(stats.flatten_bytes);
     mine[f_order] = role == Role::server ? stats.order_seconds : 0;
     mine[f_order_events] = static_cast<double>(stats.order_events);
+    mine[f_order_rounds] = static_cast<double>(stats.order_rounds);
     mine[f_wall] = now_seconds() - t_start;
     std::vector<double> all(mine.begin(), mine.end());
     if (parallel()) {
@@ -8194,6 +8314,7 @@ inline void Impl::make_report() {
         }
         rep.order_seconds = std::max(rep.order_seconds, f[f_order]);
         rep.order_events += static_cast<std::uint64_t>(f[f_order_events]);
+        rep.order_rounds = std::max(rep.order_rounds, static_cast<std::uint64_t>(f[f_order_rounds]));
         const auto r = static_cast<Role>(static_cast<int>(f[f_role]));
         if (r == Role::serial || r == Role::server) {
             ServerReport s;
@@ -8239,7 +8360,10 @@ std::string Report::text() const {
                   group_digits(static_cast<std::uint64_t>(events_per_second)).c_str(), human_bytes(bytes_per_second).c_str());
     t += b;
     if (time_order) {
-        if (order_events > 0)
+        if (order_events > 0 && order_rounds > 1)
+            std::snprintf(b, sizeof b, "; time order %.2f s (%s events rewritten, in %s rounds)", order_seconds,
+                          group_digits(order_events).c_str(), group_digits(order_rounds).c_str());
+        else if (order_events > 0)
             std::snprintf(b, sizeof b, "; time order %.2f s (%s events rewritten)", order_seconds,
                           group_digits(order_events).c_str());
         else

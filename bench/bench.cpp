@@ -1,7 +1,7 @@
 // bench.cpp - throughput of smalldata on the project's reference workloads.
 //
 //   bench [--workload ref|large] [--events N] [--out FILE] [--servers S]
-//         [--batch-size N] [--cache-size N] [--batch-bytes N] [--send-buffers N]
+//         [--batch-size N] [--cache-size N] [--cache-memory MIB] [--batch-bytes N] [--send-buffers N]
 //         [--rate R] [--idle-sleep-us N] [--no-shm] [--write-thread N] [--checkpoint S]
 //         [--progress S] [--no-report] [--verify]
 //         [--compression none|deflate[:LEVEL]|filter:ID[:P1,P2,...]] [--self-contained]
@@ -24,6 +24,7 @@
 //           (the same bytes: compare ns_per_event_call with `array`)
 //
 // --no-shm sends every batch as an MPI message (Options::shared_memory = false).
+// --cache-memory MIB sets Options::cache_memory in MiB (default 256): the writers' memory cap.
 // --write-thread N sets Options::write_thread (default -1, automatic). 1 is safe here: this
 //    program makes no HDF5 calls of its own.
 // --checkpoint S sets Options::checkpoint_seconds (default 5; 0 = off).
@@ -142,6 +143,7 @@ Args parse(int argc, char** argv) {
         else if (k == "--servers") a.opt.servers = std::stoi(next());
         else if (k == "--batch-size") a.opt.batch_size = std::stoul(next());
         else if (k == "--cache-size") a.opt.cache_size = std::stoul(next());
+        else if (k == "--cache-memory") a.opt.cache_memory = std::stoul(next()) << 20;
         else if (k == "--batch-bytes") a.opt.batch_bytes = std::stoul(next());
         else if (k == "--send-buffers") a.opt.send_buffers = std::stoi(next());
         else if (k == "--rate") a.rate = std::stod(next());

@@ -738,6 +738,23 @@ TEST_CASE("WriteQueue: the first error is sticky, later jobs are skipped, stop()
     CHECK_FALSE(q.wait_slot(lk, s));  // after a failure: no waiting, false
 }
 
+TEST_CASE("order_rounds: one round while the keys fit in cache_memory, else rounds within half of it", "[internals][order]") {
+    const std::size_t mib = std::size_t(1) << 20;
+    // The reference runs: 1M and 10M events on 2 servers, 256 MiB.
+    CHECK(order_rounds(1000000, 500000, 2, 256 * mib) == 1);
+    CHECK(order_rounds(10000000, 5000000, 2, 256 * mib) == 1);
+    CHECK(order_rounds(0, 0, 3, 256 * mib) == 1);
+    // 100M events on 2 servers: 16 x 50M + 24 x 62.5M bytes, in rounds of at most 128 MiB.
+    const std::uint64_t r = order_rounds(100000000, 50000000, 2, 256 * mib);
+    CHECK(r == (16 * 50000000ull + 24 * (50000001ull + 12500000ull) + 128 * mib - 1) / (128 * mib));
+    CHECK(r >= 2);
+    // The largest part counts, not the mean: one server holding everything needs more.
+    CHECK(order_rounds(100000000, 100000000, 2, 256 * mib) > r);
+    // A tiny cache_memory: no round under 256 events; but always at least 2 once over.
+    CHECK(order_rounds(3000, 3000, 1, 1024) == 11);
+    CHECK(order_rounds(300, 300, 1, 1024) == 2);
+}
+
 TEST_CASE("sort_part_keys: a part's clients merged, or sorted in place when memory is short", "[internals][order]") {
     // A part as a server sees it: batches of three clients arriving interleaved, each
     // client's timestamps increasing (ties across clients), batch sizes uneven.
