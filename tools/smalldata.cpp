@@ -202,24 +202,29 @@ int recover_parallel(const std::string& file, const PartNames& names, const std:
         lens.push_back(static_cast<int>(desc.size()));
         all.insert(all.end(), desc.begin(), desc.end());
     }
-    for (const auto& kv : names.tmps) remove_file(kv.second);
-    remove_final_leftovers(file);
-    // A final file of this run that is still there keeps its summary and attributes (done()
-    // wrote them); otherwise they are lost: they lived only in memory until the join.
+    // A final file of this run keeps its summary and attributes (done() wrote them): the
+    // final file itself, or the join's own FILE.<run>.tmp when the run was killed while
+    // done() copied it into one file (Options::self_contained: the virtual file is complete
+    // under that name, closed with its run token last, before the copy begins). Otherwise
+    // they are lost: they lived only in memory until the join.
     std::vector<dt::SummaryItem> summary;
     std::vector<dt::AttributeItem> attributes;
-    bool kept = false;
-    if (dt::path_exists(file)) {
+    std::string kept_from;
+    for (const std::string& candidate : {file, file + "." + hex16(run) + ".tmp"}) {
+        if (!kept_from.empty() || !dt::path_exists(candidate)) continue;
         dt::H5Quiet q;
-        dt::H5Id old(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+        dt::H5Id old(H5Fopen(candidate.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
         std::uint64_t tok = 0;
         if (old.valid() && dt::h5_get_attr_u64(old.get(), dt::attr_run, tok) && tok == run) {
-            summary = dt::read_summary(old.get(), dt::list_datasets(old.get(), file));
+            summary = dt::read_summary(old.get(), dt::list_datasets(old.get(), candidate));
             attributes = dt::read_attributes(old.get());
-            kept = true;
+            kept_from = candidate;
         }
         H5Eclear2(H5E_DEFAULT);
     }
+    const bool kept = !kept_from.empty();
+    for (const auto& kv : names.tmps) remove_file(kv.second);
+    remove_final_leftovers(file);
     dt::FinalSpec spec;
     spec.filename = file;
     spec.parts = static_cast<int>(parts);
@@ -236,8 +241,9 @@ int recover_parallel(const std::string& file, const PartNames& names, const std:
         std::printf("  warning: %s\n", e.what());
     }
     if (kept && (!summary.empty() || !attributes.empty()))
-        std::printf("  total %" PRIu64 " events; rebuilt %s (%zu summary datasets and %zu attributes kept from it)\n",
-                    total, file.c_str(), summary.size(), attributes.size());
+        std::printf("  total %" PRIu64 " events; rebuilt %s (%zu summary datasets and %zu attributes kept from %s)\n",
+                    total, file.c_str(), summary.size(), attributes.size(),
+                    kept_from == file ? "it" : ("the join's complete " + dt::base_name(kept_from)).c_str());
     else
         std::printf("  total %" PRIu64 " events; rebuilt %s (no summary datasets: done() did not write them)\n", total,
                     file.c_str());

@@ -24,6 +24,12 @@
              deleted, and check finds it sound; OUT existing without --force, OUT = FILE
              and OUT = a part are refused (OUT untouched); deflate filters are kept; a
              missing part is an error, not a copy of fill values
+  flat_stop  a run with Options::self_contained stopped inside done()'s copy into one file:
+             half-way (the parts, the join's complete virtual file and the half-made copy
+             under their temporary names), recover rebuilds the final file with every
+             event, its summary and attributes taken from the join's file, and leaves no
+             temporary file; with the copy in place but the parts not yet removed, recover
+             keeps the self-contained file as it is (same bytes) and leaves the parts alone
 
 usage: run_tools.py MPIEXEC WRITE_RUN SMALLDATA_TOOL WORKDIR
 """
@@ -511,9 +517,55 @@ def mode_ordered(c):
     return probs
 
 
+def mode_flat_stop(c):
+    """Options::self_contained (2 servers + 3 clients), the job stopped inside the copy:
+    half-way, and once the copy is in place but the parts are still there."""
+    probs = []
+    flat = {"SMALLDATA_TEST_SELF_CONTAINED": "1"}
+    out = c.fresh("flat_stop0", 5, env=dict(flat, SMALLDATA_TEST_STOP_FLATTEN="0"), stopped=True)
+    d = os.path.dirname(out)
+    names = sorted(os.listdir(d))
+    tmps = [n for n in names if n.startswith("run.h5.") and n.endswith(".tmp")]
+    if len(tmps) != 2 or sorted(set(names) - set(tmps)) != ["run_part0.h5", "run_part1.h5"]:
+        return [f"half-way: the stopped run left {names}, expected the parts and two run.h5.<hex>.tmp"]
+    p = c.tool_run("recover", out)
+    if p.returncode != 0:
+        return [f"half-way: recover exited {p.returncode}"]
+    probs += [f"half-way: {x}" for x in check_values(out, True)]
+    if "kept from the join's complete" not in p.stdout:
+        probs.append("half-way: recover does not say where the summary came from")
+    left = sorted(os.listdir(d))
+    if left != ["run.h5", "run_part0.h5", "run_part1.h5"]:
+        probs.append(f"half-way: recover left {left}")
+    p = c.tool_run("check", out)
+    if p.returncode != 0:
+        probs.append(f"half-way: check after recover exited {p.returncode}")
+
+    out = c.fresh("flat_stop1", 5, env=dict(flat, SMALLDATA_TEST_STOP_FLATTEN="1"), stopped=True)
+    d = os.path.dirname(out)
+    names = sorted(os.listdir(d))
+    if names != ["run.h5", "run_part0.h5", "run_part1.h5"]:
+        return probs + [f"in place: the stopped run left {names}, expected run.h5 and its parts"]
+    before = sha(out)
+    probs += [f"in place, before recover: {x}" for x in check_values(out, True)]
+    if virtual_datasets(out):
+        probs.append("in place: the copy has virtual datasets")
+    p = c.tool_run("recover", out)
+    if p.returncode != 0:
+        probs.append(f"in place: recover exited {p.returncode}")
+    if "self-contained" not in p.stdout:
+        probs.append("in place: recover does not say the file is self-contained")
+    if sha(out) != before:
+        probs.append("in place: recover changed the self-contained file")
+    if sorted(os.listdir(d)) != names:
+        probs.append(f"in place: recover left {sorted(os.listdir(d))}, expected {names}")
+    return probs
+
+
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
          "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut,
-         "compressed": mode_compressed, "flatten": mode_flatten, "ordered": mode_ordered}
+         "compressed": mode_compressed, "flatten": mode_flatten, "ordered": mode_ordered,
+         "flat_stop": mode_flat_stop}
 
 
 def main():

@@ -8,6 +8,10 @@
 // each server, once its time range is complete in <part>.ordered, writes DIR/ordered<k>,
 // waits (at most 60 s) until every server has, and ends the process (_exit): the state of
 // a job killed between the ordering and its switch.
+// SMALLDATA_TEST_SELF_CONTAINED=1: Options::self_contained. SMALLDATA_TEST_STOP_FLATTEN=STAGE
+// as well: the joining rank ends the process (_exit) inside the self-contained copy, at
+// detail::flatten_hook's STAGE (0: one per-event dataset copied; 1: the copy in place, the
+// parts not yet removed): the state of a job killed there.
 #include "smalldata.hpp"
 
 #include <unistd.h>
@@ -36,6 +40,10 @@ void stop_ordered(int server) noexcept {
     }
     _exit(3);
 }
+int stop_stage = -1;
+void stop_flatten(int stage) noexcept {
+    if (stage == stop_stage) _exit(3);
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -58,6 +66,11 @@ int main(int argc, char** argv) {
             stop_dir = d;
             stop_servers = opt.servers;
             smalldata::detail::order_hook = stop_ordered;
+        }
+        opt.self_contained = std::getenv("SMALLDATA_TEST_SELF_CONTAINED") != nullptr;
+        if (const char* st = std::getenv("SMALLDATA_TEST_STOP_FLATTEN")) {
+            stop_stage = std::atoi(st);
+            smalldata::detail::flatten_hook = stop_flatten;
         }
         smalldata::SmallData smd(opt);
         std::int64_t mine = 0;
