@@ -491,6 +491,7 @@ struct Report {
     std::uint64_t order_events = 0;    // rewritten in time order (0: in order already),
     std::uint64_t order_rounds = 0;    // in how many rounds (the servers' keys exceeded
                                        // cache_memory when more than 1)
+    bool order_failed = false;         // the ordering failed: events in arrival order
     std::vector<ServerReport> servers; // one per server; serial mode: the process
     std::vector<ClientReport> clients; // one per client; serial mode: empty
     // The verdict of the scaling model (docs/performance.md): the number of servers to
@@ -2192,25 +2193,53 @@ private:
     Closer close_ = nullptr;
 };
 
+// HDF5's error stack as text: its first four entries, and the system's error where a
+// file driver reported one (the sec2 driver's "errno = N, error message = '...'", deep in
+// the stack: a full disk, a missing directory, a permission).
+struct H5StackText {
+    std::string text;
+    std::string system;  // the system's message, or empty
+    int err = 0;         // its errno, or 0
+    bool shown = false;  // its entry is among the first four
+};
 inline herr_t h5_walk(unsigned n, const H5E_error2_t* e, void* out) {
-    auto* s = static_cast<std::string*>(out);
+    auto* t = static_cast<H5StackText*>(out);
+    if (e->desc && t->err == 0) {
+        const char* no = std::strstr(e->desc, "errno = ");
+        const char* msg = std::strstr(e->desc, "error message = '");
+        if (no && msg) {
+            t->err = std::atoi(no + 8);
+            msg += 17;
+            const char* end = std::strchr(msg, '\'');
+            t->system.assign(msg, end ? static_cast<std::size_t>(end - msg) : std::strlen(msg));
+            t->shown = n < 4;
+        }
+    }
     if (n >= 4) return 0;
     char maj[128] = "", min[128] = "";
     H5Eget_msg(e->maj_num, nullptr, maj, sizeof maj);
     H5Eget_msg(e->min_num, nullptr, min, sizeof min);
-    *s += std::string(n ? "; " : "") + maj + ": " + min + " (" + (e->desc ? e->desc : "") + ")";
+    t->text += std::string(n ? "; " : "") + maj + ": " + min + " (" + (e->desc ? e->desc : "") + ")";
     return 0;
 }
 
-inline std::string h5_stack() {
-    std::string s;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, h5_walk, &s);
+// The current HDF5 error stack as text (then cleared), ending with the system's error
+// when there is one; its errno in *err.
+inline std::string h5_stack(int* err = nullptr) {
+    H5StackText t;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, h5_walk, &t);
     H5Eclear2(H5E_DEFAULT);
-    return s.empty() ? std::string("no HDF5 error details") : s;
+    if (err) *err = t.err;
+    if (t.text.empty()) return "no HDF5 error details";
+    if (t.err != 0 && !t.system.empty() && !t.shown) t.text += "; system error: " + t.system + " (errno " + std::to_string(t.err) + ")";
+    return t.text;
 }
 
+// Errc::hdf5 with the error stack; library_code: the system's errno, when HDF5 had one.
 [[noreturn]] inline void throw_h5(const std::string& what) {
-    throw_error(Errc::hdf5, what + ": " + h5_stack());
+    int err = 0;
+    const std::string stack = h5_stack(&err);
+    throw_error(Errc::hdf5, what + ": " + stack, err);
 }
 inline hid_t h5check(hid_t id, const std::string& what) {
     if (id < 0) throw_h5(what);
@@ -3177,7 +3206,13 @@ public:
         const std::uint64_t step = std::min<std::uint64_t>(max_step, std::max<std::uint64_t>(min_step, size / 2));
         if (size + step / 2 <= end_) return;
         if (fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(size), static_cast<off_t>(step)) != 0) {
-            fd_ = -1;  // not supported here, or the disk is full: HDF5's own writes will say so
+            // Not supported here, or the disk is full: HDF5's own writes will say so. A
+            // failed fallocate keeps what it allocated (ext4: every free block, up to the
+            // step): a truncation to the file's own size gives it back, so the writes
+            // still get the room there is.
+            struct stat st;
+            if (::fstat(fd_, &st) == 0) (void)!::ftruncate(fd_, st.st_size);
+            fd_ = -1;
             return;
         }
         end_ = size + step;
@@ -8304,6 +8339,7 @@ inline void Impl::make_report() {
     rep = Report{};
     rep.parallel = parallel();
     rep.time_order = parallel() && opt.time_order && !opt.filename.empty();
+    rep.order_failed = rep.time_order && order_error != nullptr;  // agreed: the same on every rank
     for (int k = 0; k < (parallel() ? size : 1); ++k) {
         const double* f = &all[static_cast<std::size_t>(k) * f_n];
         rep.wall_seconds = std::max(rep.wall_seconds, f[f_wall]);
@@ -8360,7 +8396,9 @@ std::string Report::text() const {
                   group_digits(static_cast<std::uint64_t>(events_per_second)).c_str(), human_bytes(bytes_per_second).c_str());
     t += b;
     if (time_order) {
-        if (order_events > 0 && order_rounds > 1)
+        if (order_failed)
+            std::snprintf(b, sizeof b, "; time order %.2f s (failed: the events are in arrival order)", order_seconds);
+        else if (order_events > 0 && order_rounds > 1)
             std::snprintf(b, sizeof b, "; time order %.2f s (%s events rewritten, in %s rounds)", order_seconds,
                           group_digits(order_events).c_str(), group_digits(order_rounds).c_str());
         else if (order_events > 0)

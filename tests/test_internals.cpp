@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -804,4 +805,37 @@ TEST_CASE("sort_part_keys: a part's clients merged, or sorted in place when memo
     std::sort(many_sorted.begin(), many_sorted.end());
     sort_part_keys(many, one_each, std::size_t(256) << 20);
     CHECK(same(many, many_sorted));
+}
+
+TEST_CASE("throw_h5: the system's error under a failed HDF5 call is in the message and library_code",
+          "[internals][errors]") {
+    // The sec2 driver reports errno and strerror deep in HDF5's stack; throw_h5 keeps both.
+    std::string what;
+    int code = 0;
+    {
+        H5Quiet q;
+        const hid_t f = H5Fopen("/nonexistent-dir-of-smalldata-test/x.h5", H5F_ACC_RDONLY, H5P_DEFAULT);
+        REQUIRE(f < 0);
+        try {
+            throw_h5("cannot open it");
+        } catch (const smalldata::Error& e) {
+            what = e.what();
+            code = e.library_code();
+            CHECK(e.code() == Errc::hdf5);
+        }
+    }
+    CAPTURE(what);
+    CHECK(code == ENOENT);
+    CHECK(what.find("No such file or directory") != std::string::npos);
+    // Without a system error underneath: library_code 0.
+    {
+        H5Quiet q;
+        CHECK(H5Dopen2(-1, "x", H5P_DEFAULT) < 0);
+        try {
+            throw_h5("cannot open the dataset");
+        } catch (const smalldata::Error& e) {
+            CHECK(e.library_code() == 0);
+            CHECK(std::string(e.what()).find("system error") == std::string::npos);
+        }
+    }
 }

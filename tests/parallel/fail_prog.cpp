@@ -21,6 +21,11 @@
 //                  client (4 MB/s), so that a small file system fills up after several
 //                  checkpoints (tests/full_disk.py; faster, the small ext4 of that test
 //                  could fill before the first one)
+//   order-fill   : Options::time_order with cache_memory 32 KiB (the ordering runs in
+//                  rounds); every event has "x", an 8 KiB row "img" (all = i) and i % 5
+//                  rows of i in "var_pk", as in fill, without the pauses: the parts fit
+//                  on the small file system, the ordered copy does not (full_disk.py).
+//                  Its errors are caught by main, as for good
 //   sigterm      : client 1 gets SIGTERM half-way (the library ends its run: done(), then
 //                  the signal); the others finish
 //   nonstd-throw : a callback on the server throws 42 (not a std::exception); main has
@@ -71,16 +76,21 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
         if (world_rank == 0) o.batch_bytes = 512;
     }
     if (mode == "fill") o.checkpoint_seconds = 0.2;  // what a checkpoint wrote stays
+    if (mode == "order-fill") {
+        o.time_order = true;
+        o.cache_memory = std::size_t(32) << 10;
+    }
     smalldata::SmallData smd(o);
     const int c = smd.client_index();
     const auto t0 = std::chrono::steady_clock::now();
     for (std::int64_t i : smd.share(n)) {
         if (mode == "client-type" && c == 1 && i > n / 2)
             smd.event(i, "x", static_cast<std::int32_t>(i));  // was double: type_mismatch
-        else if (mode == "fill") {  // about 4 MB/s per client: checkpoints come before the disk is full
+        else if (mode == "fill" || mode == "order-fill") {
             smd.event(i, "x", static_cast<double>(i), "img", std::vector<float>(2048, static_cast<float>(i)), "var_pk",
                       std::vector<float>(static_cast<std::size_t>(i % 5), static_cast<float>(i)));
-            std::this_thread::sleep_for(std::chrono::microseconds(2000));
+            // fill: about 4 MB/s per client, so checkpoints come before the disk is full
+            if (mode == "fill") std::this_thread::sleep_for(std::chrono::microseconds(2000));
         }
         else
             smd.event(i, "x", static_cast<double>(i));
@@ -130,7 +140,7 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
-    if (mode == "good" || mode == "bad-option") {
+    if (mode == "good" || mode == "bad-option" || mode == "order-fill") {
         int rc = 1;
         try {
             rc = run(mode, file, n);
