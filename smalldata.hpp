@@ -7523,7 +7523,8 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
     }
 }
 
-// Memory of an ordering (see above): the copy's buffers, and the ordered Writer's options.
+// The ordering Writer's options: no checkpoints, progress or callbacks, and its caches
+// within what the keys (index_bytes) and the copy's window leave of cache_memory.
 inline Options order_writer_options(const Options& o, std::uint64_t index_bytes) {
     Options w = o;
     w.checkpoint_seconds = 0;  // a crash leaves an .ordered file that recovery removes
@@ -7769,11 +7770,14 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
     for (std::size_t k = 0; k < S; ++k) paths.push_back(part_path(static_cast<int>(k)));
     std::unique_ptr<OrderCopy> copy;  // destroyed before `ordered` (its lock)
     // Appends n events of this server's range to <part>.ordered, event i from loc(i); the
-    // ordering writer and the copy are made by the first round.
-    auto write_range = [&](std::uint64_t n, std::size_t index_bytes, const std::function<std::uint64_t(std::uint64_t)>& loc) {
+    // ordering writer and the copy are made by the first round, the writer's caches within
+    // what the keys leave of cache_memory (rounds: half of it; else the round's output,
+    // 8 bytes per event, or one server's keys, 16).
+    auto write_range = [&](std::uint64_t n, const std::function<std::uint64_t(std::uint64_t)>& loc) {
         caught([&] {
             if (!ordered) {
                 const std::string to = ordered_path(part);
+                const std::uint64_t index_bytes = R > 1 ? key_memory : n * (S == 1 ? sizeof(OrderKey) : 8);
                 order_opt = order_writer_options(opt, index_bytes);
                 remove_old_file(to);
                 auto tag = [&](hid_t file) {
@@ -7828,10 +7832,8 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
             });
             if (!all_ok()) return;
         }
-        const std::size_t index_bytes = R > 1 ? key_memory : keys.size() * (S == 1 ? sizeof(OrderKey) : 8);
         if (S == 1) {  // one server: its sorted keys are the output, (part 0, row)
-            write_range(keys.size(), index_bytes,
-                        [&](std::uint64_t i) { return keys[static_cast<std::size_t>(i)].tie & order_row_mask; });
+            write_range(keys.size(), [&](std::uint64_t i) { return keys[static_cast<std::size_t>(i)].tie & order_row_mask; });
             if (!all_ok()) return;
             continue;
         }
@@ -7887,8 +7889,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
             }
         }
         std::vector<OrderKey>().swap(got);
-        write_range(out.size(), R > 1 ? key_memory : out.size() * 8,
-                    [&](std::uint64_t i) { return out[static_cast<std::size_t>(i)]; });
+        write_range(out.size(), [&](std::uint64_t i) { return out[static_cast<std::size_t>(i)]; });
         if (!all_ok()) return;
     }
     caught([&] {
