@@ -7,13 +7,14 @@ README gives, in a fresh temporary directory:
               refuses it, no CMake): the subproject must build only the library, optimised
               although the consumer's build type is debug
   pkg-config  `meson install --destdir D` of this build, then c++ $(pkg-config --cflags --libs smalldata)
-  cmake       the same install, then find_package(smalldata) with CMAKE_PREFIX_PATH=D<prefix>
+  cmake       the same install, then find_package(smalldata) with CMAKE_PREFIX_PATH=D<prefix>;
+              and with the other MPI's wrapper (Debian has both), which must be refused
 
 Each consumer writes a file in serial mode and reads it back with the HDF5 C API. Every
 command is printed before it runs; any failure fails the test (exit 1).
 
 Usage: run_consumers.py --source-root DIR --build-root DIR --prefix P --libdir L
-                        --includedir I --bindir B [--sanitize LIST] -- CXX...
+                        --includedir I --bindir B [--sanitize LIST] [--mpi NAME] -- CXX...
 """
 import argparse
 import json
@@ -44,6 +45,18 @@ def run(cmd, cwd=None, env=None, timeout=300):
         raise Failed("exit status %d: %s" % (proc.returncode, cmd[0]))
     print("   ok (%.1f s)" % (time.monotonic() - start), flush=True)
     return out
+
+
+def run_fails(cmd, timeout=300):
+    """Runs cmd, which must fail; returns its output."""
+    print("$ " + " ".join(shlex.quote(str(c)) for c in cmd) + "   (must fail)", flush=True)
+    proc = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    if proc.returncode == 0:
+        print(proc.stdout, end="")
+        raise Failed("succeeded, but must fail: %s" % cmd[0])
+    print("   failed, as it must (exit status %d)" % proc.returncode, flush=True)
+    return proc.stdout
 
 
 def check(cond, what):
@@ -103,7 +116,8 @@ def subproject_case(args, tmp, sanitize):
     run(setup)
     with open(os.path.join(build, "meson-logs", "meson-log.txt")) as f:
         log = f.read()
-    check(re.search("catch", log, re.I) is None, "the configure log does not mention Catch2")
+    # "catch2", not "catch": the C++ headers preprocessed for a define (mpi.h) hold catch(...).
+    check(re.search("catch2", log, re.I) is None, "the configure log does not mention Catch2")
     check(re.search(r"^Program .*python", log, re.M | re.I) is None, "the configure looks for no Python")
     check("Executing subproject smalldata" in log, "smalldata was configured as a subproject")
 
@@ -192,12 +206,27 @@ def cmake_case(args, tmp, root, cxx, sanitize_flags):
     run(["cmake", "--build", build, "-j", "1"], timeout=300)
     run_consumer(os.path.join(build, "consumer"), tmp, "cmake")
 
+    # Another kind of MPI than the library's is refused at configure time, by name (linked,
+    # the program would crash in its first MPI call).
+    other = {"MPICH": ("Open MPI", "mpicxx.openmpi"), "Open MPI": ("MPICH", "mpicxx.mpich")}.get(args.mpi)
+    if other is None or shutil.which(other[1]) is None:
+        print("   note: no MPI of another kind here (%s); the refusal is not checked"
+              % (other[1] if other else "this build's MPI is " + args.mpi))
+        return
+    print("=== cmake: find_package(smalldata) with %s's wrapper (%s) is refused" % other, flush=True)
+    build2 = os.path.join(proj, "build-other-mpi")
+    cfg2 = [build2 if a == build else a for a in cfg]
+    out = run_fails(cfg2 + ["-DMPI_CXX_COMPILER=" + shutil.which(other[1])])
+    want = "smalldata was built against %s, but find_package(MPI) found %s" % (args.mpi, other[0])
+    check(want in " ".join(out.split()), "cmake says: " + want)
+
 
 def main():
     ap = argparse.ArgumentParser()
     for a in ["source-root", "build-root", "prefix", "libdir", "includedir", "bindir"]:
         ap.add_argument("--" + a, required=True)
     ap.add_argument("--sanitize", default="none")
+    ap.add_argument("--mpi", default="other", help="the MPI the build uses: MPICH, Open MPI or other")
     ap.add_argument("cxx", nargs="+")
     args = ap.parse_args()
     # b_sanitize as Meson prints it: none, address,undefined, or a list ['address', ...].
