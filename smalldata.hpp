@@ -55,8 +55,9 @@
 //   License                                         [>>license]
 //
 // DOES NOT
-//   - sort events by timestamp across clients: each part file holds events in arrival
-//     order; events of one client stay in their timestamp order (see docs/design.md).
+//   - sort events by timestamp across clients unless Options::time_order asks it (at
+//     done(), section 19): otherwise each part file holds events in arrival order, and
+//     events of one client stay in their timestamp order (see docs/design.md).
 //   - support heterogeneous clusters (mixed byte orders between ranks).
 //   - make SmallData thread-safe: call it from one thread per rank.
 //   - keep more than one SmallData alive at once per process in parallel mode.
@@ -97,8 +98,9 @@
 //     one row per event (fill values for missing rows); fields whose last path component
 //     starts with `unaligned_` have only the rows given. A field with a component starting
 //     with `var_` takes any number of rows per event (concatenated); its group's lengths
-//     are the aligned int64 field `<path to that component>_len` (fill 0), which the client
-//     sends as an ordinary field. Serial mode runs the same writer
+//     are the aligned int64 field `<path to that component>_len` (fill 0), which no batch
+//     carries: the server takes each event's value from the group's first row count.
+//     Serial mode runs the same writer
 //     in-process; without callbacks event() feeds its columns directly (no batch). Full
 //     caches may be written by a helper thread (write_thread); disk space is reserved
 //     ahead of the writes and given back at close (preallocate).
@@ -134,8 +136,9 @@
 //   section 3, struct Compression); self_contained (parallel mode: done() copies the
 //   parts' data into the final file and removes the parts; no effect in serial mode);
 //   time_order (parallel mode: done() sorts the events by timestamp over the servers);
-//   progress_seconds, report, logger (messages). Every option but logger must be equal
-//   on every rank (checked).
+//   progress_seconds, report, logger (messages). Every option but logger and callbacks
+//   must be equal on every rank (checked; functions cannot be compared, so callbacks
+//   are the user's to keep alike).
 //   SMALLDATA_SERVERS=N in the environment overrides `servers`; rank 0 prints the layout
 //   in use (servers, clients, other) once per parallel run.
 //
@@ -296,8 +299,9 @@ public:
         : std::runtime_error(message), code_(code), library_code_(library_code) {}
     Errc code() const noexcept { return code_; }
     // What the layer below said, when one number says it: the MPI error class
-    // (MPI_Error_class) of a failed MPI call, the errno of a failed file-system call;
-    // 0 otherwise (HDF5's own error stack is in what()).
+    // (MPI_Error_class) of a failed MPI call, the errno of a failed file-system call or of
+    // the system call under a failed HDF5 call (ENOSPC for a full disk); 0 otherwise
+    // (HDF5's own error stack is in what()).
     int library_code() const noexcept { return library_code_; }
 private:
     Errc code_;
@@ -447,7 +451,7 @@ struct Stats {
     double join_seconds = 0;           // join root: time to build the final file
     double flatten_seconds = 0;        // join root, Options::self_contained: of join_seconds,
     std::uint64_t flatten_bytes = 0;   // the copy into one file, and the data bytes it moved
-    double order_seconds = 0;          // Options::time_order: done()'s sort (server, serial)
+    double order_seconds = 0;          // Options::time_order: done()'s sort (server; 0 in serial mode)
     std::uint64_t order_events = 0;    // and the events it moved (0: already in order),
     std::uint64_t order_rounds = 0;    // in how many rounds (more than 1: its keys exceeded
 };                                     // cache_memory; section 19)
