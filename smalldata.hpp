@@ -660,6 +660,12 @@ inline void (*checkpoint_hook)(int stage) noexcept = nullptr;
 // with Options::time_order, each server calls it once its <part>.ordered file is complete
 // (section 19), before the ranks agree on the switch. Null by default.
 inline void (*order_hook)(int server) noexcept = nullptr;
+// Internal, for testing (the rounds' memory): with Options::time_order in rounds, each
+// server calls it once per round with the bytes of keys it holds at the round's peak (16
+// per key of its part in the round, 24 per key of its range's bucket: received, then its
+// output) and the rounds' budget, half of cache_memory (section 19). Null by default.
+inline void (*order_round_hook)(int server, std::uint64_t round, std::uint64_t bytes, std::uint64_t budget) noexcept =
+    nullptr;
 // Internal, for testing (the tool test stops a run inside the self-contained copy): with
 // Options::self_contained, the joining rank calls it once the first per-event dataset is
 // copied (stage 0: the copy half done), and once the self-contained file is in place,
@@ -1606,6 +1612,13 @@ inline void log(LogLevel level, const std::string& text) noexcept {
 
 [[noreturn]] void throw_error(Errc code, const std::string& message, int library_code) {
     throw Error(code, who() + ": " + message, library_code);
+}
+
+// An error's message without the "smalldata...: " that throw_error put in front: for
+// messages gathered into another error, which gets its own.
+inline std::string bare_message(const std::exception& e) {
+    const std::string what = e.what(), prefix = who() + ": ";
+    return what.compare(0, prefix.size(), prefix) == 0 ? what.substr(prefix.size()) : what;
 }
 
 inline void warn(const std::string& message) { log(LogLevel::warning, message); }
@@ -2684,9 +2697,7 @@ inline std::string write_attributes(hid_t file, const std::vector<AttributeItem>
                 problem = attribute_what(a.path, a.value.name) + " was not written: no field, group or summary has "
                                                                  "that path";
         } catch (const Error& e) {
-            problem = e.what();
-            const std::string prefix = who() + ": ";  // thrown again below, with the prefix
-            if (problem.compare(0, prefix.size(), prefix) == 0) problem.erase(0, prefix.size());
+            problem = bare_message(e);  // thrown again by the caller, with the prefix
             c = e.code();
         }
         if (problem.empty()) continue;
@@ -5704,7 +5715,7 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
             names.check(it.name, "summary");
             summaries.push_back(&it);
         } catch (const Error& e) {
-            clashes += (clashes.empty() ? "" : "; ") + std::string(e.what());
+            clashes += (clashes.empty() ? "" : "; ") + bare_message(e);
         }
     }
 
@@ -5932,6 +5943,22 @@ inline void Impl::join() {
 //     last checkpoint. Unaligned datasets keep their rows. Recovering a file twice, or a
 //     file that was closed cleanly, changes nothing.
 
+// Whether an open part file lies under the name its own attributes give it: part k of final
+// file F is <stem of F>_part<k>.h5. A copy of another part of the same run (same token)
+// would otherwise pass for this one. Empty when it does (or carries no such attributes);
+// else what is wrong, naming the file.
+inline std::string misplaced_part(hid_t f, const std::string& path) {
+    std::uint64_t k = 0;
+    std::string final_name;
+    const bool tagged = h5_get_attr_u64(f, attr_part, k) && h5_get_attr_string(f, attr_final, final_name);
+    H5Eclear2(H5E_DEFAULT);
+    if (!tagged || k > static_cast<std::uint64_t>(INT_MAX)) return {};
+    const std::string want = base_name(part_path_of(final_name, static_cast<int>(k)));
+    if (want == base_name(path)) return {};
+    return "part file '" + path + "' says it is part " + std::to_string(k) + " of '" + final_name + "', which is '" + want +
+           "' (a copy of another part?)";
+}
+
 // The dtype of an HDF5 type as the writer stores it (the inverse of h5_type): integers
 // and floats by class, size and sign, bool as the enum {FALSE = 0, TRUE = 1} over int8.
 // false for any other type (strings, compounds, other enums).
@@ -5977,6 +6004,8 @@ struct DatasetInfo {
     bool event_axis = false;     // a field: chunked with an unlimited first axis, or virtual
     bool is_virtual = false;
     bool aligned = false;        // event_axis and not unaligned_ or var_
+    bool empty_field = false;    // a final file's field the join found no rows of: contiguous,
+                                 // 0 rows, with a fill value (a summary has none)
 };
 
 inline herr_t collect_link_name(hid_t, const char* name, const H5L_info_t* info, void* out) {
@@ -6013,6 +6042,10 @@ inline std::vector<DatasetInfo> list_datasets(hid_t file, const std::string& pat
             d.shape.rank = static_cast<std::uint8_t>(rank - 1);
             for (int i = 1; i < rank; ++i) d.shape.dims[static_cast<std::size_t>(i - 1)] = dims[i];
             d.event_axis = d.known_type && (d.is_virtual || (layout == H5D_CHUNKED && maxd[0] == H5S_UNLIMITED));
+            H5D_fill_value_t fill = H5D_FILL_VALUE_UNDEFINED;
+            d.empty_field = d.known_type && !d.event_axis && layout == H5D_CONTIGUOUS && dims[0] == 0 &&
+                            H5Pfill_value_defined(dcpl.get(), &fill) >= 0 && fill == H5D_FILL_VALUE_USER_DEFINED;
+            H5Eclear2(H5E_DEFAULT);
         }
         d.aligned = d.event_axis && !is_unaligned(d.name) && !is_var_name(d.name);
         out.push_back(std::move(d));
@@ -6168,7 +6201,7 @@ inline Recovered recover_file(const std::string& path) {
 inline std::vector<SummaryItem> read_summary(hid_t file, const std::vector<DatasetInfo>& ds) {
     std::vector<SummaryItem> out;
     for (const DatasetInfo& d : ds) {
-        if (d.event_axis || d.is_virtual || (!d.known_type && !d.is_string)) continue;
+        if (d.event_axis || d.is_virtual || d.empty_field || (!d.known_type && !d.is_string)) continue;
         H5Id dset(H5Dopen2(file, d.name.c_str(), H5P_DEFAULT), H5Dclose);
         if (!dset.valid()) continue;
         SummaryItem it;
@@ -6551,6 +6584,10 @@ private:
                     throw_error(Errc::join, "part file '" + path + "', which '" + n + "' of '" + in_ +
                                                 "' reads, is not of that file's run");
                 H5Eclear2(H5E_DEFAULT);
+                if (f.valid()) {
+                    const std::string wrong = misplaced_part(f.get(), path);
+                    if (!wrong.empty()) throw_error(Errc::join, wrong + ", which '" + n + "' of '" + in_ + "' reads");
+                }
                 if (f.valid()) remember_input(path);
                 it = open.emplace(path, std::move(f)).first;
             }
@@ -6819,7 +6856,13 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //     again, keeps the keys of buckets tR + r (every t), and steps 1 (sort), 3 and 4 run
 //     on them; each server appends its bucket to its one ordering Writer, so its .ordered
 //     file is still one contiguous time range. A round's keys take at most half of
-//     cache_memory, the ordering Writer's caches and the window the other half.
+//     cache_memory, the ordering Writer's caches and the window the other half. That
+//     holds for the range side by the splitters, but a part whose events cluster in time
+//     (clients given contiguous blocks of the run) can have up to S buckets' worth of its
+//     keys in one round: so each server counts its part's keys per bucket (one more pass),
+//     the servers share the counts (order_round_peak), and where a round would exceed its
+//     half, more rounds are taken (order_rounds_for_peak), from samples taken anew and
+//     counted again (at most three times).
 //     Serial mode is in order already: one stream of increasing timestamps.
 
 inline constexpr const char* attr_time_order = "smalldata_time_order";  // u64 1: an ordered part
@@ -6928,11 +6971,13 @@ inline std::size_t order_window_bytes(std::size_t cache_memory) {
     return std::min<std::size_t>(cache_memory / 8, std::size_t(32) << 20);
 }
 
-// How many rounds the ordering takes, the same on every server. One when each server's
-// keys fit beside the copy's window in cache_memory: 16 bytes per event of its part and
-// 24 per event of its range (while they travel, and its output), with a quarter's margin
-// for the splitters. Else as many as bring a round's keys within half of cache_memory,
-// but no round under 256 events.
+// How many rounds the ordering takes at first, the same on every server (the counts may
+// ask for more: order_rounds_for_peak). One when each server's keys fit beside the copy's
+// window in cache_memory: 16 bytes per event of its part and 24 per event of its range
+// (while they travel, and its output), with a quarter's margin for the splitters. Else
+// as many as bring a round's keys within half of cache_memory with a quarter's margin on
+// both (a round's buckets are within a quarter of a bucket each, and so is a part's share
+// of them), but no round under 256 events.
 inline std::uint64_t order_rounds(std::uint64_t total, std::uint64_t largest_part, std::size_t servers,
                                   std::size_t cache_memory) {
     const std::uint64_t range = total / std::max<std::size_t>(servers, 1) + 1;
@@ -6940,7 +6985,70 @@ inline std::uint64_t order_rounds(std::uint64_t total, std::uint64_t largest_par
     const std::uint64_t window = order_window_bytes(cache_memory);
     if (need + window <= cache_memory) return 1;
     const std::uint64_t half = std::max<std::uint64_t>(1, cache_memory / 2);
-    return std::max<std::uint64_t>(2, std::min((need + half - 1) / half, total / 256));
+    const std::uint64_t need_rounds = need + 4 * largest_part;  // 20 per event of the part
+    return std::max<std::uint64_t>(2, std::min((need_rounds + half - 1) / half, total / 256));
+}
+
+// A sample of the keys (rounds: every k-th event of each client; weight k).
+struct OrderSample {
+    OrderKey key;
+    double weight;
+};
+
+// The bucket of `key` among B: bucket j is [split[j], split[j + 1]) (split[0] and split[B]
+// unused: the first and last buckets are open).
+inline std::size_t order_bucket(const std::vector<OrderKey>& split, std::size_t B, const OrderKey& key) {
+    return static_cast<std::size_t>(std::upper_bound(split.begin() + 1, split.begin() + static_cast<std::ptrdiff_t>(B), key) -
+                                    split.begin()) - 1;
+}
+
+// The splitters of B buckets of about equal events, from every server's samples (sorted
+// by key): B + 1 keys, the ends unused.
+inline std::vector<OrderKey> order_splitters(const std::vector<OrderSample>& every, std::size_t B) {
+    std::vector<OrderKey> split(B + 1, OrderKey{});
+    double sum = 0;
+    for (const OrderSample& s : every) sum += s.weight;
+    double cum = 0;
+    std::size_t i = 0;
+    for (std::size_t j = 1; j < B; ++j) {
+        const double target = sum * static_cast<double>(j) / static_cast<double>(B);
+        while (i < every.size() && cum + every[i].weight / 2 < target) cum += every[i++].weight;
+        split[j] = i < every.size() ? every[i].key : OrderKey{INT64_MAX, UINT64_MAX};
+    }
+    return split;
+}
+
+// What the largest round holds on any server, in bytes, from the keys every part has in
+// every bucket (counts[p * B + j], B = S x R; counted, not estimated): round r holds on
+// server t 16 bytes per key of part t in buckets u R + r (one per server u) and 24 per key
+// of its own bucket t R + r (received, then its output). The splitters bound the buckets,
+// not a part's share of them: a part whose events cluster in time (clients given
+// contiguous blocks of a run) can have up to S buckets' worth in one round.
+inline std::uint64_t order_round_peak(const std::vector<std::uint64_t>& counts, std::size_t S, std::uint64_t R) {
+    const std::size_t B = S * static_cast<std::size_t>(R);
+    std::vector<std::uint64_t> bucket(B, 0);
+    for (std::size_t p = 0; p < S; ++p)
+        for (std::size_t j = 0; j < B; ++j) bucket[j] += counts[p * B + j];
+    std::uint64_t peak = 0;
+    for (std::size_t t = 0; t < S; ++t)
+        for (std::size_t r = 0; r < R; ++r) {
+            std::uint64_t part = 0;
+            for (std::size_t u = 0; u < S; ++u) part += counts[t * B + u * R + r];
+            peak = std::max(peak, 16 * part + 24 * bucket[t * R + r]);
+        }
+    return peak;
+}
+
+// The rounds to take once the keys per bucket are counted: R when its largest round fits
+// in `budget` (half of cache_memory); else enough for that round to take 80 % of it (a
+// round shrinks with the rounds: its buckets hold at most total / R keys), but no round
+// under 256 events.
+inline std::uint64_t order_rounds_for_peak(std::uint64_t R, std::uint64_t peak_bytes, std::size_t budget, std::uint64_t total) {
+    if (R <= 1 || peak_bytes <= budget) return R;
+    const double want = std::ceil(static_cast<double>(R) * static_cast<double>(peak_bytes) /
+                                  (0.8 * static_cast<double>(std::max<std::size_t>(budget, 1))));
+    const std::uint64_t cap = std::max(R, total / 256);
+    return want >= static_cast<double>(cap) ? cap : std::max(R, static_cast<std::uint64_t>(want));
 }
 
 // A closed part file mapped read-only: the ordering copies rows from the page cache
@@ -7661,18 +7769,28 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
         total += c;
         largest = std::max(largest, c);
     }
-    const std::uint64_t R = order_rounds(total, largest, S, opt.cache_memory);
+    std::uint64_t R = order_rounds(total, largest, S, opt.cache_memory);  // more if the samples say (step 3)
     const std::size_t key_memory = R == 1 ? opt.cache_memory : opt.cache_memory / 2;
 
     // 1. One round: this part's keys, sorted. Rounds: samples of them (every k-th event of
     //    each client, in order on its own) and their ends, from one pass over the part.
-    struct Sample {
-        OrderKey key;
-        double weight;
-    };
-    std::vector<Sample> samples;
+    std::vector<OrderSample> samples;
     std::vector<OrderKey> keys;
     OrderKey lo{INT64_MAX, UINT64_MAX}, hi{INT64_MIN, 0};
+    // k: a splitter of S x `rounds` buckets is then off by at most a quarter of a bucket.
+    auto take_samples = [&](std::uint64_t rounds) {
+        samples.clear();
+        const std::uint64_t k =
+            std::max<std::uint64_t>(1, total / (S * rounds) / (4 * static_cast<std::uint64_t>(std::max(1, n_clients))));
+        std::vector<std::uint64_t> seen;  // events by client
+        scan_part_keys(part, N, runs, [&](const OrderKey& key) {
+            lo = std::min(lo, key);
+            if (hi < key) hi = key;
+            const auto c = static_cast<std::size_t>(key.tie >> 40);
+            if (c >= seen.size()) seen.resize(c + 1, 0);
+            if (++seen[c] % k == 0) samples.push_back({key, static_cast<double>(k)});
+        });
+    };
     caught([&] {
         if (R == 1) {
             keys = part_keys(part, N, runs, writer->in_order(), key_memory);
@@ -7686,15 +7804,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
                                    static_cast<double>(N) / static_cast<double>(m)});
             return;
         }
-        const std::uint64_t k = std::max<std::uint64_t>(1, total / (S * R) / (4 * static_cast<std::uint64_t>(std::max(1, n_clients))));
-        std::vector<std::uint64_t> seen;  // events by client
-        scan_part_keys(part, N, runs, [&](const OrderKey& key) {
-            lo = std::min(lo, key);
-            if (hi < key) hi = key;
-            const auto c = static_cast<std::size_t>(key.tie >> 40);
-            if (c >= seen.size()) seen.resize(c + 1, 0);
-            if (++seen[c] % k == 0) samples.push_back({key, static_cast<double>(k)});
-        });
+        take_samples(R);
     });
     if (!all_ok()) return;
 
@@ -7748,27 +7858,39 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
 
     // 3. Splitters from the weighted samples of every part: S x R buckets of about equal
     //    events; bucket j is [split[j], split[j + 1]), and server t's range is buckets
-    //    t R to t R + R - 1, written one per round.
-    const std::size_t B = S * static_cast<std::size_t>(R);
-    std::vector<OrderKey> split(B + 1);  // ends unused
-    {
+    //    t R to t R + R - 1, written one per round. Rounds: each server then counts its
+    //    part's keys in every bucket (one more pass); where a round would hold more than
+    //    its half of cache_memory on some server (a part's events clustered in the
+    //    round's buckets), more rounds, from samples taken anew, counted again.
+    std::vector<OrderKey> split;
+    auto plan = [&] {  // collective over the servers
         std::vector<unsigned char> all;
         std::vector<int> lens, displs;
-        allgather_bytes(samples.data(), samples.size() * sizeof(Sample), all, lens, displs);
-        std::vector<Sample>().swap(samples);
-        std::vector<Sample> every(all.size() / sizeof(Sample));
-        if (!every.empty()) std::memcpy(every.data(), all.data(), every.size() * sizeof(Sample));
-        std::sort(every.begin(), every.end(), [](const Sample& a, const Sample& b) { return a.key < b.key; });
-        double sum = 0;
-        for (const Sample& s : every) sum += s.weight;
-        double cum = 0;
-        std::size_t i = 0;
-        for (std::size_t j = 1; j < B; ++j) {
-            const double target = sum * static_cast<double>(j) / static_cast<double>(B);
-            while (i < every.size() && cum + every[i].weight / 2 < target) cum += every[i++].weight;
-            split[j] = i < every.size() ? every[i].key : OrderKey{INT64_MAX, UINT64_MAX};
-        }
+        allgather_bytes(samples.data(), samples.size() * sizeof(OrderSample), all, lens, displs);
+        std::vector<OrderSample>().swap(samples);
+        std::vector<OrderSample> every(all.size() / sizeof(OrderSample));
+        if (!every.empty()) std::memcpy(every.data(), all.data(), every.size() * sizeof(OrderSample));
+        std::sort(every.begin(), every.end(), [](const OrderSample& a, const OrderSample& b) { return a.key < b.key; });
+        split = order_splitters(every, S * static_cast<std::size_t>(R));
+    };
+    plan();
+    for (int tries = 0; R > 1; ++tries) {
+        const std::size_t buckets = S * static_cast<std::size_t>(R);
+        std::vector<std::uint64_t> mine(buckets, 0), counts(S * buckets, 0);
+        caught([&] { scan_part_keys(part, N, runs, [&](const OrderKey& key) { ++mine[order_bucket(split, buckets, key)]; }); });
+        if (!all_ok()) return;
+        check_mpi(MPI_Iallgather(mine.data(), static_cast<int>(buckets), MPI_UINT64_T, counts.data(), static_cast<int>(buckets),
+                                 MPI_UINT64_T, sc, &r),
+                  "MPI_Iallgather");
+        wait();
+        const std::uint64_t more = order_rounds_for_peak(R, order_round_peak(counts, S, R), key_memory, total);
+        if (more == R || tries == 2) break;  // fits (or the last try: it goes as it is)
+        R = more;
+        caught([&] { take_samples(R); });
+        if (!all_ok()) return;
+        plan();
     }
+    const std::size_t B = S * static_cast<std::size_t>(R);
 
     std::vector<std::string> paths;
     for (std::size_t k = 0; k < S; ++k) paths.push_back(part_path(static_cast<int>(k)));
@@ -7816,9 +7938,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
                 std::unique_lock<std::mutex> lk;
                 if (ordered) lk = ordered->hdf5_lock();
                 scan_part_keys(part, N, runs, [&](const OrderKey& key) {
-                    const auto j = static_cast<std::size_t>(std::upper_bound(split.begin() + 1, split.begin() + static_cast<std::ptrdiff_t>(B), key) -
-                                                            split.begin()) - 1;
-                    if (j % R != rr) return;
+                    if (order_bucket(split, B, key) % R != rr) return;
                     keys.push_back(key);
                     if (!track) return;
                     const auto c = static_cast<std::uint32_t>(key.tie >> 40);
@@ -7837,6 +7957,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
             if (!all_ok()) return;
         }
         if (S == 1) {  // one server: its sorted keys are the output, (part 0, row)
+            if (order_round_hook && R > 1) order_round_hook(server_idx, rr, 16 * keys.size(), key_memory);
             write_range(keys.size(), [&](std::uint64_t i) { return keys[static_cast<std::size_t>(i)].tie & order_row_mask; });
             if (!all_ok()) return;
             continue;
@@ -7892,6 +8013,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
                 if (++next[k] < end[k]) heads.push({got[next[k]], k});
             }
         }
+        if (order_round_hook && R > 1) order_round_hook(server_idx, rr, 16 * keys.size() + 24 * got.size(), key_memory);
         std::vector<OrderKey>().swap(got);
         write_range(out.size(), [&](std::uint64_t i) { return out[static_cast<std::size_t>(i)]; });
         if (!all_ok()) return;

@@ -745,15 +745,66 @@ TEST_CASE("order_rounds: one round while the keys fit in cache_memory, else roun
     CHECK(order_rounds(1000000, 500000, 2, 256 * mib) == 1);
     CHECK(order_rounds(10000000, 5000000, 2, 256 * mib) == 1);
     CHECK(order_rounds(0, 0, 3, 256 * mib) == 1);
-    // 100M events on 2 servers: 16 x 50M + 24 x 62.5M bytes, in rounds of at most 128 MiB.
+    // 100M events on 2 servers: 20 x 50M + 24 x 62.5M bytes (a quarter's margin on the
+    // part's keys and on the range's), in rounds of at most 128 MiB.
     const std::uint64_t r = order_rounds(100000000, 50000000, 2, 256 * mib);
-    CHECK(r == (16 * 50000000ull + 24 * (50000001ull + 12500000ull) + 128 * mib - 1) / (128 * mib));
+    CHECK(r == (20 * 50000000ull + 24 * (50000001ull + 12500000ull) + 128 * mib - 1) / (128 * mib));
     CHECK(r >= 2);
     // The largest part counts, not the mean: one server holding everything needs more.
     CHECK(order_rounds(100000000, 100000000, 2, 256 * mib) > r);
     // A tiny cache_memory: no round under 256 events; but always at least 2 once over.
     CHECK(order_rounds(3000, 3000, 1, 1024) == 11);
     CHECK(order_rounds(300, 300, 1, 1024) == 2);
+}
+
+TEST_CASE("order_round_peak: a round's keys counted on every server; clustered parts take more rounds",
+          "[internals][order]") {
+    // 9000 events on 3 servers, timestamps 0..8999. Interleaved: event i from part i % 3.
+    // Clustered: in each third of the run the first half comes from part 0 (its clients
+    // were given those blocks), the rest from parts 1 and 2.
+    const std::size_t S = 3;
+    auto part_of = [](std::uint64_t i, bool clustered) -> std::uint64_t {
+        return !clustered ? i % 3 : i % 3000 < 1500 ? 0 : 1 + i % 2;
+    };
+    auto key = [&](std::uint64_t i, bool clustered) {
+        return OrderKey{static_cast<std::int64_t>(i), part_of(i, clustered) << 40 | i};
+    };
+    auto splitters = [&](bool clustered, std::uint64_t R) {  // every event a sample (weight 1)
+        std::vector<OrderSample> v;
+        for (std::uint64_t i = 0; i < 9000; ++i) v.push_back({key(i, clustered), 1.0});
+        return order_splitters(v, S * R);
+    };
+    auto counts = [&](bool clustered, std::uint64_t R) {  // counts[p * B + j]
+        const std::size_t B = S * R;
+        const std::vector<OrderKey> split = splitters(clustered, R);
+        std::vector<std::uint64_t> c(S * B, 0);
+        for (std::uint64_t i = 0; i < 9000; ++i) ++c[part_of(i, clustered) * B + order_bucket(split, B, key(i, clustered))];
+        return c;
+    };
+    // Interleaved, 3 rounds: 9 buckets of 1000; a round holds 1000 keys of each part (16
+    // bytes each) and its bucket's 1000 (24 bytes each).
+    const std::vector<OrderKey> split = splitters(false, 3);
+    REQUIRE(split.size() == 10);
+    for (std::size_t j = 1; j < 9; ++j) CHECK(split[j].ts == static_cast<std::int64_t>(1000 * j));
+    const std::uint64_t even = order_round_peak(counts(false, 3), S, 3);  // a part has 333-334 of each bucket
+    CHECK(even >= 16 * 999 + 24 * 1000);
+    CHECK(even <= 16 * 1002 + 24 * 1000);
+    CHECK(order_rounds_for_peak(3, 40000, 48000, 9000) == 3);  // fits: as planned
+    // Clustered: round 0 takes the first ninth of every third, all of it part 0's: 3000 keys.
+    const std::uint64_t peak = order_round_peak(counts(true, 3), S, 3);
+    CHECK(peak == 16 * 3000 + 24 * 1000);
+    const std::uint64_t more = order_rounds_for_peak(3, peak, 48000, 9000);
+    CHECK(more == 6);  // 3 x 72000 / (0.8 x 48000), rounded up
+    CHECK(order_round_peak(counts(true, more), S, more) <= 48000);
+    // Never a round under 256 events; R = 1 stays 1 (its keys fit by order_rounds).
+    CHECK(order_rounds_for_peak(3, std::uint64_t(1) << 40, 48000, 9000) == 9000 / 256);
+    CHECK(order_rounds_for_peak(1, std::uint64_t(1) << 40, 48000, 9000) == 1);
+    // Bucket of a key: [split[j], split[j + 1]), the ends open.
+    CHECK(order_bucket(split, 9, OrderKey{-5, 0}) == 0);
+    CHECK(order_bucket(split, 9, split[1]) == 1);
+    CHECK(order_bucket(split, 9, OrderKey{1000, 0}) == 0);  // before split[1] = {1000, part 1's row 1000}
+    CHECK(order_bucket(split, 9, OrderKey{999, 7}) == 0);
+    CHECK(order_bucket(split, 9, OrderKey{INT64_MAX, 0}) == 8);
 }
 
 TEST_CASE("sort_part_keys: a part's clients merged, or sorted in place when memory is short", "[internals][order]") {

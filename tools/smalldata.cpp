@@ -303,65 +303,70 @@ bool flat_run_of(const std::string& file, std::uint64_t& run) {
     }
 }
 
-// A time-ordered run killed in done() (section 19): its parts' <part>.ordered files. If
-// any part already carries the attribute smalldata_time_order, or is missing beside its
-// .ordered file (removed by the switch), the switch had begun and every .ordered file of
-// that run is complete: each takes its part's name. Otherwise the old parts are whole and
-// the .ordered files (perhaps incomplete) are removed.
-void settle_time_order(const std::string& file) {
+// A time-ordered run killed in done() (section 19): its parts' <part>.ordered files, each
+// tagged with its run's token when it is made. If a part of that run already carries the
+// attribute smalldata_time_order (its .ordered file took its name), or is missing beside
+// one of the run's .ordered files (removed by the switch), the switch had begun and every
+// .ordered file of that run is complete: each takes its part's name. Otherwise the old
+// parts are whole and the .ordered files (perhaps incomplete) are removed. Only the run's
+// own parts count: a part left by an earlier time-ordered run with more servers (beside a
+// rerun with fewer) says nothing about this one. Returns the run whose switch it finished
+// (0: none): the latest run there, whose done() was running.
+std::uint64_t settle_time_order(const std::string& file) {
     const PartNames names = find_part_names(file);
     std::map<int, std::string> ordered;
     for (const auto& kv : names.ordered)
         if (!dt::path_is_dir(kv.second)) ordered.insert(kv);
-    if (ordered.empty()) return;
-    std::uint64_t run = 0;
-    bool begun = false, run_known = false;
-    for (const auto& kv : ordered)
-        if (!names.parts.count(kv.first)) begun = true;
-    for (const auto& kv : names.parts) {
+    if (ordered.empty()) return 0;
+    auto read_u64 = [](const std::string& path, const char* attr, std::uint64_t& value) {
         try {
             dt::H5Quiet q;
-            const dt::H5Id f = open_any(kv.second);
-            std::uint64_t on = 0, r = 0;
-            if (f.valid() && dt::h5_get_attr_u64(f.get(), dt::attr_time_order, on) && on == 1 &&
-                dt::h5_get_attr_u64(f.get(), dt::attr_run, r)) {
-                begun = true;
-                run = r;
-                run_known = true;
-            }
+            const dt::H5Id f = open_any(path);
+            const bool ok = f.valid() && dt::h5_get_attr_u64(f.get(), attr, value);
             H5Eclear2(H5E_DEFAULT);
+            return ok;
         } catch (const sd::Error&) {
+            return false;
         }
-    }
+    };
+    std::map<int, std::uint64_t> run_of;  // each .ordered file's run (none: killed as it was made)
     for (const auto& kv : ordered) {
         std::uint64_t r = 0;
-        bool ours = false;
-        if (begun) {
-            try {
-                dt::H5Quiet q;
-                const dt::H5Id f = open_any(kv.second);
-                ours = f.valid() && dt::h5_get_attr_u64(f.get(), dt::attr_run, r) && (!run_known || r == run);
-                H5Eclear2(H5E_DEFAULT);
-            } catch (const sd::Error&) {
-            }
-        }
+        if (read_u64(kv.second, dt::attr_run, r)) run_of[kv.first] = r;
+    }
+    std::set<std::uint64_t> runs, begun;
+    for (const auto& kv : run_of) {
+        runs.insert(kv.second);
+        if (!names.parts.count(kv.first)) begun.insert(kv.second);
+    }
+    for (const auto& kv : names.parts) {
+        std::uint64_t on = 0, r = 0;
+        if (read_u64(kv.second, dt::attr_time_order, on) && on == 1 && read_u64(kv.second, dt::attr_run, r) && runs.count(r))
+            begun.insert(r);
+    }
+    std::uint64_t finished = 0;
+    for (const auto& kv : ordered) {
+        const auto it = run_of.find(kv.first);
+        const bool complete = it != run_of.end() && begun.count(it->second);
         const std::string part = dt::part_path_of(file, kv.first);
-        if (ours) {
+        if (complete) {
             if (dt::path_exists(part) && ::unlink(part.c_str()) != 0)
                 dt::throw_error(sd::Errc::hdf5, "cannot remove '" + part + "': " + std::strerror(errno), errno);
             if (std::rename(kv.second.c_str(), part.c_str()) != 0)
                 dt::throw_error(sd::Errc::hdf5, "cannot rename '" + kv.second + "' to '" + part + "': " + std::strerror(errno),
                                 errno);
             std::printf("  finished the time ordering: %s replaces %s\n", kv.second.c_str(), part.c_str());
+            finished = it->second;
         } else {
             remove_file(kv.second);
         }
     }
+    return finished;
 }
 
 int recover(const std::string& file) {
-    settle_time_order(file);
-    const PartNames names = find_part_names(file);
+    const std::uint64_t latest = settle_time_order(file);
+    PartNames names = find_part_names(file);
     if (!names.parts.empty() && is_serial_file(file)) {
         std::uint64_t flat = 0;
         if (flat_run_of(file, flat))
@@ -398,6 +403,24 @@ int recover(const std::string& file) {
             dt::throw_error(sd::Errc::join, "'" + kv.second + "' is not a smalldata part file");
         }
         if (t.final_name == dt::base_name(file)) tags[kv.first] = t;
+    }
+    // The run whose time ordering recover just finished is the latest there (its done() was
+    // running), and its servers replaced every part below their number: a part of another
+    // run beyond them was left by an earlier run with more servers. It is not this run's
+    // and is left as it is.
+    std::uint64_t latest_parts = 0;
+    for (const auto& kv : tags)
+        if (latest != 0 && kv.second.run == latest) latest_parts = kv.second.parts;
+    for (auto it = tags.begin(); it != tags.end();) {
+        if (latest_parts > 0 && it->second.run != latest && static_cast<std::uint64_t>(it->first) >= latest_parts) {
+            std::printf("%s: '%s' is a part of an earlier run (%s), beyond run %s's %" PRIu64 " parts: left as it is\n",
+                        file.c_str(), dt::base_name(names.parts.at(it->first)).c_str(), hex16(it->second.run).c_str(),
+                        hex16(latest).c_str(), latest_parts);
+            names.parts.erase(it->first);
+            it = tags.erase(it);
+        } else {
+            ++it;
+        }
     }
     if (!tags.empty()) return recover_parallel(file, names, tags, blank);
     if (!blank.empty() && !dt::path_exists(file)) {
@@ -446,7 +469,8 @@ int check(const std::string& file) {
     // datasets of one row per event, next to `timestamp`.
     std::vector<const dt::DatasetInfo*> fields, summaries;
     for (const auto& d : ds) {
-        const bool field = d.event_axis || (any_virtual && d.known_type && d.rank >= 1 && d.rows == 0 && events == 0);
+        const bool field =
+            d.event_axis || d.empty_field || (any_virtual && d.known_type && d.rank >= 1 && d.rows == 0 && events == 0);
         (field ? fields : summaries).push_back(&d);
     }
     if (!ts && !fields.empty()) problem("there is no 'timestamp' dataset");
@@ -487,6 +511,7 @@ int check(const std::string& file) {
     struct PartState {
         std::string path;
         bool exists = false, opens = false, token_ok = false;
+        std::string misplaced;  // what is wrong with its name (dt::misplaced_part)
         std::uint64_t events = 0;
         int index = -1;
     };
@@ -514,6 +539,7 @@ int check(const std::string& file) {
                         if (dt::h5_get_attr_u64(pf.get(), dt::attr_part, idx)) p.index = static_cast<int>(idx);
                         if (dt::h5_get_attr_u64(pf.get(), dt::attr_parts, np)) n_parts = std::max(n_parts, np);
                         if (dt::h5_get_attr_string(pf.get(), dt::attr_final, fin)) final_name = fin;
+                        p.misplaced = dt::misplaced_part(pf.get(), p.path);
                         part_ds[src] = dt::list_datasets(pf.get(), p.path);
                         p.events = dt::complete_rows(part_ds[src]);
                     }
@@ -522,6 +548,7 @@ int check(const std::string& file) {
                 if (!p.exists) problem("part file '" + p.path + "' is missing (mapped by '" + d->name + "')");
                 else if (!p.opens) problem("part file '" + p.path + "' cannot be opened (crashed? run smalldata recover)");
                 else if (!p.token_ok) problem("part file '" + p.path + "' is not of this file's run " + hex16(run));
+                else if (!p.misplaced.empty()) problem(p.misplaced);
                 it = parts.emplace(src, p).first;
             }
             const PartState& p = it->second;
@@ -558,9 +585,11 @@ int check(const std::string& file) {
                 std::uint64_t tok = 0;
                 st.token_ok = st.opens && dt::h5_get_attr_u64(pf.get(), dt::attr_run, tok) && has_run && tok == run;
                 if (st.opens) st.events = dt::complete_rows(dt::list_datasets(pf.get(), p));
+                if (st.opens) st.misplaced = dt::misplaced_part(pf.get(), p);
                 H5Eclear2(H5E_DEFAULT);
                 if (!st.opens) problem("part file '" + p + "' cannot be opened (crashed? run smalldata recover)");
                 else if (!st.token_ok) problem("part file '" + p + "' is not of this file's run " + hex16(run));
+                else if (!st.misplaced.empty()) problem(st.misplaced);
             }
             parts.emplace(dt::base_name(p), st);
         }

@@ -927,6 +927,7 @@ TEST_CASE("a summary that clashes with a field only another client gave: events 
     CAPTURE(what);
     CHECK(code == "name");
     CHECK(what.find("'only1'") != std::string::npos);
+    CHECK(what.find(": smalldata") == std::string::npos);  // one "smalldata[...]: " prefix, not two
     if (world_rank() == 0) {
         h5r::File f(o.filename);
         CHECK(f.read<std::int64_t>("timestamp").size() == 200);
@@ -2064,10 +2065,19 @@ namespace {
 // Options::time_order. Event i goes to client c = i % clients (share()), its k-th; its
 // timestamp k * (c + 2) + c increases on each client, faster on higher clients (so the
 // clients' streams drift apart in time), with ties between clients.
+// order_clustered (set with order_n, the run's events): the run falls into one segment
+// per server, and within each segment the events of server 0's clients (c % servers == 0)
+// all come before the others', as when clients are given contiguous blocks of a run.
 int order_clients = 1;
+bool order_clustered = false;
+std::int64_t order_n = 0;
 std::int64_t order_ts(std::int64_t i) {
     const std::int64_t c = i % order_clients, k = i / order_clients;
-    return k * (c + 2) + c;
+    if (!order_clustered) return k * (c + 2) + c;
+    const std::int64_t servers = servers_for(world_size());
+    const std::int64_t mine = (order_n - c + order_clients - 1) / order_clients;  // client c's events
+    const std::int64_t segment = k * servers / std::max<std::int64_t>(mine, 1);
+    return (segment << 40) + (c % servers == 0 ? 0 : std::int64_t(1) << 39) + k * 16 + c;
 }
 std::uint16_t order_img(std::int64_t i, std::size_t k) { return static_cast<std::uint16_t>((i * 31 + static_cast<std::int64_t>(k)) % 60000); }
 
@@ -2223,6 +2233,47 @@ TEST_CASE("time_order: keys beyond the writers' memory are ordered in rounds, ea
             CHECK(rep.text().find("rounds)") != std::string::npos);
         }
     }
+}
+
+// The largest round's keys (bytes over the budget) of any server of this process.
+std::atomic<double> order_round_peak{0};
+void note_order_round(int, std::uint64_t, std::uint64_t bytes, std::uint64_t budget) noexcept {
+    const double f = static_cast<double>(bytes) / static_cast<double>(std::max<std::uint64_t>(budget, 1));
+    double seen = order_round_peak.load();
+    while (f > seen && !order_round_peak.compare_exchange_weak(seen, f)) {
+    }
+}
+
+TEST_CASE("time_order: a part whose events cluster in the same rounds takes more rounds, each within its memory",
+          "[mpi][time_order]") {
+    // At 3 servers + 4 clients the first half of every server's range comes from server 0's
+    // part: with the rounds planned from the parts' sizes alone (4 for 4900 events in
+    // 48 KiB), its first rounds would hold 1.2 times their half of cache_memory (16 bytes
+    // per key of its part, 24 per key of its bucket). Every layout checks the order and
+    // that no round exceeded its half.
+    const std::string dir = fresh_dir("order_cluster");
+    Options o = layout_options(dir + "/tc.h5");
+    o.time_order = true;
+    o.batch_size = 31;
+    o.cache_memory = std::size_t(48) << 10;
+    const std::int64_t n = 4900;
+    order_clustered = true;
+    order_n = n;
+    order_round_peak = 0;
+    smalldata::detail::order_round_hook = note_order_round;
+    smalldata::Report rep;
+    time_order_run(o, n, 24, &rep);
+    smalldata::detail::order_round_hook = nullptr;
+    order_clustered = false;
+    double peak = order_round_peak.load(), most = 0;
+    MPI_Allreduce(&peak, &most, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    CAPTURE(most, rep.order_rounds);
+    CHECK(most <= 1.0);
+    if (rep.clients.size() > 1 && world_size() > 1) {
+        CHECK(most > 0.1);  // the hook saw the rounds
+        CHECK(rep.order_events == static_cast<std::uint64_t>(n));
+    }
+    if (servers_for(world_size()) == 3) CHECK(rep.order_rounds >= 5);  // 4 by the parts' sizes
 }
 
 TEST_CASE("time_order: an ordering that fails leaves every event in arrival order and is an error on every rank",

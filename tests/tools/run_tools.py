@@ -24,6 +24,11 @@
              deleted, and check finds it sound; OUT existing without --force, OUT = FILE
              and OUT = a part are refused (OUT untouched); deflate filters are kept; a
              missing part is an error, not a copy of fill values
+  ordered_stale  a time-ordered rerun with fewer servers stopped inside its switch, beside
+             the earlier run's time-ordered part: recover finishes the rerun's switch, leaves
+             the earlier part as it is, and rebuilds every event of the rerun, in order
+  misplaced  a part replaced by a copy of another part of the run: check, flatten and
+             recover refuse it, naming it
   flat_stop  a run with Options::self_contained stopped inside done()'s copy into one file:
              half-way (the parts, the join's complete virtual file and the half-made copy
              under their temporary names), recover rebuilds the final file with every
@@ -221,11 +226,17 @@ def mode_clean(c):
     for needle in ("20000 events", "det/image", "uint16 (3, 4)", "run_part0.h5", "run_part1.h5", "bool ()"):
         if needle not in p.stdout:
             probs.append(f"check's summary lacks {needle!r}")
+    # The var_ field without a row is a field (an empty dataset with a fill value), not a summary.
+    summary_line = [ln for ln in p.stdout.splitlines() if "summary datasets" in ln]
+    if not summary_line or "var_none" in summary_line[0] or "hist" not in summary_line[0]:
+        probs.append(f"check's summary datasets: {summary_line}")
     parts = {n: sha(os.path.join(os.path.dirname(out), n)) for n in ("run_part0.h5", "run_part1.h5")}
     for i in range(2):
         p = c.tool_run("recover", out)
         if p.returncode != 0:
             probs.append(f"recover #{i + 1} exited {p.returncode}")
+        if "warning" in p.stdout + p.stderr:
+            probs.append(f"recover #{i + 1} warned about a clean run")
         probs += [f"after recover #{i + 1}: {d}" for d in same(before, contents(out))]
         for n, h in parts.items():
             if sha(os.path.join(os.path.dirname(out), n)) != h:
@@ -414,7 +425,7 @@ def mode_flatten(c):
     if p.returncode != 0 or not os.path.exists(flat):
         return [f"flatten of a parallel run exited {p.returncode}"]
     probs = flatten_checks(c, out, flat, True)
-    if "8 per-event datasets" not in p.stdout:
+    if "10 per-event datasets" not in p.stdout:
         probs.append("flatten did not say what it copied")
     # Refusals: OUT exists without --force, OUT = FILE, OUT = a part it reads; nothing changes.
     sums = {n: sha(os.path.join(d, n)) for n in ("run.h5", "flat.h5", "run_part0.h5")}
@@ -517,6 +528,68 @@ def mode_ordered(c):
     return probs
 
 
+def mode_ordered_stale(c):
+    """A time-ordered run of 2 servers, then a time-ordered rerun of 1 server stopped inside
+    its switch (its part removed, its .ordered file not yet renamed); the first run's
+    run_part1.h5, marked time-ordered, is still there. recover finishes the rerun's switch
+    (its .ordered file is its only copy of the events), leaves the earlier run's part as it
+    is and rebuilds the rerun's file: every event, in order."""
+    order = {"SMALLDATA_TEST_TIME_ORDER": "1"}
+    out = c.fresh("ordered_stale", 5, env=order)
+    d = os.path.dirname(out)
+    stale = os.path.join(d, "run_part1.h5")
+    stale_sum = sha(stale)
+    p = run_limited([c.mpiexec, "-n", "3", c.write_run, out, str(N)],
+                    env=dict(os.environ, **order, SMALLDATA_TEST_STOP_ORDERED=d))
+    if p is None or p.returncode == 0:
+        return [f"the stopped rerun exited {p.returncode if p else 'never (hung)'}"]
+    names = sorted(n for n in os.listdir(d) if n.startswith("run"))
+    if names != ["run_part0.h5", "run_part0.h5.ordered", "run_part1.h5"]:
+        return [f"the stopped rerun left {names}"]
+    os.unlink(os.path.join(d, "run_part0.h5"))  # the switch removed it, then the job died
+    p = c.tool_run("recover", out)
+    probs = []
+    if p.returncode != 0:
+        return [f"recover exited {p.returncode}"]
+    for needle in ("finished the time ordering", "'run_part1.h5' is a part of an earlier run"):
+        if needle not in p.stdout:
+            probs.append(f"recover does not say {needle!r}")
+    probs += check_values(out, False)
+    with h5py.File(out, "r") as f:
+        if not np.array_equal(f["timestamp"][:], np.arange(N)):
+            probs.append("the rebuilt file is not in timestamp order")
+    if not os.path.exists(stale) or sha(stale) != stale_sum:
+        probs.append("recover changed the earlier run's run_part1.h5")
+    if any(n.endswith(".ordered") for n in os.listdir(d)):
+        probs.append(f"recover left {sorted(os.listdir(d))}")
+    p = c.tool_run("check", out)
+    if p.returncode != 0:
+        probs.append(f"check after recover exited {p.returncode}")
+    return probs
+
+
+def mode_misplaced(c):
+    """A part file replaced by a copy of another part of the same run (same run token): check,
+    flatten and recover each refuse it, naming the file and the part it says it is."""
+    out = c.fresh("misplaced", 5)
+    d = os.path.dirname(out)
+    shutil.copyfile(os.path.join(d, "run_part0.h5"), os.path.join(d, "run_part1.h5"))
+    probs = []
+    p = c.tool_run("check", out)
+    if p.returncode != 1 or "run_part1.h5' says it is part 0" not in p.stdout + p.stderr:
+        probs.append(f"check exited {p.returncode} without naming the copied part")
+    flat = os.path.join(d, "flat.h5")
+    p = c.tool_run("flatten", out, flat)
+    if p.returncode == 0 or "run_part1.h5' says it is part 0" not in p.stderr:
+        probs.append(f"flatten exited {p.returncode} without naming the copied part")
+    if os.path.exists(flat) or any(n.startswith("flat.h5") for n in os.listdir(d)):
+        probs.append("flatten left a file behind")
+    p = c.tool_run("recover", out)
+    if p.returncode == 0 or "says it is part 0" not in p.stderr:
+        probs.append(f"recover exited {p.returncode} without naming the copied part")
+    return probs
+
+
 def mode_flat_stop(c):
     """Options::self_contained (2 servers + 3 clients), the job stopped inside the copy:
     half-way, and once the copy is in place but the parts are still there."""
@@ -565,7 +638,7 @@ def mode_flat_stop(c):
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
          "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut,
          "compressed": mode_compressed, "flatten": mode_flatten, "ordered": mode_ordered,
-         "flat_stop": mode_flat_stop}
+         "ordered_stale": mode_ordered_stale, "misplaced": mode_misplaced, "flat_stop": mode_flat_stop}
 
 
 def main():

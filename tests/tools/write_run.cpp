@@ -1,7 +1,8 @@
 // write_run: a small run for the tool tests (run_tools.py), in serial or parallel mode
 // (2 servers from 4 ranks up, else 1). Fields of several kinds: scalars, a bool, a 2-d
 // image in a group, a field first seen late (back-filled), an unaligned field, a var_
-// field, summaries, attributes.
+// field, a var_ field given only empty (no row in any part: in the final file an empty
+// dataset with a fill value), summaries, attributes.
 // Usage: write_run OUTPUT.h5 [EVENTS]
 // SMALLDATA_TEST_COMPRESSION=deflate in the environment: Compression::deflate(1).
 // SMALLDATA_TEST_TIME_ORDER=1: Options::time_order. SMALLDATA_TEST_STOP_ORDERED=DIR as well:
@@ -85,6 +86,7 @@ int main(int argc, char** argv) {
                 for (std::size_t j = 0; j < px.size(); ++j) px[j] = static_cast<float>(i) + static_cast<float>(j);
                 smd.event(i, "peaks/var_p/x", px);
             }
+            if (i % 7 == 0) smd.event(i, "peaks/var_none/y", std::vector<float>{});  // a field without a row
             ++mine;
         }
         if (smd.summary()) {
