@@ -7769,7 +7769,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
         total += c;
         largest = std::max(largest, c);
     }
-    std::uint64_t R = order_rounds(total, largest, S, opt.cache_memory);  // more if the samples say (step 3)
+    std::uint64_t R = order_rounds(total, largest, S, opt.cache_memory);  // more if the counts say (step 3)
     const std::size_t key_memory = R == 1 ? opt.cache_memory : opt.cache_memory / 2;
 
     // 1. One round: this part's keys, sorted. Rounds: samples of them (every k-th event of

@@ -2248,7 +2248,7 @@ TEST_CASE("time_order: a part whose events cluster in the same rounds takes more
           "[mpi][time_order]") {
     // At 3 servers + 4 clients the first half of every server's range comes from server 0's
     // part: with the rounds planned from the parts' sizes alone (4 for 4900 events in
-    // 48 KiB), its first rounds would hold 1.2 times their half of cache_memory (16 bytes
+    // 48 KiB), its first rounds would hold 1.28 times their half of cache_memory (16 bytes
     // per key of its part, 24 per key of its bucket). Every layout checks the order and
     // that no round exceeded its half.
     const std::string dir = fresh_dir("order_cluster");
