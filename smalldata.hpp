@@ -6587,8 +6587,8 @@ private:
                 if (f.valid()) {
                     const std::string wrong = misplaced_part(f.get(), path);
                     if (!wrong.empty()) throw_error(Errc::join, wrong + ", which '" + n + "' of '" + in_ + "' reads");
+                    remember_input(path);
                 }
-                if (f.valid()) remember_input(path);
                 it = open.emplace(path, std::move(f)).first;
             }
             const hid_t file = it->second.valid() ? it->second.get() : src_.get();

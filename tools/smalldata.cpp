@@ -13,6 +13,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <initializer_list>
 #include <set>
 
 namespace sd = smalldata;
@@ -289,19 +290,24 @@ bool is_serial_file(const std::string& file) {
     }
 }
 
-// The run a self-contained file was flattened from (its smalldata_flat_run attribute);
-// false for any other file.
-bool flat_run_of(const std::string& file, std::uint64_t& run) {
+// Reads u64 attributes of a file's root, the file opened once and not modified; false if
+// it does not open or lacks any of them.
+bool read_root_u64(const std::string& file, std::initializer_list<std::pair<const char*, std::uint64_t*>> attrs) {
     try {
         dt::H5Quiet q;
         const dt::H5Id f = open_any(file);
-        const bool flat = f.valid() && dt::h5_get_attr_u64(f.get(), dt::attr_flat_run, run);
+        bool all = f.valid();
+        for (const auto& a : attrs) all = all && dt::h5_get_attr_u64(f.get(), a.first, *a.second);
         H5Eclear2(H5E_DEFAULT);
-        return flat;
+        return all;
     } catch (const sd::Error&) {
         return false;
     }
 }
+
+// The run a self-contained file was flattened from (its smalldata_flat_run attribute);
+// false for any other file.
+bool flat_run_of(const std::string& file, std::uint64_t& run) { return read_root_u64(file, {{dt::attr_flat_run, &run}}); }
 
 // A time-ordered run killed in done() (section 19): its parts' <part>.ordered files, each
 // tagged with its run's token when it is made. If a part of that run already carries the
@@ -318,21 +324,10 @@ std::uint64_t settle_time_order(const std::string& file) {
     for (const auto& kv : names.ordered)
         if (!dt::path_is_dir(kv.second)) ordered.insert(kv);
     if (ordered.empty()) return 0;
-    auto read_u64 = [](const std::string& path, const char* attr, std::uint64_t& value) {
-        try {
-            dt::H5Quiet q;
-            const dt::H5Id f = open_any(path);
-            const bool ok = f.valid() && dt::h5_get_attr_u64(f.get(), attr, value);
-            H5Eclear2(H5E_DEFAULT);
-            return ok;
-        } catch (const sd::Error&) {
-            return false;
-        }
-    };
     std::map<int, std::uint64_t> run_of;  // each .ordered file's run (none: killed as it was made)
     for (const auto& kv : ordered) {
         std::uint64_t r = 0;
-        if (read_u64(kv.second, dt::attr_run, r)) run_of[kv.first] = r;
+        if (read_root_u64(kv.second, {{dt::attr_run, &r}})) run_of[kv.first] = r;
     }
     std::set<std::uint64_t> runs, begun;
     for (const auto& kv : run_of) {
@@ -341,7 +336,7 @@ std::uint64_t settle_time_order(const std::string& file) {
     }
     for (const auto& kv : names.parts) {
         std::uint64_t on = 0, r = 0;
-        if (read_u64(kv.second, dt::attr_time_order, on) && on == 1 && read_u64(kv.second, dt::attr_run, r) && runs.count(r))
+        if (read_root_u64(kv.second, {{dt::attr_time_order, &on}, {dt::attr_run, &r}}) && on == 1 && runs.count(r))
             begun.insert(r);
     }
     std::uint64_t finished = 0;
@@ -584,8 +579,10 @@ int check(const std::string& file) {
                 st.opens = pf.valid();
                 std::uint64_t tok = 0;
                 st.token_ok = st.opens && dt::h5_get_attr_u64(pf.get(), dt::attr_run, tok) && has_run && tok == run;
-                if (st.opens) st.events = dt::complete_rows(dt::list_datasets(pf.get(), p));
-                if (st.opens) st.misplaced = dt::misplaced_part(pf.get(), p);
+                if (st.opens) {
+                    st.events = dt::complete_rows(dt::list_datasets(pf.get(), p));
+                    st.misplaced = dt::misplaced_part(pf.get(), p);
+                }
                 H5Eclear2(H5E_DEFAULT);
                 if (!st.opens) problem("part file '" + p + "' cannot be opened (crashed? run smalldata recover)");
                 else if (!st.token_ok) problem("part file '" + p + "' is not of this file's run " + hex16(run));
