@@ -360,7 +360,7 @@ std::uint64_t settle_time_order(const std::string& file) {
 }
 
 int recover(const std::string& file) {
-    const std::uint64_t latest = settle_time_order(file);
+    std::uint64_t latest = settle_time_order(file);
     PartNames names = find_part_names(file);
     if (!names.parts.empty() && is_serial_file(file)) {
         std::uint64_t flat = 0;
@@ -399,11 +399,23 @@ int recover(const std::string& file) {
         }
         if (t.final_name == dt::base_name(file)) tags[kv.first] = t;
     }
-    // The run whose time ordering recover just finished is the latest there (its done() was
-    // running), and its servers replaced every part below their number: a part of another
-    // run beyond them was left by an earlier run with more servers. It is not this run's
-    // and is left as it is.
+    // A run's servers replace every part below their number, so a part of another run
+    // beyond them was left by an earlier run with more servers: it is not this run's and is
+    // left as it is. This run is the one whose time ordering recover just finished (its
+    // done() was running); else the run of part 0, when every part below its part count is
+    // of that run and every part of another run lies beyond it (a rerun with fewer
+    // servers, killed). Anything else is refused by recover_parallel, naming both runs.
     std::uint64_t latest_parts = 0;
+    if (latest == 0 && tags.count(0)) {
+        const PartTags& t0 = tags.at(0);
+        bool below = true, beyond = false;
+        for (const auto& kv : tags) {
+            const bool in = static_cast<std::uint64_t>(kv.first) < t0.parts;
+            if (in && kv.second.run != t0.run) below = false;
+            if (!in && kv.second.run != t0.run) beyond = true;
+        }
+        if (below && beyond) latest = t0.run;
+    }
     for (const auto& kv : tags)
         if (latest != 0 && kv.second.run == latest) latest_parts = kv.second.parts;
     for (auto it = tags.begin(); it != tags.end();) {

@@ -27,6 +27,10 @@
   ordered_stale  a time-ordered rerun with fewer servers stopped inside its switch, beside
              the earlier run's time-ordered part: recover finishes the rerun's switch, leaves
              the earlier part as it is, and rebuilds every event of the rerun, in order
+  rerun_killed  a rerun with fewer servers killed in the middle of its run, beside the
+             earlier run's part beyond its own: recover rebuilds the rerun's file from its
+             part (every event its checkpoints saved, values right) and leaves the earlier
+             part as it is (same bytes); check finds the file sound
   misplaced  a part replaced by a copy of another part of the run: check, flatten and
              recover refuse it, naming it
   flat_stop  a run with Options::self_contained stopped inside done()'s copy into one file:
@@ -568,6 +572,58 @@ def mode_ordered_stale(c):
     return probs
 
 
+def check_saved(path):
+    """What a killed run saved, from what write_run wrote: each event at most once, values
+    right (its aligned fields and var_ rows)."""
+    with h5py.File(path, "r") as f:
+        ts = f["timestamp"][:]
+        if len(np.unique(ts)) != len(ts) or (len(ts) and (ts.min() < 0 or ts.max() >= N)):
+            return [f"timestamp: {len(ts)} rows, not distinct events of 0..{N - 1}"]
+        probs = []
+        if not np.array_equal(f["x"][:], ts * 0.5):
+            probs.append("x != timestamp / 2")
+        want = ((ts[:, None] + np.arange(12)[None, :]) % 60000).reshape(-1, 3, 4)
+        if not np.array_equal(f["det/image"][:], want):
+            probs.append("det/image wrong")
+        return probs + check_var(f, ts)
+
+
+def mode_rerun_killed(c):
+    """A run of 2 servers, then a rerun of 1 server killed after its third checkpoint: the
+    earlier run's run_part1.h5 lies beyond the rerun's one part. recover rebuilds the
+    rerun's file from run_part0.h5 and leaves run_part1.h5 as it is."""
+    out = c.fresh("rerun_killed", 5)
+    d = os.path.dirname(out)
+    stale = os.path.join(d, "run_part1.h5")
+    stale_sum = sha(stale)
+    p = run_limited([c.mpiexec, "-n", "3", c.write_run, out, str(N)],
+                    env=dict(os.environ, SMALLDATA_TEST_KILL_CHECKPOINT="3"))
+    if p is None or p.returncode == 0:
+        return [f"the killed rerun exited {p.returncode if p else 'never (hung)'}"]
+    names = sorted(n for n in os.listdir(d) if n.startswith("run"))
+    if names != ["run_part0.h5", "run_part1.h5"]:
+        return [f"the killed rerun left {names}"]
+    p = c.tool_run("recover", out)
+    if p.returncode != 0:
+        return [f"recover exited {p.returncode}"]
+    probs = []
+    if "'run_part1.h5' is a part of an earlier run" not in p.stdout:
+        probs.append("recover does not say run_part1.h5 is a part of an earlier run")
+    probs += check_saved(out)
+    with h5py.File(out, "r") as f:
+        saved = len(f["timestamp"])
+    if not 0 < saved < N:
+        probs.append(f"the rebuilt file has {saved} events, expected some of the {N} (killed after 3 checkpoints)")
+    if f"total {saved} events" not in p.stdout:
+        probs.append(f"recover does not report the {saved} events it rebuilt")
+    if sha(stale) != stale_sum:
+        probs.append("recover changed the earlier run's run_part1.h5")
+    p = c.tool_run("check", out)
+    if p.returncode != 0:
+        probs.append(f"check after recover exited {p.returncode}")
+    return probs
+
+
 def mode_misplaced(c):
     """A part file replaced by a copy of another part of the same run (same run token): check,
     flatten and recover each refuse it, naming the file and the part it says it is."""
@@ -638,7 +694,7 @@ def mode_flat_stop(c):
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
          "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut,
          "compressed": mode_compressed, "flatten": mode_flatten, "ordered": mode_ordered,
-         "ordered_stale": mode_ordered_stale, "misplaced": mode_misplaced, "flat_stop": mode_flat_stop}
+         "ordered_stale": mode_ordered_stale, "rerun_killed": mode_rerun_killed, "misplaced": mode_misplaced, "flat_stop": mode_flat_stop}
 
 
 def main():

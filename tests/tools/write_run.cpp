@@ -13,6 +13,9 @@
 // as well: the joining rank ends the process (_exit) inside the self-contained copy, at
 // detail::flatten_hook's STAGE (0: one per-event dataset copied; 1: the copy in place, the
 // parts not yet removed): the state of a job killed there.
+// SMALLDATA_TEST_KILL_CHECKPOINT=K: checkpoints every 20 ms (checkpoint_seconds 0.05), the
+// clients paced (1 ms every 50 events), and a server ends the process (_exit) once its K-th
+// checkpoint is on disk: the state of a job killed in the middle of its run.
 #include "smalldata.hpp"
 
 #include <unistd.h>
@@ -45,6 +48,11 @@ int stop_stage = -1;
 void stop_flatten(int stage) noexcept {
     if (stage == stop_stage) _exit(3);
 }
+int kill_after = 0;
+void kill_checkpoint(int stage) noexcept {
+    static int taken = 0;  // the write thread or the server's own: one at a time
+    if (stage == 1 && ++taken == kill_after) _exit(3);
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,9 +81,15 @@ int main(int argc, char** argv) {
             stop_stage = std::atoi(st);
             smalldata::detail::flatten_hook = stop_flatten;
         }
+        if (const char* k = std::getenv("SMALLDATA_TEST_KILL_CHECKPOINT")) {
+            kill_after = std::atoi(k);
+            opt.checkpoint_seconds = 0.05;
+            smalldata::detail::checkpoint_hook = kill_checkpoint;
+        }
         smalldata::SmallData smd(opt);
         std::int64_t mine = 0;
         for (std::int64_t i : smd.share(n)) {
+            if (kill_after > 0 && mine % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(1));
             std::array<std::uint16_t, 12> img{};
             for (std::size_t k = 0; k < img.size(); ++k) img[k] = static_cast<std::uint16_t>((i + static_cast<std::int64_t>(k)) % 60000);
             smd.event(i, "x", static_cast<double>(i) * 0.5, "flag", i % 2 == 1, "det/image", smalldata::view(img.data(), {3, 4}));
