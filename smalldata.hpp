@@ -6811,7 +6811,9 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //          in order already, so they are merged client by client (sort_part_keys; a
 //          part the writer saw arrive in order is not touched; Writer::in_order);
 //       2. samples of every sorted part, evenly spaced and weighted by the part's events,
-//          give the splitters: server t's range is [splitter t-1, splitter t);
+//          give the splitters: server t's range is [splitter t-1, splitter t). Server 0
+//          computes them from every server's samples and sends them to all (it holds at
+//          most an eighth of cache_memory of samples: order_coarsen);
 //       3. MPI_Ialltoallv sends each server the keys of its range from every part; merged,
 //          they are its output: (part, row) for each of its events, in order;
 //       4. each server writes its range into <part>.ordered with a Writer of its own (the
@@ -7016,6 +7018,30 @@ inline std::vector<OrderKey> order_splitters(const std::vector<OrderSample>& eve
         split[j] = i < every.size() ? every[i].key : OrderKey{INT64_MAX, UINT64_MAX};
     }
     return split;
+}
+
+// At most about `m` samples (sorted by key) standing for the same events: consecutive
+// samples merged into one at the last key of each run whose weights add up to
+// sum / m (the total weight is kept). A server sends its samples so coarsened to the one
+// that plans, so that the planner holds a bounded number whatever the clients, servers
+// and rounds; each merge moves the estimate of any key's rank by less than one run's
+// weight, which the counted rounds then absorb (order_round_peak).
+inline void order_coarsen(std::vector<OrderSample>& samples, std::size_t m) {
+    if (samples.size() <= m || m == 0) return;
+    double sum = 0;
+    for (const OrderSample& s : samples) sum += s.weight;
+    const double g = sum / static_cast<double>(m);
+    std::size_t out = 0;
+    double acc = 0;
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+        acc += samples[i].weight;
+        if (acc >= g || i + 1 == samples.size()) {
+            samples[out++] = {samples[i].key, acc};
+            acc = 0;
+        }
+    }
+    samples.resize(out);
+    samples.shrink_to_fit();
 }
 
 // What the largest round holds on any server, in bytes, from the keys every part has in
@@ -7862,16 +7888,41 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
     //    part's keys in every bucket (one more pass); where a round would hold more than
     //    its half of cache_memory on some server (a part's events clustered in the
     //    round's buckets), more rounds, from samples taken anew, counted again.
+    //    Server 0 plans: every server sends it its samples, coarsened (order_coarsen) so
+    //    that server 0 holds at most an eighth of cache_memory of them (and at least 8 per
+    //    bucket), and it sends every server the splitters.
     std::vector<OrderKey> split;
     auto plan = [&] {  // collective over the servers
-        std::vector<unsigned char> all;
-        std::vector<int> lens, displs;
-        allgather_bytes(samples.data(), samples.size() * sizeof(OrderSample), all, lens, displs);
+        const std::size_t B = S * static_cast<std::size_t>(R);
+        const auto by_key = [](const OrderSample& a, const OrderSample& b) { return a.key < b.key; };
+        std::sort(samples.begin(), samples.end(), by_key);
+        // (and all of them well within one message: 2 GiB)
+        const std::size_t most = std::min<std::size_t>(std::max<std::size_t>(8 * B, opt.cache_memory / 8 / sizeof(OrderSample)),
+                                                       static_cast<std::size_t>(INT_MAX) / sizeof(OrderSample) / 4);
+        order_coarsen(samples, std::max<std::size_t>(1, most / S));
+        int len = static_cast<int>(samples.size() * sizeof(OrderSample));
+        std::vector<int> lens(server_idx == 0 ? S : 0), displs(lens.size(), 0);
+        check_mpi(MPI_Igather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, sc, &r), "MPI_Igather");
+        wait();
+        std::size_t bytes = 0;
+        for (std::size_t k = 0; k < lens.size(); ++k) {
+            displs[k] = static_cast<int>(bytes);
+            bytes += static_cast<std::size_t>(lens[k]);
+        }
+        std::vector<OrderSample> every(bytes / sizeof(OrderSample));
+        check_mpi(MPI_Igatherv(samples.data(), len, MPI_BYTE, every.data(), lens.data(), displs.data(), MPI_BYTE, 0, sc, &r),
+                  "MPI_Igatherv");
+        wait();
         std::vector<OrderSample>().swap(samples);
-        std::vector<OrderSample> every(all.size() / sizeof(OrderSample));
-        if (!every.empty()) std::memcpy(every.data(), all.data(), every.size() * sizeof(OrderSample));
-        std::sort(every.begin(), every.end(), [](const OrderSample& a, const OrderSample& b) { return a.key < b.key; });
-        split = order_splitters(every, S * static_cast<std::size_t>(R));
+        if (server_idx == 0) {
+            std::sort(every.begin(), every.end(), by_key);
+            split = order_splitters(every, B);
+        } else {
+            split.assign(B + 1, OrderKey{});
+        }
+        std::vector<OrderSample>().swap(every);
+        check_mpi(MPI_Ibcast(split.data(), static_cast<int>((B + 1) * sizeof(OrderKey)), MPI_BYTE, 0, sc, &r), "MPI_Ibcast");
+        wait();
     };
     plan();
     for (int tries = 0; R > 1; ++tries) {

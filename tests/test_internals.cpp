@@ -807,6 +807,33 @@ TEST_CASE("order_round_peak: a round's keys counted on every server; clustered p
     CHECK(order_bucket(split, 9, OrderKey{INT64_MAX, 0}) == 8);
 }
 
+TEST_CASE("order_coarsen: fewer samples of the same events; splitters within one merged run", "[internals][order]") {
+    // 100,000 events, timestamps 0..99999, sampled every 2nd (weight 2): 50,000 samples.
+    std::vector<OrderSample> fine;
+    for (std::int64_t i = 1; i < 100000; i += 2) fine.push_back({OrderKey{i, 0}, 2.0});
+    std::vector<OrderSample> coarse = fine;
+    order_coarsen(coarse, 1000);
+    CHECK(coarse.size() <= 1001);
+    CHECK(coarse.size() >= 999);
+    double sum = 0;
+    for (const OrderSample& s : coarse) sum += s.weight;
+    CHECK(sum == Approx(100000.0));
+    for (std::size_t i = 1; i < coarse.size(); ++i) CHECK(coarse[i - 1].key < coarse[i].key);
+    CHECK(coarse.back().key.ts == fine.back().key.ts);  // the last events stay counted
+    // 16 buckets of 6250 events: each splitter from the coarse samples is within one
+    // merged run (100 events) of the true one.
+    const std::vector<OrderKey> a = order_splitters(fine, 16), b = order_splitters(coarse, 16);
+    for (std::size_t j = 1; j < 16; ++j) {
+        CHECK(std::llabs(a[j].ts - static_cast<std::int64_t>(6250 * j)) <= 2);
+        CHECK(std::llabs(b[j].ts - a[j].ts) <= 100);
+    }
+    // Nothing to do at or under m.
+    std::vector<OrderSample> few(fine.begin(), fine.begin() + 10);
+    order_coarsen(few, 10);
+    CHECK(few.size() == 10);
+    CHECK(few[3].weight == 2.0);
+}
+
 TEST_CASE("sort_part_keys: a part's clients merged, or sorted in place when memory is short", "[internals][order]") {
     // A part as a server sees it: batches of three clients arriving interleaved, each
     // client's timestamps increasing (ties across clients), batch sizes uneven.
