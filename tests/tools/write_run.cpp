@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -50,7 +51,7 @@ void stop_flatten(int stage) noexcept {
 }
 int kill_after = 0;
 void kill_checkpoint(int stage) noexcept {
-    static int taken = 0;  // the write thread or the server's own: one at a time
+    static std::atomic<int> taken{0};  // on the write thread or the server's own
     if (stage == 1 && ++taken == kill_after) _exit(3);
 }
 }  // namespace
