@@ -381,9 +381,7 @@ int recover(const std::string& file) {
         try {
             t = read_tags(kv.second);
         } catch (const sd::Error& e) {
-            std::string why = e.what();
-            if (why.compare(0, dt::who().size() + 2, dt::who() + ": ") == 0) why.erase(0, dt::who().size() + 2);
-            dt::throw_error(sd::Errc::hdf5, "part file '" + kv.second + "' cannot be recovered: " + why);
+            dt::throw_error(sd::Errc::hdf5, "part file '" + kv.second + "' cannot be recovered: " + dt::bare_message(e));
         }
         if (!t.ok) {
             // A part killed before its run attributes reached the disk holds nothing: it

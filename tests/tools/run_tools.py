@@ -126,6 +126,12 @@ class Ctx:
         return p
 
 
+def sound_after_recover(c, out, prefix=""):
+    """`smalldata check` on a file recover made: it must be sound."""
+    p = c.tool_run("check", out)
+    return [] if p.returncode == 0 else [f"{prefix}check after recover exited {p.returncode}"]
+
+
 def check_values(path, with_summary):
     """The run's content, from what write_run wrote: every event once, values right."""
     probs = []
@@ -133,14 +139,9 @@ def check_values(path, with_summary):
         ts = f["timestamp"][:]
         if len(ts) != N or not np.array_equal(np.sort(ts), np.arange(N)):
             return [f"timestamp: {len(ts)} rows, not 0..{N - 1} once each"]
-        if not np.array_equal(f["x"][:], ts * 0.5):
-            probs.append("x != timestamp / 2")
+        probs += check_rows(f, ts)
         if not np.array_equal(f["flag"][:], ts % 2 == 1):
             probs.append("flag wrong")
-        img = f["det/image"][:]
-        want = ((ts[:, None] + np.arange(12)[None, :]) % 60000).reshape(-1, 3, 4)
-        if img.shape != (N, 3, 4) or not np.array_equal(img, want):
-            probs.append(f"det/image wrong (shape {img.shape})")
         late = f["late"][:]
         ok = np.where(ts >= N // 2, late == ts.astype(np.float32), np.isnan(late))
         if not ok.all():
@@ -148,7 +149,6 @@ def check_values(path, with_summary):
         hits = np.sort(f["det/unaligned_hits"][:])
         if not np.array_equal(hits, np.arange(0, N, 3)):
             probs.append("det/unaligned_hits wrong")
-        probs += check_var(f, ts)
         if with_summary:
             if "n_events" not in f or f["n_events"][()] != N or f["note"][()] != b"write_run":
                 probs.append("summary missing or wrong")
@@ -163,6 +163,18 @@ def check_values(path, with_summary):
             if "units" in f["x"].attrs or "experiment" in f.attrs:
                 probs.append("an attribute appeared from nowhere")
     return probs
+
+
+def check_rows(f, ts):
+    """The rows of the events `ts` (in the file's order): x, det/image and the var_ rows."""
+    probs = []
+    if not np.array_equal(f["x"][:], ts * 0.5):
+        probs.append("x != timestamp / 2")
+    img = f["det/image"][:]
+    want = ((ts[:, None] + np.arange(12)[None, :]) % 60000).reshape(-1, 3, 4)
+    if not np.array_equal(img, want):
+        probs.append(f"det/image wrong (shape {img.shape})")
+    return probs + check_var(f, ts)
 
 
 def check_var(f, ts):
@@ -214,9 +226,7 @@ def mode_var_cut(c, compression=None):
         if f["peaks/var_p/x"].shape[0] != lens.sum():
             probs.append("var_ data rows != sum of lengths after recover")
         probs += check_var(f, ts)
-    p = c.tool_run("check", out)
-    if p.returncode != 0:
-        probs.append(f"check after recover exited {p.returncode}")
+    probs += sound_after_recover(c, out)
     return probs
 
 
@@ -245,9 +255,7 @@ def mode_clean(c):
         for n, h in parts.items():
             if sha(os.path.join(os.path.dirname(out), n)) != h:
                 probs.append(f"recover #{i + 1} modified the intact {n}")
-    p = c.tool_run("check", out)
-    if p.returncode != 0:
-        probs.append(f"check after recover exited {p.returncode}")
+    probs += sound_after_recover(c, out)
     return probs
 
 
@@ -526,9 +534,7 @@ def mode_ordered(c):
             probs.append(f"{case}: the rebuilt file is {'' if in_order else 'not '}in timestamp order")
         if switched and "finished the time ordering" not in p.stdout:
             probs.append(f"{case}: recover does not say it finished the time ordering")
-        p = c.tool_run("check", out)
-        if p.returncode != 0:
-            probs.append(f"{case}: check after recover exited {p.returncode}")
+        probs += sound_after_recover(c, out, f"{case}: ")
     return probs
 
 
@@ -566,9 +572,7 @@ def mode_ordered_stale(c):
         probs.append("recover changed the earlier run's run_part1.h5")
     if any(n.endswith(".ordered") for n in os.listdir(d)):
         probs.append(f"recover left {sorted(os.listdir(d))}")
-    p = c.tool_run("check", out)
-    if p.returncode != 0:
-        probs.append(f"check after recover exited {p.returncode}")
+    probs += sound_after_recover(c, out)
     return probs
 
 
@@ -579,13 +583,7 @@ def check_saved(path):
         ts = f["timestamp"][:]
         if len(np.unique(ts)) != len(ts) or (len(ts) and (ts.min() < 0 or ts.max() >= N)):
             return [f"timestamp: {len(ts)} rows, not distinct events of 0..{N - 1}"]
-        probs = []
-        if not np.array_equal(f["x"][:], ts * 0.5):
-            probs.append("x != timestamp / 2")
-        want = ((ts[:, None] + np.arange(12)[None, :]) % 60000).reshape(-1, 3, 4)
-        if not np.array_equal(f["det/image"][:], want):
-            probs.append("det/image wrong")
-        return probs + check_var(f, ts)
+        return check_rows(f, ts)
 
 
 def mode_rerun_killed(c):
@@ -618,9 +616,7 @@ def mode_rerun_killed(c):
         probs.append(f"recover does not report the {saved} events it rebuilt")
     if sha(stale) != stale_sum:
         probs.append("recover changed the earlier run's run_part1.h5")
-    p = c.tool_run("check", out)
-    if p.returncode != 0:
-        probs.append(f"check after recover exited {p.returncode}")
+    probs += sound_after_recover(c, out)
     return probs
 
 
@@ -666,9 +662,7 @@ def mode_flat_stop(c):
     left = sorted(os.listdir(d))
     if left != ["run.h5", "run_part0.h5", "run_part1.h5"]:
         probs.append(f"half-way: recover left {left}")
-    p = c.tool_run("check", out)
-    if p.returncode != 0:
-        probs.append(f"half-way: check after recover exited {p.returncode}")
+    probs += sound_after_recover(c, out, "half-way: ")
 
     out = c.fresh("flat_stop1", 5, env=dict(flat, SMALLDATA_TEST_STOP_FLATTEN="1"), stopped=True)
     d = os.path.dirname(out)
