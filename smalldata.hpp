@@ -1427,7 +1427,6 @@ template <class T> bool SmallData::max(T* data, const std::vector<std::uint64_t>
 #include <hdf5.h>
 #include <fcntl.h>      // POSIX: output files are checked, replaced and renamed by path
 #include <signal.h>     // POSIX: sigaction (SIGTERM and SIGINT end the run gracefully)
-#include <sys/mman.h>   // POSIX: the time ordering reads closed part files mapped (section 19)
 #include <sys/stat.h>
 #include <unistd.h>
 #if defined(__linux__)
@@ -3429,7 +3428,7 @@ public:
     }
 
     // Rows row0, ..., row0 + n - 1, row i from wherever row_of(i) (a const unsigned char*)
-    // says (append_run: a strided source; the time ordering: mapped part files): whole
+    // says (append_run: a strided source; the time ordering: rows read from part files): whole
     // stretches go into the cache in one loop; whatever the fast path would not take goes
     // through append_slow(). row_of is called once per row, in order.
     template <class RowOf> void append_gather(std::uint64_t row0, std::size_t n, RowOf&& row_of, Sink& s) {
@@ -6828,9 +6827,10 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //       4. each server writes its range into <part>.ordered with a Writer of its own (the
 //          same chunking, compression and fill values as any part), taking the rows it
 //          needs from every part file, a window of events at a time. An aligned field's
-//          rows go straight from the part files, mapped read-only (MappedFile; chunk
-//          addresses from HDF5 1.10.5 or newer), into the writer's caches: one copy per
-//          row (Writer::put_gather, OrderCopy::Cursor). Compressed parts, var_ and
+//          rows are read straight from their chunks in the part files (PartFile, pread;
+//          chunk addresses from HDF5 1.10.5 or newer), each part's rows of the window in
+//          clusters of nearby rows into one buffer, and gathered from it into the
+//          writer's caches (Writer::put_gather, OrderCopy::plan_clusters). Compressed parts, var_ and
 //          unaligned fields, and an older HDF5 read through HDF5 instead: the rows of a
 //          window from one part lie close together in ordinary data (clients' events
 //          interleave batch by batch), so they are read in spans and copied out of them.
@@ -6856,8 +6856,7 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //     server's part (keys; 16 more while its clients' keys are merged, if both fit in
 //     cache_memory; else they are sorted in place), 16 more per event of its range while
 //     they travel, then 8 per event of its range (one server: its keys are its output, no
-//     exchange); the window's buffers and mapped pages (at most 1/8 of cache_memory,
-//     32 MiB; the mapped pages are given back after each field of a window) and the
+//     exchange); the window's buffers (at most 1/8 of cache_memory, 32 MiB) and the
 //     ordering Writer's caches take what is left of cache_memory, and never less than a
 //     quarter of it.
 //     Rounds: keys that would not fit so (order_rounds) are sorted a slice at a time. The
@@ -7086,42 +7085,47 @@ inline std::uint64_t order_rounds_for_peak(std::uint64_t R, std::uint64_t peak_b
     return want >= static_cast<double>(cap) ? cap : std::max(R, static_cast<std::uint64_t>(want));
 }
 
-// A closed part file mapped read-only: the ordering copies rows from the page cache
-// straight into its writer's caches (no read into a buffer, no copy out of it). data() is
-// null when the file cannot be mapped (the rows are then read through HDF5). release()
-// gives back the mapped pages (they stay in the page cache) after each field of a window,
-// so the mapping holds no more memory than the window it serves. Nothing writes a part
-// while it is mapped: every part is closed before the ordering, and removed only after.
-class MappedFile {
+// A closed part file, read with pread(): the ordering reads a field's rows of a window
+// straight from their chunks (no HDF5 call, no chunk cache) into one buffer, from which
+// they go to the writer's caches. Not mapped: every page of a mapping is faulted in (slow
+// on virtual machines) and must be given back (a TLB flush on every core), and a read
+// error there is a SIGBUS; here it is an Error naming the file. Nothing writes a part
+// while the ordering reads it: every part is closed before, and removed only after.
+class PartFile {
 public:
-    explicit MappedFile(const std::string& path) {
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return;
+    explicit PartFile(const std::string& path) : path_(path) {
+        fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
         struct stat st {};
-        if (::fstat(fd, &st) == 0 && st.st_size > 0) {
-            void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
-            if (p != MAP_FAILED) {
-                base_ = static_cast<unsigned char*>(p);
-                size_ = static_cast<std::uint64_t>(st.st_size);
-            }
-        }
-        ::close(fd);  // the mapping keeps the file
+        if (fd_ >= 0 && ::fstat(fd_, &st) == 0) size_ = static_cast<std::uint64_t>(st.st_size);
     }
-    MappedFile(const MappedFile&) = delete;
-    MappedFile& operator=(const MappedFile&) = delete;
-    ~MappedFile() {
-        if (base_) ::munmap(base_, static_cast<std::size_t>(size_));
+    PartFile(const PartFile&) = delete;
+    PartFile& operator=(const PartFile&) = delete;
+    ~PartFile() {
+        if (fd_ >= 0) ::close(fd_);
     }
-    const unsigned char* data() const noexcept { return base_; }
+    bool ok() const noexcept { return fd_ >= 0 && size_ > 0; }
     std::uint64_t size() const noexcept { return size_; }
-    void release() noexcept {
-#if defined(MADV_DONTNEED)
-        if (base_) (void)::madvise(base_, static_cast<std::size_t>(size_), MADV_DONTNEED);
-#endif
+    // Bytes [at, at + n) into `to`; an error, or a file cut short since, throws.
+    void read(std::uint64_t at, std::size_t n, unsigned char* to) const {
+        while (n > 0) {
+            const ssize_t got = ::pread(fd_, to, n, static_cast<off_t>(at));
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {  // an I/O error (errno, as library_code), or the file cut short
+                const int err = got < 0 ? errno : 0;
+                throw_error(Errc::hdf5,
+                            "cannot read part file '" + path_ + "' at byte " + std::to_string(at) + ": " +
+                                (err != 0 ? std::strerror(err) : "the file ends before it (cut short since it was written?)"),
+                            err);
+            }
+            to += got;
+            at += static_cast<std::uint64_t>(got);
+            n -= static_cast<std::size_t>(got);
+        }
     }
 
 private:
-    unsigned char* base_ = nullptr;
+    std::string path_;
+    int fd_ = -1;
     std::uint64_t size_ = 0;
 };
 
@@ -7193,7 +7197,7 @@ public:
         dsets_.resize(P);
         for (auto& d : dsets_) d.resize(fields_.size());
         chunks_.assign(P, std::vector<Chunks>(fields_.size()));
-        for (const std::string& p : paths) maps_.push_back(std::make_unique<MappedFile>(p));
+        for (const std::string& p : paths) parts_.push_back(std::make_unique<PartFile>(p));
         base_.assign(P, 0);
     }
     // The part files' handles are closed under the writer's HDF5 lock (its write thread
@@ -7330,24 +7334,24 @@ private:
         std::sort(v.begin(), v.end());
         return v;
     }
-    // The mapped path: a field's dataset in a part, where its rows lie in the mapped file.
+    // The direct path: a field's dataset in a part, where its rows lie in the part file.
     // An aligned field whose dataset is chunked, unfiltered, of the memory type, one row
     // of every chunk contiguous (the writer's layout), and HDF5 1.10.5 or newer (chunk
     // addresses); anything else is read through HDF5 (read(), gather()).
     struct Chunks {
-        int state = 0;                 // 0: not looked at yet; 1: mapped; -1: read through HDF5
+        int state = 0;                 // 0: not looked at yet; 1: direct; -1: read through HDF5
         std::uint64_t rows = 0;        // the dataset's extent
         std::uint64_t chunk_rows = 1;  // a power of two: 1 << shift
         unsigned shift = 0;
         std::vector<std::uint64_t> at;  // per chunk: 0 not looked up, chunk_none, or offset + 1
     };
     static constexpr std::uint64_t chunk_none = UINT64_MAX;  // never written: fill values
-    bool mapped(std::size_t part, std::size_t field) {
+    bool direct(std::size_t part, std::size_t field) {
         Chunks& c = chunks_[part][field];
         if (c.state != 0) return c.state > 0;
         c.state = -1;
         const OrderField& f = fields_[field];
-        if (!maps_[part]->data() || f.meta.bytes == 0 || !f.meta.aligned) return false;
+        if (!parts_[part]->ok() || f.meta.bytes == 0 || !f.meta.aligned) return false;
 #if H5_VERSION_GE(1, 10, 5)
         std::unique_lock<std::mutex> lk = lock();
         H5Quiet q;
@@ -7378,34 +7382,81 @@ private:
         return false;
 #endif
     }
-    // A mapped field's rows in one part: where a row lies in the mapping, from the chunk
-    // addresses (Chunks::at), looked up on first use; the fill row where the part has none
-    // (no such field, beyond the extent, or a chunk never written).
-    struct Cursor {
-        const std::uint64_t* at = nullptr;  // Chunks::at
-        const unsigned char* base = nullptr;
-        std::uint64_t rows = 0;             // 0: every row takes the slow path (row_slow)
-        std::uint64_t mask = 0;
-        unsigned shift = 0;
-        std::size_t rb = 0;
-        bool present = false;
+    // The direct path's window: each part's rows of the window in clusters of nearby rows
+    // (runs of rows, with gaps of less than a page between them, while they hold at most
+    // twice the part's window events), laid end to end in the part's piece of one buffer;
+    // slot_[i] is the row in that piece of the window's event i. The clusters are in rows:
+    // the same for every field, whatever its row size.
+    struct Cluster {
+        std::uint64_t row, rows, at;  // rows [row, row + rows) at row `at` of the piece
     };
-    const unsigned char* row_at(const Cursor& u, std::size_t part, std::size_t field, std::uint64_t row,
-                                const unsigned char* fill) {
-        if (row < u.rows) {
-            const std::uint64_t a = u.at[row >> u.shift];
-            if (a - 1 < chunk_none - 1) return u.base + (a - 1) + (row & u.mask) * u.rb;  // 0 < a < chunk_none
+    void plan_clusters(std::size_t part, const std::vector<Item>& items) {  // items sorted by row
+        std::vector<Cluster>& out = clusters_[part];
+        out.clear();
+        std::uint64_t at = 0;
+        const std::uint64_t room = 2 * static_cast<std::uint64_t>(items.size());
+        for (const Item& it : items) {
+            if (!out.empty()) {
+                Cluster& c = out.back();
+                const std::uint64_t end = c.row + c.rows;
+                if (it.row < end) {  // not reached: a part's rows in the window are distinct
+                    slot_[it.dst] = c.at + (it.row - c.row);
+                    continue;
+                }
+                if (it.row - end <= gap_rows_ && at + (it.row - end) + 1 <= room) {
+                    at += it.row - end + 1;
+                    c.rows = it.row + 1 - c.row;
+                    slot_[it.dst] = c.at + (it.row - c.row);
+                    continue;
+                }
+            }
+            out.push_back({it.row, 1, at});
+            slot_[it.dst] = at++;
         }
-        return row_slow(u, part, field, row, fill);
+        piece_rows_[part] = at;
     }
-    const unsigned char* row_slow(const Cursor& u, std::size_t part, std::size_t field, std::uint64_t row,
-                                  const unsigned char* fill) {
+    // Rows [row, row + n) of a direct field of a part into `to`, chunk by chunk (chunks
+    // that follow each other in the file in one read); rows the part never wrote (beyond
+    // its extent, a chunk never written) take the fill value.
+    void read_rows(std::size_t part, std::size_t field, std::uint64_t row, std::uint64_t n, unsigned char* to) {
         Chunks& c = chunks_[part][field];
-        if (!u.present || row >= c.rows) return fill;
-        const auto k = static_cast<std::size_t>(row >> c.shift);
-        if (c.at[k] == 0) c.at[k] = chunk_at(part, field, k);  // first use of the chunk
-        if (c.at[k] == chunk_none) return fill;
-        return u.base + (c.at[k] - 1) + (row & u.mask) * u.rb;
+        const std::size_t rb = fields_[field].meta.bytes;
+        const unsigned char* fill = fields_[field].out->fill_row.data();
+        std::uint64_t from = 0, len = 0;  // a read not made yet: file bytes [from, from + len) to `dst`
+        unsigned char* dst = nullptr;
+        auto flush = [&] {
+            if (len > 0) parts_[part]->read(from, static_cast<std::size_t>(len), dst);
+            len = 0;
+        };
+        const std::uint64_t end = row + n;
+        while (row < end) {
+            if (row >= c.rows) {
+                flush();
+                for (; row < end; ++row, to += rb) std::memcpy(to, fill, rb);
+                break;
+            }
+            const auto k = static_cast<std::size_t>(row >> c.shift);
+            const std::uint64_t stop = std::min({end, (static_cast<std::uint64_t>(k) + 1) << c.shift, c.rows});
+            if (c.at[k] == 0) c.at[k] = chunk_at(part, field, k);  // first use of the chunk
+            const std::uint64_t bytes = (stop - row) * rb;
+            if (c.at[k] == chunk_none) {
+                flush();
+                for (std::uint64_t r = row; r < stop; ++r) std::memcpy(to + (r - row) * rb, fill, rb);
+            } else {
+                const std::uint64_t at = (c.at[k] - 1) + (row & (c.chunk_rows - 1)) * rb;
+                if (len > 0 && from + len == at) {
+                    len += bytes;
+                } else {
+                    flush();
+                    from = at;
+                    len = bytes;
+                    dst = to;
+                }
+            }
+            to += bytes;
+            row = stop;
+        }
+        flush();
     }
     std::uint64_t chunk_at(std::size_t part, std::size_t field, std::size_t k) {
 #if H5_VERSION_GE(1, 10, 5)
@@ -7421,7 +7472,7 @@ private:
         if (H5Dget_chunk_info_by_coord(dset(part, field), offset, &mask, &addr, &size) < 0)
             throw_h5("cannot locate a chunk of '" + f.meta.name + "' in '" + paths_[part] + "'");
         if (addr == HADDR_UNDEF || size == 0) return chunk_none;
-        const std::uint64_t at = base_[part] + addr, n = maps_[part]->size();
+        const std::uint64_t at = base_[part] + addr, n = parts_[part]->size();
         if (size != c.chunk_rows * f.meta.bytes || at > n || n - at < size)
             throw_error(Errc::hdf5, "part file '" + paths_[part] + "': chunk " + std::to_string(k) + " of '" +
                                         f.meta.name + "' lies outside the file");
@@ -7445,10 +7496,14 @@ private:
     std::map<std::pair<std::size_t, std::size_t>, std::vector<std::uint64_t>> len_sums_;  // (len field, part)
     std::vector<H5Id> files_;
     std::vector<std::vector<H5Id>> dsets_;
-    std::vector<std::unique_ptr<MappedFile>> maps_;  // per part
+    std::vector<std::unique_ptr<PartFile>> parts_;   // per part
     std::vector<std::uint64_t> base_;                // per part: its user block's bytes
     std::vector<std::vector<Chunks>> chunks_;        // [part][field]
-    std::vector<Cursor> cursors_;                    // per part, for the field being copied
+    std::vector<std::vector<Cluster>> clusters_;     // per part, this window (direct path)
+    std::vector<std::uint64_t> piece_rows_;          // per part: rows of its clusters
+    std::vector<std::uint64_t> slot_;                // per event of the window: its row in its piece
+    std::uint64_t gap_rows_ = 1;                     // clusters: rows within a page
+    std::vector<unsigned char*> pieces_;             // per part: its piece of the buffer (direct path)
     std::vector<std::uint64_t> locs_;                // the window's events: (part << 40 | row)
     Writer* writer_ = nullptr;                       // during copy(): the ordering writer
     std::size_t budget_;
@@ -7465,7 +7520,7 @@ private:
             return p.get();
         }
     };
-    Scratch span_, buf_;
+    Scratch span_, buf_, direct_;
     std::vector<bool> dense_, sorted_;  // per part, this window: dense(); items sorted by row
     std::vector<std::int64_t> lens_;
 };
@@ -7557,7 +7612,8 @@ inline void OrderCopy::locate(std::size_t field, std::size_t part, const std::ve
 template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
     const std::size_t P = paths_.size();
     writer_ = &w;
-    cursors_.resize(P);
+    clusters_.resize(P);
+    piece_rows_.assign(P, 0);
     bit_sums_.assign(bitmaps_.size(), std::vector<std::vector<std::uint64_t>>(P));
     std::size_t max_rb = 8;
     for (OrderField& f : fields_) {
@@ -7565,8 +7621,10 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
         if (f.meta.aligned) max_rb = std::max(max_rb, f.meta.bytes);
     }
     span_bytes_ = std::max<std::size_t>(budget_ / 2, max_rb);
+    gap_rows_ = std::max<std::uint64_t>(1, 4096 / max_rb);
     // A window's buffer takes at most half the budget, and a dense part's span (at most twice
-    // its rows, see dense()) the other half.
+    // its rows, see dense()) the other half; the direct path's pieces (at most twice the
+    // window's rows, see plan_clusters) at most half of it.
     const std::uint64_t W = std::max<std::uint64_t>(1, std::min<std::uint64_t>(std::uint64_t(1) << 16, (budget_ / 4) / max_rb));
     std::vector<std::vector<Item>> by_part(P);  // the window's events of each part: (row, 1, position)
     dense_.assign(P, false);
@@ -7585,40 +7643,48 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
         }
         for (std::size_t k = 0; k < P; ++k) dense_[k] = dense(by_part[k]);
         ts.resize(static_cast<std::size_t>(wn));
+        bool planned = false;  // the direct path's clusters of this window
         for (std::size_t fi = 0; fi < fields_.size(); ++fi) {
             OrderField& f = fields_[fi];
             const std::size_t rb = f.meta.bytes;
             if (f.meta.aligned) {
                 const bool ts_field = f.meta.name == "timestamp";
-                bool all = true, map = rb > 0;
+                bool all = true, direct_path = rb > 0;
                 for (std::size_t k = 0; k < P; ++k) {
                     if (by_part[k].empty()) continue;
                     all = all && f.present[k];
-                    map = map && (!f.present[k] || mapped(k, fi));
+                    direct_path = direct_path && (!f.present[k] || direct(k, fi));
                 }
-                if (map) {  // every row straight from the mapped parts into the writer's cache
-                    for (std::size_t k = 0; k < P; ++k) {
-                        const Chunks& c = chunks_[k][fi];
-                        cursors_[k] = Cursor{};
-                        if (f.present[k] && !by_part[k].empty())
-                            cursors_[k] = Cursor{c.at.data(), maps_[k]->data(), c.rows, c.chunk_rows - 1, c.shift, rb, true};
+                if (direct_path) {  // each part's clusters read straight from its file, then gathered
+                    if (!planned) {
+                        slot_.resize(static_cast<std::size_t>(wn));
+                        for (std::size_t k = 0; k < P; ++k) plan_clusters(k, sorted(k, by_part));
+                        planned = true;
                     }
-                    const unsigned char* const fill = f.out->fill_row.data();
+                    std::uint64_t rows = 0;
+                    for (std::uint64_t r : piece_rows_) rows += r;
+                    unsigned char* const buf = direct_.get(static_cast<std::size_t>(rows * rb));
+                    pieces_.assign(P, nullptr);
+                    unsigned char* at = buf;
+                    for (std::size_t k = 0; k < P; ++k) {
+                        if (by_part[k].empty()) continue;
+                        pieces_[k] = at;
+                        if (!f.present[k]) {  // a part without the field: fill values
+                            for (std::uint64_t r = 0; r < piece_rows_[k]; ++r) std::memcpy(at + r * rb, f.out->fill_row.data(), rb);
+                        } else {
+                            for (const Cluster& c : clusters_[k]) read_rows(k, fi, c.row, c.rows, at + c.at * rb);
+                        }
+                        at += piece_rows_[k] * rb;
+                    }
                     const std::uint64_t* const locs = locs_.data();
-                    Cursor* const cur = cursors_.data();
-                    auto row_of = [&](std::size_t i) {
-                        const std::uint64_t l = locs[i];
-                        const auto k = static_cast<std::size_t>(l >> 40);
-                        return row_at(cur[k], k, fi, l & order_row_mask, fill);
-                    };
+                    const std::uint64_t* const slot = slot_.data();
+                    unsigned char* const* const piece = pieces_.data();
+                    auto row_of = [&](std::size_t i) -> const unsigned char* { return piece[locs[i] >> 40] + slot[i] * rb; };
                     if (ts_field) {
-                        for (std::size_t i = 0; i < static_cast<std::size_t>(wn); ++i)
-                            std::memcpy(&ts[i], row_of(i), 8);
+                        for (std::size_t i = 0; i < static_cast<std::size_t>(wn); ++i) std::memcpy(&ts[i], row_of(i), 8);
                     } else {
                         w.put_gather(*f.out, static_cast<std::size_t>(wn), row_of);
                     }
-                    for (std::size_t k = 0; k < P; ++k)
-                        if (cursors_[k].present) maps_[k]->release();  // this field's mapped pages
                     continue;
                 }
                 unsigned char* out = ts_field ? reinterpret_cast<unsigned char*>(ts.data()) : nullptr;

@@ -14,12 +14,15 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>  // truncate
 
 using namespace smalldata;
 using namespace smalldata::detail;
@@ -883,6 +886,49 @@ TEST_CASE("sort_part_keys: a part's clients merged, or sorted in place when memo
     std::sort(many_sorted.begin(), many_sorted.end());
     sort_part_keys(many, one_each, std::size_t(256) << 20);
     CHECK(same(many, many_sorted));
+}
+
+TEST_CASE("PartFile: the time ordering's reads of a part; a file cut short is an error naming it", "[internals][order]") {
+    const std::string path = "internals_partfile.bin";
+    std::vector<unsigned char> bytes(8192);
+    for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>(i * 7 + 3);
+    {
+        std::FILE* f = std::fopen(path.c_str(), "wb");
+        REQUIRE(f != nullptr);
+        REQUIRE(std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+        std::fclose(f);
+    }
+    PartFile part(path);
+    REQUIRE(part.ok());
+    CHECK(part.size() == 8192);
+    std::vector<unsigned char> got(600);
+    part.read(100, 600, got.data());
+    CHECK(std::equal(got.begin(), got.end(), bytes.begin() + 100));
+    part.read(7592, 600, got.data());  // up to the last byte
+    CHECK(std::equal(got.begin(), got.end(), bytes.begin() + 7592));
+    auto error_of = [&](std::uint64_t at, std::size_t n) {
+        try {
+            part.read(at, n, got.data());
+        } catch (const smalldata::Error& e) {
+            CHECK(e.code() == Errc::hdf5);
+            CHECK(e.library_code() == 0);
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    // Beyond its end, and a part cut short by another process after it was opened (the
+    // size known at open no longer holds): errors naming the file and the byte, where a
+    // mapped file would have killed the process with SIGBUS.
+    std::string what = error_of(8000, 600);
+    CAPTURE(what);
+    CHECK(what.find("cannot read part file 'internals_partfile.bin' at byte 8192") != std::string::npos);
+    CHECK(what.find("cut short") != std::string::npos);
+    REQUIRE(::truncate(path.c_str(), 4096) == 0);
+    CHECK(part.size() == 8192);
+    what = error_of(4000, 200);
+    CHECK(what.find("'internals_partfile.bin' at byte 4096") != std::string::npos);
+    std::remove(path.c_str());
+    CHECK_FALSE(PartFile(path).ok());  // a missing part: read through HDF5 instead, which names it
 }
 
 TEST_CASE("throw_h5: the system's error under a failed HDF5 call is in the message and library_code",
