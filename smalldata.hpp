@@ -7089,19 +7089,15 @@ inline std::uint64_t order_rounds_for_peak(std::uint64_t R, std::uint64_t peak_b
 // straight from their chunks (no HDF5 call, no chunk cache) into one buffer, from which
 // they go to the writer's caches. Not mapped: every page of a mapping is faulted in (slow
 // on virtual machines) and must be given back (a TLB flush on every core), and a read
-// error there is a SIGBUS; here it is an Error naming the file. Nothing writes a part
-// while the ordering reads it: every part is closed before, and removed only after.
+// error there is a SIGBUS; here it is an Error naming the file. The descriptor is the one
+// HDF5 opened the part with (OrderCopy::direct: no second descriptor per part, with
+// hundreds of servers), borrowed: its owner closes it. Nothing writes a part while the
+// ordering reads it: every part is closed before, and removed only after.
 class PartFile {
 public:
-    explicit PartFile(const std::string& path) : path_(path) {
-        fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    PartFile(const std::string& path, int fd) : path_(path), fd_(fd) {
         struct stat st {};
         if (fd_ >= 0 && ::fstat(fd_, &st) == 0) size_ = static_cast<std::uint64_t>(st.st_size);
-    }
-    PartFile(const PartFile&) = delete;
-    PartFile& operator=(const PartFile&) = delete;
-    ~PartFile() {
-        if (fd_ >= 0) ::close(fd_);
     }
     bool ok() const noexcept { return fd_ >= 0 && size_ > 0; }
     std::uint64_t size() const noexcept { return size_; }
@@ -7197,8 +7193,8 @@ public:
         dsets_.resize(P);
         for (auto& d : dsets_) d.resize(fields_.size());
         chunks_.assign(P, std::vector<Chunks>(fields_.size()));
-        for (const std::string& p : paths) parts_.push_back(std::make_unique<PartFile>(p));
         base_.assign(P, 0);
+        parts_.resize(P);
     }
     // The part files' handles are closed under the writer's HDF5 lock (its write thread
     // may still run when a copy fails).
@@ -7351,11 +7347,21 @@ private:
         if (c.state != 0) return c.state > 0;
         c.state = -1;
         const OrderField& f = fields_[field];
-        if (!parts_[part]->ok() || f.meta.bytes == 0 || !f.meta.aligned) return false;
+        if (f.meta.bytes == 0 || !f.meta.aligned) return false;
 #if H5_VERSION_GE(1, 10, 5)
         std::unique_lock<std::mutex> lk = lock();
         H5Quiet q;
         const hid_t d = dset(part, field);
+        if (!parts_[part]) {  // HDF5's descriptor of the part: the default (sec2) driver's
+            int fd = -1;
+            void* handle = nullptr;
+            H5Id fapl(H5Fget_access_plist(files_[part].get()), H5Pclose);
+            if (fapl.valid() && H5Pget_driver(fapl.get()) == H5FD_SEC2 &&
+                H5Fget_vfd_handle(files_[part].get(), H5P_DEFAULT, &handle) >= 0 && handle)
+                fd = *static_cast<int*>(handle);
+            parts_[part] = std::make_unique<PartFile>(paths_[part], fd);
+        }
+        if (!parts_[part]->ok()) return false;
         H5Id dcpl(H5Dget_create_plist(d), H5Pclose);
         if (!dcpl.valid() || H5Pget_layout(dcpl.get()) != H5D_CHUNKED || H5Pget_nfilters(dcpl.get()) != 0) return false;
         const int rank = f.meta.shape.rank + 1;
@@ -7496,7 +7502,7 @@ private:
     std::map<std::pair<std::size_t, std::size_t>, std::vector<std::uint64_t>> len_sums_;  // (len field, part)
     std::vector<H5Id> files_;
     std::vector<std::vector<H5Id>> dsets_;
-    std::vector<std::unique_ptr<PartFile>> parts_;   // per part
+    std::vector<std::unique_ptr<PartFile>> parts_;   // per part, made by direct() (null until then)
     std::vector<std::uint64_t> base_;                // per part: its user block's bytes
     std::vector<std::vector<Chunks>> chunks_;        // [part][field]
     std::vector<std::vector<Cluster>> clusters_;     // per part, this window (direct path)

@@ -22,7 +22,8 @@
 #include <thread>
 #include <vector>
 
-#include <unistd.h>  // truncate
+#include <fcntl.h>   // open
+#include <unistd.h>  // truncate, close
 
 using namespace smalldata;
 using namespace smalldata::detail;
@@ -898,7 +899,9 @@ TEST_CASE("PartFile: the time ordering's reads of a part; a file cut short is an
         REQUIRE(std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
         std::fclose(f);
     }
-    PartFile part(path);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    PartFile part(path, fd);
     REQUIRE(part.ok());
     CHECK(part.size() == 8192);
     std::vector<unsigned char> got(600);
@@ -927,8 +930,9 @@ TEST_CASE("PartFile: the time ordering's reads of a part; a file cut short is an
     CHECK(part.size() == 8192);
     what = error_of(4000, 200);
     CHECK(what.find("'internals_partfile.bin' at byte 4096") != std::string::npos);
+    ::close(fd);
     std::remove(path.c_str());
-    CHECK_FALSE(PartFile(path).ok());  // a missing part: read through HDF5 instead, which names it
+    CHECK_FALSE(PartFile(path, -1).ok());  // no descriptor (not the sec2 driver): read through HDF5
 }
 
 TEST_CASE("throw_h5: the system's error under a failed HDF5 call is in the message and library_code",
