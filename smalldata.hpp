@@ -6830,10 +6830,11 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //          rows are read straight from their chunks in the part files (PartFile, pread;
 //          chunk addresses from HDF5 1.10.5 or newer), each part's rows of the window in
 //          clusters of nearby rows into one buffer, and gathered from it into the
-//          writer's caches (Writer::put_gather, OrderCopy::plan_clusters). Compressed parts, var_ and
-//          unaligned fields, and an older HDF5 read through HDF5 instead: the rows of a
-//          window from one part lie close together in ordinary data (clients' events
-//          interleave batch by batch), so they are read in spans and copied out of them.
+//          writer's caches (Writer::put_gather, OrderCopy::plan_clusters). Compressed
+//          parts, var_ and unaligned fields, and an older HDF5 read through HDF5
+//          instead: the rows of a window from one part lie close together in ordinary
+//          data (clients' events interleave batch by batch), so they are read in spans
+//          and copied out of them.
 //          Every HDF5 call of the copy holds the ordering writer's HDF5 lock (its write
 //          thread, with compression, calls HDF5 meanwhile).
 //     A run already in order (every part in order, the parts' time ranges in server
@@ -7108,10 +7109,10 @@ public:
             if (got < 0 && errno == EINTR) continue;
             if (got <= 0) {  // an I/O error (errno, as library_code), or the file cut short
                 const int err = got < 0 ? errno : 0;
+                const std::string why =
+                    err != 0 ? std::strerror(err) : "the file ends before it (cut short since it was written?)";
                 throw_error(Errc::hdf5,
-                            "cannot read part file '" + path_ + "' at byte " + std::to_string(at) + ": " +
-                                (err != 0 ? std::strerror(err) : "the file ends before it (cut short since it was written?)"),
-                            err);
+                            "cannot read part file '" + path_ + "' at byte " + std::to_string(at) + ": " + why, err);
             }
             to += got;
             at += static_cast<std::uint64_t>(got);
@@ -7676,18 +7677,23 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
                         if (by_part[k].empty()) continue;
                         pieces_[k] = at;
                         if (!f.present[k]) {  // a part without the field: fill values
-                            for (std::uint64_t r = 0; r < piece_rows_[k]; ++r) std::memcpy(at + r * rb, f.out->fill_row.data(), rb);
+                            for (std::uint64_t r = 0; r < piece_rows_[k]; ++r)
+                                std::memcpy(at + r * rb, f.out->fill_row.data(), rb);
                         } else {
-                            for (const Cluster& c : clusters_[k]) read_rows(k, fi, c.row, c.rows, at + c.at * rb);
+                            for (const Cluster& c : clusters_[k])
+                                read_rows(k, fi, c.row, c.rows, at + c.at * rb);
                         }
                         at += piece_rows_[k] * rb;
                     }
                     const std::uint64_t* const locs = locs_.data();
                     const std::uint64_t* const slot = slot_.data();
                     unsigned char* const* const piece = pieces_.data();
-                    auto row_of = [&](std::size_t i) -> const unsigned char* { return piece[locs[i] >> 40] + slot[i] * rb; };
+                    auto row_of = [&](std::size_t i) -> const unsigned char* {
+                        return piece[locs[i] >> 40] + slot[i] * rb;
+                    };
                     if (ts_field) {
-                        for (std::size_t i = 0; i < static_cast<std::size_t>(wn); ++i) std::memcpy(&ts[i], row_of(i), 8);
+                        for (std::size_t i = 0; i < static_cast<std::size_t>(wn); ++i)
+                            std::memcpy(&ts[i], row_of(i), 8);
                     } else {
                         w.put_gather(*f.out, static_cast<std::size_t>(wn), row_of);
                     }
