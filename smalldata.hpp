@@ -7402,14 +7402,10 @@ private:
         out.clear();
         std::uint64_t at = 0;
         const std::uint64_t room = 2 * static_cast<std::uint64_t>(items.size());
-        for (const Item& it : items) {
+        for (const Item& it : items) {  // a part's rows in the window are distinct
             if (!out.empty()) {
                 Cluster& c = out.back();
                 const std::uint64_t end = c.row + c.rows;
-                if (it.row < end) {  // not reached: a part's rows in the window are distinct
-                    slot_[it.dst] = c.at + (it.row - c.row);
-                    continue;
-                }
                 if (it.row - end <= gap_rows_ && at + (it.row - end) + 1 <= room) {
                     at += it.row - end + 1;
                     c.rows = it.row + 1 - c.row;
@@ -7420,7 +7416,14 @@ private:
             out.push_back({it.row, 1, at});
             slot_[it.dst] = at++;
         }
-        piece_rows_[part] = at;
+    }
+    std::uint64_t piece_rows(std::size_t part) const {  // rows of a part's clusters
+        const std::vector<Cluster>& c = clusters_[part];
+        return c.empty() ? 0 : c.back().at + c.back().rows;
+    }
+    // n rows of the fill value `fill` (rb bytes each) at `to`.
+    static void fill_rows(unsigned char* to, std::uint64_t n, const unsigned char* fill, std::size_t rb) {
+        for (std::uint64_t r = 0; r < n; ++r) std::memcpy(to + r * rb, fill, rb);
     }
     // Rows [row, row + n) of a direct field of a part into `to`, chunk by chunk (chunks
     // that follow each other in the file in one read); rows the part never wrote (beyond
@@ -7439,7 +7442,7 @@ private:
         while (row < end) {
             if (row >= c.rows) {
                 flush();
-                for (; row < end; ++row, to += rb) std::memcpy(to, fill, rb);
+                fill_rows(to, end - row, fill, rb);
                 break;
             }
             const auto k = static_cast<std::size_t>(row >> c.shift);
@@ -7448,7 +7451,7 @@ private:
             const std::uint64_t bytes = (stop - row) * rb;
             if (c.at[k] == chunk_none) {
                 flush();
-                for (std::uint64_t r = row; r < stop; ++r) std::memcpy(to + (r - row) * rb, fill, rb);
+                fill_rows(to, stop - row, fill, rb);
             } else {
                 const std::uint64_t at = (c.at[k] - 1) + (row & (c.chunk_rows - 1)) * rb;
                 if (len > 0 && from + len == at) {
@@ -7507,7 +7510,6 @@ private:
     std::vector<std::uint64_t> base_;                // per part: its user block's bytes
     std::vector<std::vector<Chunks>> chunks_;        // [part][field]
     std::vector<std::vector<Cluster>> clusters_;     // per part, this window (direct path)
-    std::vector<std::uint64_t> piece_rows_;          // per part: rows of its clusters
     std::vector<std::uint64_t> slot_;                // per event of the window: its row in its piece
     std::uint64_t gap_rows_ = 1;                     // clusters: rows within a page
     std::vector<unsigned char*> pieces_;             // per part: its piece of the buffer (direct path)
@@ -7527,7 +7529,7 @@ private:
             return p.get();
         }
     };
-    Scratch span_, buf_, direct_;
+    Scratch span_, buf_;  // buf_: a window's rows of one field (direct path: every part's pieces)
     std::vector<bool> dense_, sorted_;  // per part, this window: dense(); items sorted by row
     std::vector<std::int64_t> lens_;
 };
@@ -7620,7 +7622,6 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
     const std::size_t P = paths_.size();
     writer_ = &w;
     clusters_.resize(P);
-    piece_rows_.assign(P, 0);
     bit_sums_.assign(bitmaps_.size(), std::vector<std::vector<std::uint64_t>>(P));
     std::size_t max_rb = 8;
     for (OrderField& f : fields_) {
@@ -7629,9 +7630,9 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
     }
     span_bytes_ = std::max<std::size_t>(budget_ / 2, max_rb);
     gap_rows_ = std::max<std::uint64_t>(1, 4096 / max_rb);
-    // A window's buffer takes at most half the budget, and a dense part's span (at most twice
-    // its rows, see dense()) the other half; the direct path's pieces (at most twice the
-    // window's rows, see plan_clusters) at most half of it.
+    // A window's buffer (the direct path's pieces too: at most twice the window's rows, see
+    // plan_clusters) takes at most half the budget, and a dense part's span (at most twice
+    // its rows, see dense()) the other half.
     const std::uint64_t W = std::max<std::uint64_t>(1, std::min<std::uint64_t>(std::uint64_t(1) << 16, (budget_ / 4) / max_rb));
     std::vector<std::vector<Item>> by_part(P);  // the window's events of each part: (row, 1, position)
     dense_.assign(P, false);
@@ -7669,21 +7670,20 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
                         planned = true;
                     }
                     std::uint64_t rows = 0;
-                    for (std::uint64_t r : piece_rows_) rows += r;
-                    unsigned char* const buf = direct_.get(static_cast<std::size_t>(rows * rb));
+                    for (std::size_t k = 0; k < P; ++k) rows += piece_rows(k);
+                    unsigned char* const buf = buf_.get(static_cast<std::size_t>(rows * rb));
                     pieces_.assign(P, nullptr);
                     unsigned char* at = buf;
                     for (std::size_t k = 0; k < P; ++k) {
                         if (by_part[k].empty()) continue;
                         pieces_[k] = at;
                         if (!f.present[k]) {  // a part without the field: fill values
-                            for (std::uint64_t r = 0; r < piece_rows_[k]; ++r)
-                                std::memcpy(at + r * rb, f.out->fill_row.data(), rb);
+                            fill_rows(at, piece_rows(k), f.out->fill_row.data(), rb);
                         } else {
                             for (const Cluster& c : clusters_[k])
                                 read_rows(k, fi, c.row, c.rows, at + c.at * rb);
                         }
-                        at += piece_rows_[k] * rb;
+                        at += piece_rows(k) * rb;
                     }
                     const std::uint64_t* const locs = locs_.data();
                     const std::uint64_t* const slot = slot_.data();
@@ -7704,7 +7704,7 @@ template <class Loc> void OrderCopy::copy(Writer& w, Loc loc, std::uint64_t n) {
                     out = buf_.get(static_cast<std::size_t>(wn * rb));
                 }
                 if (!all && rb > 0)  // a part without the field: its events take the fill value
-                    for (std::uint64_t i = 0; i < wn; ++i) std::memcpy(out + i * rb, f.out->fill_row.data(), rb);
+                    fill_rows(out, wn, f.out->fill_row.data(), rb);
                 for (std::size_t k = 0; k < P; ++k) {
                     if (!f.present[k] || by_part[k].empty()) continue;
                     if (dense_[k])
