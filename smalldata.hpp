@@ -6857,9 +6857,10 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //     server's part (keys; 16 more while its clients' keys are merged, if both fit in
 //     cache_memory; else they are sorted in place), 16 more per event of its range while
 //     they travel, then 8 per event of its range (one server: its keys are its output, no
-//     exchange); the window's buffers (at most 1/8 of cache_memory, 32 MiB) and the
-//     ordering Writer's caches take what is left of cache_memory, and never less than a
-//     quarter of it.
+//     exchange); the window's buffers (at most 1/8 of cache_memory, 32 MiB), with
+//     compression as much again for the compressed parts' chunk caches (one chunk per
+//     field and part while they fit: OrderCopy::dset), and the ordering Writer's caches
+//     take what is left of cache_memory, and never less than a quarter of it.
 //     Rounds: keys that would not fit so (order_rounds) are sorted a slice at a time. The
 //     splitters cut the keys into servers x R buckets, from samples taken in one pass over
 //     the parts (every k-th event of each client: in order on its own), and server t's
@@ -6980,6 +6981,12 @@ inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t ev
 // The bytes of the copy's window buffers (OrderCopy's budget).
 inline std::size_t order_window_bytes(std::size_t cache_memory) {
     return std::min<std::size_t>(cache_memory / 8, std::size_t(32) << 20);
+}
+
+// The bytes for the chunk caches of the parts' datasets while the copy reads them through
+// HDF5 (OrderCopy::dset): only compressed parts have them.
+inline std::size_t order_chunk_cache_bytes(const Options& o) {
+    return o.compression.kind == Compression::Kind::none ? 0 : order_window_bytes(o.cache_memory);
 }
 
 // How many rounds the ordering takes at first, the same on every server (the counts may
@@ -7142,9 +7149,10 @@ class OrderCopy {
 public:
     // descs: each part's Writer::describe(); bitmaps[b][part]: unaligned field b's
     // WField::given of that part (words); budget: bytes for this copy's buffers.
+    // chunk_cache: bytes for the chunk caches of compressed parts' datasets (dset()).
     OrderCopy(const std::vector<std::string>& paths, const std::vector<std::vector<unsigned char>>& descs,
-              std::vector<std::vector<std::vector<std::uint64_t>>> bitmaps, std::size_t budget)
-        : paths_(paths), bitmaps_(std::move(bitmaps)), budget_(budget) {
+              std::vector<std::vector<std::vector<std::uint64_t>>> bitmaps, std::size_t budget, std::size_t chunk_cache)
+        : paths_(paths), bitmaps_(std::move(bitmaps)), budget_(budget), cache_left_(chunk_cache) {
         const std::size_t P = paths.size();
         events_.assign(P, 0);
         const std::string src = "a part's description";
@@ -7209,6 +7217,22 @@ public:
     // Unaligned fields, in name order (their bitmaps come in this order).
     static std::vector<std::string> unaligned_names(const std::vector<std::vector<unsigned char>>& descs);
     std::uint64_t events(std::size_t part) const { return events_[part]; }
+    // The bytes of chunk cache HDF5 holds for the part datasets opened so far, as HDF5
+    // reports them (dset()).
+    std::size_t chunk_cache_bytes() {
+        std::unique_lock<std::mutex> lk = lock();
+        std::size_t sum = 0;
+        for (const auto& part : dsets_)
+            for (const H5Id& d : part) {
+                if (!d.valid()) continue;
+                H5Id dapl(h5check(H5Dget_access_plist(d.get()), "H5Dget_access_plist"), H5Pclose);
+                std::size_t slots = 0, bytes = 0;
+                double w0 = 0;
+                h5check_herr(H5Pget_chunk_cache(dapl.get(), &slots, &bytes, &w0), "H5Pget_chunk_cache");
+                sum += bytes;
+            }
+        return sum;
+    }
 
     // Defines every field in `w`, then copies n events, event i from loc(i): its
     // (part << 40 | row).
@@ -7226,15 +7250,40 @@ private:
     std::unique_lock<std::mutex> lock() {
         return writer_ ? writer_->hdf5_lock() : std::unique_lock<std::mutex>();
     }
-    hid_t dset(std::size_t part, std::size_t field) {  // under lock()
+    // A field's dataset in a part, under lock(). HDF5's chunk cache (1 MiB per dataset by
+    // default, P parts x F fields of them) would lie outside cache_memory, so a dataset has
+    // none (HDF5 then reads a selection of an uncompressed chunk straight from the file),
+    // unless it is compressed: then it gets room for one chunk while the copy's allowance
+    // lasts (cache_left_), so that a chunk is decompressed once and not again for each
+    // window that reads from it. Past the allowance it is decompressed again each time.
+    hid_t dset(std::size_t part, std::size_t field) {
         H5Id& d = dsets_[part][field];
         if (d.valid()) return d.get();
         if (!files_[part].valid()) {
             files_[part] = h5_open_read(paths_[part]);
             if (!files_[part].valid()) throw_h5("cannot open part file '" + paths_[part] + "' to order its events");
         }
-        d = H5Id(H5Dopen2(files_[part].get(), fields_[field].meta.name.c_str(), H5P_DEFAULT), H5Dclose);
-        if (!d.valid()) throw_h5("cannot open '" + fields_[field].meta.name + "' in '" + paths_[part] + "'");
+        const std::string& name = fields_[field].meta.name;
+        auto open = [&](std::size_t cache) {
+            H5Id dapl(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
+            h5check_herr(H5Pset_chunk_cache(dapl.get(), cache ? 521 : 0, cache, H5D_CHUNK_CACHE_W0_DEFAULT), "H5Pset_chunk_cache");
+            d = H5Id(H5Dopen2(files_[part].get(), name.c_str(), dapl.get()), H5Dclose);
+            if (!d.valid()) throw_h5("cannot open '" + name + "' in '" + paths_[part] + "'");
+        };
+        open(0);
+        H5Id dcpl(h5check(H5Dget_create_plist(d.get()), "H5Dget_create_plist"), H5Pclose);
+        if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED && H5Pget_nfilters(dcpl.get()) > 0) {
+            hsize_t cd[max_rank + 1] = {};
+            const int rank = H5Pget_chunk(dcpl.get(), max_rank + 1, cd);
+            H5Id type(h5check(H5Dget_type(d.get()), "H5Dget_type"), H5Tclose);
+            std::uint64_t bytes = H5Tget_size(type.get());
+            for (int i = 0; i < rank; ++i) bytes *= cd[i];
+            if (rank > 0 && bytes > 0 && bytes <= cache_left_) {
+                cache_left_ -= static_cast<std::size_t>(bytes);
+                d = H5Id();
+                open(static_cast<std::size_t>(bytes));
+            }
+        }
         return d.get();
     }
     // Rows [a, a + n) of a field of a part, into `to`.
@@ -7516,6 +7565,7 @@ private:
     std::vector<std::uint64_t> locs_;                // the window's events: (part << 40 | row)
     Writer* writer_ = nullptr;                       // during copy(): the ordering writer
     std::size_t budget_;
+    std::size_t cache_left_;  // bytes still free for compressed datasets' chunk caches (dset())
     std::size_t span_bytes_ = std::size_t(4) << 20;
     // Buffers that grow and are reused, never initialised (every byte used is written first).
     struct Scratch {
@@ -7756,7 +7806,7 @@ inline Options order_writer_options(const Options& o, std::uint64_t index_bytes)
     w.progress_seconds = 0;
     w.time_order = false;
     w.callbacks.clear();
-    const std::uint64_t used = index_bytes + order_window_bytes(o.cache_memory);
+    const std::uint64_t used = index_bytes + order_window_bytes(o.cache_memory) + order_chunk_cache_bytes(o);
     w.cache_memory = static_cast<std::size_t>(std::max<std::uint64_t>(o.cache_memory / 4, o.cache_memory > used ? o.cache_memory - used : 0));
     return w;
 }
@@ -8054,7 +8104,8 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
                 // While the servers order, the clients wait: only the servers count for
                 // whether a core is free for the ordering writer's write thread.
                 ordered = std::make_unique<Writer>(to, order_opt, use_write_thread(opt, servers_on_node, true), tag);
-                copy = std::make_unique<OrderCopy>(paths, descs, std::move(bitmaps), order_window_bytes(opt.cache_memory));
+                copy = std::make_unique<OrderCopy>(paths, descs, std::move(bitmaps), order_window_bytes(opt.cache_memory),
+                                                   order_chunk_cache_bytes(opt));
             }
             copy->copy(*ordered, loc, n);
             stats.order_events += n;

@@ -935,6 +935,114 @@ TEST_CASE("PartFile: the time ordering's reads of a part; a file cut short is an
     CHECK_FALSE(PartFile(path, -1).ok());  // no descriptor (not the sec2 driver): read through HDF5
 }
 
+namespace {
+
+// Two parts of n events each (timestamps 2i + k in part k, x = the timestamp / 2), written
+// with `compression`; ordered by OrderCopy into `out` (events alternate between the parts)
+// with `allowance` bytes for the parts' chunk caches. Returns what HDF5 held in chunk
+// caches for the parts' datasets after the copy, and checks what `out` holds.
+std::size_t order_two_parts(const Compression& compression, std::size_t allowance, std::uint64_t n) {
+    Options o;
+    o.checkpoint_seconds = 0;
+    o.compression = compression;
+    std::vector<std::string> paths;
+    std::vector<std::vector<unsigned char>> descs;
+    for (int k = 0; k < 2; ++k) {
+        paths.push_back("internals_order_part" + std::to_string(k) + ".h5");
+        std::remove(paths.back().c_str());
+        Writer w(paths.back(), o, false);
+        WField& x = *w.field(w.field_index(make_meta("x", DType::f64, Shape{}), "a test"));
+        std::vector<std::int64_t> ts(static_cast<std::size_t>(n));
+        std::vector<double> xs(ts.size());
+        for (std::size_t i = 0; i < ts.size(); ++i) {
+            ts[i] = static_cast<std::int64_t>(2 * i) + k;
+            xs[i] = static_cast<double>(ts[i]) / 2;
+        }
+        w.put_run(x, reinterpret_cast<const unsigned char*>(xs.data()), 8, xs.size());
+        w.end_events(reinterpret_cast<const unsigned char*>(ts.data()), 8, ts.size());
+        descs.push_back(w.describe());
+        w.finish(nullptr);
+    }
+    const std::string out_path = "internals_order_out.h5";
+    std::remove(out_path.c_str());
+    std::size_t held = 0;
+    {
+        Writer out(out_path, o, false);
+        OrderCopy copy(paths, descs, {}, std::size_t(1) << 20, allowance);
+        copy.copy(out, [](std::uint64_t i) { return (i % 2) << 40 | i / 2; }, 2 * n);
+        held = copy.chunk_cache_bytes();
+        out.finish(nullptr);
+    }
+    H5Id f = h5_open_read(out_path);
+    REQUIRE(f.valid());
+    for (const char* name : {"timestamp", "x"}) {
+        H5Id d(H5Dopen2(f.get(), name, H5P_DEFAULT), H5Dclose);
+        REQUIRE(d.valid());
+        std::vector<double> got(static_cast<std::size_t>(2 * n));
+        REQUIRE(H5Dread(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, got.data()) >= 0);
+        const double scale = std::string(name) == "x" ? 0.5 : 1.0;
+        std::size_t wrong = 0;
+        for (std::size_t i = 0; i < got.size(); ++i) wrong += got[i] != static_cast<double>(i) * scale;
+        CHECK(wrong == 0);
+    }
+    f = H5Id();
+    for (const std::string& p : paths) std::remove(p.c_str());
+    std::remove(out_path.c_str());
+    return held;
+}
+
+// The bytes of one chunk of `name` in a part written as order_two_parts writes them.
+std::size_t part_chunk_bytes(const Compression& compression, std::uint64_t n, const char* name) {
+    Options o;
+    o.checkpoint_seconds = 0;
+    o.compression = compression;
+    const std::string path = "internals_order_chunk.h5";
+    std::remove(path.c_str());
+    {
+        Writer w(path, o, false);
+        WField& x = *w.field(w.field_index(make_meta("x", DType::f64, Shape{}), "a test"));
+        std::vector<std::int64_t> ts(static_cast<std::size_t>(n), 0);
+        w.put_run(x, reinterpret_cast<const unsigned char*>(ts.data()), 8, ts.size());
+        w.end_events(reinterpret_cast<const unsigned char*>(ts.data()), 8, ts.size());
+        w.finish(nullptr);
+    }
+    H5Id f = h5_open_read(path);
+    H5Id d(H5Dopen2(f.get(), name, H5P_DEFAULT), H5Dclose);
+    H5Id dcpl(H5Dget_create_plist(d.get()), H5Pclose);
+    hsize_t rows = 0;
+    REQUIRE(H5Pget_chunk(dcpl.get(), 1, &rows) == 1);
+    d = H5Id();
+    f = H5Id();
+    std::remove(path.c_str());
+    return static_cast<std::size_t>(rows) * 8;
+}
+
+}  // namespace
+
+TEST_CASE("OrderCopy: compressed parts' chunk caches stay within the copy's allowance",
+          "[internals][order]") {
+    // HDF5's default chunk cache (1 MiB per dataset opened, parts x fields of them) would lie
+    // outside cache_memory. A compressed part's dataset gets one chunk of cache while the
+    // allowance lasts, then none; an uncompressed one none at all. The copy is right either way.
+    const std::uint64_t n = 100000;
+    const Compression deflate = Compression::deflate(1);
+    const std::size_t ts_chunk = part_chunk_bytes(deflate, n, "timestamp");
+    const std::size_t x_chunk = part_chunk_bytes(deflate, n, "x");
+    CAPTURE(ts_chunk, x_chunk);
+    REQUIRE(ts_chunk >= 4096);
+    REQUIRE(ts_chunk * 2 < n * 8);  // more than one chunk per part: reads go on across windows
+    // Room for all four datasets (2 parts x 2 fields): each holds one chunk's bytes.
+    CHECK(order_two_parts(deflate, std::size_t(64) << 20, n) == 2 * (ts_chunk + x_chunk));
+    // Room for less than one chunk: none cached; all is read, decompressed again as needed.
+    CHECK(order_two_parts(deflate, std::min(ts_chunk, x_chunk) - 1, n) == 0);
+    // Room for three: the first three datasets opened, the fourth goes without.
+    const std::size_t three = order_two_parts(deflate, 2 * ts_chunk + 2 * x_chunk - 1, n);
+    CHECK(three <= 2 * ts_chunk + 2 * x_chunk - 1);
+    CHECK(three >= 2 * std::min(ts_chunk, x_chunk) + std::min(ts_chunk, x_chunk));
+    // Uncompressed parts: no chunk cache, whatever the allowance.
+    CHECK(order_two_parts(Compression{}, std::size_t(64) << 20, n) == 0);
+}
+
 TEST_CASE("throw_h5: the system's error under a failed HDF5 call is in the message and library_code",
           "[internals][errors]") {
     // The sec2 driver reports errno and strerror deep in HDF5's stack; throw_h5 keeps both.
