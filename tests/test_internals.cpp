@@ -1043,6 +1043,48 @@ TEST_CASE("OrderCopy: compressed parts' chunk caches stay within the copy's allo
     CHECK(order_two_parts(Compression{}, std::size_t(64) << 20, n) == 0);
 }
 
+TEST_CASE("reserve_huge: a large buffer is advised for huge pages before its first touch, a small one not",
+          "[internals][memory]") {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    // The VmFlags of the mapping holding address a, from /proc/self/smaps ("hg": the range
+    // was given MADV_HUGEPAGE).
+    auto flags_at = [](const void* a) {
+        std::FILE* f = std::fopen("/proc/self/smaps", "r");
+        REQUIRE(f != nullptr);
+        const auto at = reinterpret_cast<std::uintptr_t>(a);
+        char line[512];
+        bool in = false;
+        std::string flags = "(no mapping)";
+        while (std::fgets(line, sizeof line, f)) {
+            unsigned long lo = 0, hi = 0;
+            if (std::sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && std::strchr(line, '-') < std::strchr(line, ' ')) {
+                in = at >= lo && at < hi;
+            } else if (in && std::strncmp(line, "VmFlags:", 8) == 0) {
+                flags = line;
+                break;
+            }
+        }
+        std::fclose(f);
+        return flags;
+    };
+    std::vector<std::uint64_t> big;
+    reserve_huge(big, (std::size_t(8) << 20) / 8);
+    const auto middle = reinterpret_cast<std::uintptr_t>(big.data()) + (std::size_t(4) << 20);
+    const std::string big_flags = flags_at(reinterpret_cast<const void*>(middle));
+    CAPTURE(big_flags);
+    CHECK(big_flags.find(" hg") != std::string::npos);
+    big.resize(big.capacity(), 1);  // touched after the advice: the data is as usual
+    CHECK(std::count(big.begin(), big.end(), 1u) == static_cast<std::ptrdiff_t>(big.size()));
+    std::vector<std::uint64_t> small;
+    reserve_huge(small, 1000);  // 8 KB: no 2 MiB page inside, nothing advised
+    const std::string small_flags = flags_at(small.data());
+    CAPTURE(small_flags);
+    CHECK(small_flags.find(" hg") == std::string::npos);
+#else
+    SUCCEED("no transparent huge pages here");
+#endif
+}
+
 TEST_CASE("throw_h5: the system's error under a failed HDF5 call is in the message and library_code",
           "[internals][errors]") {
     // The sec2 driver reports errno and strerror deep in HDF5's stack; throw_h5 keeps both.
