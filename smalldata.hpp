@@ -1614,12 +1614,13 @@ inline void log(LogLevel level, const std::string& text) noexcept {
     throw Error(code, who() + ": " + message, library_code);
 }
 
-// An error's message without the "smalldata...: " that throw_error put in front: for
-// messages gathered into another error, which gets its own.
-inline std::string bare_message(const std::exception& e) {
-    const std::string what = e.what(), prefix = who() + ": ";
+// A message without the "smalldata...: " that throw_error put in front: for messages
+// gathered into another error or a fatal line, which get their own.
+inline std::string bare_text(const std::string& what) {
+    const std::string prefix = who() + ": ";
     return what.compare(0, prefix.size(), prefix) == 0 ? what.substr(prefix.size()) : what;
 }
+inline std::string bare_message(const std::exception& e) { return bare_text(e.what()); }
 
 inline void warn(const std::string& message) { log(LogLevel::warning, message); }
 
@@ -7873,7 +7874,7 @@ inline void Impl::order_by_time() {
         try {
             order_parts(why, code, lib);
         } catch (const std::exception& e) {  // in the servers' collectives: none can go on
-            abort_job(*this, std::string("time order: ") + e.what());
+            abort_job(*this, "time order: " + bare_message(e));
         }
     }
     const bool ok = agree(why.empty(), code, why, lib);
@@ -8288,7 +8289,7 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
     if (busy.exchange(true)) end_job();  // a failure during the abort: no second round
     try {
         emit(LogLevel::error,
-             who() + ": fatal: " + reason + "\n" + who() + ": ending the job; servers close their part files first");
+             who() + ": fatal: " + bare_text(reason) + "\n" + who() + ": ending the job; servers close their part files first");
     } catch (...) {
         std::fprintf(stderr, "smalldata: fatal: %s\n", reason.c_str());
     }
@@ -8354,7 +8355,7 @@ inline std::string terminate_reason() {
         try {
             std::rethrow_exception(e);
         } catch (const std::exception& x) {
-            why = std::string("uncaught exception: ") + x.what();
+            why = "uncaught exception: " + bare_message(x);
         } catch (...) {
             why = "uncaught exception of unknown type";
         }
@@ -8366,7 +8367,7 @@ inline std::string terminate_reason() {
 // datasets aligned), so it stays readable; the summary is not written.
 inline void close_serial_on_failure(Impl& im, const std::string& reason) noexcept {
     try {
-        emit(LogLevel::error, who() + ": fatal: " + reason + "\n" + who() + ": closing '" + im.opt.filename +
+        emit(LogLevel::error, who() + ": fatal: " + bare_text(reason) + "\n" + who() + ": closing '" + im.opt.filename +
                                   "' with the events given so far (no summary)");
     } catch (...) {
         std::fprintf(stderr, "smalldata: fatal: %s\n", reason.c_str());
@@ -9095,7 +9096,7 @@ SmallData::~SmallData() {
     try {
         done();
     } catch (const std::exception& e) {
-        if (impl_->parallel()) detail::abort_job(*impl_, std::string("done() failed in the destructor: ") + e.what());
+        if (impl_->parallel()) detail::abort_job(*impl_, "done() failed in the destructor: " + detail::bare_message(e));
         detail::warn(std::string("done() failed in the destructor: ") + e.what());
     } catch (...) {
         if (impl_->parallel()) detail::abort_job(*impl_, "done() failed in the destructor");

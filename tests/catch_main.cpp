@@ -20,7 +20,7 @@
 //
 // Parallel tests use this same main: write TEST_CASEs that call MPI collectively (every
 // rank runs the same test cases in the same order), and register the executable in
-// tests/meson.build at a fixed rank count (see `parallel_tests` there). Give them a tag
+// tests/parallel/meson.build at fixed rank counts (as test_parallel is). Give them a tag
 // such as [mpi] and filter with a Catch test spec if one executable mixes rank counts.
 #define CATCH_CONFIG_RUNNER  // v2: the implementation, without Catch2's own main (v3 ignores it)
 #include "catch_compat.hpp"

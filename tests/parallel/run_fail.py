@@ -195,6 +195,9 @@ def run_mode(m, mpiexec, prog, root):
     if p.returncode == 0:
         problems.append("the job exited 0")
     problems += [f"output lacks {s!r}" for s in m.needles if s not in err]
+    # A fatal line names its rank once: "smalldata[rank 0, server 0]: fatal: field 'y' ...".
+    problems += [f"a fatal line names its rank twice: {l!r}" for l in err.splitlines()
+                 if ": fatal: " in l and l.split(": fatal: ", 1)[1].startswith("smalldata")]
     if m.caught:
         needles, failing = m.caught
         for r in range(RANKS):
