@@ -3041,8 +3041,8 @@ namespace detail {
 //     fill rules, chunking, the write thread and what is kept after a failed write.
 //
 //     Parts. Each rule below lives in one of them; only Writer knows of the others.
-//       advise_huge_pages, reserve_huge  large buffers ask for transparent huge pages
-//                      before their first touch (also used by the time ordering).
+//       Huge pages     advise_huge_pages, reserve_huge: large buffers (here and in the time
+//                      ordering) ask for transparent huge pages before their first touch.
 //       CacheBudget    the bytes of all cache buffers against cache_memory, their peak,
 //                      limit_rows ("Memory").
 //       RowCache       one field's cache buffer and rows (cache_start, cached, rows, the
@@ -7296,9 +7296,10 @@ private:
             if (!files_[part].valid()) throw_h5("cannot open part file '" + paths_[part] + "' to order its events");
         }
         const std::string& name = fields_[field].meta.name;
-        auto open = [&](std::size_t cache) {
+        auto open = [&](std::size_t cache) {  // HDF5's default slots (521) and w0 with a cache
             H5Id dapl(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
-            h5check_herr(H5Pset_chunk_cache(dapl.get(), cache ? 521 : 0, cache, H5D_CHUNK_CACHE_W0_DEFAULT), "H5Pset_chunk_cache");
+            h5check_herr(H5Pset_chunk_cache(dapl.get(), cache ? 521 : 0, cache, H5D_CHUNK_CACHE_W0_DEFAULT),
+                         "H5Pset_chunk_cache");
             d = H5Id(H5Dopen2(files_[part].get(), name.c_str(), dapl.get()), H5Dclose);
             if (!d.valid()) throw_h5("cannot open '" + name + "' in '" + paths_[part] + "'");
         };
@@ -8137,8 +8138,8 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
                 // While the servers order, the clients wait: only the servers count for
                 // whether a core is free for the ordering writer's write thread.
                 ordered = std::make_unique<Writer>(to, order_opt, use_write_thread(opt, servers_on_node, true), tag);
-                copy = std::make_unique<OrderCopy>(paths, descs, std::move(bitmaps), order_window_bytes(opt.cache_memory),
-                                                   order_chunk_cache_bytes(opt));
+                copy = std::make_unique<OrderCopy>(paths, descs, std::move(bitmaps),
+                                                   order_window_bytes(opt.cache_memory), order_chunk_cache_bytes(opt));
             }
             copy->copy(*ordered, loc, n);
             stats.order_events += n;
@@ -8289,7 +8290,8 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
     if (busy.exchange(true)) end_job();  // a failure during the abort: no second round
     try {
         emit(LogLevel::error,
-             who() + ": fatal: " + bare_text(reason) + "\n" + who() + ": ending the job; servers close their part files first");
+             who() + ": fatal: " + bare_text(reason) + "\n" + who() +
+                 ": ending the job; servers close their part files first");
     } catch (...) {
         std::fprintf(stderr, "smalldata: fatal: %s\n", reason.c_str());
     }
