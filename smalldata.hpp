@@ -3041,8 +3041,9 @@ namespace detail {
 //     fill rules, chunking, the write thread and what is kept after a failed write.
 //
 //     Parts. Each rule below lives in one of them; only Writer knows of the others.
-//       Huge pages     advise_huge_pages, reserve_huge: large buffers (here and in the time
-//                      ordering) ask for transparent huge pages before their first touch.
+//       Huge pages     advise_huge_pages, reserve_huge, resize_huge: large buffers (here
+//                      and in the time ordering) ask for transparent huge pages before
+//                      their first touch.
 //       CacheBudget    the bytes of all cache buffers against cache_memory, their peak,
 //                      limit_rows ("Memory").
 //       RowCache       one field's cache buffer and rows (cache_start, cached, rows, the
@@ -3339,6 +3340,11 @@ template <class T> void reserve_huge(std::vector<T>& v, std::size_t n) {
     v.reserve(n);
     advise_huge_pages(v.data(), v.capacity() * sizeof(T));
 }
+// The same, then n value-initialised elements.
+template <class T> void resize_huge(std::vector<T>& v, std::size_t n) {
+    reserve_huge(v, n);
+    v.resize(n);
+}
 
 
 // ---- CacheBudget: the memory of one writer's caches
@@ -3597,8 +3603,7 @@ private:
             for (; rows >= need && rows > cap_; rows /= 2) {
                 if (rows * rb > room) continue;
                 std::vector<unsigned char> bigger;
-                reserve_huge(bigger, rows * rb);
-                bigger.resize(rows * rb);
+                resize_huge(bigger, rows * rb);
                 if (cached_ != 0) std::memcpy(bigger.data(), buf_.data(), cached_ * rb);
                 budget_->take(bigger.size());
                 budget_->give(buf_.size());
@@ -6948,8 +6953,7 @@ inline void sort_part_keys(std::vector<OrderKey>& keys, const std::vector<std::p
     std::vector<Stream> streams;
     for (const auto& kv : by_client) streams.push_back({&kv.second, 0, kv.second.front().first});
     std::vector<OrderKey> out;
-    reserve_huge(out, keys.size());
-    out.resize(keys.size());
+    resize_huge(out, keys.size());
     // The stream with the smallest next key, by a linear scan (few clients per server).
     auto next = [&](std::size_t i) -> const OrderKey& { return keys[static_cast<std::size_t>(streams[i].next)]; };
     for (OrderKey& o : out) {
@@ -8208,8 +8212,7 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
             at_r += recv[t];
         }
         std::vector<OrderKey> got;
-        reserve_huge(got, static_cast<std::size_t>(at_r));
-        got.resize(static_cast<std::size_t>(at_r));
+        resize_huge(got, static_cast<std::size_t>(at_r));
         MPI_Datatype key_type;
         check_mpi(MPI_Type_contiguous(sizeof(OrderKey), MPI_BYTE, &key_type), "MPI_Type_contiguous");
         check_mpi(MPI_Type_commit(&key_type), "MPI_Type_commit");

@@ -937,8 +937,26 @@ TEST_CASE("PartFile: the time ordering's reads of a part; a file cut short is an
 
 namespace {
 
-// Two parts of n events each (timestamps 2i + k in part k, x = the timestamp / 2), written
-// with `compression`; ordered by OrderCopy into `out` (events alternate between the parts)
+// Part k of n events (timestamps 2i + k, x = the timestamp / 2) written to `path` with
+// options `o`; returns its description (Writer::describe()).
+std::vector<unsigned char> write_part(const std::string& path, const Options& o, std::uint64_t n, int k) {
+    std::remove(path.c_str());
+    Writer w(path, o, false);
+    WField& x = *w.field(w.field_index(make_meta("x", DType::f64, Shape{}), "a test"));
+    std::vector<std::int64_t> ts(static_cast<std::size_t>(n));
+    std::vector<double> xs(ts.size());
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+        ts[i] = static_cast<std::int64_t>(2 * i) + k;
+        xs[i] = static_cast<double>(ts[i]) / 2;
+    }
+    w.put_run(x, reinterpret_cast<const unsigned char*>(xs.data()), 8, xs.size());
+    w.end_events(reinterpret_cast<const unsigned char*>(ts.data()), 8, ts.size());
+    std::vector<unsigned char> desc = w.describe();
+    w.finish(nullptr);
+    return desc;
+}
+
+// Two parts of n events each (write_part), written with `compression`; ordered by OrderCopy into `out` (events alternate between the parts)
 // with `allowance` bytes for the parts' chunk caches. Returns what HDF5 held in chunk
 // caches for the parts' datasets after the copy, and checks what `out` holds.
 std::size_t order_two_parts(const Compression& compression, std::size_t allowance, std::uint64_t n) {
@@ -949,19 +967,7 @@ std::size_t order_two_parts(const Compression& compression, std::size_t allowanc
     std::vector<std::vector<unsigned char>> descs;
     for (int k = 0; k < 2; ++k) {
         paths.push_back("internals_order_part" + std::to_string(k) + ".h5");
-        std::remove(paths.back().c_str());
-        Writer w(paths.back(), o, false);
-        WField& x = *w.field(w.field_index(make_meta("x", DType::f64, Shape{}), "a test"));
-        std::vector<std::int64_t> ts(static_cast<std::size_t>(n));
-        std::vector<double> xs(ts.size());
-        for (std::size_t i = 0; i < ts.size(); ++i) {
-            ts[i] = static_cast<std::int64_t>(2 * i) + k;
-            xs[i] = static_cast<double>(ts[i]) / 2;
-        }
-        w.put_run(x, reinterpret_cast<const unsigned char*>(xs.data()), 8, xs.size());
-        w.end_events(reinterpret_cast<const unsigned char*>(ts.data()), 8, ts.size());
-        descs.push_back(w.describe());
-        w.finish(nullptr);
+        descs.push_back(write_part(paths.back(), o, n, k));
     }
     const std::string out_path = "internals_order_out.h5";
     std::remove(out_path.c_str());
@@ -997,15 +1003,7 @@ std::size_t part_chunk_bytes(const Compression& compression, std::uint64_t n, co
     o.checkpoint_seconds = 0;
     o.compression = compression;
     const std::string path = "internals_order_chunk.h5";
-    std::remove(path.c_str());
-    {
-        Writer w(path, o, false);
-        WField& x = *w.field(w.field_index(make_meta("x", DType::f64, Shape{}), "a test"));
-        std::vector<std::int64_t> ts(static_cast<std::size_t>(n), 0);
-        w.put_run(x, reinterpret_cast<const unsigned char*>(ts.data()), 8, ts.size());
-        w.end_events(reinterpret_cast<const unsigned char*>(ts.data()), 8, ts.size());
-        w.finish(nullptr);
-    }
+    write_part(path, o, n, 0);
     H5Id f = h5_open_read(path);
     H5Id d(H5Dopen2(f.get(), name, H5P_DEFAULT), H5Dclose);
     H5Id dcpl(H5Dget_create_plist(d.get()), H5Pclose);
