@@ -2511,6 +2511,29 @@ inline H5Id h5_lcpl() {  // link creation: make intermediate groups ("det/roi")
     return p;
 }
 
+// Groups keep their links in dense storage (a heap and an index) from the first one, not
+// in their object header. A writer file is in SWMR mode while its datasets are made (a
+// field first given late is made late), and HDF5 1.10's SWMR writer can fail to flush or
+// close the file once a new link has to grow a group's object header that attributes
+// already filled (the root's, which holds a part's identity). A gcpl, or the fcpl for the
+// root group.
+inline void h5_dense_links(hid_t gcpl) {
+    h5check_herr(H5Pset_link_phase_change(gcpl, 0, 0), "H5Pset_link_phase_change");
+}
+// The groups above `name` ("a/b/c": "a", "a/b"), made where missing, with dense links.
+inline void h5_make_parents(hid_t file, const std::string& name) {
+    H5Id gcpl(h5check(H5Pcreate(H5P_GROUP_CREATE), "H5Pcreate"), H5Pclose);
+    h5_dense_links(gcpl.get());
+    for (std::size_t at = name.find('/'); at != std::string::npos; at = name.find('/', at + 1)) {
+        const std::string g = name.substr(0, at);
+        const htri_t there = H5Lexists(file, g.c_str(), H5P_DEFAULT);
+        if (there < 0) throw_h5("cannot look up group '" + g + "'");
+        if (there > 0) continue;
+        H5Id made(H5Gcreate2(file, g.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
+        if (!made.valid()) throw_h5("cannot create group '" + g + "'");
+    }
+}
+
 // align: see below; off for files of compressed chunks, whose sizes vary (a chunk a little
 // over 64 KiB would leave up to 64 KiB unused after it).
 inline H5Id h5_create_file(const std::string& path, bool align = true) {
@@ -2527,7 +2550,9 @@ inline H5Id h5_create_file(const std::string& path, bool align = true) {
     // Closing the file closes whatever is still open in it, so that a file whose writes
     // failed (a full disk) is not left half open for HDF5 to trip over at exit.
     h5check_herr(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), "H5Pset_fclose_degree");
-    hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+    H5Id fcpl(h5check(H5Pcreate(H5P_FILE_CREATE), "H5Pcreate"), H5Pclose);
+    h5_dense_links(fcpl.get());  // the root group's (see h5_dense_links)
+    hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
     if (f < 0) throw_h5("cannot create file '" + path + "'");
     return H5Id(f, H5Fclose);
 }
@@ -3690,6 +3715,7 @@ public:
         // instead of being copied into the cache first.
         H5Id dapl(h5check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
         h5check_herr(H5Pset_chunk_cache(dapl.get(), 0, 0, H5D_CHUNK_CACHE_W0_DEFAULT), "H5Pset_chunk_cache");
+        h5_make_parents(file_.get(), m.name);  // with dense links (h5_dense_links)
         hid_t id = H5Dcreate2(file_.get(), m.name.c_str(), ftype.get(), space.get(), h5_lcpl().get(), dcpl.get(),
                               dapl.get());
         if (id < 0) throw_h5("cannot create dataset '" + m.name + "' in '" + path_ + "'");
