@@ -671,6 +671,10 @@ inline void (*order_round_hook)(int server, std::uint64_t round, std::uint64_t b
 // copied (stage 0: the copy half done), and once the self-contained file is in place,
 // before the parts are removed (stage 1). Null by default.
 inline void (*flatten_hook)(int stage) noexcept = nullptr;
+// The longest a server merging its clients' streams holds a batch (Options::time_order
+// with one server, section 14), unless a tenth of checkpoint_seconds is less. Internal:
+// tests set it longer, so that a loaded machine cannot end a hold they count on.
+inline double merge_hold_seconds = 0.5;
 }  // namespace detail
 
 // Ends the run early, as SIGTERM does when the library handles it: every live SmallData
@@ -909,7 +913,8 @@ struct WireHeader {                 // at offset 0 of every message
     std::uint32_t n_events;         // events in this batch
     std::uint64_t bytes;            // total bytes of the batch (header included)
     std::uint64_t extra;            // done: events sent in total; large: bytes of the batch;
-                                    // shm: the slot holding it; batch: 0
+                                    // shm: the slot holding it; batch: an upper bound of its
+                                    // timestamps, no more than the client's next one (int64)
 };
 inline constexpr std::uint32_t wire_magic = 0x31445353u;  // "SSD1"
 inline constexpr std::uint16_t wire_version = 1;
@@ -932,9 +937,10 @@ struct ClientField {
 class Sink {
 public:
     virtual ~Sink() = default;
-    // Takes buf[0, used) holding n_events complete events; returns the buffer to fill next.
+    // Takes buf[0, used) holding n_events complete events, none later than max_ts and none
+    // of the events still to come earlier; returns the buffer to fill next.
     virtual std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used,
-                                             std::uint32_t n_events) = 0;
+                                             std::uint32_t n_events, std::int64_t max_ts) = 0;
     // Direct mode (serial, no callbacks): no batch at all. A field is defined once, then
     // each value goes straight to the writer's column, then the event is ended.
     virtual void define(std::uint32_t /*id*/, const FieldMeta& /*meta*/) {}
@@ -2826,7 +2832,7 @@ void Packer::ship_completed() {
     // later flush must not write any of them again.
     std::exception_ptr failed;
     try {
-        buf_ = sink_->ship(buf_, used, done_events_);
+        buf_ = sink_->ship(buf_, used, done_events_, ts_);  // ts_: the last event's, or the open one's
     } catch (...) {
         failed = std::current_exception();
     }
@@ -3380,6 +3386,7 @@ template <class T> void resize_huge(std::vector<T>& v, std::size_t n) {
 class CacheBudget {
 public:
     explicit CacheBudget(std::size_t memory) : memory_(memory) {}
+    void set_memory(std::size_t m) noexcept { memory_ = m; }
     void set_fields(std::size_t n) noexcept { fields_ = n; }
     // T in limit_rows: 2 with a write thread (a cache filling, one being written), else 1.
     void set_threaded(bool t) noexcept { ways_ = t ? 2 : 1; }
@@ -4094,7 +4101,15 @@ public:
     // the client of every event as runs, and whether the events so far are in order:
     // timestamps increasing, ties by client index, arrival order within a client.
     void set_client(int client) noexcept { client_ = client; }
+    // Before the first event: the caches' cap, when less than cache_memory is theirs.
+    void set_cache_memory(std::size_t bytes) noexcept { budget_.set_memory(bytes); }
     bool in_order() const noexcept { return in_order_; }
+    // The (timestamp, client) of the first and the last event (in arrival order).
+    struct Ends {
+        std::int64_t first_ts = 0, last_ts = 0;
+        int first_client = 0, last_client = 0;
+    };
+    Ends order_ends() const noexcept { return Ends{first_ts_, last_ts_, first_client_, std::max(last_client_, 0)}; }
     const std::vector<std::pair<std::uint32_t, std::uint64_t>>& client_runs() const noexcept { return client_runs_; }
     // After finish(): every cache buffer is freed (for the ordering's memory).
     void release_caches() {
@@ -4143,6 +4158,17 @@ public:
     void end_events(const unsigned char* ts, std::size_t stride, std::size_t n) {
         if (has_file_) append_run(fields_[0], n_events_, ts, stride, n);
         if (track_order_) note_order(ts, stride, n);
+        n_events_ += n;
+        if (clock_.tick(n)) on_clock();
+    }
+    // The same for events of several clients (StreamMerge): event i came from client[i].
+    void end_events(const std::int64_t* ts, const int* client, std::size_t n) {
+        if (has_file_) append_run(fields_[0], n_events_, reinterpret_cast<const unsigned char*>(ts), 8, n);
+        if (track_order_)
+            for (std::size_t i = 0; i < n; ++i) {
+                client_ = client[i];
+                note_order(reinterpret_cast<const unsigned char*>(ts + i), 8, 1);
+            }
         n_events_ += n;
         if (clock_.tick(n)) on_clock();
     }
@@ -4732,14 +4758,19 @@ private:
     // Options::time_order (set_client, in_order, client_runs; WField::given).
     bool track_order_ = false;
     bool in_order_ = true;
-    int client_ = 0, last_client_ = -1;
-    std::int64_t last_ts_ = 0;
+    int client_ = 0, last_client_ = -1, first_client_ = 0;
+    std::int64_t last_ts_ = 0, first_ts_ = 0;
     std::vector<std::pair<std::uint32_t, std::uint64_t>> client_runs_;  // (client, events)
     void note_order(const unsigned char* ts, std::size_t stride, std::size_t n) {
         for (std::size_t i = 0; i < n; ++i) {
             std::int64_t t;
             std::memcpy(&t, ts + i * stride, 8);
-            if (last_client_ >= 0 && (t < last_ts_ || (t == last_ts_ && client_ < last_client_))) in_order_ = false;
+            if (last_client_ < 0) {
+                first_ts_ = t;
+                first_client_ = client_;
+            } else if (t < last_ts_ || (t == last_ts_ && client_ < last_client_)) {
+                in_order_ = false;
+            }
             last_ts_ = t;
             last_client_ = client_;
         }
@@ -4766,8 +4797,9 @@ private:
 // ============================================================================ [>>impl-decoder]
 // 14. Decoder: reads one batch of one client's stream, checks it, runs the callbacks on
 //     each complete event, and hands the event to the writer (a batch whose events all
-//     have the same fields goes to it field by field). Also the serial sink, which
-//     without callbacks skips batches and feeds the writer's columns directly.
+//     have the same fields goes to it field by field). Also the merge of a server's
+//     client streams in time order (StreamMerge: time_order, one server), and the serial
+//     sink, which without callbacks skips batches and feeds the writer's columns directly.
 
 // The shared-memory slots of one client (section 15), in the client's segment of the
 // node's window: `count` release flags, each on its own cache line (1: the client may fill
@@ -4805,9 +4837,17 @@ struct Stream {
 class Decoder {
 public:
     Decoder(Writer& w, const std::vector<Callback>& callbacks) : w_(w), callbacks_(callbacks) {}
+    bool plain() const noexcept { return callbacks_.empty(); }  // no callback sees the events
 
     void batch(Stream& s, const unsigned char* data, std::size_t n) {
         Reader r{data, data + n, &s.source};
+        const WireHeader h = open(s, r);
+        rest(s, r, h.n_events);
+    }
+    // The header of a batch of s read by r (which spans exactly the batch), checked with
+    // its place in the stream; r is left at the first event. (StreamMerge: at arrival.)
+    WireHeader open(Stream& s, Reader& r) {
+        const auto n = static_cast<std::size_t>(r.end - r.p);
         const auto h = r.get<WireHeader>();
         if (h.magic != wire_magic || h.version != wire_version || h.bytes != n)
             throw_error(Errc::protocol, "malformed batch from " + s.source);
@@ -4815,75 +4855,88 @@ public:
             throw_error(Errc::protocol, "batch " + std::to_string(h.seq) + " from " + s.source + " arrived, expected " +
                                             std::to_string(s.next_seq));
         ++s.next_seq;
+        return h;
+    }
+    // The last n events of a batch of s, from r to the batch's end (uniform ones as runs).
+    void rest(Stream& s, Reader& r, std::uint32_t n) {
         w_.set_client(s.client);
-        if (callbacks_.empty() && uniform(s, r, h.n_events)) return;
-        for (std::uint32_t e = 0; e < h.n_events; ++e) {
-            const auto ts = r.get<std::int64_t>();
-            const auto ne = r.get<std::uint32_t>();
-            ++mark_;  // entry() refuses a field given twice in this event
-            if (callbacks_.empty()) {  // fast path: values go straight to the columns
-                for (std::uint32_t k = 0; k < ne; ++k) {
-                    WField& f = entry(s, r);
-                    if (f.meta.var) {
-                        const std::uint64_t n = rows(s, f, r);
-                        if (WField* len = group_length(s, f, n)) {
-                            const auto v = static_cast<std::int64_t>(n);
-                            w_.put(*len, reinterpret_cast<const unsigned char*>(&v));
-                        }
-                        w_.put_rows(f, r.p, n);
-                        r.p += n * f.meta.bytes;
-                    } else {
-                        w_.put(f, r.p);
-                        r.p += f.meta.bytes;
+        if (callbacks_.empty() && uniform(s, r, n)) return;
+        for (std::uint32_t e = 0; e < n; ++e) event(s, r);
+        end(s, r);
+    }
+    // One event of s from r; the caller has set the writer's client (set_client).
+    void event(Stream& s, Reader& r) {
+        const auto ts = r.get<std::int64_t>();
+        const auto ne = r.get<std::uint32_t>();
+        ++mark_;  // entry() refuses a field given twice in this event
+        if (callbacks_.empty()) {  // fast path: values go straight to the columns
+            for (std::uint32_t k = 0; k < ne; ++k) {
+                WField& f = entry(s, r);
+                if (f.meta.var) {
+                    const std::uint64_t n = rows(s, f, r);
+                    if (WField* len = group_length(s, f, n)) {
+                        const auto v = static_cast<std::int64_t>(n);
+                        w_.put(*len, reinterpret_cast<const unsigned char*>(&v));
                     }
-                }
-            } else {  // the event is complete before callbacks see it, and written after
-                entries_.clear();
-                fptr_.clear();
-                lengths_.resize(ne);  // stays put while the event's entries point into it
-                for (std::uint32_t k = 0; k < ne; ++k) {
-                    WField& f = entry(s, r);
-                    const std::uint64_t n = f.meta.var ? rows(s, f, r) : 1;
-                    if (f.meta.var) {
-                        if (WField* len = group_length(s, f, n)) {  // the group's length, as a field
-                            lengths_[k] = static_cast<std::int64_t>(n);
-                            entries_.push_back(EntryRef{&len->meta, reinterpret_cast<const unsigned char*>(&lengths_[k])});
-                            fptr_.push_back(len);
-                        }
-                    }
-                    entries_.push_back(EntryRef{&f.meta, r.p, n});
-                    fptr_.push_back(&f);
+                    w_.put_rows(f, r.p, n);
                     r.p += n * f.meta.bytes;
-                }
-                const Event ev(ts, entries_.data(), entries_.size());
-                for (const Callback& cb : callbacks_) cb(ev);
-                for (std::size_t i = 0; i < entries_.size(); ++i) {
-                    if (fptr_[i]->meta.var)
-                        w_.put_rows(*fptr_[i], entries_[i].data, entries_[i].rows);
-                    else
-                        w_.put(*fptr_[i], entries_[i].data);
+                } else {
+                    w_.put(f, r.p);
+                    r.p += f.meta.bytes;
                 }
             }
-            w_.end_event(ts);
-            ++s.events;
+        } else {  // the event is complete before callbacks see it, and written after
+            entries_.clear();
+            fptr_.clear();
+            lengths_.resize(ne);  // stays put while the event's entries point into it
+            for (std::uint32_t k = 0; k < ne; ++k) {
+                WField& f = entry(s, r);
+                const std::uint64_t n = f.meta.var ? rows(s, f, r) : 1;
+                if (f.meta.var) {
+                    if (WField* len = group_length(s, f, n)) {  // the group's length, as a field
+                        lengths_[k] = static_cast<std::int64_t>(n);
+                        entries_.push_back(EntryRef{&len->meta, reinterpret_cast<const unsigned char*>(&lengths_[k])});
+                        fptr_.push_back(len);
+                    }
+                }
+                entries_.push_back(EntryRef{&f.meta, r.p, n});
+                fptr_.push_back(&f);
+                r.p += n * f.meta.bytes;
+            }
+            const Event ev(ts, entries_.data(), entries_.size());
+            for (const Callback& cb : callbacks_) cb(ev);
+            for (std::size_t i = 0; i < entries_.size(); ++i) {
+                if (fptr_[i]->meta.var)
+                    w_.put_rows(*fptr_[i], entries_[i].data, entries_[i].rows);
+                else
+                    w_.put(*fptr_[i], entries_[i].data);
+            }
         }
+        w_.end_event(ts);
+        ++s.events;
+    }
+    void end(const Stream& s, const Reader& r) const {
         if (r.p != r.end) throw_error(Errc::protocol, "trailing bytes in a batch from " + s.source);
     }
 
-private:
+    // A field's value in each event record of a uniform batch.
+    struct Slot {
+        WField* f;
+        std::uint32_t id;
+        std::size_t at;  // offset of the value in the event record
+    };
     // Uniform batches: every event has the same fields in the same order and no field is
-    // defined inside the batch, which is the common case once a stream has started. They
-    // are checked whole first, then written field by field as runs of rows (put_run):
-    // one tight copy loop per field instead of a parse and a call per value. false: not
-    // uniform, nothing consumed.
-    bool uniform(Stream& s, const Reader& r, std::uint32_t n) {
+    // defined inside the batch, which is the common case once a stream has started. The
+    // n events left in a batch of s, from r, are checked whole: true and their layout (the
+    // slots, and `rec`, the bytes of each event's record) when they are uniform.
+    bool layout(Stream& s, const Reader& r, std::uint32_t n, std::vector<Slot>& out, std::size_t& rec) {
         if (n < 2) return false;
         const unsigned char* base = r.p;
         const std::size_t avail = static_cast<std::size_t>(r.end - r.p);
         if (avail < event_header_bytes) return false;
         std::uint32_t ne;
         std::memcpy(&ne, base + 8, 4);
-        layout_.clear();
+        out.clear();
         ++mark_;
         std::size_t off = event_header_bytes;
         for (std::uint32_t k = 0; k < ne; ++k) {
@@ -4895,24 +4948,34 @@ private:
             if (f->mark == mark_ || f->meta.var) return false;  // a field given twice in one event; rows
                                                                 // of any number (var_): not uniform
             f->mark = mark_;
-            layout_.push_back(Slot{f, id, off + 4});
+            out.push_back(Slot{f, id, off + 4});
             off += 4 + f->meta.bytes;
         }
-        const std::size_t rec = off;
+        rec = off;
         if (rec == 0 || avail != rec * n) return false;
         for (std::uint32_t e = 1; e < n; ++e) {  // every event: same count, same ids
             const unsigned char* ev = base + static_cast<std::size_t>(e) * rec;
             std::uint32_t c;
             std::memcpy(&c, ev + 8, 4);
             if (c != ne) return false;
-            for (const Slot& l : layout_) {
+            for (const Slot& l : out) {
                 std::uint32_t id;
                 std::memcpy(&id, ev + l.at - 4, 4);
                 if (id != l.id) return false;
             }
         }
-        for (const Slot& l : layout_) w_.put_run(*l.f, base + l.at, rec, n);
-        w_.end_events(base, rec, n);
+        return true;
+    }
+
+private:
+    // A uniform batch's events are written field by field as runs of rows (put_run): one
+    // tight copy loop per field instead of a parse and a call per value. false: not
+    // uniform, nothing consumed.
+    bool uniform(Stream& s, const Reader& r, std::uint32_t n) {
+        std::size_t rec = 0;
+        if (!layout(s, r, n, layout_, rec)) return false;
+        for (const Slot& l : layout_) w_.put_run(*l.f, r.p + l.at, rec, n);
+        w_.end_events(r.p, rec, n);
         s.events += n;
         return true;
     }
@@ -4976,13 +5039,331 @@ private:
     std::vector<std::int64_t> lengths_;  // the var_ groups' lengths of the event being called back
     std::vector<EntryRef> entries_;
     std::vector<WField*> fptr_;
-    struct Slot {
-        WField* f;
-        std::uint32_t id;
-        std::size_t at;  // offset of the value in the event record
-    };
     std::vector<Slot> layout_;  // of the uniform batch being checked
     std::uint64_t mark_ = 0;    // one per check, to find a field given twice
+};
+
+// Options::time_order with one server and several clients: the server decodes its
+// clients' batches in timestamp order (ties by client), a merge of streams that each
+// increase (event() refuses a smaller timestamp), so the part is written in order once
+// and the ordering at done() has nothing to move (section 19). A batch is held until no
+// client can still send an event before its next one: a client's next event is no
+// earlier than its last, nor than its last batch's bound (WireHeader::extra); a client
+// not heard from yet holds everything. Uniform batches of several clients are merged
+// field by field (gather), others event by event (emit); a batch in a shared-memory slot
+// is held in place (a client that runs ahead then waits for a slot), a message keeps its
+// receive buffer (the receive gets a spare one). Held batches are all released, in
+// merge order,
+//   - when the oldest was held hold_seconds (0.5 s, merge_hold_seconds, or a tenth of
+//     checkpoint_seconds if less: the checkpoint promise keeps its room; and clients
+//     that wait for each other, one for a slot the server holds, are never stuck), and
+//     before the server's forced checkpoint, an abort, or the end of the streams;
+//   - when their buffers pass `budget` bytes (clients further apart than that).
+// `budget` is an eighth of cache_memory, at most 32 MiB, and no merge below 4 batches.
+// The merge stops for good when the writer's client runs (one per event when clients
+// alternate) pass `budget` too. Holding costs no event, and a release at worst order:
+// the part is then out of order and the ordering at done() moves its events.
+class StreamMerge {
+public:
+    // The bytes a server's merge may hold, and as many for the writer's client runs, both
+    // taken from cache_memory; 0: the server does not merge.
+    static std::size_t budget(const Options& o, int servers, int clients) {
+        if (!o.time_order || o.filename.empty() || servers != 1 || clients < 2) return 0;
+        const std::size_t b = std::min<std::size_t>(o.cache_memory / 8, std::size_t(32) << 20);
+        return b >= 4 * o.batch_bytes ? b : 0;  // room for a few full batches, or no merge
+    }
+
+    StreamMerge(Decoder& d, Writer& w, std::size_t budget, double hold_seconds)
+        : d_(d), w_(w), budget_(budget), hold_seconds_(hold_seconds) {}
+    void add_stream(Stream& s) {
+        lanes_.emplace_back();
+        lanes_.back().s = &s;
+    }
+    bool active() const noexcept { return active_; }
+    // A batch of s, buf[0, n): its header is checked now, then it is held and everything
+    // that may be is decoded. A batch filling at least half of buf keeps it (buf is then
+    // swapped for a spare buffer of at least `keep` bytes); a smaller one is copied.
+    void add(Stream& s, std::vector<unsigned char>& buf, std::size_t n, std::size_t keep) {
+        if (n < keep / 2) return add_copy(s, buf.data(), n);
+        Held h;
+        h.buf.swap(buf);
+        if (!spares_.empty()) {
+            buf.swap(spares_.back());
+            spares_.pop_back();
+        }
+        if (buf.size() < keep) resize_huge(buf, keep);
+        hold(s, std::move(h), n);
+    }
+    // The same for a batch that is copied (a small one, in add).
+    void add_copy(Stream& s, const unsigned char* data, std::size_t n) {
+        Held h;
+        if (!spares_.empty()) {
+            h.buf.swap(spares_.back());
+            spares_.pop_back();
+        }
+        if (h.buf.size() < n) resize_huge(h.buf, n);
+        std::memcpy(h.buf.data(), data, n);
+        hold(s, std::move(h), n);
+    }
+    // The same for a batch in a client's shared-memory slot: held where it is, and the slot
+    // given back (`flag` set) once it is decoded. A client whose slots are all held waits,
+    // which keeps a client that runs ahead from filling the server's memory.
+    void add_slot(Stream& s, const unsigned char* data, std::size_t n, std::atomic<std::uint32_t>* flag) {
+        Held h;
+        h.slot_flag = flag;
+        h.slot_data = data;
+        hold(s, std::move(h), n);
+    }
+    // Events of s received and not yet decoded.
+    std::uint64_t held_events(const Stream& s) const {
+        for (const Lane& l : lanes_)
+            if (l.s == &s) return l.held_events;
+        return 0;
+    }
+    // Decodes what no stream can precede any more (after a stream ended, say).
+    void drain() { merge(false); }
+    // Decodes everything held, in merge order.
+    void release() { merge(true); }
+    // Between messages: the oldest held batch's deadline.
+    void poll(double now) {
+        if (held_batches_ == 0) return;
+        for (const Lane& l : lanes_)
+            if (!l.held.empty() && now - l.held.front().arrived > hold_seconds_) {
+                release();
+                return;
+            }
+    }
+
+private:
+    struct Held {
+        std::vector<unsigned char> buf;
+        Reader r{};
+        std::uint32_t left = 0;       // its events not decoded yet
+        std::int64_t max_ts = 0;      // its bound (WireHeader::extra)
+        double arrived = 0;
+        bool whole = true;            // none decoded yet
+        std::atomic<std::uint32_t>* slot_flag = nullptr;  // add_slot: its slot's flag, and
+        const unsigned char* slot_data = nullptr;          // its bytes (buf is empty)
+        int uniform = -1;             // gather(): its events left are uniform, all aligned
+        std::vector<Decoder::Slot> slots;  // (1: with this layout), or not (0); -1 not known
+        std::size_t rec = 0;
+    };
+    struct Lane {
+        Stream* s = nullptr;
+        std::deque<Held> held;
+        std::uint64_t held_events = 0;
+        std::int64_t last_ts = 0;     // no later than its next event's timestamp
+        bool seen = false;            // last_ts is known
+    };
+    struct Key {  // an event's place in the merge
+        std::int64_t ts;
+        int client;
+        bool operator<(const Key& o) const noexcept { return ts < o.ts || (ts == o.ts && client < o.client); }
+    };
+    static Key head(const Lane& l) {
+        const Held& h = l.held.front();
+        h.r.need(8);
+        std::int64_t ts;
+        std::memcpy(&ts, h.r.p, 8);
+        return Key{ts, l.s->client};
+    }
+
+    void hold(Stream& s, Held&& h, std::size_t n) {
+        const unsigned char* data = h.slot_data ? h.slot_data : h.buf.data();
+        h.r = Reader{data, data + n, &s.source};
+        const WireHeader wh = d_.open(s, h.r);
+        h.left = wh.n_events;
+        h.max_ts = static_cast<std::int64_t>(wh.extra);
+        h.arrived = now_seconds();
+        if (h.left == 0) {
+            d_.end(s, h.r);
+            if (h.slot_flag) h.slot_flag->store(1, std::memory_order_release);
+            spares_.push_back(std::move(h.buf));
+            return;
+        }
+        Lane& l = lane(s);
+        held_bytes_ += h.buf.size();  // a slot's bytes are the client's
+        ++held_batches_;
+        l.held_events += h.left;
+        l.held.push_back(std::move(h));
+        drain();
+        if (held_bytes_ > budget_) release();
+        const auto& runs = w_.client_runs();
+        if (runs.capacity() * sizeof(runs[0]) > budget_) {  // from now on in arrival order
+            release();
+            active_ = false;
+        }
+    }
+    Lane& lane(const Stream& s) {
+        for (Lane& l : lanes_)
+            if (l.s == &s) return l;
+        throw_error(Errc::protocol, "a batch from " + s.source + ", which this server does not merge");
+    }
+
+    // Decodes the earliest held events while they come before every stream's next (all:
+    // before every held one only): a batch whose bound comes first whole, events of
+    // several streams that interleave gathered field by field (gather), the rest event by
+    // event (emit).
+    void merge(bool all) {
+        if (failed_) return;
+        const Key none{std::numeric_limits<std::int64_t>::min(), -1};
+        for (;;) {
+            Lane* best = nullptr;
+            const Key top{std::numeric_limits<std::int64_t>::max(), std::numeric_limits<int>::max()};
+            Key bk{}, second = top, outer = top;  // outer: the streams that hold nothing
+            std::size_t holding = 0;
+            for (Lane& l : lanes_) {
+                if (!l.held.empty()) {
+                    ++holding;
+                    const Key k = head(l);
+                    if (!best || k < bk) {
+                        if (best) second = std::min(second, bk);
+                        best = &l;
+                        bk = k;
+                    } else {
+                        second = std::min(second, k);
+                    }
+                } else if (!all && !l.s->done) {
+                    outer = std::min(outer, l.seen ? Key{l.last_ts, l.s->client} : none);
+                }
+            }
+            if (!best || !(bk < outer)) return;
+            try {
+                const Key limit = std::min(second, outer);
+                const Held& h = best->held.front();
+                if (holding > 1 && !(h.whole && Key{h.max_ts, best->s->client} < limit) && gather(outer)) continue;
+                emit(*best, limit);
+            } catch (...) {
+                failed_ = true;  // a reader stopped inside an event: nothing more from here
+                throw;
+            }
+        }
+    }
+    // The first held batches of the streams that hold any, merged while their events come
+    // before `outer` and until one of them is used up, when they are uniform with one
+    // layout of aligned fields (as clients that give the same fields send): each field is
+    // gathered in merge order in one loop (Writer::put_gather). false: not so, nothing done.
+    bool gather(Key outer) {
+        if (!d_.plain()) return false;
+        glanes_.clear();
+        const Held* first = nullptr;
+        for (Lane& l : lanes_) {
+            if (l.held.empty()) continue;
+            Held& h = l.held.front();
+            if (h.uniform < 0) {
+                h.uniform = d_.layout(*l.s, h.r, h.left, h.slots, h.rec) ? 1 : 0;
+                for (const Decoder::Slot& sl : h.slots) h.uniform = h.uniform && sl.f->meta.aligned;
+            }
+            if (!h.uniform) return false;
+            if (!first) {
+                first = &h;
+            } else {
+                if (h.rec != first->rec || h.slots.size() != first->slots.size()) return false;
+                for (std::size_t k = 0; k < h.slots.size(); ++k)
+                    if (h.slots[k].f != first->slots[k].f || h.slots[k].at != first->slots[k].at) return false;
+            }
+            glanes_.push_back(Cursor{&l, h.r.p, h.left});
+        }
+        const std::size_t rec = first->rec;
+        recs_.clear();
+        ts_.clear();
+        clients_.clear();
+        for (;;) {
+            Cursor* c = nullptr;
+            Key kc{};
+            for (Cursor& g : glanes_) {
+                if (g.left == 0) continue;
+                Key k{0, g.lane->s->client};
+                std::memcpy(&k.ts, g.p, 8);
+                if (!c || k < kc) {
+                    c = &g;
+                    kc = k;
+                }
+            }
+            if (!c || !(kc < outer)) break;
+            recs_.push_back(c->p);
+            ts_.push_back(kc.ts);
+            clients_.push_back(kc.client);
+            c->p += rec;
+            if (--c->left == 0) break;  // its next batch (or its bound) decides what follows
+        }
+        const std::size_t n = recs_.size();
+        for (const Decoder::Slot& sl : first->slots)
+            w_.put_gather(*sl.f, n, [&](std::size_t i) { return recs_[i] + sl.at; });
+        w_.end_events(ts_.data(), clients_.data(), n);
+        for (Cursor& g : glanes_) {
+            Lane& l = *g.lane;
+            Held& h = l.held.front();
+            const std::uint32_t used = h.left - g.left;
+            if (used == 0) continue;
+            std::memcpy(&l.last_ts, g.p - rec, 8);
+            l.seen = true;
+            l.s->events += used;
+            l.held_events -= used;
+            h.r.p = g.p;
+            h.left = g.left;
+            h.whole = false;
+            if (h.left == 0) {
+                d_.end(*l.s, h.r);
+                pop(l);
+            }
+        }
+        return true;
+    }
+    // Decodes the first held batch of l while its events come before `limit`: the whole
+    // batch at once when its bound does (uniform batches go as runs).
+    void emit(Lane& l, Key limit) {
+        Held& h = l.held.front();
+        Stream& s = *l.s;
+        const std::uint32_t before = h.left;
+        if (h.whole && Key{h.max_ts, s.client} < limit) {
+            d_.rest(s, h.r, h.left);
+            h.left = 0;
+            l.last_ts = h.max_ts;
+        } else {
+            w_.set_client(s.client);
+            while (h.left > 0) {
+                const Key k = head(l);
+                if (!(k < limit)) break;
+                d_.event(s, h.r);
+                --h.left;
+                h.whole = false;
+                l.last_ts = k.ts;
+            }
+            if (h.left == 0) d_.end(s, h.r);
+        }
+        l.seen = true;
+        l.held_events -= before - h.left;
+        if (h.left == 0) pop(l);
+    }
+    // The first held batch of l is decoded: its buffer is kept for reuse, or its slot
+    // given back.
+    void pop(Lane& l) {
+        Held& h = l.held.front();
+        if (h.slot_flag) h.slot_flag->store(1, std::memory_order_release);
+        held_bytes_ -= h.buf.size();
+        --held_batches_;
+        spares_.push_back(std::move(h.buf));
+        l.held.pop_front();
+    }
+
+    Decoder& d_;
+    Writer& w_;
+    std::size_t budget_;
+    double hold_seconds_;
+    std::vector<Lane> lanes_;
+    struct Cursor {  // gather(): a stream's place in its first held batch
+        Lane* lane;
+        const unsigned char* p;
+        std::uint32_t left;
+    };
+    std::vector<Cursor> glanes_;
+    std::vector<const unsigned char*> recs_;  // gather(): the events' records in merge order,
+    std::vector<std::int64_t> ts_;            // their timestamps
+    std::vector<int> clients_;                // and clients
+    std::vector<std::vector<unsigned char>> spares_;  // buffers of decoded batches, reused
+    std::size_t held_bytes_ = 0, held_batches_ = 0;
+    bool active_ = true, failed_ = false;
 };
 
 // Serial mode. Without callbacks, direct mode: each value goes from event() straight into
@@ -5005,9 +5386,10 @@ public:
         w_.put_rows(*stream_.map[id], static_cast<const unsigned char*>(data), n);
     }
     void end_event(std::int64_t timestamp) override { w_.end_event(timestamp); }
-    std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events) override {
+    std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events,
+                                     std::int64_t max_ts) override {
         WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), stream_.next_seq, n_events,
-                     used, 0};
+                     used, static_cast<std::uint64_t>(max_ts)};
         std::memcpy(buf->data(), &h, sizeof h);
         decoder_.batch(stream_, buf->data(), used);
         return buf;
@@ -5138,6 +5520,7 @@ struct Impl {
     std::vector<ShmSlots> shm_of;           // server: slots by client rank
     bool finished = false;                  // done() was called
     std::unique_ptr<Writer> writer;         // serial process, or server
+    StreamMerge* merge = nullptr;           // a server's, while run_server merges its streams
     std::unique_ptr<Writer> ordered;        // Options::time_order, a server: its range, in
     Options order_opt;                      // time order (section 19), and its options
     std::exception_ptr order_error;         // the ordering failed: thrown after the join
@@ -5167,6 +5550,7 @@ struct Impl {
     void order_by_time();
     void order_parts(std::string& why, Errc& code, int& lib);
     void on_abort_notice(int from) noexcept;
+    void release_held() noexcept;
     // Section 20: progress lines and the report.
     ProgressState::Figures progress_figures(bool final) const;
     void progress_start();
@@ -5195,13 +5579,15 @@ public:
     }
     std::vector<unsigned char>* first() { return &slots_[0].data; }
 
-    std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events) override {
+    std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events,
+                                     std::int64_t max_ts) override {
         Slot& s = slots_[cur_];
         // The Packer keeps every batch under max_batch_bytes; checked here before anything
         // is counted, so a refused batch leaves no gap in the sequence numbers.
         if (used > max_batch_bytes)
             throw_error(Errc::usage, "a batch of " + std::to_string(used) + " bytes exceeds the 2 GiB message limit");
-        WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), seq_++, n_events, used, 0};
+        WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), seq_++, n_events, used,
+                     static_cast<std::uint64_t>(max_ts)};
         std::memcpy(buf->data(), &h, sizeof h);
         if (shm_.count && used <= im_.opt.batch_bytes) {  // into the next shared slot; keep buf
             hand_over(buf->data(), used, h);
@@ -5373,17 +5759,25 @@ inline void Impl::run_server() {
     int abort_from = -1;
     MPI_Request abort_req = MPI_REQUEST_NULL;
     bool stop_seen = false;
+    // Outside the try: a failure below still writes what the merge holds (abort_job).
+    std::vector<Stream> streams;
+    Decoder decoder(*writer, opt.callbacks);
+    StreamMerge merger(decoder, *writer, StreamMerge::budget(opt, n_servers, n_clients),
+                       opt.checkpoint_seconds > 0 ? std::min(opt.checkpoint_seconds / 10, merge_hold_seconds)
+                                                  : merge_hold_seconds);
     try {
-        Decoder decoder(*writer, opt.callbacks);
-        std::vector<Stream> streams(static_cast<std::size_t>(size));
+        streams.resize(static_cast<std::size_t>(size));
+        const bool merging = StreamMerge::budget(opt, n_servers, n_clients) > 0;
         int remaining = 0;
         for (int c = server_idx; c < n_clients; c += n_servers) {
             Stream& s = streams[static_cast<std::size_t>(n_servers + c)];
             s.source = rank_text(n_servers + c);
             s.client = c;
             if (!shm_of.empty()) s.shm = shm_of[static_cast<std::size_t>(n_servers + c)];
+            if (merging) merger.add_stream(s);
             ++remaining;
         }
+        if (merging) merge = &merger;
         const int streams_of_mine = remaining;
         const std::size_t R = static_cast<std::size_t>(opt.recv_buffers);
         std::vector<std::vector<unsigned char>> bufs(R, std::vector<unsigned char>(opt.batch_bytes));
@@ -5404,8 +5798,10 @@ inline void Impl::run_server() {
             MPI_Status st;
             check_mpi(MPI_Test(&abort_req, &flag, &st), "MPI_Test");
             if (flag) on_abort_notice(st.MPI_SOURCE);
+            if (merge) merge->poll(now_seconds());
             if (stop_requested.load(std::memory_order_relaxed) != 0 && !stop_seen) {
                 stop_seen = true;  // the clients end at their next event(): make all held durable now
+                if (merge) merge->release();
                 writer->checkpoint(true);
                 log(LogLevel::info, std::string("interrupted by ") + stop_name(stop_requested.load()) + ": " +
                                         std::to_string(writer->events()) + " events are durable in '" +
@@ -5459,7 +5855,10 @@ inline void Impl::run_server() {
             std::uint64_t got = 0;  // batch bytes decoded
             switch (static_cast<WireKind>(h.kind)) {
                 case WireKind::batch:
-                    decoder.batch(s, msg, static_cast<std::size_t>(count));
+                    if (merge && merge->active())  // held: the receive gets another buffer
+                        merge->add(s, bufs[head], static_cast<std::size_t>(count), opt.batch_bytes);
+                    else
+                        decoder.batch(s, msg, static_cast<std::size_t>(count));
                     got = static_cast<std::uint64_t>(count);
                     break;
                 case WireKind::shm: {  // the batch waits in the client's slot h.extra
@@ -5472,8 +5871,12 @@ inline void Impl::run_server() {
                     std::memcpy(&in, q.slot(j), sizeof in);
                     if (in.bytes < sizeof in || in.bytes > q.slot_bytes)
                         throw_error(Errc::protocol, "bad shared-memory batch from " + s.source);
-                    decoder.batch(s, q.slot(j), static_cast<std::size_t>(in.bytes));
-                    q.flag(j)->store(1, std::memory_order_release);
+                    if (merge && merge->active()) {  // gives the slot back once decoded
+                        merge->add_slot(s, q.slot(j), static_cast<std::size_t>(in.bytes), q.flag(j));
+                    } else {
+                        decoder.batch(s, q.slot(j), static_cast<std::size_t>(in.bytes));
+                        q.flag(j)->store(1, std::memory_order_release);
+                    }
                     got = in.bytes;
                     break;
                 }
@@ -5485,18 +5888,22 @@ inline void Impl::run_server() {
                     MPI_Request r = MPI_REQUEST_NULL;
                     check_mpi(MPI_Irecv(large.data(), static_cast<int>(n), MPI_BYTE, src, tag_large, comm, &r), "MPI_Irecv");
                     wait_gently(r, opt.idle_sleep_max_us, MPI_STATUS_IGNORE, poll);
-                    decoder.batch(s, large.data(), static_cast<std::size_t>(n));
+                    if (merge && merge->active())
+                        merge->add(s, large, static_cast<std::size_t>(n), 0);
+                    else
+                        decoder.batch(s, large.data(), static_cast<std::size_t>(n));
                     got = n;
                     break;
                 }
                 case WireKind::done:
                     if (s.done || h.seq != s.next_seq)
                         throw_error(Errc::protocol, "unexpected end-of-stream message from " + s.source);
-                    if (h.extra != s.events)
+                    if (h.extra != s.events + (merge ? merge->held_events(s) : 0))
                         throw_error(Errc::protocol, s.source + " sent " + std::to_string(h.extra) +
                                                         " events but this server received " + std::to_string(s.events));
                     s.done = true;
                     --remaining;
+                    if (merge) merge->drain();  // s no longer holds the others back
                     break;
                 default:
                     throw_error(Errc::protocol, "unknown message kind from " + s.source);
@@ -5513,6 +5920,10 @@ inline void Impl::run_server() {
                 check_mpi(MPI_Cancel(&r), "MPI_Cancel");
                 check_mpi(MPI_Wait(&r, MPI_STATUS_IGNORE), "MPI_Wait");
             }
+        if (merge) {
+            merge->release();  // nothing is held once every stream has ended; to be sure
+            merge = nullptr;
+        }
         progress_finish(poll);  // server 0: until every other server's last figures are in
         // A notice that matched just before the cancel is still a notice: answer it.
         MPI_Status st;
@@ -5709,6 +6120,7 @@ inline void Impl::open_outputs() {
                 h5_set_attr_string(file, attr_final, base_name(opt.filename));
             };
             writer = std::make_unique<Writer>(path, opt, use_write_thread(opt, ranks_on_node, true), tag);
+            writer->set_cache_memory(opt.cache_memory - 2 * StreamMerge::budget(opt, n_servers, n_clients));
         } catch (const Error& e) {
             why = e.what();
             code = e.code();
@@ -6899,7 +7311,9 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //          Every HDF5 call of the copy holds the ordering writer's HDF5 lock (its write
 //          thread, with compression, calls HDF5 meanwhile).
 //     A run already in order (every part in order, the parts' time ranges in server
-//     order: one client per server giving increasing timestamps, ...) is not rewritten.
+//     order, from what each writer saw: Writer::in_order, order_ends) is neither read nor
+//     rewritten: one server, whose clients' streams it merges as they arrive (StreamMerge,
+//     section 14), or one client per server giving increasing timestamps, ...
 //     Rows of a field: an aligned field's is its event's row. A var_ field's rows are
 //     found from its group's lengths in the part (a sparse index of their sums, then the
 //     lengths near the window), an unaligned_ field's from the bitmap of the events that
@@ -7996,6 +8410,31 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
         total += c;
         largest = std::max(largest, c);
     }
+    // Already in order: every part in order, and each part's first event after the last
+    // of the parts before it (keys compared without the row; the writer saw its part's
+    // first and last). Nothing to rewrite, nothing to read: `ordered` stays empty.
+    {
+        const Writer::Ends e = writer->order_ends();
+        struct Edge {
+            std::int64_t first_ts, last_ts;
+            std::uint64_t first_client, last_client, events, in_order;
+        } mine{e.first_ts, e.last_ts, static_cast<std::uint64_t>(e.first_client), static_cast<std::uint64_t>(e.last_client),
+               N, writer->in_order() ? 1u : 0u};
+        std::vector<Edge> edges(S);
+        check_mpi(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, edges.data(), sizeof mine, MPI_BYTE, sc, &r), "MPI_Iallgather");
+        wait();
+        bool in_order = true;
+        const Edge* prev = nullptr;
+        for (const Edge& x : edges) {
+            in_order = in_order && x.in_order;
+            if (x.events == 0) continue;
+            if (prev && (x.first_ts < prev->last_ts || (x.first_ts == prev->last_ts && x.first_client < prev->last_client)))
+                in_order = false;
+            prev = &x;
+        }
+        if (in_order) return;
+    }
+
     std::uint64_t R = order_rounds(total, largest, S, opt.cache_memory);  // more if the counts say (step 3)
     const std::size_t key_memory = R == 1 ? opt.cache_memory : opt.cache_memory / 2;
 
@@ -8003,7 +8442,6 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
     //    each client, in order on its own) and their ends, from one pass over the part.
     std::vector<OrderSample> samples;
     std::vector<OrderKey> keys;
-    OrderKey lo{INT64_MAX, UINT64_MAX}, hi{INT64_MIN, 0};
     // k: a splitter of S x `rounds` buckets is then off by at most a quarter of a bucket.
     auto take_samples = [&](std::uint64_t rounds) {
         samples.clear();
@@ -8011,8 +8449,6 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
             std::max<std::uint64_t>(1, total / (S * rounds) / (4 * static_cast<std::uint64_t>(std::max(1, n_clients))));
         std::vector<std::uint64_t> seen;  // events by client
         scan_part_keys(part, N, runs, [&](const OrderKey& key) {
-            lo = std::min(lo, key);
-            if (hi < key) hi = key;
             const auto c = static_cast<std::size_t>(key.tie >> 40);
             if (c >= seen.size()) seen.resize(c + 1, 0);
             if (++seen[c] % k == 0) samples.push_back({key, static_cast<double>(k)});
@@ -8021,10 +8457,6 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
     caught([&] {
         if (R == 1) {
             keys = part_keys(part, N, runs, writer->in_order(), key_memory);
-            if (N > 0) {
-                lo = keys.front();
-                hi = keys.back();
-            }
             const std::size_t m = std::min<std::size_t>(static_cast<std::size_t>(N), 64 * S);
             for (std::size_t i = 0; i < m; ++i)
                 samples.push_back({keys[static_cast<std::size_t>((2 * i + 1) * N / (2 * m))],
@@ -8034,26 +8466,6 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
         take_samples(R);
     });
     if (!all_ok()) return;
-
-    // Already in order: every part in order, and each part's first event after the last
-    // of the parts before it (keys compared without the row).
-    struct Edge {
-        std::int64_t first_ts, last_ts;
-        std::uint64_t first_client, last_client, events, in_order;
-    } mine{lo.ts, hi.ts, lo.tie >> 40, hi.tie >> 40, N, writer->in_order() ? 1u : 0u};
-    std::vector<Edge> edges(S);
-    check_mpi(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, edges.data(), sizeof mine, MPI_BYTE, sc, &r), "MPI_Iallgather");
-    wait();
-    bool in_order = true;
-    const Edge* prev = nullptr;
-    for (const Edge& e : edges) {
-        in_order = in_order && e.in_order;
-        if (e.events == 0) continue;
-        if (prev && (e.first_ts < prev->last_ts || (e.first_ts == prev->last_ts && e.first_client < prev->last_client)))
-            in_order = false;
-        prev = &e;
-    }
-    if (in_order) return;  // nothing to rewrite: `ordered` stays empty
 
     // 2. What every part holds: descriptions, and the unaligned fields' bitmaps.
     std::vector<std::vector<unsigned char>> descs(S);
@@ -8324,6 +8736,7 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
     } catch (...) {
         std::fprintf(stderr, "smalldata: fatal: %s\n", reason.c_str());
     }
+    im.release_held();
     if (im.writer) im.writer->close_on_abort();
     if (im.comm != MPI_COMM_NULL && !mpi_finalized()) {
         const auto n = static_cast<std::size_t>(im.n_servers);
@@ -8362,6 +8775,18 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
 
 // A server, from its loop: a rank failed. Answer, close the part file, answer again, and
 // wait to be ended by the failing rank's MPI_Abort.
+// A server merging its streams (StreamMerge) writes the batches it holds before its part
+// is closed on a failure: they were received, so they are kept. A batch that fails to
+// decode (the failure itself, perhaps) ends the release; those before it are written.
+inline void Impl::release_held() noexcept {
+    if (!merge) return;
+    try {
+        merge->release();
+    } catch (...) {
+    }
+    merge = nullptr;
+}
+
 inline void Impl::on_abort_notice(int from) noexcept {
     int token = rank;
     MPI_Request r1 = MPI_REQUEST_NULL, r2 = MPI_REQUEST_NULL;
@@ -8371,6 +8796,7 @@ inline void Impl::on_abort_notice(int from) noexcept {
                                   (writer && !opt.filename.empty() ? part_path(server_idx) : std::string()) + "'");
     } catch (...) {
     }
+    release_held();
     if (writer) writer->close_on_abort();
     MPI_Isend(&token, 1, MPI_INT, from, tag_abort_closed, comm, &r2);
     std::vector<MPI_Request> reqs{r1, r2};

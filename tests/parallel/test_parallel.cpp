@@ -2120,6 +2120,7 @@ namespace {
 // all come before the others', as when clients are given contiguous blocks of a run.
 int order_clients = 1;
 bool order_clustered = false;
+bool order_stall = false;  // client 0 sleeps 1.5 s after its 100th event
 std::int64_t order_n = 0;
 std::int64_t order_ts(std::int64_t i) {
     const std::int64_t c = i % order_clients, k = i / order_clients;
@@ -2158,6 +2159,8 @@ void time_order_run(const Options& o, std::int64_t n, std::size_t img_px, smalld
         for (std::int64_t i : smd.share(n)) {
             for (std::size_t k = 0; k < img.size(); ++k) img[k] = order_img(i, k);
             const std::int64_t t = order_ts(i);
+            if (order_stall && i == 100 * static_cast<std::int64_t>(clients))
+                std::this_thread::sleep_for(std::chrono::milliseconds(1500));
             smd.event(t, "x", static_cast<double>(i) * 0.5, "id", i, "det/img", smalldata::view(img.data(), {img_px}));
             if (i % 3 == 0) smd.event(t, "det/unaligned_u", static_cast<std::int32_t>(i));
             px.resize(zpeaks(i));
@@ -2225,6 +2228,110 @@ TEST_CASE("time_order: every dataset in timestamp order, ties by client, unalign
     o.cache_size = 64;
     o.batch_size = 37;
     time_order_run(o, 3000, 24);
+}
+
+// One server with several clients merges their streams as the batches arrive (the
+// clients' timestamps each increase): its part is written in order once, and the ordering
+// at done() moves nothing. A batch is held at most half a second (and a tenth of
+// checkpoint_seconds, next case): longer here, so that a loaded machine cannot end a hold.
+// Also with every event larger than batch_bytes (each travels as a large message).
+struct LongHold {
+    double was = smalldata::detail::merge_hold_seconds;
+    LongHold() { smalldata::detail::merge_hold_seconds = 600; }
+    ~LongHold() { smalldata::detail::merge_hold_seconds = was; }
+};
+TEST_CASE("time_order: one server merges its clients' streams as they arrive, nothing moves at done()",
+          "[mpi][time_order]") {
+    const LongHold hold;
+    for (const bool large : {false, true}) {
+        CAPTURE(large);
+        const std::string dir = fresh_dir("order_merge" + std::to_string(large));
+        Options o = layout_options(dir + "/tm.h5");
+        o.time_order = true;
+        o.checkpoint_seconds = 0;
+        o.batch_size = 37;
+        if (large) o.batch_bytes = 4096;
+        smalldata::Report rep;
+        time_order_run(o, 3000, large ? 4096 : 24, &rep);
+        if (world_size() == 1 || o.servers == 1)
+            CHECK(rep.order_events == 0);
+        else
+            CHECK(rep.order_events == 3000);  // several servers: every part's events move
+    }
+}
+
+// Uniform batches (every event the same aligned fields, as most programs give) of several
+// clients are merged field by field; with a callback, event by event, and the callback
+// sees the events in time order (one server). Every row is checked; nothing moves at done().
+TEST_CASE("time_order: uniform batches of several clients merged field by field; with a callback, event by event",
+          "[mpi][time_order]") {
+    const LongHold hold;
+    for (const bool callback : {false, true}) {
+        CAPTURE(callback);
+        const std::string dir = fresh_dir("order_uniform" + std::to_string(callback));
+        Options o = layout_options(dir + "/tu.h5");
+        o.time_order = true;
+        o.checkpoint_seconds = 0;
+        o.batch_size = 50;
+        std::int64_t seen = 0, backwards = 0, last = INT64_MIN;
+        if (callback)
+            o.callbacks.push_back([&](const smalldata::Event& e) {
+                ++seen;
+                backwards += e.timestamp() < last;
+                last = e.timestamp();
+            });
+        const std::int64_t n = 6000;
+        int clients = 1;
+        smalldata::Report rep;
+        {
+            SmallData smd(o);
+            clients = order_clients = std::max(1, smd.client_count());
+            for (std::int64_t i : smd.share(n)) {
+                const float v[3] = {static_cast<float>(i), 1.0f, static_cast<float>(-i)};
+                smd.event(order_ts(i), "x", static_cast<double>(i) * 0.5, "id", i, "v", smalldata::view(v, {3}));
+            }
+            smd.done();
+            rep = smd.report();
+        }
+        CHECK(sum_over_world(seen) == (callback ? n : 0));
+        if (world_size() == 1 || o.servers == 1) CHECK(backwards == 0);  // in time order
+        if (world_size() == 1 || o.servers == 1) CHECK(rep.order_events == 0);
+        if (world_rank() != 0) continue;
+        const std::vector<std::int64_t> want = expected_order(n, clients);
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        const auto id = f.read<std::int64_t>("id");
+        const auto x = f.read<double>("x");
+        const auto v = f.read<float>("v");
+        REQUIRE(id.size() == static_cast<std::size_t>(n));
+        REQUIRE(v.size() == 3 * static_cast<std::size_t>(n));
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < static_cast<std::size_t>(n); ++r) {
+            const std::int64_t i = want[r];
+            bad += id[r] != i;
+            bad += ts[r] != order_ts(i);
+            bad += x[r] != static_cast<double>(i) * 0.5;
+            bad += v[3 * r] != static_cast<float>(i) || v[3 * r + 1] != 1.0f || v[3 * r + 2] != static_cast<float>(-i);
+        }
+        CHECK(bad == 0);
+    }
+}
+
+// A client that stalls: the server holds the other clients' batches for a tenth of
+// checkpoint_seconds, then writes them (the checkpoint promise keeps its room). The
+// stalled client's events then arrive behind them, and the ordering at done() moves the
+// events instead: the file is in time order all the same.
+TEST_CASE("time_order: a stalled client ends the merge's hold; the file is in order all the same", "[mpi][time_order]") {
+    const std::string dir = fresh_dir("order_stall");
+    Options o = layout_options(dir + "/ts.h5");
+    o.time_order = true;
+    o.checkpoint_seconds = 1;
+    o.batch_size = 37;
+    smalldata::Report rep;
+    order_stall = true;
+    time_order_run(o, 3000, 24, &rep);
+    order_stall = false;
+    CHECK(rep.order_events == (rep.clients.size() >= 2 ? 3000u : 0u));  // one client: in order
 }
 
 TEST_CASE("time_order combined with compression and self_contained: every combination", "[mpi][time_order][compression]") {
@@ -2331,6 +2438,9 @@ TEST_CASE("time_order: an ordering that fails leaves every event in arrival orde
     const std::string dir = fresh_dir("order_fail");
     Options o = layout_options(dir + "/tf.h5");
     o.time_order = true;
+    // A server merges its clients' streams only with 4 batches' room in an eighth of
+    // cache_memory: here it does not, so several clients' events arrive out of order.
+    o.cache_memory = std::size_t(4) << 20;
     const std::string blocked = dir + "/tf_part0.h5.ordered";
     std::string code, what;
     int clients = 1;

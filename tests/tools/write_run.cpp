@@ -8,7 +8,8 @@
 // SMALLDATA_TEST_TIME_ORDER=1: Options::time_order. SMALLDATA_TEST_STOP_ORDERED=DIR as well:
 // each server, once its time range is complete in <part>.ordered, writes DIR/ordered<k>,
 // waits (at most 60 s) until every server has, and ends the process (_exit): the state of
-// a job killed between the ordering and its switch.
+// a job killed between the ordering and its switch (with cache_memory 4 MiB, so that one
+// server, too, rewrites its part there instead of merging its clients' streams).
 // SMALLDATA_TEST_SELF_CONTAINED=1: Options::self_contained. SMALLDATA_TEST_STOP_FLATTEN=STAGE
 // as well: the joining rank ends the process (_exit) inside the self-contained copy, at
 // detail::flatten_hook's STAGE (0: one per-event dataset copied; 1: the copy in place, the
@@ -76,6 +77,9 @@ int main(int argc, char** argv) {
             stop_dir = d;
             stop_servers = opt.servers;
             smalldata::detail::order_hook = stop_ordered;
+            // One server would merge its clients' streams and write its part in order at
+            // once; with no room for that merge it rewrites the part in done(), as here wanted.
+            opt.cache_memory = std::size_t(4) << 20;
         }
         opt.self_contained = std::getenv("SMALLDATA_TEST_SELF_CONTAINED") != nullptr;
         if (const char* st = std::getenv("SMALLDATA_TEST_STOP_FLATTEN")) {
