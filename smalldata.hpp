@@ -4010,6 +4010,64 @@ struct WField {
     std::vector<std::uint64_t> given;
 };
 
+// ---- ClientRuns: the client of every event of a part, in row order (Options::time_order;
+// the ordering's tie-break, section 19). Runs of (client, events), 16 bytes a run; once
+// runs average under 8 events (a server merging clients that alternate: a run per
+// event), one 16-bit client per event instead, if every client index fits.
+class ClientRuns {
+public:
+    using Runs = std::vector<std::pair<std::uint32_t, std::uint64_t>>;
+    void add(std::uint32_t client, std::uint64_t n) {
+        if (n == 0) return;
+        events_ += n;
+        top_ = std::max(top_, client);
+        if (dense_) {
+            each_.insert(each_.end(), static_cast<std::size_t>(n), static_cast<std::uint16_t>(client));
+            return;
+        }
+        if (!runs_.empty() && runs_.back().first == client)
+            runs_.back().second += n;
+        else
+            runs_.emplace_back(client, n);
+        if (runs_.size() >= 4096 && runs_.size() * 8 > events_ && top_ <= UINT16_MAX) to_dense();
+    }
+    bool dense() const noexcept { return dense_; }
+    const Runs& runs() const noexcept { return runs_; }  // empty once dense
+    std::uint64_t events() const noexcept { return events_; }
+    std::size_t bytes() const noexcept { return runs_.capacity() * sizeof(Runs::value_type) + each_.capacity() * 2; }
+    // The client of each row in turn, from row 0.
+    class Cursor {
+    public:
+        explicit Cursor(const ClientRuns& c) : c_(c) {}
+        std::uint64_t next() {
+            if (c_.dense_) return at_ < c_.each_.size() ? c_.each_[static_cast<std::size_t>(at_++)] : 0;
+            while (left_ == 0 && run_ < c_.runs_.size()) {
+                left_ = c_.runs_[run_].second;
+                client_ = c_.runs_[run_++].first;
+            }
+            if (left_ > 0) --left_;
+            return client_;
+        }
+    private:
+        const ClientRuns& c_;
+        std::uint64_t at_ = 0, left_ = 0, client_ = 0;
+        std::size_t run_ = 0;
+    };
+
+private:
+    void to_dense() {
+        reserve_huge(each_, static_cast<std::size_t>(2 * events_));
+        for (const auto& r : runs_) each_.insert(each_.end(), static_cast<std::size_t>(r.second), static_cast<std::uint16_t>(r.first));
+        Runs().swap(runs_);
+        dense_ = true;
+    }
+    Runs runs_;
+    std::vector<std::uint16_t> each_;
+    std::uint64_t events_ = 0;
+    std::uint32_t top_ = 0;
+    bool dense_ = false;
+};
+
 class Writer {
 public:
     // path empty: no file, only the event count (callbacks-only mode).
@@ -4110,7 +4168,7 @@ public:
         int first_client = 0, last_client = 0;
     };
     Ends order_ends() const noexcept { return Ends{first_ts_, last_ts_, first_client_, std::max(last_client_, 0)}; }
-    const std::vector<std::pair<std::uint32_t, std::uint64_t>>& client_runs() const noexcept { return client_runs_; }
+    const ClientRuns& client_runs() const noexcept { return client_runs_; }
     // After finish(): every cache buffer is freed (for the ordering's memory).
     void release_caches() {
         free_spares();
@@ -4760,7 +4818,7 @@ private:
     bool in_order_ = true;
     int client_ = 0, last_client_ = -1, first_client_ = 0;
     std::int64_t last_ts_ = 0, first_ts_ = 0;
-    std::vector<std::pair<std::uint32_t, std::uint64_t>> client_runs_;  // (client, events)
+    ClientRuns client_runs_;
     void note_order(const unsigned char* ts, std::size_t stride, std::size_t n) {
         for (std::size_t i = 0; i < n; ++i) {
             std::int64_t t;
@@ -4774,11 +4832,7 @@ private:
             last_ts_ = t;
             last_client_ = client_;
         }
-        if (n == 0) return;
-        if (!client_runs_.empty() && client_runs_.back().first == static_cast<std::uint32_t>(client_))
-            client_runs_.back().second += n;
-        else
-            client_runs_.emplace_back(static_cast<std::uint32_t>(client_), n);
+        client_runs_.add(static_cast<std::uint32_t>(client_), n);
     }
     static void mark_given(WField& f, std::uint64_t e0, std::size_t n) {
         const std::uint64_t end = e0 + n;
@@ -5188,8 +5242,7 @@ private:
         l.held.push_back(std::move(h));
         drain();
         if (held_bytes_ > budget_) release();
-        const auto& runs = w_.client_runs();
-        if (runs.capacity() * sizeof(runs[0]) > budget_) {  // from now on in arrival order
+        if (w_.client_runs().bytes() > budget_) {  // from now on in arrival order
             release();
             active_ = false;
         }
@@ -7410,17 +7463,14 @@ inline void sort_part_keys(std::vector<OrderKey>& keys, const std::vector<std::p
 // Calls f(key) for every event of a part file, in row order: its timestamps read in
 // blocks, the client of each row from the writer's runs.
 template <class F>
-void scan_part_keys(const std::string& path, std::uint64_t events, const std::vector<std::pair<std::uint32_t, std::uint64_t>>& runs,
-                    F&& f) {
+void scan_part_keys(const std::string& path, std::uint64_t events, const ClientRuns& runs, F&& f) {
     if (events == 0) return;
     H5Quiet q;
     H5Id file = h5_open_read(path);
     if (!file.valid()) throw_h5("cannot open '" + path + "' to sort its events");
     H5Id d(H5Dopen2(file.get(), "timestamp", H5P_DEFAULT), H5Dclose);
     if (!d.valid()) throw_h5("cannot open the timestamps of '" + path + "'");
-    std::size_t run = 0;
-    std::uint64_t left = runs.empty() ? events : runs[0].second;
-    std::uint64_t client = runs.empty() ? 0 : runs[0].first;
+    ClientRuns::Cursor client(runs);
     const std::uint64_t block = std::uint64_t(1) << 16;  // 512 KiB of timestamps at a time
     std::vector<std::int64_t> ts;
     for (std::uint64_t at = 0; at < events; at += block) {
@@ -7431,26 +7481,21 @@ void scan_part_keys(const std::string& path, std::uint64_t events, const std::ve
         H5Id mspace = h5_space(static_cast<long long>(n), Shape{});
         if (H5Dread(d.get(), H5T_NATIVE_INT64, mspace.get(), fspace.get(), H5P_DEFAULT, ts.data()) < 0)
             throw_h5("cannot read the timestamps of '" + path + "'");
-        for (std::uint64_t i = 0; i < n; ++i) {
-            while (left == 0 && run + 1 < runs.size()) {
-                ++run;
-                left = runs[run].second;
-                client = runs[run].first;
-            }
-            if (left > 0) --left;
-            f(OrderKey{ts[static_cast<std::size_t>(i)], client << 40 | (at + i)});
-        }
+        for (std::uint64_t i = 0; i < n; ++i) f(OrderKey{ts[static_cast<std::size_t>(i)], client.next() << 40 | (at + i)});
     }
 }
 
 // The keys of one part file, sorted. `sorted`: the writer saw them arrive in order.
-inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t events,
-                                       const std::vector<std::pair<std::uint32_t, std::uint64_t>>& runs, bool sorted,
-                                       std::size_t memory) {
+inline std::vector<OrderKey> part_keys(const std::string& path, std::uint64_t events, const ClientRuns& runs,
+                                       bool sorted, std::size_t memory) {
     std::vector<OrderKey> keys;
     reserve_huge(keys, static_cast<std::size_t>(events));
     scan_part_keys(path, events, runs, [&](const OrderKey& k) { keys.push_back(k); });
-    if (!sorted) sort_part_keys(keys, runs, memory);
+    if (sorted) return keys;
+    if (runs.dense())  // runs too short to merge by
+        std::sort(keys.begin(), keys.end());
+    else
+        sort_part_keys(keys, runs.runs(), memory);
     return keys;
 }
 

@@ -889,6 +889,49 @@ TEST_CASE("sort_part_keys: a part's clients merged, or sorted in place when memo
     CHECK(same(many, many_sorted));
 }
 
+TEST_CASE("ClientRuns: runs while they are long, one client per event once they alternate", "[internals][order]") {
+    // Long runs: kept as runs, read back row by row.
+    ClientRuns a;
+    std::vector<std::uint64_t> want;
+    for (std::uint32_t b = 0; b < 100; ++b) {
+        const std::uint32_t c = b % 3, n = 10 + b % 7;
+        a.add(c, n);
+        want.insert(want.end(), n, c);
+    }
+    a.add(2, 0);  // nothing
+    CHECK_FALSE(a.dense());
+    CHECK(a.runs().size() == 100);
+    CHECK(a.events() == want.size());
+    ClientRuns::Cursor ca(a);
+    std::size_t bad = 0;
+    for (std::uint64_t w : want) bad += ca.next() != w;
+    CHECK(bad == 0);
+    // Clients that alternate event by event (a server merging its clients' streams): from
+    // 4,096 runs on, one 16-bit client per event, 2 bytes instead of 16 per event.
+    ClientRuns m;
+    want.clear();
+    for (std::uint32_t e = 0; e < 100000; ++e) {
+        const std::uint32_t c = e % 3 == 0 ? 7 : e % 5;
+        m.add(c, 1);
+        want.push_back(c);
+    }
+    m.add(1, 3);
+    want.insert(want.end(), 3, 1);
+    CHECK(m.dense());
+    CHECK(m.runs().empty());
+    CHECK(m.events() == want.size());
+    CHECK(m.bytes() <= 4 * want.size());
+    ClientRuns::Cursor cm(m);
+    bad = 0;
+    for (std::uint64_t w : want) bad += cm.next() != w;
+    CHECK(bad == 0);
+    // A client index beyond 16 bits keeps the runs.
+    ClientRuns big;
+    for (std::uint32_t e = 0; e < 10000; ++e) big.add(e % 2 ? 70000 : 1, 1);
+    CHECK_FALSE(big.dense());
+    CHECK(big.runs().size() == 10000);
+}
+
 TEST_CASE("PartFile: the time ordering's reads of a part; a file cut short is an error naming it", "[internals][order]") {
     const std::string path = "internals_partfile.bin";
     std::vector<unsigned char> bytes(8192);
