@@ -3088,6 +3088,8 @@ namespace detail {
 //       WriteQueue     the write thread ("Thread"): jobs (plain callables), the jobs not
 //                      yet done, the sticky first error, each field's spare buffers, and
 //                      counters of its own (write_queue_counters()). No HDF5 either.
+//       ClientRuns     the client of every event (Options::time_order's tie-break): runs,
+//                      or one 16-bit client per event once runs are short.
 //       Writer         the fields (WField: meta, RowCache, Dataset, the queue's Slot) and
 //                      the file: events, its Sink (FieldSink: the write thread or here),
 //                      checkpoints, errors, finish and close, the time-order hooks.
@@ -5114,7 +5116,7 @@ private:
 //     before the server's forced checkpoint, an abort, or the end of the streams;
 //   - when their buffers pass `budget` bytes (clients further apart than that).
 // `budget` is an eighth of cache_memory, at most 32 MiB, and no merge below 4 batches.
-// The merge stops for good when the writer's client runs (one per event when clients
+// The merge stops for good when the writer's ClientRuns (2 bytes per event when clients
 // alternate) pass `budget` too. Holding costs no event, and a release at worst order:
 // the part is then out of order and the ordering at done() moves its events.
 class StreamMerge {
