@@ -5112,8 +5112,10 @@ private:
 // merge order,
 //   - when the oldest was held hold_seconds (0.5 s, merge_hold_seconds, or a tenth of
 //     checkpoint_seconds if less: the checkpoint promise keeps its room; and clients
-//     that wait for each other, one for a slot the server holds, are never stuck), and
-//     before the server's forced checkpoint, an abort, or the end of the streams;
+//     that wait for each other, one for a slot the server holds, are never stuck) and
+//     the server waits with nothing come (poll: a server busy or blocked in a write first
+//     takes what came meanwhile), and before the server's forced checkpoint, an abort,
+//     or the end of the streams;
 //   - when their buffers pass `budget` bytes (clients further apart than that).
 // `budget` is an eighth of cache_memory, at most 32 MiB, and no merge below 4 batches.
 // The merge stops for good when the writer's ClientRuns (2 bytes per event when clients
@@ -5853,7 +5855,6 @@ inline void Impl::run_server() {
             MPI_Status st;
             check_mpi(MPI_Test(&abort_req, &flag, &st), "MPI_Test");
             if (flag) on_abort_notice(st.MPI_SOURCE);
-            if (merge) merge->poll(now_seconds());
             if (stop_requested.load(std::memory_order_relaxed) != 0 && !stop_seen) {
                 stop_seen = true;  // the clients end at their next event(): make all held durable now
                 if (merge) merge->release();
@@ -5863,6 +5864,13 @@ inline void Impl::run_server() {
                                         (opt.filename.empty() ? std::string() : part_path(server_idx)) + "'");
             }
             writer->checkpoint_if_due();  // also while no batch comes
+        };
+        // While nothing has come: also the merge's deadline (StreamMerge::poll). Only here,
+        // so that a server that was busy (or blocked in a write) takes what came meanwhile,
+        // from the client the merge waits for perhaps, before it gives up waiting.
+        const std::function<void()> poll_idle = [&] {
+            poll();
+            if (merge) merge->poll(now_seconds());
         };
         // Completes every receive whose message is here. Called before each decode: a large
         // message is copied only when the receiver drives MPI, so doing it now frees the
@@ -5887,7 +5895,7 @@ inline void Impl::run_server() {
             MPI_Status st;
             if (!arrived[head]) {
                 idle_since = now_seconds();
-                wait_gently(reqs[head], opt.idle_sleep_max_us, &st, poll);
+                wait_gently(reqs[head], opt.idle_sleep_max_us, &st, poll_idle);
                 stats.idle_seconds += now_seconds() - idle_since;
                 idle_since = 0;
             } else {

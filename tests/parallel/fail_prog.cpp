@@ -35,7 +35,8 @@
 //   bad-option   : only world rank 0 sets batch_bytes = 512 (below the minimum)
 //   Any other failure of `good` (missing directory, a directory or a foreign file at the
 //   part path) is set up by run_fail.py around the same program.
-// SMALLDATA_TEST_WRITE_THREAD=1 in the environment gives the server a write thread.
+// SMALLDATA_TEST_WRITE_THREAD=1 in the environment gives the server a write thread;
+// SMALLDATA_TEST_TIME_ORDER=1 sets Options::time_order.
 #include "smalldata.hpp"
 
 #include <chrono>
@@ -64,6 +65,7 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
     o.cache_size = 1000;
     o.abort_grace_ms = 5000;
     if (std::getenv("SMALLDATA_TEST_WRITE_THREAD")) o.write_thread = 1;
+    if (std::getenv("SMALLDATA_TEST_TIME_ORDER")) o.time_order = true;
     if (mode == "busy-abort") o.callbacks.push_back([](const smalldata::Event&) { spin_us(3); });
     if (mode == "nonstd-throw") {
         o.callbacks.push_back([seen = std::int64_t(0)](const smalldata::Event&) mutable {

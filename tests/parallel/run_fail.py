@@ -17,6 +17,7 @@ from failrun import LIMIT, finish, h5py, np, run_limited  # noqa: E402 - tests/f
 
 RANKS = 4   # 1 server + 3 clients
 WRITE_THREAD = {"SMALLDATA_TEST_WRITE_THREAD": "1"}
+TIME_ORDER = {"SMALLDATA_TEST_TIME_ORDER": "1"}
 
 
 class Mode:
@@ -170,6 +171,28 @@ MODES.append(Mode("sigterm", "sigterm", needles=["rank 2, client 1", "interrupte
 # The original modes run once more with a write thread on the server.
 MODES += [Mode(m.name + " (write thread)", m.prog_mode, needles=m.needles, env=WRITE_THREAD)
           for m in MODES[:4]]
+
+
+def sigterm_ordered_check(work, state):
+    """sigterm_check, and the final file in timestamp order: the one server merged its
+    three clients' streams, stopped early by one of them, and released what it held."""
+    problems = sigterm_check(work, state)
+    try:
+        with h5py.File(os.path.join(work, "out.h5"), "r") as f:
+            ts = f["timestamp"][:]
+    except Exception as e:  # noqa: BLE001
+        return problems + [f"final file unreadable: {e}"]
+    if not np.all(np.diff(ts) > 0):
+        problems.append("the final file is not in timestamp order")
+    return problems
+
+
+# Options::time_order with one server and three clients: the server merges their streams
+# and holds batches; a failure, or a stop, must write what it holds and close the part.
+MODES += [Mode("user-throw (time order)", "user-throw", needles=["rank 3, client 2", "fatal", "detector exploded"],
+               env=TIME_ORDER),
+          Mode("sigterm (time order)", "sigterm", needles=["rank 2, client 1", "interrupted by SIGTERM"],
+               files=("out.h5", "out_part0.h5"), check=sigterm_ordered_check, env=TIME_ORDER)]
 
 
 def run_mode(m, mpiexec, prog, root):
