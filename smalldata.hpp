@@ -4059,7 +4059,8 @@ public:
 private:
     void to_dense() {
         reserve_huge(each_, static_cast<std::size_t>(2 * events_));
-        for (const auto& r : runs_) each_.insert(each_.end(), static_cast<std::size_t>(r.second), static_cast<std::uint16_t>(r.first));
+        for (const auto& r : runs_)
+            each_.insert(each_.end(), static_cast<std::size_t>(r.second), static_cast<std::uint16_t>(r.first));
         Runs().swap(runs_);
         dense_ = true;
     }
@@ -7491,7 +7492,8 @@ void scan_part_keys(const std::string& path, std::uint64_t events, const ClientR
         H5Id mspace = h5_space(static_cast<long long>(n), Shape{});
         if (H5Dread(d.get(), H5T_NATIVE_INT64, mspace.get(), fspace.get(), H5P_DEFAULT, ts.data()) < 0)
             throw_h5("cannot read the timestamps of '" + path + "'");
-        for (std::uint64_t i = 0; i < n; ++i) f(OrderKey{ts[static_cast<std::size_t>(i)], client.next() << 40 | (at + i)});
+        for (std::uint64_t i = 0; i < n; ++i)
+            f(OrderKey{ts[static_cast<std::size_t>(i)], client.next() << 40 | (at + i)});
     }
 }
 
@@ -8473,17 +8475,19 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
         struct Edge {
             std::int64_t first_ts, last_ts;
             std::uint64_t first_client, last_client, events, in_order;
-        } mine{e.first_ts, e.last_ts, static_cast<std::uint64_t>(e.first_client), static_cast<std::uint64_t>(e.last_client),
-               N, writer->in_order() ? 1u : 0u};
+        } mine{e.first_ts, e.last_ts, static_cast<std::uint64_t>(e.first_client),
+               static_cast<std::uint64_t>(e.last_client), N, writer->in_order() ? 1u : 0u};
         std::vector<Edge> edges(S);
-        check_mpi(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, edges.data(), sizeof mine, MPI_BYTE, sc, &r), "MPI_Iallgather");
+        check_mpi(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, edges.data(), sizeof mine, MPI_BYTE, sc, &r),
+                  "MPI_Iallgather");
         wait();
         bool in_order = true;
         const Edge* prev = nullptr;
         for (const Edge& x : edges) {
             in_order = in_order && x.in_order;
             if (x.events == 0) continue;
-            if (prev && (x.first_ts < prev->last_ts || (x.first_ts == prev->last_ts && x.first_client < prev->last_client)))
+            if (prev &&
+                (x.first_ts < prev->last_ts || (x.first_ts == prev->last_ts && x.first_client < prev->last_client)))
                 in_order = false;
             prev = &x;
         }

@@ -2240,16 +2240,21 @@ struct LongHold {
     LongHold() { smalldata::detail::merge_hold_seconds = 600; }
     ~LongHold() { smalldata::detail::merge_hold_seconds = was; }
 };
+// layout_options() for the merge's cases, in a fresh directory: time_order, batches of
+// `batch` events, no checkpoints (a hold ends at merge_hold_seconds only).
+Options merge_options(const std::string& name, std::size_t batch) {
+    Options o = layout_options(fresh_dir(name) + "/" + name + ".h5");
+    o.time_order = true;
+    o.checkpoint_seconds = 0;
+    o.batch_size = batch;
+    return o;
+}
 TEST_CASE("time_order: one server merges its clients' streams as they arrive, nothing moves at done()",
           "[mpi][time_order]") {
     const LongHold hold;
     for (const bool large : {false, true}) {
         CAPTURE(large);
-        const std::string dir = fresh_dir("order_merge" + std::to_string(large));
-        Options o = layout_options(dir + "/tm.h5");
-        o.time_order = true;
-        o.checkpoint_seconds = 0;
-        o.batch_size = 37;
+        Options o = merge_options("order_merge" + std::to_string(large), 37);
         if (large) o.batch_bytes = 4096;
         smalldata::Report rep;
         time_order_run(o, 3000, large ? 4096 : 24, &rep);
@@ -2268,11 +2273,7 @@ TEST_CASE("time_order: uniform batches of several clients merged field by field;
     const LongHold hold;
     for (const bool callback : {false, true}) {
         CAPTURE(callback);
-        const std::string dir = fresh_dir("order_uniform" + std::to_string(callback));
-        Options o = layout_options(dir + "/tu.h5");
-        o.time_order = true;
-        o.checkpoint_seconds = 0;
-        o.batch_size = 50;
+        Options o = merge_options("order_uniform" + std::to_string(callback), 50);
         std::int64_t seen = 0, backwards = 0, last = INT64_MIN;
         if (callback)
             o.callbacks.push_back([&](const smalldata::Event& e) {
