@@ -5236,8 +5236,7 @@ private:
         h.arrived = now_seconds();
         if (h.left == 0) {
             d_.end(s, h.r);
-            if (h.slot_flag) h.slot_flag->store(1, std::memory_order_release);
-            spares_.push_back(std::move(h.buf));
+            give_back(h);
             return;
         }
         Lane& l = lane(s);
@@ -5303,7 +5302,7 @@ private:
     // gathered in merge order in one loop (Writer::put_gather). false: not so, nothing done.
     bool gather(Key outer) {
         if (!d_.plain()) return false;
-        glanes_.clear();
+        cursors_.clear();
         const Held* first = nullptr;
         for (Lane& l : lanes_) {
             if (l.held.empty()) continue;
@@ -5320,7 +5319,7 @@ private:
                 for (std::size_t k = 0; k < h.slots.size(); ++k)
                     if (h.slots[k].f != first->slots[k].f || h.slots[k].at != first->slots[k].at) return false;
             }
-            glanes_.push_back(Cursor{&l, h.r.p, h.left});
+            cursors_.push_back(Cursor{&l, h.r.p, h.left});
         }
         const std::size_t rec = first->rec;
         recs_.clear();
@@ -5329,7 +5328,7 @@ private:
         for (;;) {
             Cursor* c = nullptr;
             Key kc{};
-            for (Cursor& g : glanes_) {
+            for (Cursor& g : cursors_) {
                 if (g.left == 0) continue;
                 Key k{0, g.lane->s->client};
                 std::memcpy(&k.ts, g.p, 8);
@@ -5349,7 +5348,7 @@ private:
         for (const Decoder::Slot& sl : first->slots)
             w_.put_gather(*sl.f, n, [&](std::size_t i) { return recs_[i] + sl.at; });
         w_.end_events(ts_.data(), clients_.data(), n);
-        for (Cursor& g : glanes_) {
+        for (Cursor& g : cursors_) {
             Lane& l = *g.lane;
             Held& h = l.held.front();
             const std::uint32_t used = h.left - g.left;
@@ -5398,11 +5397,14 @@ private:
     // given back.
     void pop(Lane& l) {
         Held& h = l.held.front();
-        if (h.slot_flag) h.slot_flag->store(1, std::memory_order_release);
         held_bytes_ -= h.buf.size();
         --held_batches_;
-        spares_.push_back(std::move(h.buf));
+        give_back(h);
         l.held.pop_front();
+    }
+    void give_back(Held& h) {
+        if (h.slot_flag) h.slot_flag->store(1, std::memory_order_release);
+        spares_.push_back(std::move(h.buf));
     }
 
     Decoder& d_;
@@ -5415,7 +5417,7 @@ private:
         const unsigned char* p;
         std::uint32_t left;
     };
-    std::vector<Cursor> glanes_;
+    std::vector<Cursor> cursors_;
     std::vector<const unsigned char*> recs_;  // gather(): the events' records in merge order,
     std::vector<std::int64_t> ts_;            // their timestamps
     std::vector<int> clients_;                // and clients
@@ -5820,12 +5822,13 @@ inline void Impl::run_server() {
     // Outside the try: a failure below still writes what the merge holds (abort_job).
     std::vector<Stream> streams;
     Decoder decoder(*writer, opt.callbacks);
-    StreamMerge merger(decoder, *writer, StreamMerge::budget(opt, n_servers, n_clients),
+    const std::size_t merge_bytes = StreamMerge::budget(opt, n_servers, n_clients);  // 0: no merge
+    StreamMerge merger(decoder, *writer, merge_bytes,
                        opt.checkpoint_seconds > 0 ? std::min(opt.checkpoint_seconds / 10, merge_hold_seconds)
                                                   : merge_hold_seconds);
     try {
         streams.resize(static_cast<std::size_t>(size));
-        const bool merging = StreamMerge::budget(opt, n_servers, n_clients) > 0;
+        const bool merging = merge_bytes > 0;
         int remaining = 0;
         for (int c = server_idx; c < n_clients; c += n_servers) {
             Stream& s = streams[static_cast<std::size_t>(n_servers + c)];
