@@ -125,7 +125,8 @@
 //     done(): a summary as a dataset beside the fields, an attribute on the object its
 //     path names (a field, in parallel mode its virtual dataset; a group; a summary; ""
 //     the root group). Other clients' calls are ignored. The same name (for an attribute:
-//     path and name) saved again replaces the value.
+//     path and name) saved again replaces the value. With no file (an empty filename)
+//     done() warns, naming what was not saved.
 //
 // OPTIONS   (all in smalldata::Options; see section 3 for defaults)
 //   servers, clients, filename, batch_size, cache_size, callbacks, comm    (API contract)
@@ -9623,12 +9624,29 @@ SmallData::~SmallData() {
     }
 }
 
+namespace detail {
+// Options::filename "" writes no file: what save_summary() and save_attribute() were given
+// has nowhere to go. Said once, at done(), by the rank that holds it, naming it.
+inline void warn_unsaved(const Impl& im) {
+    if (!im.opt.filename.empty() || (im.summary.empty() && im.attributes.empty())) return;
+    std::vector<std::string> what;
+    for (const SummaryItem& s : im.summary) what.push_back("summary '" + attribute_text(s.name) + "'");
+    for (const AttributeItem& a : im.attributes) what.push_back(attribute_what(a.path, a.value.name));
+    std::string list;
+    const std::size_t shown = std::min<std::size_t>(what.size(), 5);
+    for (std::size_t i = 0; i < shown; ++i) list += (i ? ", " : "") + what[i];
+    if (what.size() > shown) list += " and " + std::to_string(what.size() - shown) + " more";
+    warn("no output file (Options::filename is empty): not saved: " + list);
+}
+}  // namespace detail
+
 void SmallData::done() {
     using namespace detail;
     Impl& im = *impl_;
     if (im.finished) return;
     im.finished = true;
     packer_ = nullptr;
+    warn_unsaved(im);
     if (im.role != Role::server) im.t_stream_end = now_seconds();
     if (im.role == Role::serial) {
         // Whatever fails (a callback in the last batch, a write), the writer is finished:

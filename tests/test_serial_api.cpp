@@ -864,20 +864,41 @@ TEST_CASE("a callback that throws loses the rest of its batch but never writes a
 
 TEST_CASE("with an empty filename callbacks run and no file is written", "[serial][callbacks]") {
     std::vector<SeenEvent> seen;
+    std::vector<std::string> warnings;
     std::int64_t reduced = 0;
     const std::vector<std::string> left = files_left_in_cwd("empty_filename_cwd", [&] {
         smalldata::Options o;
         o.callbacks.push_back([&](const smalldata::Event& ev) { seen.push_back(record(ev)); });
+        o.logger = [&](smalldata::LogLevel level, const std::string& m) {
+            if (level == smalldata::LogLevel::warning) warnings.push_back(m);
+        };
         smalldata::SmallData smd(o);
         CHECK(smd.role() == Role::serial);
         three_events(smd);
         reduced = smd.sum(std::int64_t(3));
-        smd.save_summary("n", reduced);  // nowhere to go: must not fail or write
+        smd.save_summary("n", reduced);  // nowhere to go: must not fail or write, and done() says so
+        for (int i = 0; i < 6; ++i) smd.save_summary("s" + std::to_string(i), i);
         smd.done();
+        smd.done();  // said once
     });
     check_three_events(seen);
     CHECK(reduced == 3);
     CHECK(left.empty());
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("no output file (Options::filename is empty): not saved: summary 'n', summary 's0', "
+                           "summary 's1', summary 's2', summary 's3' and 2 more") != std::string::npos);
+}
+
+TEST_CASE("with an empty filename and nothing saved, done() warns of nothing", "[serial][callbacks]") {
+    std::vector<std::string> warnings;
+    smalldata::Options o;
+    o.logger = [&](smalldata::LogLevel level, const std::string& m) {
+        if (level == smalldata::LogLevel::warning) warnings.push_back(m);
+    };
+    smalldata::SmallData smd(o);
+    three_events(smd);
+    smd.done();
+    CHECK(warnings.empty());
 }
 
 // ==================================================================== done(), destructor

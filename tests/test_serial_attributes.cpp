@@ -227,12 +227,19 @@ TEST_CASE("invalid attribute paths and names are refused at save_attribute(); th
 }
 
 TEST_CASE("with an empty filename attributes are accepted and nothing is written", "[serial][attributes]") {
-    smalldata::SmallData smd(smalldata::Options{});
+    std::vector<std::string> warnings;
+    smalldata::Options o;
+    o.logger = [&](smalldata::LogLevel level, const std::string& m) {
+        if (level == smalldata::LogLevel::warning) warnings.push_back(m);
+    };
+    smalldata::SmallData smd(o);
     smd.event(0, "x", 1.0);
     smd.save_attribute("x", "units", "mm");
     smd.save_attribute("nope", "units", "mm");  // no file: no object to look for
     CHECK(thrown([&] { smd.save_attribute("x", "", 1.0); }).code == "name");
     CHECK_NOTHROW(smd.done());
+    REQUIRE(warnings.size() == 1);  // what was not saved, named
+    CHECK(warnings[0].find("not saved: attribute 'units' of 'x', attribute 'units' of 'nope'") != std::string::npos);
 }
 
 // ==================================================================== std::vector<bool>

@@ -367,15 +367,32 @@ TEST_CASE("an empty filename writes nothing and still runs the callbacks", "[mpi
     Options o = base_options();
     o.servers = servers_for(size);
     o.callbacks.push_back([&](const smalldata::Event&) { ++seen; });
+    std::vector<std::string> unsaved;  // the warnings of what could not be saved
+    o.logger = [&](smalldata::LogLevel level, const std::string& m) {
+        if (level == smalldata::LogLevel::warning && m.find("no output file") != std::string::npos) unsaved.push_back(m);
+    };
     const std::int64_t n = 1234;
+    bool holder = false;  // client 0, or the serial process: the one that holds summaries
     {
         SmallData smd(o);
+        holder = smd.summary() && smd.client_index() == 0;
         for (std::int64_t i : smd.share(n)) smd.event(i, "x", i);
         if (smd.summary()) smd.save_summary("total", smd.sum(std::int64_t(1)));
+        smd.save_attribute("x", "units", "mm");
         smd.done();
     }
     CHECK(sum_over_world(seen) == n);
     if (world_rank() == 0) CHECK(std::filesystem::is_empty(dir));
+    // Nothing is dropped silently: the rank that held them names them, once.
+    if (holder) {
+        CHECK(unsaved.size() == 1);  // CHECK, not REQUIRE: every rank must reach the collective below
+        if (!unsaved.empty())
+            CHECK(unsaved[0].find("no output file (Options::filename is empty): not saved: summary 'total', "
+                                  "attribute 'units' of 'x'") != std::string::npos);
+    } else {
+        CHECK(unsaved.empty());
+    }
+    CHECK(sum_over_world(holder ? 1 : 0) == 1);
 }
 
 TEST_CASE("reductions over the clients", "[mpi]") {
