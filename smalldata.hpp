@@ -6075,6 +6075,20 @@ inline void remove_old_file(const std::string& path) {
     }
 }
 
+// Can a file be created at `path`? Errc::hdf5 naming `path` (the user's name, not the
+// temporary one it is made under) and the system's reason (a missing or read-only
+// directory), library_code its errno: tried with a small file beside it, removed at once.
+inline void check_creatable(const std::string& path, const char* what, std::uint64_t token) {
+    const std::string p = path + ".probe" + std::to_string(token % 1000000) + ".tmp";
+    const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) {
+        const int err = errno;
+        throw_error(Errc::hdf5, std::string("cannot create ") + what + " '" + path + "': " + std::strerror(err), err);
+    }
+    ::close(fd);
+    ::unlink(p.c_str());
+}
+
 // Empty when the file at `part` (which exists) may be replaced by a part of `final_name`;
 // otherwise why not.
 inline std::string part_in_the_way(const std::string& part, const std::string& final_name) {
@@ -6131,18 +6145,6 @@ inline void Impl::open_outputs() {
     int lib = 0;  // Error::library_code
     try {
         if (!opt.filename.empty()) {
-            // Can a file be created where `path` goes? (A missing or read-only directory.)
-            auto probe = [&](const std::string& path, const char* what) {
-                const std::string p = path + ".probe" + std::to_string(run_token % 1000000) + ".tmp";
-                const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-                if (fd < 0) {
-                    const int err = errno;
-                    throw_error(Errc::hdf5, std::string("cannot create ") + what + " '" + path + "': " + std::strerror(err),
-                                err);
-                }
-                ::close(fd);
-                ::unlink(p.c_str());
-            };
             if (role == Role::server) {
                 const std::string part = part_path(server_idx);
                 if (path_exists(part)) {
@@ -6150,13 +6152,13 @@ inline void Impl::open_outputs() {
                     if (!bad.empty())
                         throw_error(Errc::option, "part file '" + part + "' is in the way of '" + opt.filename + "': " + bad);
                 } else {
-                    probe(part, "part file");
+                    check_creatable(part, "part file", run_token);
                 }
             }
             if (root) {  // the final file must be creatable next to where it goes
                 if (path_is_dir(opt.filename))
                     throw_error(Errc::hdf5, "cannot create file '" + opt.filename + "': a directory has that name");
-                probe(opt.filename, "final file");
+                check_creatable(opt.filename, "final file", run_token);
             }
         }
     } catch (const Error& e) {
@@ -9579,7 +9581,10 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.role = Role::serial;
         im.client_idx = 0;
         im.n_clients = 1;
-        if (!o.filename.empty()) remove_old_file(o.filename);
+        if (!o.filename.empty()) {
+            check_creatable(o.filename, "file", static_cast<std::uint64_t>(::getpid()));
+            remove_old_file(o.filename);
+        }
         im.writer = std::make_unique<Writer>(o.filename, im.opt, use_write_thread(o, 1, false));
         auto sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
         const bool direct = sink->direct();
