@@ -5403,9 +5403,15 @@ private:
         give_back(h);
         l.held.pop_front();
     }
+    // A slot batch has no buffer of its own: none goes to the spares for it. (An empty one
+    // there would be taken by the next message batch, which then allocated afresh while
+    // the real spares beneath stayed unused: a buffer lost per message where slot and
+    // message batches alternate, as beside events larger than batch_bytes.)
     void give_back(Held& h) {
-        if (h.slot_flag) h.slot_flag->store(1, std::memory_order_release);
-        spares_.push_back(std::move(h.buf));
+        if (h.slot_flag)
+            h.slot_flag->store(1, std::memory_order_release);
+        else
+            spares_.push_back(std::move(h.buf));
     }
 
     Decoder& d_;

@@ -12,6 +12,7 @@
 #include "smalldata.hpp"
 
 #include "h5read.hpp"
+#include "rss.hpp"
 
 #include "catch_compat.hpp"
 
@@ -62,34 +63,6 @@ float spectrum_value(std::size_t k, std::uint64_t e, std::size_t j) {
     return static_cast<float>((k * 7 + e * 3 + j) % 100003);
 }
 
-// Sanitizers multiply memory use (shadow memory, quarantine): RSS limits mean nothing then.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
-
-// Peak resident memory since the last reset_peak_rss(), in bytes (Linux; 0 elsewhere).
-bool reset_peak_rss() {
-    std::ofstream f("/proc/self/clear_refs");
-    f << "5";
-    f.flush();
-    return static_cast<bool>(f);
-}
-std::size_t peak_rss() {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.rfind("VmHWM:", 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(6))) * 1024;
-    return 0;
-}
-
 // Options writing `path`, with or without the write thread.
 smalldata::Options thread_opts(const std::string& path, int thread) {
     smalldata::Options o = file_opts(path);
@@ -137,11 +110,11 @@ TEST_CASE("peak memory of a run with many large fields stays near cache_memory",
     // during a run of 200 fields of 1 KiB x 1100 events. Without a budget the caches alone
     // took 1.6 GB (3.2 GB with the write thread). First in this file, so that little freed
     // memory is there for malloc to reuse (which would hide growth).
-    if (sanitized) {
+    if (rss::sanitized) {
         WARN("SKIP: built with a sanitizer, which multiplies memory use; the RSS limit is not checked");
         return;
     }
-    if (!reset_peak_rss() || peak_rss() == 0) {
+    if (!rss::reset_peak() || rss::peak() == 0) {
         WARN("SKIP: the peak resident memory cannot be reset here (/proc/self/clear_refs)");
         return;
     }
@@ -153,8 +126,8 @@ TEST_CASE("peak memory of a run with many large fields stays near cache_memory",
         std::vector<float> row(256);
         std::vector<std::string> names;
         for (int k = 0; k < 200; ++k) names.push_back("s" + std::to_string(k));
-        REQUIRE(reset_peak_rss());
-        const std::size_t before = peak_rss();
+        REQUIRE(rss::reset_peak());
+        const std::size_t before = rss::peak();
         {
             smalldata::SmallData smd(o);
             for (std::int64_t e = 0; e < 1100; ++e) {
@@ -165,7 +138,7 @@ TEST_CASE("peak memory of a run with many large fields stays near cache_memory",
             }
             smd.done();
         }
-        const std::size_t grew = peak_rss() - before;
+        const std::size_t grew = rss::peak() - before;
         CAPTURE(grew / MiB);
         CHECK(grew <= o.cache_memory + 96 * MiB);  // the caches, and HDF5's own memory
         h5r::File file(path);
