@@ -100,6 +100,8 @@
 //     with `var_` takes any number of rows per event (concatenated); its group's lengths
 //     are the aligned int64 field `<path to that component>_len` (fill 0), which no batch
 //     carries: the server takes each event's value from the group's first row count.
+//     Every field of a group has as many rows as those lengths add up to (fill rows where
+//     an event gave others of its group but not it, or before its first event).
 //     Serial mode runs the same writer
 //     in-process; without callbacks event() feeds its columns directly (no batch). Full
 //     caches may be written by a helper thread (write_thread); disk space is reserved
@@ -4008,6 +4010,9 @@ struct WField {
     std::uint64_t mark = 0;  // Decoder: last uniform-batch check that met this field
     std::size_t len_index = 0;  // a var_ field: the writer's index of its group's length field
     std::uint64_t group_rows = 0;  // a length field: Decoder, its value in the event at `mark`
+    // A length field: the rows its group's lengths add up to (var_rows), of which var_last
+    // came in event var_event (Writer::put; Writer::group_rows_before).
+    std::uint64_t var_rows = 0, var_last = 0, var_event = UINT64_MAX;
     // Options::time_order, an unaligned field: bit e set when event e gave a row (the
     // ordering at done() maps its rows to events with it; section 19, [>>impl-order]).
     std::vector<std::uint64_t> given;
@@ -4186,11 +4191,17 @@ public:
     void put(WField& f, const unsigned char* data) {
         if (!has_file_) return;
         if (track_order_ && !f.meta.aligned && !f.meta.var) mark_given(f, n_events_, 1);
+        if (f.meta.length) note_length(f, data);
         append(f, f.meta.aligned ? n_events_ : f.cache.rows(), data);
     }
-    // A var_ field's n rows in the open event (its group's length is a put() of its own).
+    // A var_ field's n rows in the open event (its group's length is a put() of its own,
+    // before). Rows its group had in earlier events that this field did not give (it came
+    // late, or was left out) are fill rows first: pad_groups.
     void put_rows(WField& f, const unsigned char* data, std::uint64_t n) {
-        if (has_file_) append_run(f, f.cache.rows(), data, f.meta.bytes, static_cast<std::size_t>(n));
+        if (!has_file_) return;
+        const std::uint64_t at = f.meta.var ? std::max(f.cache.rows(), group_rows_before(fields_[f.len_index]))
+                                            : f.cache.rows();  // (the ordering's unaligned rows)
+        append_run(f, at, data, f.meta.bytes, static_cast<std::size_t>(n));
     }
     void end_event(std::int64_t ts) {
         if (has_file_) append(fields_[0], n_events_, reinterpret_cast<const unsigned char*>(&ts));
@@ -4253,6 +4264,7 @@ public:
         }
         if (checkpoint_hook) checkpoint_hook(0);
         if (failed()) fail();
+        pad_groups();
         wait_written();  // what the write thread holds first (it stays, for the next full caches)
         try {
             std::lock_guard<std::mutex> g(h5_);
@@ -4291,6 +4303,7 @@ public:
         }
         if (checkpoint_hook) checkpoint_hook(0);
         if (failed()) fail();
+        pad_groups();
         const std::uint64_t events = n_events_;
         std::vector<std::pair<WField*, std::uint64_t>> marks;  // each field's rows
         for (WField& f : fields_) {
@@ -4369,6 +4382,7 @@ public:
     void finish(const std::vector<SummaryItem>* summary, const std::vector<AttributeItem>* attributes = nullptr) {
         if (!has_file_ || !file_.valid()) return;
         try {
+            pad_groups();
             for (WField& f : fields_) flush(f);
             drain();
         } catch (...) {
@@ -4417,6 +4431,10 @@ public:
         stop_thread();  // what was handed over is written first (unless a write failed)
         H5Quiet q;
         if (!failed()) {
+            try {
+                pad_groups();
+            } catch (...) {
+            }
             for (WField& f : fields_) {
                 try {
                     flush(f);
@@ -4521,6 +4539,30 @@ private:
             rows.clear();
         }
         return common;
+    }
+
+    // var_ groups. Every field of a group has as many rows as the group's lengths add up
+    // to over the events so far: a field that an event did not give (the event gave others
+    // of its group), or that first came after events of its group, gets fill rows there.
+    // Rows before the open event are padded when the field's next rows come (put_rows),
+    // and for every field at each checkpoint, at finish() and on abort (pad_groups).
+    void note_length(WField& len, const unsigned char* data) noexcept {
+        std::int64_t v;
+        std::memcpy(&v, data, 8);
+        len.var_rows += static_cast<std::uint64_t>(v);
+        len.var_last = static_cast<std::uint64_t>(v);
+        len.var_event = n_events_;
+    }
+    // The rows of len's group in the events before the open one.
+    std::uint64_t group_rows_before(const WField& len) const noexcept {
+        return len.var_rows - (len.var_event == n_events_ ? len.var_last : 0);
+    }
+    void pad_groups() {
+        for (WField& f : fields_) {
+            if (!f.meta.var) continue;
+            const std::uint64_t want = group_rows_before(fields_[f.len_index]);
+            if (f.cache.rows() < want) append(f, want - 1, f.fill_row.data());
+        }
     }
 
     std::size_t add_field(const FieldMeta& m, const std::string& source) {
@@ -5701,9 +5743,14 @@ private:
     void hand_over(const unsigned char* data, std::size_t used, const WireHeader& h) {
         const std::uint32_t j = shm_next_;
         std::atomic<std::uint32_t>& free = *shm_.flag(j);
-        back_pressure([&] {  // until the server frees the slot; testing keeps queued notices moving
+        // Until the server frees the slot. Testing keeps this client's sends moving: the
+        // queued notices, and a large event's data, which the server may be waiting for
+        // before it decodes (and frees) anything more; an MPI without single-copy
+        // transfers moves a large message only while its sender is in MPI.
+        back_pressure([&] {
             if (free.load(std::memory_order_acquire) != 0) return true;
             all_done(notice_reqs_.data(), static_cast<int>(notice_reqs_.size()));
+            for (Slot& s : slots_) all_done(s.req, 2);
             return false;
         });
         wait_gently(notice_reqs_[j], im_.opt.idle_sleep_max_us);

@@ -837,6 +837,53 @@ TEST_CASE("event() allocates nothing in steady state", "[mpi]") {
     smd.done();
 }
 
+// A large event, then more one-event batches than the client has shared-memory slots: the
+// server waits for the large event's data before it decodes (and frees) anything more,
+// and an MPI without single-copy transfers (Open MPI with
+// btl_vader_single_copy_mechanism=none, as the test parallel_np3_copy runs this case)
+// moves that data only while the client is in MPI. The client waiting for a slot keeps
+// testing its sends: every event arrives (it once waited for the slot forever).
+TEST_CASE("a large event followed by more batches than there are slots: the client's sends keep moving",
+          "[mpi][transport]") {
+    const std::string dir = fresh_dir("large_then_slots");
+    Options o = layout_options(dir + "/ls.h5");
+    o.batch_bytes = std::size_t(64) << 10;
+    o.batch_size = 1;
+    const std::int64_t n = 200;
+    const std::size_t big_n = std::size_t(1) << 16;  // 256 KiB of float: a large event
+    {
+        SmallData smd(o);
+        std::vector<float> big(big_n);
+        for (std::int64_t i : smd.share(n)) {
+            if (i % 100 < 2) {  // each client's first event of every hundred
+                for (std::size_t k = 0; k < big_n; k += 1024) big[k] = static_cast<float>(i + static_cast<std::int64_t>(k));
+                smd.event(i, "x", i, "big", smalldata::view(big.data(), {big_n}));
+            } else {
+                smd.event(i, "x", i);
+            }
+        }
+        smd.done();
+    }
+    if (world_rank() != 0) return;
+    h5r::File f(o.filename);
+    const auto ts = f.read<std::int64_t>("timestamp");
+    const auto x = f.read<std::int64_t>("x");
+    REQUIRE(ts.size() == static_cast<std::size_t>(n));
+    REQUIRE(x.size() == ts.size());
+    std::set<std::int64_t> uniq(ts.begin(), ts.end());
+    CHECK(uniq.size() == ts.size());
+    std::size_t bad = 0;
+    for (std::size_t r = 0; r < ts.size(); ++r) bad += x[r] != ts[r] || ts[r] < 0 || ts[r] >= n;
+    CHECK(bad == 0);
+    const auto big = f.read<float>("big");
+    REQUIRE(big.size() == big_n * ts.size());
+    for (std::size_t r = 0; r < ts.size(); ++r) {
+        if (ts[r] % 100 >= 2) continue;
+        for (std::size_t k = 0; k < big_n; k += 1024) bad += big[r * big_n + k] != static_cast<float>(ts[r] + static_cast<std::int64_t>(k));
+    }
+    CHECK(bad == 0);
+}
+
 TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") {
     const std::string dir = fresh_dir("large");
     Options o = layout_options(dir + "/large.h5");
@@ -1378,6 +1425,85 @@ TEST_CASE("var_ fields: rows concatenated in event order, one aligned length per
     CHECK(px == x.size());
     CHECK(px == y.size());
     CHECK(pi * 3 == img.size());
+}
+
+// Every field of a var_ group has as many rows as the group's lengths add up to: a field
+// that an event leaves out while giving others of its group, or that first comes after
+// events of its group, has fill rows there (before, its rows ran short of the lengths and
+// every later event of the field read another event's rows). With time_order too, where
+// the ordering finds each event's rows from the lengths. Checkpoints every 0.05 s pad the
+// fields at each one as well.
+TEST_CASE("var_ fields: a field an event leaves out or that comes late has fill rows; data and lengths stay aligned",
+          "[mpi][var]") {
+    const std::int64_t n = 3000;
+    for (const bool ordered : {false, true}) {
+        CAPTURE(ordered);
+        const std::string dir = fresh_dir("var_fill" + std::to_string(ordered));
+        Options o = layout_options(dir + "/vf.h5");
+        o.time_order = ordered;
+        o.batch_size = 29;
+        o.cache_size = 16;
+        o.checkpoint_seconds = 0.05;
+        auto len_of = [](std::int64_t i) { return static_cast<std::size_t>(i % 4); };  // 0 rows too
+        auto gives_b = [n](std::int64_t i) { return i >= n / 4 && i % 3 != 0; };   // late, then now and then
+        auto gives_c = [](std::int64_t i) { return i % 5 == 0; };
+        {
+            SmallData smd(o);
+            std::vector<float> a;
+            std::vector<std::int32_t> b;
+            std::vector<std::uint16_t> c;
+            for (std::int64_t i : smd.share(n)) {
+                const std::size_t L = len_of(i);
+                a.resize(L);
+                b.resize(L);
+                c.resize(2 * L);
+                for (std::size_t j = 0; j < L; ++j) {
+                    a[j] = static_cast<float>(i) + 0.5f * static_cast<float>(j);
+                    b[j] = static_cast<std::int32_t>(i * 10 + static_cast<std::int64_t>(j));
+                    c[2 * j] = static_cast<std::uint16_t>(i + static_cast<std::int64_t>(j));
+                    c[2 * j + 1] = 7;
+                }
+                smd.event(i, "g/var_p/a", a);
+                if (gives_b(i)) smd.event(i, "g/var_p/b", b);
+                if (gives_c(i)) smd.event(i, "g/var_p/c", smalldata::view(c.data(), {L, 2}));
+            }
+            smd.done();
+        }
+        if (world_rank() != 0) continue;
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        const auto len = f.read<std::int64_t>("g/var_p_len");
+        const auto a = f.read<float>("g/var_p/a");
+        const auto b = f.read<std::int32_t>("g/var_p/b");
+        const auto c = f.read<std::uint16_t>("g/var_p/c");
+        const std::int32_t bfill = f.fill_value<std::int32_t>("g/var_p/b");
+        const std::uint16_t cfill = f.fill_value<std::uint16_t>("g/var_p/c");
+        // CHECK, not REQUIRE: the next round's collectives need rank 0 too.
+        CHECK(ts.size() == static_cast<std::size_t>(n));
+        CHECK(len.size() == ts.size());
+        std::size_t total = 0;
+        for (std::int64_t v : len) total += static_cast<std::size_t>(v);
+        CHECK(a.size() == total);
+        CHECK(b.size() == total);
+        CHECK(c.size() == 2 * total);
+        if (len.size() != ts.size() || a.size() != total || b.size() != total || c.size() != 2 * total) continue;
+        std::size_t at = 0, bad = 0, backwards = 0;
+        for (std::size_t r = 0; r < ts.size(); ++r) {
+            const std::int64_t t = ts[r];
+            backwards += r > 0 && t < ts[r - 1];
+            const std::size_t L = len_of(t);
+            bad += static_cast<std::size_t>(len[r]) != L;
+            for (std::size_t j = 0; j < L; ++j) {
+                bad += a[at + j] != static_cast<float>(t) + 0.5f * static_cast<float>(j);
+                bad += b[at + j] != (gives_b(t) ? static_cast<std::int32_t>(t * 10 + static_cast<std::int64_t>(j)) : bfill);
+                bad += c[2 * (at + j)] != (gives_c(t) ? static_cast<std::uint16_t>(t + static_cast<std::int64_t>(j)) : cfill);
+                bad += c[2 * (at + j) + 1] != (gives_c(t) ? 7 : cfill);
+            }
+            at += static_cast<std::size_t>(len[r]);
+        }
+        CHECK(bad == 0);
+        if (ordered) CHECK(backwards == 0);
+    }
 }
 
 TEST_CASE("var_ fields in callbacks: values, shape and length; the length field is in the event", "[mpi][var]") {
