@@ -4010,9 +4010,9 @@ struct WField {
     std::uint64_t mark = 0;  // Decoder: last uniform-batch check that met this field
     std::size_t len_index = 0;  // a var_ field: the writer's index of its group's length field
     std::uint64_t group_rows = 0;  // a length field: Decoder, its value in the event at `mark`
-    // A length field: the rows its group's lengths add up to (var_rows), of which var_last
-    // came in event var_event (Writer::put; Writer::group_rows_before).
-    std::uint64_t var_rows = 0, var_last = 0, var_event = UINT64_MAX;
+    // A length field: the rows its group's lengths add up to, and the last length given
+    // (Writer::put; Writer::group_rows_before).
+    std::uint64_t var_rows = 0, var_last = 0;
     // Options::time_order, an unaligned field: bit e set when event e gave a row (the
     // ordering at done() maps its rows to events with it; section 19, [>>impl-order]).
     std::vector<std::uint64_t> given;
@@ -4551,11 +4551,11 @@ private:
         std::memcpy(&v, data, 8);
         len.var_rows += static_cast<std::uint64_t>(v);
         len.var_last = static_cast<std::uint64_t>(v);
-        len.var_event = n_events_;
     }
-    // The rows of len's group in the events before the open one.
+    // The rows of len's group in the events before the open one (the open event gave a
+    // length when len, aligned, has a row for it).
     std::uint64_t group_rows_before(const WField& len) const noexcept {
-        return len.var_rows - (len.var_event == n_events_ ? len.var_last : 0);
+        return len.var_rows - (len.cache.rows() > n_events_ ? len.var_last : 0);
     }
     void pad_groups() {
         for (WField& f : fields_) {

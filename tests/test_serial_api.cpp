@@ -879,9 +879,7 @@ TEST_CASE("with an empty filename callbacks run and no file is written", "[seria
     const std::vector<std::string> left = files_left_in_cwd("empty_filename_cwd", [&] {
         smalldata::Options o;
         o.callbacks.push_back([&](const smalldata::Event& ev) { seen.push_back(record(ev)); });
-        o.logger = [&](smalldata::LogLevel level, const std::string& m) {
-            if (level == smalldata::LogLevel::warning) warnings.push_back(m);
-        };
+        o.logger = warnings_into(warnings);
         smalldata::SmallData smd(o);
         CHECK(smd.role() == Role::serial);
         three_events(smd);
@@ -902,9 +900,7 @@ TEST_CASE("with an empty filename callbacks run and no file is written", "[seria
 TEST_CASE("with an empty filename and nothing saved, done() warns of nothing", "[serial][callbacks]") {
     std::vector<std::string> warnings;
     smalldata::Options o;
-    o.logger = [&](smalldata::LogLevel level, const std::string& m) {
-        if (level == smalldata::LogLevel::warning) warnings.push_back(m);
-    };
+    o.logger = warnings_into(warnings);
     smalldata::SmallData smd(o);
     three_events(smd);
     smd.done();

@@ -229,9 +229,7 @@ TEST_CASE("invalid attribute paths and names are refused at save_attribute(); th
 TEST_CASE("with an empty filename attributes are accepted and nothing is written", "[serial][attributes]") {
     std::vector<std::string> warnings;
     smalldata::Options o;
-    o.logger = [&](smalldata::LogLevel level, const std::string& m) {
-        if (level == smalldata::LogLevel::warning) warnings.push_back(m);
-    };
+    o.logger = warnings_into(warnings);
     smalldata::SmallData smd(o);
     smd.event(0, "x", 1.0);
     smd.save_attribute("x", "units", "mm");

@@ -14,6 +14,13 @@ const char* code_id(Errc c) {
     return "?";
 }
 
+// A logger that keeps the library's warnings in `out` and drops its other messages.
+inline smalldata::Logger warnings_into(std::vector<std::string>& out) {
+    return [&out](smalldata::LogLevel level, const std::string& m) {
+        if (level == smalldata::LogLevel::warning) out.push_back(m);
+    };
+}
+
 struct Thrown {
     std::string code;  // an Errc id, "none", or "other: <type>"
     std::string what;
