@@ -651,8 +651,10 @@ namespace detail {
 class Packer;
 struct Impl;
 // Why the run must stop: 0 (it need not), the signal that asked (SIGTERM, SIGINT), or -1
-// for request_stop(). Checked once per event() call, and by the servers' loop.
+// for request_stop(). Checked once per event() call, by the servers' loop, and while a
+// client waits in a reduction for the others (SmallData::wait_agreement).
 inline std::atomic<int> stop_requested{0};
+inline constexpr double stop_reduction_grace = 1.0;  // seconds (SmallData::wait_agreement)
 // Internal, for testing (the kill test aims kills at checkpoints): when set, every writer
 // (the serial process, a server) calls it at the start of each checkpoint (stage 0) and
 // once the checkpoint's H5Fflush has returned (stage 1), on the thread taking it. Null by
@@ -732,8 +734,9 @@ public:
     template <class T> bool min(T* data, const std::vector<std::uint64_t>& shape, bool contributes = true);
     template <class T> bool max(T* data, const std::vector<std::uint64_t>& shape, bool contributes = true);
 
-    // Save name/value pairs into the final file, not per event. Done by client 0 (or the
-    // serial process) only; other ranks ignore it. Scalars become scalar datasets, vectors
+    // Save name/value pairs into the final file, not per event. Kept by client 0 (or the
+    // serial process) only; other clients check the call (a bad name or value, or a call
+    // after done(), throws on every client alike) and keep nothing. Scalars become scalar datasets, vectors
     // and arrays 1-d datasets, a View an N-d dataset, std::string a string dataset; an
     // empty std::optional is skipped with a warning. Saving a name again replaces it.
     template <class... NameValue>
@@ -741,8 +744,8 @@ public:
 
     // Attach the HDF5 attribute `name` to the object `path` of the final file: a field (in
     // parallel mode its virtual dataset), a group, a summary, or "" for the root group.
-    // Done by client 0 (or the serial process) only, like save_summary; other ranks ignore
-    // it. Value: a string (std::string, const char*, std::string_view; stored as a
+    // Kept by client 0 (or the serial process) only, like save_summary; other clients check
+    // the call (a bad name or value throws on every client alike) and keep nothing. Value: a string (std::string, const char*, std::string_view; stored as a
     // variable-length UTF-8 string, which h5py reads as str), an arithmetic scalar (bool
     // included), a std::vector or std::array of one, or a View (an N-d attribute); types
     // as for fields (bool: the HDF5 enum over int8). Saving the same (path, name) again
@@ -785,11 +788,16 @@ private:
     void warn_skipped_summary(std::string_view name) const;
     void event_after_done() const;
     void stop_at_event();  // detail::stop_requested is set: done(), then end the process or throw
-    // Collective among clients. agree_count: the common length of the contributors'
-    // vectors (Errc::reduction if they differ). reduce_raw: element-wise op in place, a
-    // non-contributor adding the neutral element; returns whether any client contributed.
-    std::size_t agree_count(std::size_t count, bool contributes);
-    bool reduce_raw(void* inout, std::size_t count, DType dt, int op, bool contributes);
+    // Collective among clients. agree_call: every client's call (operation, element type,
+    // kind: 0 scalar, 1 std::array, 2 std::vector; element count where known: a vector's
+    // from the clients that contribute) the same, else Errc::reduction on every client
+    // naming each client's call; returns the count, `any`: whether a client contributes.
+    // reduce_raw: element-wise op in place, a non-contributor adding the neutral element.
+    std::size_t agree_call(int op, DType dt, int kind, std::size_t count, bool contributes, bool& any);
+    // The wait for a reduction's agreement, also watching for a stop (SIGTERM, SIGINT,
+    // request_stop()): see its definition.
+    void wait_agreement(MPI_Request& r);
+    void reduce_raw(void* inout, std::size_t count, DType dt, int op, bool contributes);
     void check_reduce_role(int op) const;
     template <class T> T reduce(const T& value, int op);
     template <class T> std::optional<T> reduce_opt(const std::optional<T>& value, int op);
@@ -1005,6 +1013,7 @@ public:
         start_event(ts);
     }
     void put(std::string_view name, DType dt, const Shape& shape, const void* data, std::size_t bytes) {
+        if (data == nullptr && bytes != 0) null_value(name, dt, shape);
         std::uint32_t id;
         if (pos_ < seq_.size()) {
             id = seq_[pos_];
@@ -1134,6 +1143,7 @@ private:
     void start_event(std::int64_t ts);
     void close_event();
     std::uint32_t resolve(std::string_view name, DType dt, const Shape& shape);
+    [[noreturn]] static void null_value(std::string_view name, DType dt, const Shape& shape);
     void write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape,
                           std::size_t value_bytes);
     void check_event_limit(std::size_t need, std::string_view field) const;
@@ -1355,11 +1365,13 @@ T SmallData::reduce(const T& value, int op) {
                   "std::array of them");
     check_reduce_role(op);
     T out = value;
+    bool any = false;
     if constexpr (std::is_arithmetic_v<T>) {
+        agree_call(op, detail::scalar_dtype<T>::value, 0, 1, true, any);
         reduce_raw(&out, 1, detail::scalar_dtype<T>::value, op, true);
     } else {
         using E = typename detail::reduce_traits<T>::element;
-        if constexpr (std::is_same_v<T, std::vector<E>>) agree_count(out.size(), true);
+        agree_call(op, detail::scalar_dtype<E>::value, std::is_same_v<T, std::vector<E>> ? 2 : 1, out.size(), true, any);
         reduce_raw(out.data(), out.size(), detail::scalar_dtype<E>::value, op, true);
     }
     return out;
@@ -1372,15 +1384,19 @@ std::optional<T> SmallData::reduce_opt(const std::optional<T>& value, int op) {
     check_reduce_role(op);
     const bool mine = value.has_value();
     T out = mine ? *value : T{};
-    bool any;
+    bool any = false;
     if constexpr (std::is_arithmetic_v<T>) {
-        any = reduce_raw(&out, 1, detail::scalar_dtype<T>::value, op, mine);
+        agree_call(op, detail::scalar_dtype<T>::value, 0, 1, mine, any);
+        if (!any) return std::nullopt;  // agreed: every client returns here
+        reduce_raw(&out, 1, detail::scalar_dtype<T>::value, op, mine);
     } else {
         using E = typename detail::reduce_traits<T>::element;
-        if constexpr (std::is_same_v<T, std::vector<E>>) out.resize(agree_count(out.size(), mine));
-        any = reduce_raw(out.data(), out.size(), detail::scalar_dtype<E>::value, op, mine);
+        constexpr bool vec = std::is_same_v<T, std::vector<E>>;
+        const std::size_t n = agree_call(op, detail::scalar_dtype<E>::value, vec ? 2 : 1, out.size(), mine, any);
+        if (!any) return std::nullopt;
+        if constexpr (vec) out.resize(n);
+        reduce_raw(out.data(), out.size(), detail::scalar_dtype<E>::value, op, mine);
     }
-    if (!any) return std::nullopt;
     return out;
 }
 template <class T> T SmallData::sum(const T& value) { return reduce(value, detail::op_sum); }
@@ -2963,6 +2979,13 @@ void Packer::length_mismatch(std::string_view name, const ClientField& len, std:
                                           std::to_string(len.len) + " (they share '" + len.meta.name + "')");
 }
 
+// A View whose data is a null pointer, with elements to read: Errc::usage naming the field
+// (before anything of it is packed).
+void Packer::null_value(std::string_view name, DType dt, const Shape& shape) {
+    throw_error(Errc::usage, "field '" + std::string(name) + "': the value of " + dtype_name(dt) + " " + shape.str() +
+                                 " is a null pointer");
+}
+
 std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shape) {
     std::uint32_t id = lookup(name);
     if (id != UINT32_MAX) {
@@ -3187,17 +3210,19 @@ public:
     ~SpareSpace() { release(); }
     // Whether space is held (Linux, a file system with posix_fallocate).
     bool held() const noexcept { return fd_ >= 0; }
-    void hold(const std::string& path, std::size_t bytes) noexcept {
+    // 0, or the system's error: ENOSPC or EDQUOT (no room), or another (the directory
+    // cannot take the file: gone, read-only, ...), with nothing held.
+    int hold(const std::string& path, std::size_t bytes) noexcept {
 #if defined(__linux__)
         const std::size_t slash = path.find_last_of('/');
         const std::string dir = slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
         std::string name = dir + ".smalldata-spare-XXXXXX";
         const int fd = mkostemp(&name[0], O_CLOEXEC);
-        if (fd < 0) return;
+        if (fd < 0) return errno;
         (void)::unlink(name.c_str());
-        if (posix_fallocate(fd, 0, static_cast<off_t>(bytes)) != 0) {
+        if (const int err = posix_fallocate(fd, 0, static_cast<off_t>(bytes)); err != 0) {
             ::close(fd);
-            return;
+            return err == EINVAL || err == EOPNOTSUPP ? 0 : err;  // a file system without it: nothing to hold
         }
         fd_ = fd;
         held_ = bytes;
@@ -3205,7 +3230,9 @@ public:
         (void)path;
         (void)bytes;
 #endif
+        return 0;
     }
+    static bool no_room(int err) noexcept { return err == ENOSPC || err == EDQUOT; }
     // By half again at least: a writer defining thousands of fields makes a few calls, not
     // one per field (each can take milliseconds while the file system writes back).
     void grow(std::size_t bytes) noexcept {
@@ -4021,14 +4048,16 @@ struct WField {
 // ---- ClientRuns: the client of every event of a part, in row order (Options::time_order;
 // the ordering's tie-break, section 19). Runs of (client, events), 16 bytes a run; once
 // runs average under 8 events (a server merging clients that alternate: a run per
-// event), one 16-bit client per event instead, if every client index fits.
+// event), one 16-bit client per event instead, while every client index fits (a larger
+// one, come later, turns them back into runs for good).
 class ClientRuns {
 public:
     using Runs = std::vector<std::pair<std::uint32_t, std::uint64_t>>;
     void add(std::uint32_t client, std::uint64_t n) {
         if (n == 0) return;
-        events_ += n;
         top_ = std::max(top_, client);
+        if (dense_ && top_ > UINT16_MAX) to_runs();
+        events_ += n;
         if (dense_) {
             each_.insert(each_.end(), static_cast<std::size_t>(n), static_cast<std::uint16_t>(client));
             return;
@@ -4070,6 +4099,16 @@ private:
         Runs().swap(runs_);
         dense_ = true;
     }
+    void to_runs() {
+        for (const std::uint16_t c : each_) {
+            if (!runs_.empty() && runs_.back().first == c)
+                ++runs_.back().second;
+            else
+                runs_.emplace_back(c, 1);
+        }
+        std::vector<std::uint16_t>().swap(each_);
+        dense_ = false;
+    }
     Runs runs_;
     std::vector<std::uint16_t> each_;
     std::uint64_t events_ = 0;
@@ -4089,6 +4128,7 @@ public:
         budget_.set_threaded(async_);
         if (has_file_) {
             H5Quiet q;
+            hold_spare(path, o.checkpoint_seconds > 0);  // before the file is made
             if (o.checkpoint_seconds > 0) {
                 create_swmr(path, tag);
                 checkpoint_period_ = o.checkpoint_seconds * checkpoint_share;
@@ -4098,8 +4138,6 @@ public:
                 if (tag) tag(file_.get());
             }
             if (o.preallocate) reserve_.open(file_.get(), path);
-            spare_space_.hold(path, spare_space_bytes);
-            if (o.checkpoint_seconds > 0) spare_flush_.hold(path, spare_space_bytes);
         }
         FieldMeta ts;
         ts.name = "timestamp";
@@ -4354,11 +4392,14 @@ public:
         add_write_seconds(now_seconds() - t0);
         checkpoints_.fetch_add(1, std::memory_order_relaxed);
         if (had_room) {
-            spare_flush_.hold(path_, spare_space_bytes + fields * spare_space_per_field);
-            if (!spare_flush_.held())
+            const int err = spare_flush_.hold(path_, spare_space_bytes + fields * spare_space_per_field);
+            if (SpareSpace::no_room(err))
                 throw_error(Errc::hdf5, "the file system of '" + path_ +
                                             "' is full: no room left for the next checkpoint (every event up to "
-                                            "this one is in the file)");
+                                            "this one is in the file)", err);
+            if (err)  // not the disk: the writes go on, without room held for the flushes
+                log(LogLevel::warning, "cannot hold disk space back for the checkpoints of '" + path_ + "' any more (" +
+                                           std::strerror(err) + "); writing on without it");
         }
     }
     std::uint64_t checkpoints() const noexcept { return checkpoints_.load(std::memory_order_relaxed); }
@@ -4493,6 +4534,26 @@ public:
     }
 
 private:
+    // The disk space held back for the close's metadata (and the checkpoints'), taken
+    // before the file is made: a file system without that room is an error now, with
+    // nothing made or replaced, instead of a file a full disk leaves unreadable later.
+    // Room that cannot be held for another reason (a file system that refuses the spare
+    // file) is a warning.
+    void hold_spare(const std::string& path, bool checkpoints) {
+        int err = spare_space_.hold(path, spare_space_bytes);
+        if (!err && checkpoints) err = spare_flush_.hold(path, spare_space_bytes);
+        if (SpareSpace::no_room(err)) {
+            spare_space_.release();
+            throw_error(Errc::hdf5, "the file system of '" + path + "' has no room for the " +
+                                        std::to_string((checkpoints ? 2 : 1) * (spare_space_bytes >> 20)) +
+                                        " MiB a writer keeps free for its file's metadata (" + std::strerror(err) + ")",
+                        err);
+        }
+        if (err)
+            log(LogLevel::warning, "cannot hold disk space back for the metadata of '" + path + "' (" + std::strerror(err) +
+                                       "): a disk that fills up may leave the file unreadable");
+    }
+
     // The file is made under <path>.tmp, switched to SWMR writing (from then on valid on
     // disk at every instant) and only then renamed to `path`: a crash never leaves a
     // half-made file under the real name.
@@ -5152,7 +5213,8 @@ private:
 // not heard from yet holds everything. Uniform batches of several clients are merged
 // field by field (gather), others event by event (emit); a batch in a shared-memory slot
 // is held in place (a client that runs ahead then waits for a slot), a message keeps its
-// receive buffer (the receive gets a spare one). Held batches are all released, in
+// receive buffer (the receive gets a spare one), or, if under half full, is copied into
+// a buffer of its size. Held batches are all released, in
 // merge order,
 //   - when the oldest was held hold_seconds (0.5 s, merge_hold_seconds, or a tenth of
 //     checkpoint_seconds if less: the checkpoint promise keeps its room; and clients
@@ -5196,15 +5258,14 @@ public:
         if (buf.size() < keep) resize_huge(buf, keep);
         hold(s, std::move(h), n);
     }
-    // The same for a batch that is copied (a small one, in add).
+    // The same for a batch that is copied (a small one, in add): into a buffer of its own
+    // size, freed once decoded, so that the budget counts what it holds (in a spare it
+    // counted as a full batch: small batches, shipped because they got old, ended holds
+    // long before the merge held `budget` bytes).
     void add_copy(Stream& s, const unsigned char* data, std::size_t n) {
         Held h;
-        if (!spares_.empty()) {
-            h.buf.swap(spares_.back());
-            spares_.pop_back();
-        }
-        if (h.buf.size() < n) resize_huge(h.buf, n);
-        std::memcpy(h.buf.data(), data, n);
+        h.copy = true;
+        h.buf.assign(data, data + n);
         hold(s, std::move(h), n);
     }
     // The same for a batch in a client's shared-memory slot: held where it is, and the slot
@@ -5244,6 +5305,7 @@ private:
         std::int64_t max_ts = 0;      // its bound (WireHeader::extra)
         double arrived = 0;
         bool whole = true;            // none decoded yet
+        bool copy = false;            // add_copy: buf is its own (not a spare)
         std::atomic<std::uint32_t>* slot_flag = nullptr;  // add_slot: its slot's flag, and
         const unsigned char* slot_data = nullptr;          // its bytes (buf is empty)
         int uniform = -1;             // gather(): its events left are uniform, all aligned
@@ -5452,7 +5514,7 @@ private:
     void give_back(Held& h) {
         if (h.slot_flag)
             h.slot_flag->store(1, std::memory_order_release);
-        else
+        else if (!h.copy)
             spares_.push_back(std::move(h.buf));
     }
 
@@ -5517,7 +5579,8 @@ namespace detail {
 // ============================================================================ [>>impl-transport]
 // 15. Transport: the state of one rank (Impl), the client's bounded hand-over of batches
 //     (shared-memory slots on its server's node, else nonblocking sends), the node's shared
-//     window, and the server's loop over receives posted ahead.
+//     window, and the server's loop over receives posted ahead (a large batch's data
+//     received without waiting for it: Inbox).
 
 struct Impl;
 [[noreturn]] void abort_job(Impl& im, const std::string& reason) noexcept;
@@ -5604,6 +5667,28 @@ struct ProgressState {
     int finals = 0;                      // server 0: final messages received
 };
 
+// Parallel mode, one SmallData at a time per process: a second one before the first's
+// done() could never run (a server stays in its first constructor until its clients are
+// done). Held from the constructor to done() (or the Impl's end, when a constructor fails).
+inline std::atomic<int> parallel_running{0};
+struct ParallelSlot {
+    bool held = false;
+    void take() {
+        if (parallel_running.fetch_add(1) > 0) {
+            --parallel_running;
+            throw_error(Errc::usage, "another SmallData of this process runs in parallel mode and its done() has not "
+                                     "been called: one at a time per process (its servers stay in its constructor "
+                                     "until its clients are done)");
+        }
+        held = true;
+    }
+    void release() noexcept {
+        if (held) --parallel_running;
+        held = false;
+    }
+    ~ParallelSlot() { release(); }
+};
+
 struct Impl {
     Options opt;
     LogScope log_scope{&opt.logger};        // this run's logger is current while it lives
@@ -5639,6 +5724,9 @@ struct Impl {
     std::vector<SummaryItem> summary;
     std::vector<AttributeItem> attributes;  // save_attribute(), client 0 or serial
     Stats stats;
+    std::vector<std::uint64_t> agreement;   // a reduction's agreement (outlives one that a stop abandoned)
+    SmallData* owner = nullptr;             // the SmallData of this Impl (finalize_hook)
+    ParallelSlot parallel_slot;             // parallel mode, until done()
     ExitGuard exit_guard;                   // last member: uninstalled first
 
     bool parallel() const { return role != Role::serial; }
@@ -5869,12 +5957,30 @@ inline bool cancel_receive(MPI_Request& r, MPI_Status& st) {
     return !cancelled;
 }
 
+// A server's state for one client beside its Stream: the receive of a large batch's data
+// (tag_large, its own message) while it comes, and the messages the client sent after it,
+// which wait their turn there (a client's messages are handled in the order it sent them;
+// the other clients' meanwhile as they come).
+struct Inbox {
+    MPI_Request large = MPI_REQUEST_NULL;
+    std::vector<unsigned char> large_buf;
+    std::size_t large_n = 0;
+    bool here = false;  // `large` has completed; its batch is not decoded yet
+    struct Later {
+        std::vector<unsigned char> buf;
+        int count = 0;
+    };
+    std::deque<Later> later;
+};
+
 inline void Impl::run_server() {
     int abort_from = -1;
     MPI_Request abort_req = MPI_REQUEST_NULL;
     bool stop_seen = false;
-    // Outside the try: a failure below still writes what the merge holds (abort_job).
+    // Outside the try: a failure below still writes what the merge holds (abort_job), and
+    // a large batch's receive may still be writing into its Inbox.
     std::vector<Stream> streams;
+    std::vector<Inbox> inbox;
     Decoder decoder(*writer, opt.callbacks);
     const std::size_t merge_bytes = StreamMerge::budget(opt, n_servers, n_clients);  // 0: no merge
     StreamMerge merger(decoder, *writer, merge_bytes,
@@ -5882,6 +5988,9 @@ inline void Impl::run_server() {
                                                   : merge_hold_seconds);
     try {
         streams.resize(static_cast<std::size_t>(size));
+        inbox.resize(static_cast<std::size_t>(size));
+        std::vector<int> coming;  // the clients (ranks) whose large batch is coming
+        std::vector<std::vector<unsigned char>> spare_bufs;  // receive buffers, for reuse
         const bool merging = merge_bytes > 0;
         int remaining = 0;
         for (int c = server_idx; c < n_clients; c += n_servers) {
@@ -5942,31 +6051,10 @@ inline void Impl::run_server() {
                 arrived_st[i] = some_st[static_cast<std::size_t>(k)];
             }
         };
-        std::vector<unsigned char> large;
-        t_stream_start = now_seconds();
-        progress_start();
-        if (remaining > 0)
-            for (std::size_t i = 0; i < R; ++i) post(i);
-        std::size_t head = 0;
-        while (remaining > 0) {
-            poll();
-            MPI_Status st;
-            if (!arrived[head]) {
-                idle_since = now_seconds();
-                wait_gently(reqs[head], opt.idle_sleep_max_us, &st, poll_idle);
-                stats.idle_seconds += now_seconds() - idle_since;
-                idle_since = 0;
-            } else {
-                st = arrived_st[head];
-            }
-            progress();
-            int count = 0;
-            check_mpi(MPI_Get_count(&st, MPI_BYTE, &count), "MPI_Get_count");
-            const int src = st.MPI_SOURCE;
-            if (src < n_servers || src >= size || streams[static_cast<std::size_t>(src)].source.empty())
-                throw_error(Errc::protocol, "a batch arrived from " + rank_text(src) + ", which is not a client of this server");
-            Stream& s = streams[static_cast<std::size_t>(src)];
-            const unsigned char* msg = bufs[head].data();
+        // One message of s, in buf[0, count): decoded, held by the merge, or (a large
+        // batch's notice) its data's receive posted, not waited for (take_large).
+        auto handle = [&](Stream& s, int src, std::vector<unsigned char>& buf, int count) {
+            const unsigned char* msg = buf.data();
             WireHeader h{};
             if (static_cast<std::size_t>(count) < sizeof h) throw_error(Errc::protocol, "short message from " + s.source);
             std::memcpy(&h, msg, sizeof h);
@@ -5977,7 +6065,7 @@ inline void Impl::run_server() {
             switch (static_cast<WireKind>(h.kind)) {
                 case WireKind::batch:
                     if (merge && merge->active())  // held: the receive gets another buffer
-                        merge->add(s, bufs[head], static_cast<std::size_t>(count), opt.batch_bytes);
+                        merge->add(s, buf, static_cast<std::size_t>(count), opt.batch_bytes);
                     else
                         decoder.batch(s, msg, static_cast<std::size_t>(count));
                     got = static_cast<std::uint64_t>(count);
@@ -6005,15 +6093,12 @@ inline void Impl::run_server() {
                     const std::uint64_t n = h.extra;
                     if (h.seq != s.next_seq || n > max_batch_bytes)
                         throw_error(Errc::protocol, "bad large-batch notice from " + s.source);
-                    if (large.size() < n) large.resize(static_cast<std::size_t>(n));
-                    MPI_Request r = MPI_REQUEST_NULL;
-                    check_mpi(MPI_Irecv(large.data(), static_cast<int>(n), MPI_BYTE, src, tag_large, comm, &r), "MPI_Irecv");
-                    wait_gently(r, opt.idle_sleep_max_us, MPI_STATUS_IGNORE, poll);
-                    if (merge && merge->active())
-                        merge->add(s, large, static_cast<std::size_t>(n), 0);
-                    else
-                        decoder.batch(s, large.data(), static_cast<std::size_t>(n));
-                    got = n;
+                    Inbox& box = inbox[static_cast<std::size_t>(src)];
+                    if (box.large_buf.size() < n) box.large_buf.resize(static_cast<std::size_t>(n));
+                    box.large_n = static_cast<std::size_t>(n);
+                    check_mpi(MPI_Irecv(box.large_buf.data(), static_cast<int>(n), MPI_BYTE, src, tag_large, comm, &box.large),
+                              "MPI_Irecv");
+                    coming.push_back(src);
                     break;
                 }
                 case WireKind::done:
@@ -6032,6 +6117,99 @@ inline void Impl::run_server() {
             if (got) {
                 ++stats.batches;
                 stats.bytes += got;
+            }
+        };
+        // Whether a large batch's data has come (tests every pending receive).
+        auto large_here = [&] {
+            bool any = false;
+            for (const int src : coming) {
+                Inbox& box = inbox[static_cast<std::size_t>(src)];
+                if (!box.here) {
+                    int flag = 0;
+                    check_mpi(MPI_Test(&box.large, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+                    box.here = flag != 0;
+                }
+                any = any || box.here;
+            }
+            return any;
+        };
+        // Decodes every large batch that has come, then the messages its client sent after
+        // it, in order, up to the next large batch still coming.
+        auto take_large = [&] {
+            if (coming.empty() || !large_here()) return;
+            for (std::size_t k = 0; k < coming.size();) {
+                const int src = coming[k];
+                Inbox& box = inbox[static_cast<std::size_t>(src)];
+                if (!box.here) {
+                    ++k;
+                    continue;
+                }
+                coming.erase(coming.begin() + static_cast<std::ptrdiff_t>(k));
+                box.here = false;
+                Stream& s = streams[static_cast<std::size_t>(src)];
+                if (merge && merge->active())
+                    merge->add(s, box.large_buf, box.large_n, 0);
+                else
+                    decoder.batch(s, box.large_buf.data(), box.large_n);
+                ++stats.batches;
+                stats.bytes += box.large_n;
+                while (!box.later.empty() && box.large == MPI_REQUEST_NULL) {
+                    Inbox::Later m = std::move(box.later.front());
+                    box.later.pop_front();
+                    handle(s, src, m.buf, m.count);
+                    spare_bufs.push_back(std::move(m.buf));
+                }
+            }
+        };
+        t_stream_start = now_seconds();
+        progress_start();
+        if (remaining > 0)
+            for (std::size_t i = 0; i < R; ++i) post(i);
+        std::size_t head = 0;
+        while (remaining > 0) {
+            poll();
+            take_large();
+            if (remaining == 0) break;
+            MPI_Status st;
+            if (!arrived[head]) {
+                idle_since = now_seconds();
+                bool message = false;  // else a large batch's data came
+                wait_until(
+                    [&] {
+                        int flag = 0;
+                        check_mpi(MPI_Test(&reqs[head], &flag, &st), "MPI_Test");
+                        if (flag) return message = true;
+                        if (!coming.empty() && large_here()) return true;
+                        poll_idle();
+                        return false;
+                    },
+                    opt.idle_sleep_max_us);
+                stats.idle_seconds += now_seconds() - idle_since;
+                idle_since = 0;
+                if (!message) continue;
+            } else {
+                st = arrived_st[head];
+            }
+            progress();
+            int count = 0;
+            check_mpi(MPI_Get_count(&st, MPI_BYTE, &count), "MPI_Get_count");
+            const int src = st.MPI_SOURCE;
+            if (src < n_servers || src >= size || streams[static_cast<std::size_t>(src)].source.empty())
+                throw_error(Errc::protocol, "a batch arrived from " + rank_text(src) + ", which is not a client of this server");
+            Inbox& box = inbox[static_cast<std::size_t>(src)];
+            if (box.large != MPI_REQUEST_NULL || box.here || !box.later.empty()) {
+                // Behind its client's large batch, still coming: waits, in its buffer (the
+                // receive gets a spare one).
+                box.later.emplace_back();
+                box.later.back().count = count;
+                box.later.back().buf.swap(bufs[head]);
+                if (!spare_bufs.empty()) {
+                    bufs[head].swap(spare_bufs.back());
+                    spare_bufs.pop_back();
+                }
+                if (bufs[head].size() < opt.batch_bytes) bufs[head].resize(opt.batch_bytes);
+            } else {
+                handle(streams[static_cast<std::size_t>(src)], src, bufs[head], count);
             }
             if (remaining > 0) post(head);
             head = (head + 1) % R;
@@ -6669,10 +6847,13 @@ inline std::uint64_t complete_rows(const std::vector<DatasetInfo>& ds) {
     return has_ts ? n : 0;
 }
 
-// Opens a file that a crash may have left with its status flags set: plainly first (a
-// cleanly closed file is not modified), else read-write with the flags cleared. `write`:
-// read-write in either case. `cleared` tells which way it went. Errc::hdf5 naming the
-// file when neither works (not an HDF5 file, or cut before its superblock).
+// Opens a file that a crash may have left with its status flags set: plainly first, else
+// with the flags cleared. `write`: read-write in either case, and closing a file opened
+// with its flags cleared so writes them cleared (HDF5 then also cuts the file to the end
+// its superblock gives). Read-only, the flags are cleared in memory only: nothing on
+// disk changes, so a file is read through before anything is written to it. `cleared`
+// tells which way it went. Errc::hdf5 naming the file when neither works (not an HDF5
+// file, or cut before its superblock).
 inline H5Id h5_open_recovering(const std::string& path, bool write, bool* cleared = nullptr) {
     H5Quiet q;
     if (cleared) *cleared = false;
@@ -6693,7 +6874,7 @@ inline H5Id h5_open_recovering(const std::string& path, bool write, bool* cleare
     hbool_t t = 1;
     h5check_herr(H5Pset(fapl.get(), "clear_status_flags", &t), "H5Pset(clear_status_flags)");
     h5check_herr(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), "H5Pset_fclose_degree");
-    H5Id g(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get()), H5Fclose);
+    H5Id g(H5Fopen(path.c_str(), write ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), H5Fclose);
     if (!g.valid())
         throw_error(Errc::hdf5, "cannot open '" + path + "', not even with its status flags cleared (not an HDF5 file, "
                                     "or cut short before its first flush): " + first);
@@ -6734,6 +6915,11 @@ inline std::vector<unsigned char> describe_datasets(const std::vector<DatasetInf
 }
 
 // Recovers a part or serial file in place (see the top of this section) and describes it.
+// Everything is read first, with the file opened read-only: a file that cannot be read
+// through (a writer that filled its disk before its first checkpoint, say) is an error
+// and stays exactly as it was (HDF5, closing a file opened for writing, cuts it to the end
+// its superblock gives: 199 bytes for such a file). Only then is it opened for writing,
+// if it has rows to cut or status flags to clear.
 inline Recovered recover_file(const std::string& path) {
     H5Quiet q;
     Recovered r;
@@ -6775,10 +6961,9 @@ inline Recovered recover_file(const std::string& path) {
         const DatasetInfo& d = ds[i];
         even = even && (!d.aligned || d.rows == r.events) && (!d.event_axis || !is_var_name(d.name) || d.rows == var_rows[i]);
     }
-    if (!even && !r.cleared) {  // closed cleanly, yet uneven (killed between two closes): reopen to cut
+    if (!even || r.cleared) {  // rows to cut, or flags to clear (a crashed writer): for writing now
         if (f.close() < 0) throw_h5("closing '" + path + "'");
-        f = H5Id(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
-        if (!f.valid()) throw_h5("cannot open '" + path + "' for writing");
+        f = h5_open_recovering(path, true);
     }
     for (std::size_t i = 0; i < ds.size(); ++i) {
         DatasetInfo& d = ds[i];
@@ -8968,6 +9153,33 @@ inline void close_serial_on_failure(Impl& im, const std::string& reason) noexcep
     std::abort();
 }
 
+// MPI_Finalize called by the program while its parallel SmallData is not done: the
+// clients' done() would never come, and the servers would wait for them. Run from
+// MPI_Finalize itself (the delete callback of an attribute on MPI_COMM_SELF, which MPI
+// calls first, with MPI still working: MPI's way for a library to finish its work):
+// done() runs there, on every rank that finalizes, as the destructor would have run it;
+// if it fails, the job ends through abort_job. Installed once per process, by the first
+// parallel SmallData.
+inline int finalize_hook(MPI_Comm, int, void*, void*) {
+    Impl* im = active_impl();
+    if (!im || !im->parallel() || im->finished || !im->owner || aborting()) return MPI_SUCCESS;
+    warn("MPI_Finalize was called before done(): done() runs now");
+    try {
+        im->owner->done();
+    } catch (const std::exception& e) {
+        abort_job(*im, std::string("done(), run by MPI_Finalize, failed: ") + bare_message(e));
+    } catch (...) {
+        abort_job(*im, "done(), run by MPI_Finalize, failed");
+    }
+    return MPI_SUCCESS;
+}
+inline void install_finalize_hook() {
+    static int keyval = MPI_KEYVAL_INVALID;
+    if (keyval != MPI_KEYVAL_INVALID) return;
+    check_mpi(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, finalize_hook, &keyval, nullptr), "MPI_Comm_create_keyval");
+    check_mpi(MPI_Comm_set_attr(MPI_COMM_SELF, keyval, nullptr), "MPI_Comm_set_attr");
+}
+
 // Registered with std::atexit once per process. Automatic objects are not destroyed by
 // std::exit, so a SmallData still live here was never finished: its clients' and servers'
 // peers would wait for it forever.
@@ -9500,6 +9712,7 @@ inline void Impl::setup_parallel() {
         warn(std::to_string(n_servers - n_clients) + " of the " + std::to_string(n_servers) +
              " servers have no client; their part files stay empty");
     exit_guard.install(this);
+    install_finalize_hook();
     open_outputs();
 }
 
@@ -9616,6 +9829,7 @@ inline void fill_neutral(void* p, std::size_t n, DType t, int op) {
 SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) {
     using namespace detail;
     Impl& im = *impl_;
+    im.owner = this;
     im.opt = std::move(options);
     const Options& o = im.opt;
     ensure_mpi();
@@ -9653,7 +9867,8 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         return;
     }
 
-    im.setup_parallel();  // roles, agreed options, communicators, part files: fails on all ranks
+    im.parallel_slot.take();  // before any collective: a second one would hang in them
+    im.setup_parallel();      // roles, agreed options, communicators, part files: fails on all ranks
     if (im.role == Role::client) {
         auto sender = std::make_unique<Sender>(im);
         std::vector<unsigned char>* first = sender->first();
@@ -9703,6 +9918,7 @@ void SmallData::done() {
     Impl& im = *impl_;
     if (im.finished) return;
     im.finished = true;
+    im.parallel_slot.release();  // another SmallData may start once this one is done
     packer_ = nullptr;
     warn_unsaved(im);
     if (im.role != Role::server) im.t_stream_end = now_seconds();
@@ -9825,13 +10041,22 @@ inline SummaryItem* summary_slot(Impl& im, std::string_view name) {
 }
 }  // namespace detail
 
+// save_summary() and save_attribute() keep what they are given on one rank (the serial
+// process, or client 0) and ignore it on the other clients; what can be checked without
+// that rank's state (done() called, the name, the value) is checked on every client, so
+// that the same bad call fails alike on each.
 void SmallData::save_summary_raw(std::string_view name, DType dt, const Shape& shape, const void* data) {
     detail::Impl& im = *impl_;
-    if (im.role != Role::serial && im.client_idx != 0) return;
+    if (im.finished) detail::throw_error(Errc::usage, "save_summary('" + std::string(name) + "') after done()");
+    detail::validate_name(name, "summary");
     std::uint64_t bytes = 0;
     if (shape.rank > max_rank || !detail::value_bytes(dt, shape, bytes))
         detail::throw_error(Errc::usage, "summary '" + std::string(name) + "': a value of " + dtype_name(dt) + " " +
                                              shape.str() + " is larger than 2 GiB");
+    if (data == nullptr && bytes != 0)
+        detail::throw_error(Errc::usage, "summary '" + std::string(name) + "': the value of " + dtype_name(dt) + " " +
+                                             shape.str() + " is a null pointer");
+    if (im.role != Role::serial && im.client_idx != 0) return;
     detail::SummaryItem* s = detail::summary_slot(im, name);
     s->dtype = dt;
     s->shape = shape;
@@ -9843,6 +10068,8 @@ void SmallData::save_summary_raw(std::string_view name, DType dt, const Shape& s
 
 void SmallData::save_summary_string(std::string_view name, const std::string& text) {
     detail::Impl& im = *impl_;
+    if (im.finished) detail::throw_error(Errc::usage, "save_summary('" + std::string(name) + "') after done()");
+    detail::validate_name(name, "summary");
     if (im.role != Role::serial && im.client_idx != 0) return;
     detail::SummaryItem* s = detail::summary_slot(im, name);
     s->is_string = true;
@@ -9870,12 +10097,15 @@ inline AttributeItem* attribute_slot(Impl& im, std::string_view path, std::strin
 void SmallData::save_attribute_raw(std::string_view path, std::string_view name, DType dt, const Shape& shape,
                                    const void* data) {
     detail::Impl& im = *impl_;
-    if (im.role != Role::serial && im.client_idx != 0) return;
     detail::check_attribute_call(im, path, name);
     std::uint64_t bytes = 0;
     if (shape.rank > max_rank || !detail::value_bytes(dt, shape, bytes))
         detail::throw_error(Errc::usage, detail::attribute_what(path, name) + ": a value of " + dtype_name(dt) + " " +
                                              shape.str() + " is larger than 2 GiB");
+    if (data == nullptr && bytes != 0)
+        detail::throw_error(Errc::usage, detail::attribute_what(path, name) + ": the value of " + dtype_name(dt) + " " +
+                                             shape.str() + " is a null pointer");
+    if (im.role != Role::serial && im.client_idx != 0) return;
     detail::AttributeItem* a = detail::attribute_slot(im, path, name);
     detail::SummaryItem& v = a->value;
     v.dtype = dt;
@@ -9889,11 +10119,11 @@ void SmallData::save_attribute_raw(std::string_view path, std::string_view name,
 
 void SmallData::save_attribute_string(std::string_view path, std::string_view name, std::string_view text) {
     detail::Impl& im = *impl_;
-    if (im.role != Role::serial && im.client_idx != 0) return;
     detail::check_attribute_call(im, path, name);
     if (text.find('\0') != std::string_view::npos)
         detail::throw_error(Errc::usage, detail::attribute_what(path, name) +
                                              ": the string has a NUL byte, where an HDF5 string would end");
+    if (im.role != Role::serial && im.client_idx != 0) return;
     detail::AttributeItem* a = detail::attribute_slot(im, path, name);
     a->value.is_string = true;
     a->value.text = std::string(text);
@@ -9910,31 +10140,104 @@ void SmallData::check_reduce_role(int op) const {
     if (im.finished) detail::throw_error(Errc::usage, std::string(what) + "() after done()");
 }
 
-std::size_t SmallData::agree_count(std::size_t count, bool contributes) {
+// A reduction's first collective (its agreement) is where a client waits for the others to
+// come. A stop (SIGTERM or SIGINT to every rank, as a scheduler sends it, or
+// request_stop()) sends the clients still in their loops to done() at their next event(),
+// never into this reduction: so a client waiting here for them, once it has seen the stop
+// and waited stop_reduction_grace more (a client merely late still comes), leaves the
+// reduction unfinished (its buffer is the Impl's, which outlives it) and runs done() as
+// event() would: the run ends with a complete file instead of hanging. The data's own
+// collective comes only once every client has agreed: nothing can keep it waiting.
+void SmallData::wait_agreement(MPI_Request& r) {
     detail::Impl& im = *impl_;
-    if (im.role == Role::serial) return count;
-    long long v[2] = {contributes ? static_cast<long long>(count) : LLONG_MAX,
-                      contributes ? -static_cast<long long>(count) : LLONG_MAX};
-    MPI_Request r = MPI_REQUEST_NULL;
-    detail::check_mpi(MPI_Iallreduce(MPI_IN_PLACE, v, 2, MPI_LONG_LONG, MPI_MIN, im.clients_comm, &r), "MPI_Iallreduce");
-    detail::wait_gently(r, im.opt.idle_sleep_max_us);
-    if (v[0] == LLONG_MAX) return 0;  // nobody contributed
-    if (v[0] != -v[1])
-        detail::throw_error(Errc::reduction, "the clients' vectors differ in length (from " + std::to_string(v[0]) +
-                                                 " to " + std::to_string(-v[1]) + " elements)");
-    return static_cast<std::size_t>(v[0]);
+    double stop_seen = 0;
+    detail::wait_until(
+        [&] {
+            int flag = 0;
+            detail::check_mpi(MPI_Test(&r, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+            if (flag) return true;
+            if (detail::stop_requested.load(std::memory_order_relaxed) == 0) return false;
+            const double now = detail::now_seconds();
+            if (stop_seen == 0) stop_seen = now;
+            return now - stop_seen > detail::stop_reduction_grace;
+        },
+        im.opt.idle_sleep_max_us);
+    if (r != MPI_REQUEST_NULL) stop_at_event();  // ends the process, or throws Errc::interrupted
 }
 
-bool SmallData::reduce_raw(void* inout, std::size_t count, DType dt, int op, bool contributes) {
+std::size_t SmallData::agree_call(int op, DType dt, int kind, std::size_t count, bool contributes, bool& any) {
+    using namespace detail;
+    Impl& im = *impl_;
+    any = contributes;
+    if (im.role == Role::serial) return count;
+    // A vector's length is known from the clients that contribute; the rest is every client's.
+    const bool given = contributes || kind != 2;
+    constexpr std::size_t F = 5;  // op, dtype, kind, count (min among those given), contributes
+    const std::uint64_t mine[F] = {static_cast<std::uint64_t>(op), static_cast<std::uint64_t>(dt),
+                                   static_cast<std::uint64_t>(kind), given ? count : UINT64_MAX, contributes ? 1u : 0u};
+    // Minimum and maximum of each (x and ~x under MPI_MIN); the count's maximum among those given.
+    im.agreement.resize(std::max<std::size_t>(im.agreement.size(), 2 * F));
+    std::uint64_t* mm = im.agreement.data();
+    for (std::size_t i = 0; i < F; ++i) {
+        mm[i] = mine[i];
+        mm[F + i] = ~mine[i];
+    }
+    mm[F + 3] = ~(given ? static_cast<std::uint64_t>(count) : 0);
+    MPI_Request r = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, static_cast<int>(2 * F), MPI_UINT64_T, MPI_MIN, im.clients_comm, &r),
+              "MPI_Iallreduce");
+    wait_agreement(r);
+    const bool nobody_gave = mm[3] == UINT64_MAX;
+    bool agree = nobody_gave || mm[3] == ~mm[F + 3];
+    for (std::size_t i = 0; i < 3; ++i) agree = agree && mm[i] == ~mm[F + i];
+    if (!agree) {  // every client sees it: gather every client's call to name them
+        std::vector<std::uint64_t> all(F * static_cast<std::size_t>(im.n_clients));
+        check_mpi(MPI_Iallgather(mine, static_cast<int>(F), MPI_UINT64_T, all.data(), static_cast<int>(F), MPI_UINT64_T,
+                                 im.clients_comm, &r),
+                  "MPI_Iallgather");
+        wait_gently(r, im.opt.idle_sleep_max_us);
+        auto call = [&](const std::uint64_t* c) {
+            const int o = static_cast<int>(c[0]);
+            std::string t = std::string(o == op_sum ? "sum" : o == op_min ? "min" : "max") + "() of " +
+                            dtype_name(static_cast<DType>(c[1]));
+            if (c[2] == 0) return t;
+            t = t + (c[2] == 1 ? " std::array" : " std::vector");
+            return c[3] == UINT64_MAX ? t + " (none given)" : t + " of " + std::to_string(c[3]);
+        };
+        // Clients with the same call together: "client 0: ..., clients 1-3: ...".
+        std::string text;
+        std::vector<bool> shown(static_cast<std::size_t>(im.n_clients), false);
+        std::size_t groups = 0;
+        for (std::size_t c = 0; c < shown.size(); ++c) {
+            if (shown[c]) continue;
+            const std::string mine_call = call(&all[F * c]);
+            std::vector<std::size_t> same;
+            for (std::size_t d = c; d < shown.size(); ++d)
+                if (!shown[d] && call(&all[F * d]) == mine_call) {
+                    shown[d] = true;
+                    same.push_back(d);
+                }
+            if (++groups > 8) {
+                text += "; ...";
+                break;
+            }
+            std::string who = same.size() == 1 ? "client " + std::to_string(same[0]) : "clients ";
+            for (std::size_t k = 0; same.size() > 1 && k < same.size() && k < 8; ++k)
+                who += (k ? "," : "") + std::to_string(same[k]);
+            if (same.size() > 8) who += ",...";
+            text += (text.empty() ? "" : "; ") + who + ": " + mine_call;
+        }
+        throw_error(Errc::reduction, "the clients' reductions do not agree (" + text + ")");
+    }
+    any = ~mm[F + 4] != 0;
+    return nobody_gave ? 0 : static_cast<std::size_t>(mm[3]);
+}
+
+void SmallData::reduce_raw(void* inout, std::size_t count, DType dt, int op, bool contributes) {
     detail::Impl& im = *impl_;
-    if (im.role == Role::serial) return contributes;
+    if (im.role == Role::serial) return;
     if (!contributes) detail::fill_neutral(inout, count, dt, op);
     detail::allreduce_in_pieces(im, inout, count, dt, op);
-    MPI_Request r = MPI_REQUEST_NULL;
-    int any = contributes ? 1 : 0;
-    detail::check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, im.clients_comm, &r), "MPI_Iallreduce");
-    detail::wait_gently(r, im.opt.idle_sleep_max_us);
-    return any != 0;
 }
 
 bool SmallData::reduce_buffer(void* data, DType dt, const std::uint64_t* dims, std::size_t rank, int op,
@@ -9957,7 +10260,8 @@ bool SmallData::reduce_buffer(void* data, DType dt, const std::uint64_t* dims, s
         return contributes;
     }
     // Minimum and maximum of each (x and ~x under MPI_MIN): one small collective.
-    std::uint64_t mm[2 * ip_fields];
+    im.agreement.resize(std::max<std::size_t>(im.agreement.size(), 2 * ip_fields));
+    std::uint64_t* mm = im.agreement.data();
     for (std::size_t i = 0; i < ip_fields; ++i) {
         mm[i] = mine[i];
         mm[ip_fields + i] = ~mine[i];
@@ -9965,7 +10269,7 @@ bool SmallData::reduce_buffer(void* data, DType dt, const std::uint64_t* dims, s
     MPI_Request r = MPI_REQUEST_NULL;
     check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, static_cast<int>(2 * ip_fields), MPI_UINT64_T, MPI_MIN, im.clients_comm, &r),
               "MPI_Iallreduce");
-    wait_gently(r, im.opt.idle_sleep_max_us);
+    wait_agreement(r);
     bool agree = ~mm[ip_fields + ip_problem] == 0;
     for (std::size_t i = 0; i < ip_problem; ++i) agree = agree && mm[i] == ~mm[ip_fields + i];
     if (!agree) {  // every client sees it: gather every client's call to name the culprits

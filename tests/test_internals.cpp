@@ -930,6 +930,25 @@ TEST_CASE("ClientRuns: runs while they are long, one client per event once they 
     for (std::uint32_t e = 0; e < 10000; ++e) big.add(e % 2 ? 70000 : 1, 1);
     CHECK_FALSE(big.dense());
     CHECK(big.runs().size() == 10000);
+    // One that comes after the switch to one client per event: back to runs, every row's
+    // client kept (it was cut to 16 bits: 70000 read back as 4464).
+    ClientRuns late;
+    want.clear();
+    for (std::uint32_t e = 0; e < 10000; ++e) {
+        late.add(e % 2, 1);
+        want.push_back(e % 2);
+    }
+    CHECK(late.dense());
+    late.add(70000, 2);
+    late.add(1, 1);
+    late.add(70000, 1);
+    want.insert(want.end(), {70000, 70000, 1, 70000});
+    CHECK_FALSE(late.dense());
+    CHECK(late.events() == want.size());
+    ClientRuns::Cursor cl(late);
+    bad = 0;
+    for (std::uint64_t w : want) bad += cl.next() != w;
+    CHECK(bad == 0);
 }
 
 TEST_CASE("PartFile: the time ordering's reads of a part; a file cut short is an error naming it", "[internals][order]") {

@@ -961,6 +961,39 @@ TEST_CASE("event() after done() is Errc::usage and writes nothing", "[serial][do
     CHECK_FALSE(f.exists("new_field"));
 }
 
+TEST_CASE("a View of a null pointer is Errc::usage naming the field; nothing of the event is lost",
+          "[serial][errors]") {
+    // It read address 0 (a crash). A View with no elements may be null: nothing is read.
+    const std::string path = fresh("null_view.h5");
+    {
+        smalldata::SmallData smd(file_opts(path));
+        std::vector<float> v{1, 2, 3};
+        smd.event(0, "x", 1.0, "v", smalldata::view(v.data(), {3}));
+        const Thrown t = thrown([&] { smd.event(1, "x", 2.0, "v", smalldata::view(static_cast<const float*>(nullptr), {3})); });
+        CHECK(t.code == "usage");
+        CHECK_THAT(t.what, Catch::Contains("field 'v'") && Catch::Contains("float32 (3)") && Catch::Contains("null pointer"));
+        smd.event(2, "x", 3.0, "v", smalldata::view(v.data(), {3}), "e", smalldata::view(static_cast<const float*>(nullptr), {0}));
+        const Thrown s = thrown([&] { smd.save_summary("s", smalldata::view(static_cast<const double*>(nullptr), {2, 2})); });
+        CHECK(s.code == "usage");
+        CHECK_THAT(s.what, Catch::Contains("summary 's'") && Catch::Contains("null pointer"));
+        const Thrown a = thrown([&] { smd.save_attribute("x", "a", smalldata::view(static_cast<const int*>(nullptr), {1})); });
+        CHECK(a.code == "usage");
+        CHECK_THAT(a.what, Catch::Contains("null pointer"));
+        smd.done();
+    }
+    h5r::File f(path);
+    // The event of the failed call keeps what it was given before the null view.
+    CHECK(f.read<std::int64_t>("timestamp") == std::vector<std::int64_t>{0, 1, 2});
+    CHECK(f.read<double>("x") == std::vector<double>{1.0, 2.0, 3.0});
+    const auto v = f.read<float>("v");
+    REQUIRE(v.size() == 9);
+    CHECK(v[0] == 1.0f);
+    CHECK(std::isnan(v[3]));
+    CHECK(v[8] == 3.0f);
+    CHECK(f.read<float>("e").empty());
+    CHECK_FALSE(f.exists("s"));
+}
+
 // ==================================================================== share
 
 TEST_CASE("share() yields every index in serial mode", "[serial][share]") {

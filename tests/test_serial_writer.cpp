@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdint>
@@ -469,7 +470,8 @@ TEST_CASE("a full disk: the rows written stay readable and aligned, the process 
           "[serial][writer][errors][disk]") {
     for (const int thread : {0, 1}) {
         CAPTURE(thread);
-        SmallDisk disk(h5r::test_path("small_disk_" + std::to_string(thread)), 8);
+        // 16 MiB: 8 are held back for the metadata (SpareSpace) from the start.
+        SmallDisk disk(h5r::test_path("small_disk_" + std::to_string(thread)), 16);
         if (!disk.ok()) {
             WARN("SKIP: cannot mount a small tmpfs here (needs root); the disk-full test did not run");
             return;
@@ -520,6 +522,33 @@ TEST_CASE("a full disk: the rows written stay readable and aligned, the process 
             CHECK(bad == 0);
         }
     }
+}
+
+TEST_CASE("a file system without room for the space held back for the metadata: the constructor refuses",
+          "[serial][writer][errors][disk]") {
+    // It made the file and wrote until the disk was full, then could not close it: a file
+    // that did not open, every event lost.
+    SmallDisk disk(h5r::test_path("tiny_disk"), 2);
+    if (!disk.ok()) {
+        WARN("SKIP: cannot mount a small tmpfs here (needs root); the test did not run");
+        return;
+    }
+    const std::string path = disk.path("tiny.h5");
+    smalldata::Options o = file_opts(path);
+    int code = 0;
+    const Thrown t = thrown([&] {
+        try {
+            smalldata::SmallData smd(o);
+        } catch (const smalldata::Error& e) {
+            code = e.library_code();
+            throw;
+        }
+    });
+    CHECK(t.code == "hdf5");
+    CHECK_THAT(t.what, Catch::Contains("the file system of '" + path + "' has no room for the 8 MiB"));
+    CHECK(code == ENOSPC);
+    CHECK_FALSE(std::filesystem::exists(path));
+    CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
 }
 
 // ---------------------------------------------------------------------------- 5. stats()

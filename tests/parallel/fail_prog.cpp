@@ -28,6 +28,11 @@
 //                  Its errors are caught by main, as for good
 //   sigterm      : client 1 gets SIGTERM half-way (the library ends its run: done(), then
 //                  the signal); the others finish
+//   sigterm-sum  : SIGTERM to every rank 3 s in (a thread of each sends it), while client 0
+//                  (no events) waits in sum() and clients 1 and 2 are in their loops
+//                  (1 ms per event): every rank ends by the signal with the file complete
+//   finalize-first : main initialises MPI; the clients call MPI_Finalize after their loop
+//                  without done(), before ~SmallData (done() runs from MPI_Finalize)
 //   nonstd-throw : a callback on the server throws 42 (not a std::exception); main has
 //                  catch (...) { return 1; }
 // Failures in the constructor, caught by main (every rank prints "caught [CODE] ..."):
@@ -41,6 +46,8 @@
 
 #include <chrono>
 #include <csignal>
+#include <signal.h>  // kill
+#include <unistd.h>  // getpid
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -82,10 +89,22 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
         o.time_order = true;
         o.cache_memory = std::size_t(32) << 10;
     }
+    if (mode == "sigterm-sum") {
+        // As a scheduler's wall time: SIGTERM to every rank, 3 s in (the library's handler
+        // is in place by then).
+        std::thread([] {
+            std::this_thread::sleep_for(std::chrono::seconds(3));
+            ::kill(::getpid(), SIGTERM);
+        }).detach();
+    }
     smalldata::SmallData smd(o);
     const int c = smd.client_index();
     const auto t0 = std::chrono::steady_clock::now();
+    // sigterm-sum: client 0 has no events and waits in a reduction for the others, which
+    // are still in their loops when the signal comes.
+    if (mode == "sigterm-sum" && c == 0) (void)smd.sum(1);
     for (std::int64_t i : smd.share(n)) {
+        if (mode == "sigterm-sum") std::this_thread::sleep_for(std::chrono::milliseconds(1));
         if (mode == "client-type" && c == 1 && i > n / 2)
             smd.event(i, "x", static_cast<std::int32_t>(i));  // was double: type_mismatch
         else if (mode == "fill" || mode == "order-fill") {
@@ -108,6 +127,10 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
             throw std::runtime_error("client 1 failed");
         if (mode == "exit" && c == 1 && i > n / 2) std::exit(0);
         if (mode == "sigterm" && c == 1 && i > n / 2 && i <= n / 2 + 3) std::raise(SIGTERM);  // once: c's next i
+    }
+    if (mode == "finalize-first") {  // main initialised MPI; MPI_Finalize before done() and ~SmallData
+        MPI_Finalize();
+        return 0;
     }
     smd.done();
     return 0;
@@ -132,7 +155,7 @@ int main(int argc, char** argv) {
     const std::string file = argv[2];
     const std::int64_t n = argc > 3 ? std::atoll(argv[3]) : 200000;
     // bad-option needs the world rank before the library initialises MPI: main owns MPI.
-    const bool own_mpi = mode == "bad-option";
+    const bool own_mpi = mode == "bad-option" || mode == "finalize-first";
     int provided = 0;
     if (own_mpi) MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     if (mode == "nonstd-throw") {

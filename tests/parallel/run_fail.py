@@ -33,13 +33,14 @@ class Mode:
     part      : a part file whose timestamp and x must be readable, equally long (> 0)
                 and equal row by row
     check     : called with the directory after the run; returns a list of problems
+    exit_ok   : the job must exit 0 (a run the library brings to a good end), else non-zero
     """
 
     def __init__(self, name, prog_mode, file="out.h5", setup=None, launch="mpiexec", env=None, needles=(),
-                 caught=None, files=("out_part0.h5",), part="out_part0.h5", check=None, n=None):
+                 caught=None, files=("out_part0.h5",), part="out_part0.h5", check=None, n=None, exit_ok=False):
         self.name, self.prog_mode, self.file, self.setup, self.launch = name, prog_mode, file, setup, launch
         self.env, self.needles, self.caught, self.files, self.part = env or {}, needles, caught, files, part
-        self.check, self.n = check, n
+        self.check, self.n, self.exit_ok = check, n, exit_ok
 
 
 def digest(path):
@@ -187,6 +188,51 @@ def sigterm_ordered_check(work, state):
     return problems
 
 
+def sigterm_sum_check(work, _state):
+    """SIGTERM to every rank while client 0 (no events) waited in sum() for clients still
+    in their loops: client 0 left the reduction and ran done() like the others (it hung
+    there). The final file holds of clients 1 and 2 each a prefix of their events, once."""
+    try:
+        with h5py.File(os.path.join(work, "out.h5"), "r") as f:
+            ts, x = f["timestamp"][:], f["x"][:]
+    except Exception as e:  # noqa: BLE001
+        return [f"final file unreadable: {e}"]
+    problems = []
+    if not np.array_equal(x, ts.astype(np.float64)):
+        problems.append("x != timestamp")
+    for c in (1, 2):
+        mine = np.sort(ts[ts % 3 == c])
+        if len(mine) == 0 or not np.array_equal(mine, np.arange(c, mine[-1] + 1, 3)):
+            problems.append(f"client {c}'s events are not a prefix of its share, each once")
+    if np.any(ts % 3 == 0):
+        problems.append("events of client 0, which gave none")
+    print(f"    out.h5: {len(ts)} events")
+    return problems
+
+
+def finalize_first_check(work, _state):
+    """MPI_Finalize before done() on every rank: done() ran from MPI_Finalize (it hung, the
+    clients' batches lost); the final file holds every event once."""
+    try:
+        with h5py.File(os.path.join(work, "out.h5"), "r") as f:
+            ts, x = f["timestamp"][:], f["x"][:]
+    except Exception as e:  # noqa: BLE001
+        return [f"final file unreadable: {e}"]
+    print(f"    out.h5: {len(ts)} events")
+    if not (np.array_equal(np.sort(ts), np.arange(FINALIZE_N)) and np.array_equal(x, ts.astype(np.float64))):
+        return [f"the final file holds {len(ts)} events, not every one of the {FINALIZE_N} once"]
+    return []
+
+
+FINALIZE_N = 30000
+MODES += [Mode("sigterm in a reduction", "sigterm-sum",
+               needles=["rank 1, client 0]: interrupted by SIGTERM", "the run ended early (SIGTERM)", "is complete"],
+               files=("out.h5", "out_part0.h5"), check=sigterm_sum_check),
+          Mode("MPI_Finalize before done()", "finalize-first", n=FINALIZE_N,
+               needles=["MPI_Finalize was called before done(): done() runs now"],
+               files=("out.h5", "out_part0.h5"), check=finalize_first_check, exit_ok=True)]
+
+
 # Options::time_order with one server and three clients: the server merges their streams
 # and holds batches; a failure, or a stop, must write what it holds and close the part.
 MODES += [Mode("user-throw (time order)", "user-throw", needles=["rank 3, client 2", "fatal", "detector exploded"],
@@ -215,8 +261,8 @@ def run_mode(m, mpiexec, prog, root):
     print(f"--- {m.name}: exit {p.returncode} after {time.time() - t0:.1f} s")
     print("\n".join(l for l in err.splitlines() if "smalldata" in l or "fail_prog" in l)[:3000])
     problems = []
-    if p.returncode == 0:
-        problems.append("the job exited 0")
+    if (p.returncode == 0) != m.exit_ok:
+        problems.append(f"the job exited {p.returncode}")
     problems += [f"output lacks {s!r}" for s in m.needles if s not in err]
     # A fatal line names its rank once: "smalldata[rank 0, server 0]: fatal: field 'y' ...".
     problems += [f"a fatal line names its rank twice: {l!r}" for l in err.splitlines()

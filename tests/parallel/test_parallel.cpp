@@ -437,6 +437,27 @@ TEST_CASE("reductions over the clients", "[mpi]") {
             } catch (const smalldata::Error& e) {
                 CHECK(e.code() == Errc::reduction);
             }
+            // Another operation, element type or kind on one client: the same, naming each
+            // client's call (they went through: client 1 got min(1) from max, or bits of a
+            // float read as an int).
+            auto refused = [&](const std::function<void()>& f, const std::string& a, const std::string& b) {
+                std::string what;
+                try {
+                    f();
+                } catch (const smalldata::Error& e) {
+                    if (e.code() == Errc::reduction) what = e.what();
+                }
+                CHECK_THAT(what, Catch::Contains("client 0: " + a) && Catch::Contains(b));
+            };
+            refused([&] { c == 0 ? (void)smd.min(1) : (void)smd.max(1); }, "min() of int32", ": max() of int32");
+            refused([&] { c == 0 ? (void)smd.sum(1.5f) : (void)smd.sum(2); }, "sum() of float32", ": sum() of int32");
+            refused([&] { c == 0 ? (void)smd.sum(std::uint32_t(4)) : (void)smd.sum(std::int32_t(5)); }, "sum() of uint32",
+                    ": sum() of int32");
+            refused([&] { c == 0 ? (void)smd.sum(1) : (void)smd.sum(std::vector<int>{1}); }, "sum() of int32",
+                    ": sum() of int32 std::vector of 1");
+            refused([&] { c == 0 ? (void)smd.sum(std::array<int, 2>{}) : (void)smd.sum(std::array<int, 3>{}); },
+                    "sum() of int32 std::array of 2", ": sum() of int32 std::array of 3");
+            CHECK(smd.sum(1) == nc);  // and the next reduction goes through
         }
         smd.save_summary("clients", nc, "vec", v, "label", std::string("reduced"));
     }
@@ -882,6 +903,88 @@ TEST_CASE("a large event followed by more batches than there are slots: the clie
         for (std::size_t k = 0; k < big_n; k += 1024) bad += big[r * big_n + k] != static_cast<float>(ts[r] + static_cast<std::int64_t>(k));
     }
     CHECK(bad == 0);
+}
+
+TEST_CASE("a second SmallData before the first's done() is Errc::usage on the clients; the first writes on",
+          "[mpi]") {
+    // It hung: the servers stay in the first one's constructor until its clients are done.
+    if (world_size() < 2) return;  // serial mode: two at once work
+    const std::string dir = fresh_dir("second");
+    Options o = layout_options(dir + "/first.h5");
+    int refused = 0, clients = 0;
+    {
+        SmallData smd(o);
+        clients = smd.client_count();
+        if (smd.role() == Role::client) {
+            const std::int64_t c = smd.client_index();
+            smd.event(c, "x", c);
+            try {
+                SmallData second(layout_options(dir + "/second.h5"));
+            } catch (const smalldata::Error& e) {
+                refused = e.code() == Errc::usage && std::string(e.what()).find("one at a time") != std::string::npos;
+            }
+            smd.event(100 + c, "x", 100 + c);
+        }
+        smd.done();
+    }
+    CHECK(sum_over_world(refused) == clients);
+    {  // after done(), another may start (on every rank)
+        SmallData third(layout_options(dir + "/third.h5"));
+        if (third.role() == Role::client) third.event(0, "y", 1.0);
+        third.done();
+    }
+    if (world_rank() != 0) return;
+    CHECK_FALSE(std::filesystem::exists(dir + "/second.h5"));
+    h5r::File f(o.filename);
+    auto ts = f.read<std::int64_t>("timestamp");
+    const auto x = f.read<std::int64_t>("x");
+    REQUIRE(x.size() == ts.size());
+    CHECK(x == ts);
+    std::sort(ts.begin(), ts.end());
+    std::vector<std::int64_t> want;
+    for (int c = 0; c < clients; ++c) want.push_back(c);
+    for (int c = 0; c < clients; ++c) want.push_back(100 + c);
+    CHECK(ts == want);
+    CHECK(h5r::File(dir + "/third.h5").read<double>("y").size() == static_cast<std::size_t>(clients));
+}
+
+TEST_CASE("save_summary and save_attribute check the call on every client, not only where it is kept", "[mpi]") {
+    // Client 0 keeps what it is given, the others keep nothing; a bad call threw on client 0
+    // only, and the other clients went on.
+    const std::string dir = fresh_dir("summary_checks");
+    Options o = layout_options(dir + "/s.h5");
+    int thrown = 0, clients = 0;
+    {
+        SmallData smd(o);
+        clients = smd.client_count();
+        if (smd.summary()) {
+            auto count = [&](const std::function<void()>& f, Errc code) {
+                try {
+                    f();
+                } catch (const smalldata::Error& e) {
+                    thrown += e.code() == code;
+                }
+            };
+            count([&] { smd.save_summary("", 1); }, Errc::name);
+            count([&] { smd.save_summary("timestamp", 1); }, Errc::name);
+            count([&] { smd.save_summary("v", smalldata::view(static_cast<const float*>(nullptr), {2})); }, Errc::usage);
+            count([&] { smd.save_attribute("/", "a", 1); }, Errc::name);
+            count([&] { smd.save_attribute("", "a", std::string("a\0b", 3)); }, Errc::usage);
+            smd.save_summary("ok", 1);
+        }
+        smd.done();
+        if (smd.summary())
+            try {
+                smd.save_summary("late", 1);
+            } catch (const smalldata::Error& e) {
+                thrown += e.code() == Errc::usage;
+            }
+    }
+    CHECK(sum_over_world(thrown) == 6 * clients);
+    if (world_rank() != 0) return;
+    h5r::File f(o.filename);
+    CHECK(f.scalar<std::int32_t>("ok") == 1);
+    CHECK_FALSE(f.exists("v"));
 }
 
 TEST_CASE("events larger than batch_bytes still go through, in order", "[mpi]") {

@@ -685,10 +685,32 @@ def mode_flat_stop(c):
     return probs
 
 
+def mode_unreadable_crashed(c):
+    """A serial file killed after its third checkpoint (status flags set), one of whose
+    datasets' object headers is then overwritten: recover cannot read it through, fails
+    naming it, and leaves every byte as it was (it once cut such a file to the end its
+    superblock gave, losing the rows written since)."""
+    out = c.fresh("unreadable_crashed", 1, env={"SMALLDATA_TEST_KILL_CHECKPOINT": "3"}, stopped=True)
+    with h5py.File(out, "r", swmr=True) as f:  # the flags are set: read as an SWMR reader
+        addr = h5py.h5o.get_info(f["x"].id).addr
+    with open(out, "r+b") as f:
+        f.seek(addr)
+        f.write(b"\xff" * 64)
+    before, size = sha(out), os.path.getsize(out)
+    p = c.tool_run("recover", out)
+    probs = []
+    if p.returncode in (0, None) or "run.h5" not in p.stderr:
+        probs.append(f"recover exited {p.returncode} or did not name run.h5")
+    if sha(out) != before:
+        probs.append(f"recover changed the file it could not recover ({size} bytes, now {os.path.getsize(out)})")
+    return probs
+
+
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
          "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut,
          "compressed": mode_compressed, "flatten": mode_flatten, "ordered": mode_ordered,
-         "ordered_stale": mode_ordered_stale, "rerun_killed": mode_rerun_killed, "misplaced": mode_misplaced, "flat_stop": mode_flat_stop}
+         "ordered_stale": mode_ordered_stale, "rerun_killed": mode_rerun_killed, "misplaced": mode_misplaced, "flat_stop": mode_flat_stop,
+         "unreadable_crashed": mode_unreadable_crashed}
 
 
 def main():
