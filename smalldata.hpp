@@ -9725,8 +9725,29 @@ void fill_neutral_as(void* p, std::size_t n, int op) {
 }
 // One element-wise reduction among the clients, in place, in pieces of at most
 // reduce_piece_bytes and INT_MAX elements (MPI counts are int).
+// Unsigned elements under min and max: their top bit flipped, reduced as the signed type of
+// their size, flipped back (the same order; measured: MPICH 4.0.2, Debian 12's, compares every
+// unsigned type as signed under MPI_MIN and MPI_MAX: min(255, 2) of uint8 came out 255).
+template <class U>
+void flip_top_bits(void* p, std::size_t n) {
+    constexpr U top = static_cast<U>(U(1) << (8 * sizeof(U) - 1));
+    U* u = static_cast<U*>(p);
+    for (std::size_t i = 0; i < n; ++i) u[i] = static_cast<U>(u[i] ^ top);
+}
+inline bool flip_unsigned(void* p, std::size_t n, DType dt) {  // false: not unsigned, nothing done
+    switch (dt) {
+        case DType::u8: flip_top_bits<std::uint8_t>(p, n); return true;
+        case DType::u16: flip_top_bits<std::uint16_t>(p, n); return true;
+        case DType::u32: flip_top_bits<std::uint32_t>(p, n); return true;
+        case DType::u64: flip_top_bits<std::uint64_t>(p, n); return true;
+        default: return false;
+    }
+}
+
 inline void allreduce_in_pieces(Impl& im, void* inout, std::size_t count, DType dt, int op) {
     const MPI_Op mop = op == op_sum ? MPI_SUM : op == op_min ? MPI_MIN : MPI_MAX;
+    const bool flipped = op != op_sum && flip_unsigned(inout, count, dt);
+    if (flipped) dt = static_cast<DType>(static_cast<int>(dt) - static_cast<int>(DType::u8) + static_cast<int>(DType::i8));
     const std::size_t size = dtype_size(dt);
     const std::size_t piece = std::min(std::max(reduce_piece_bytes / size, std::size_t(1)),
                                        static_cast<std::size_t>(INT_MAX));
@@ -9738,6 +9759,8 @@ inline void allreduce_in_pieces(Impl& im, void* inout, std::size_t count, DType 
                   "MPI_Iallreduce");
         wait_gently(r, im.opt.idle_sleep_max_us);
     }
+    if (flipped) flip_unsigned(inout, count, static_cast<DType>(static_cast<int>(dt) - static_cast<int>(DType::i8) +
+                                                                 static_cast<int>(DType::u8)));
 }
 
 // The in-place reductions' description of one client's call (SmallData::reduce_buffer):
@@ -10171,10 +10194,14 @@ std::size_t SmallData::agree_call(int op, DType dt, int kind, std::size_t count,
     any = contributes;
     if (im.role == Role::serial) return count;
     // A vector's length is known from the clients that contribute; the rest is every client's.
+    // "Not given" is INT64_MAX, not UINT64_MAX: MPICH 4.0 compares MPI_UINT64_T under MPI_MIN
+    // as signed (UINT64_MAX came out smaller than 2). Every value here, x and ~x, compares
+    // alike either way.
     const bool given = contributes || kind != 2;
+    constexpr std::uint64_t none = static_cast<std::uint64_t>(INT64_MAX);
     constexpr std::size_t F = 5;  // op, dtype, kind, count (min among those given), contributes
     const std::uint64_t mine[F] = {static_cast<std::uint64_t>(op), static_cast<std::uint64_t>(dt),
-                                   static_cast<std::uint64_t>(kind), given ? count : UINT64_MAX, contributes ? 1u : 0u};
+                                   static_cast<std::uint64_t>(kind), given ? count : none, contributes ? 1u : 0u};
     // Minimum and maximum of each (x and ~x under MPI_MIN); the count's maximum among those given.
     im.agreement.resize(std::max<std::size_t>(im.agreement.size(), 2 * F));
     std::uint64_t* mm = im.agreement.data();
@@ -10187,7 +10214,7 @@ std::size_t SmallData::agree_call(int op, DType dt, int kind, std::size_t count,
     check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, static_cast<int>(2 * F), MPI_UINT64_T, MPI_MIN, im.clients_comm, &r),
               "MPI_Iallreduce");
     wait_agreement(r);
-    const bool nobody_gave = mm[3] == UINT64_MAX;
+    const bool nobody_gave = mm[3] == none;
     bool agree = nobody_gave || mm[3] == ~mm[F + 3];
     for (std::size_t i = 0; i < 3; ++i) agree = agree && mm[i] == ~mm[F + i];
     if (!agree) {  // every client sees it: gather every client's call to name them
@@ -10202,7 +10229,7 @@ std::size_t SmallData::agree_call(int op, DType dt, int kind, std::size_t count,
                             dtype_name(static_cast<DType>(c[1]));
             if (c[2] == 0) return t;
             t = t + (c[2] == 1 ? " std::array" : " std::vector");
-            return c[3] == UINT64_MAX ? t + " (none given)" : t + " of " + std::to_string(c[3]);
+            return c[3] == none ? t + " (none given)" : t + " of " + std::to_string(c[3]);
         };
         // Clients with the same call together: "client 0: ..., clients 1-3: ...".
         std::string text;
