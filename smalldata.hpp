@@ -736,8 +736,8 @@ public:
 
     // Save name/value pairs into the final file, not per event. Kept by client 0 (or the
     // serial process) only; other clients check the call (a bad name or value, or a call
-    // after done(), throws on every client alike) and keep nothing. Scalars become scalar datasets, vectors
-    // and arrays 1-d datasets, a View an N-d dataset, std::string a string dataset; an
+    // after done(), throws on every client alike) and keep nothing. Scalars become scalar
+    // datasets, vectors and arrays 1-d datasets, a View an N-d dataset, std::string a string dataset; an
     // empty std::optional is skipped with a warning. Saving a name again replaces it.
     template <class... NameValue>
     void save_summary(NameValue&&... name_value_pairs);
@@ -745,8 +745,9 @@ public:
     // Attach the HDF5 attribute `name` to the object `path` of the final file: a field (in
     // parallel mode its virtual dataset), a group, a summary, or "" for the root group.
     // Kept by client 0 (or the serial process) only, like save_summary; other clients check
-    // the call (a bad name or value throws on every client alike) and keep nothing. Value: a string (std::string, const char*, std::string_view; stored as a
-    // variable-length UTF-8 string, which h5py reads as str), an arithmetic scalar (bool
+    // the call (a bad name or value throws on every client alike) and keep nothing. Value:
+    // a string (std::string, const char*, std::string_view; stored as a variable-length
+    // UTF-8 string, which h5py reads as str), an arithmetic scalar (bool
     // included), a std::vector or std::array of one, or a View (an N-d attribute); types
     // as for fields (bool: the HDF5 enum over int8). Saving the same (path, name) again
     // replaces the value. Errc::name here for an invalid path (the rules of field names,
@@ -9723,8 +9724,6 @@ void fill_neutral_as(void* p, std::size_t n, int op) {
     if (op == op_max) v = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
     for (std::size_t i = 0; i < n; ++i) std::memcpy(static_cast<unsigned char*>(p) + i * sizeof(T), &v, sizeof(T));
 }
-// One element-wise reduction among the clients, in place, in pieces of at most
-// reduce_piece_bytes and INT_MAX elements (MPI counts are int).
 // Unsigned elements under min and max: their top bit flipped, reduced as the signed type of
 // their size, flipped back (the same order; measured: MPICH 4.0.2, Debian 12's, compares every
 // unsigned type as signed under MPI_MIN and MPI_MAX: min(255, 2) of uint8 came out 255).
@@ -9744,10 +9743,13 @@ inline bool flip_unsigned(void* p, std::size_t n, DType dt) {  // false: not uns
     }
 }
 
+// One element-wise reduction among the clients, in place, in pieces of at most
+// reduce_piece_bytes and INT_MAX elements (MPI counts are int).
 inline void allreduce_in_pieces(Impl& im, void* inout, std::size_t count, DType dt, int op) {
     const MPI_Op mop = op == op_sum ? MPI_SUM : op == op_min ? MPI_MIN : MPI_MAX;
     const bool flipped = op != op_sum && flip_unsigned(inout, count, dt);
-    if (flipped) dt = static_cast<DType>(static_cast<int>(dt) - static_cast<int>(DType::u8) + static_cast<int>(DType::i8));
+    // The signed type of the same size: DType lists i8..i64, then u8..u64.
+    const MPI_Datatype type = mpi_type(flipped ? static_cast<DType>(static_cast<int>(dt) - static_cast<int>(DType::u8)) : dt);
     const std::size_t size = dtype_size(dt);
     const std::size_t piece = std::min(std::max(reduce_piece_bytes / size, std::size_t(1)),
                                        static_cast<std::size_t>(INT_MAX));
@@ -9755,12 +9757,11 @@ inline void allreduce_in_pieces(Impl& im, void* inout, std::size_t count, DType 
         const std::size_t n = std::min(piece, count - at);
         MPI_Request r = MPI_REQUEST_NULL;
         check_mpi(MPI_Iallreduce(MPI_IN_PLACE, static_cast<unsigned char*>(inout) + at * size, static_cast<int>(n),
-                                 mpi_type(dt), mop, im.clients_comm, &r),
+                                 type, mop, im.clients_comm, &r),
                   "MPI_Iallreduce");
         wait_gently(r, im.opt.idle_sleep_max_us);
     }
-    if (flipped) flip_unsigned(inout, count, static_cast<DType>(static_cast<int>(dt) - static_cast<int>(DType::i8) +
-                                                                 static_cast<int>(DType::u8)));
+    if (flipped) flip_unsigned(inout, count, dt);
 }
 
 // The in-place reductions' description of one client's call (SmallData::reduce_buffer):
