@@ -76,6 +76,11 @@
 //   - replace a file at a part path that is not a part of the same final file (another
 //     final file with the same stem, a foreign file, a part left by a crashed run, kept
 //     for recovery): Errc::option before any event, naming both files.
+//   - replace, remove or recover a file another run is writing (two runs given the same
+//     filename at once): the writer's claim on its file (section 13, WriteClaim) makes
+//     the second run Errc::option, naming the file; nor write a final or serial file over
+//     another run's part, or over a file its writer never closed (a crashed run, kept for
+//     `smalldata recover`).
 // CONCEPTS
 //   Roles.  With one rank in Options::comm the library runs in serial mode. Otherwise the
 //     first `servers` ranks are servers (they write), the next `clients` ranks are clients
@@ -170,7 +175,8 @@
 //   - In parallel mode an error that cannot be returned to the caller (a server failing,
 //     an exception escaping a client, a process exiting before done()) ends the job: the
 //     reason is printed with the rank, every server closes its part file (a two-phase
-//     handshake, abort_grace_ms then abort_close_ms), then MPI_Abort. Serial mode closes
+//     handshake, abort_grace_ms then abort_close_ms), then MPI_Abort. A failing client's
+//     own events, up to its failure, are written first (section 20). Serial mode closes
 //     its file the same way when an exception escapes the program or it exits early.
 //   Messages (the layout, warnings, fatal errors, progress lines, the report) go to
 //   Options::logger, or to stderr, each starting with its source: "smalldata[rank 3,
@@ -1457,6 +1463,7 @@ template <class T> bool SmallData::max(T* data, const std::vector<std::uint64_t>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sched.h>
+#include <sys/file.h>   // flock: a directory locked while a file in it is replaced
 #include <sys/mman.h>   // madvise: large buffers ask for transparent huge pages
 #include <sys/vfs.h>
 #endif
@@ -2071,11 +2078,23 @@ bool Periodic::read_clock() {
     return true;
 }
 
+// When a failing process stops waiting (now_seconds()), 0 while none fails: a failing
+// client ships its last events (abort_job), and every wait it makes then gives up by this
+// time with Errc::mpi, so that a server that cannot take them does not hold up the abort.
+inline std::atomic<double>& give_up_waits_at() noexcept {
+    static std::atomic<double> at{0};
+    return at;
+}
+
 // Waits gently until ready() returns true; every wait of the library is one of these.
 template <class Ready>
 void wait_until(Ready&& ready, int max_us) {
     Backoff b(max_us);
-    while (!ready()) b.pause();
+    while (!ready()) {
+        const double give_up = give_up_waits_at().load(std::memory_order_relaxed);
+        if (give_up > 0 && now_seconds() > give_up) throw_error(Errc::mpi, "gave up waiting: the job is ending");
+        b.pause();
+    }
 }
 
 // Waits for `req` gently; `poll` (may be empty) runs between tests (the server's abort check).
@@ -3011,7 +3030,12 @@ std::uint32_t Packer::resolve(std::string_view name, DType dt, const Shape& shap
             lid = lookup(ln);
             if (lid == UINT32_MAX) {
                 len.meta = make_meta(ln, DType::i64, Shape{});
-                check_clash(ln, false);
+                try {
+                    check_clash(ln, false);
+                } catch (const Error& e) {  // a name the user never gave: say where it comes from
+                    throw_error(Errc::name, "field '" + std::string(name) + "' starts the var_ group whose lengths are the "
+                                            "field '" + ln + "': " + bare_message(e));
+                }
             } else if (fields_[lid].last_event == event_no_ && fields_[lid].len != shape.dims[0]) {
                 length_mismatch(name, fields_[lid], shape.dims[0]);  // before it is defined: no trace
             }
@@ -3117,6 +3141,11 @@ namespace detail {
 //                      counters of its own (write_queue_counters()). No HDF5 either.
 //       ClientRuns     the client of every event (Options::time_order's tie-break): runs,
 //                      or one 16-bit client per event once runs are short.
+//       SpareSpace,    the disk space held back for the close's metadata; the space
+//       FileReserve    reserved ahead of the writes.
+//       WriteClaim,    the writer's claim on its file, from its making to its close, and the
+//       DirLock        directory lock under which a file is checked and replaced: no run
+//                      replaces a file another is writing (section 16 checks them).
 //       Writer         the fields (WField: meta, RowCache, Dataset, the queue's Slot) and
 //                      the file: events, its Sink (FieldSink: the write thread or here),
 //                      checkpoints, errors, finish and close, the time-order hooks.
@@ -3255,6 +3284,109 @@ public:
 private:
     int fd_ = -1;
     std::size_t held_ = 0;
+};
+
+// A writer's claim on its file (Linux): an open-file-description lock (F_OFD_SETLK) on
+// one byte far past any data, taken when the file is made (before it has its real name)
+// and held until it is closed. Another process that would replace, remove or recover the
+// file sees the claim (claimed()) and refuses, instead of unlinking a file still being
+// written (its rows would go on into a file no name reaches). Independent of HDF5's own
+// flock() lock, so readers are not disturbed; a read lock (an NFS reader's flock) is not a
+// claim. Best effort: a file system without these locks has no claims and sees none.
+class WriteClaim {
+public:
+    WriteClaim() = default;
+    WriteClaim(const WriteClaim&) = delete;
+    WriteClaim& operator=(const WriteClaim&) = delete;
+    ~WriteClaim() { release(); }
+    void take(const std::string& path) noexcept {
+        release();
+#if defined(__linux__) && defined(F_OFD_SETLK)
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0) return;
+        struct flock fl = range(F_WRLCK);
+        if (::fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+            ::close(fd);
+            return;
+        }
+        fd_ = fd;
+#else
+        (void)path;
+#endif
+    }
+    void release() noexcept {
+        if (fd_ >= 0) ::close(fd_);  // the lock goes with the last descriptor of its opening
+        fd_ = -1;
+    }
+    // Whether a writer (of this process or another) holds its claim on the file at `path`.
+    static bool claimed(const std::string& path) noexcept {
+#if defined(__linux__) && defined(F_OFD_GETLK)
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return false;
+        struct flock fl = range(F_RDLCK);
+        const bool held = ::fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type == F_WRLCK;
+        ::close(fd);
+        return held;
+#else
+        (void)path;
+        return false;
+#endif
+    }
+
+private:
+#if defined(__linux__) && defined(F_OFD_SETLK)
+    static struct flock range(short type) noexcept {
+        struct flock fl;
+        std::memset(&fl, 0, sizeof fl);
+        fl.l_type = type;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = static_cast<off_t>(std::int64_t(1) << 62);
+        fl.l_len = 1;
+        return fl;
+    }
+#endif
+    int fd_ = -1;
+};
+
+// The directory of a file locked (flock) while the file is checked, replaced and made
+// anew: two processes about to write the same name take turns, so the second sees the
+// first's claim (WriteClaim) instead of both finding the name free. Held for
+// milliseconds, never across a collective. Best effort: where the directory cannot be
+// locked (a file system without flock), or another holds it for more than 10 s, nothing
+// is held.
+class DirLock {
+public:
+    DirLock() = default;
+    DirLock(const DirLock&) = delete;
+    DirLock& operator=(const DirLock&) = delete;
+    ~DirLock() { release(); }
+    void take(const std::string& path_in_dir) noexcept {
+        release();
+#if defined(__linux__)
+        const std::size_t slash = path_in_dir.find_last_of('/');
+        const std::string dir = slash == std::string::npos ? std::string(".") : path_in_dir.substr(0, slash + 1);
+        const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) return;
+        for (int waited_ms = 0; waited_ms < 10000; ++waited_ms) {
+            if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+                fd_ = fd;
+                return;
+            }
+            if (errno != EWOULDBLOCK && errno != EINTR) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        ::close(fd);
+#else
+        (void)path_in_dir;
+#endif
+    }
+    void release() noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+    }
+
+private:
+    int fd_ = -1;
 };
 
 // Disk space reserved ahead of one part file's writes (Linux, sec2 driver, not tmpfs):
@@ -4136,6 +4268,7 @@ public:
                 rearm();
             } else {
                 file_ = h5_create_file(path, !io_.filtered());
+                claim_.take(path);
                 if (tag) tag(file_.get());
             }
             if (o.preallocate) reserve_.open(file_.get(), path);
@@ -4459,8 +4592,10 @@ public:
             const std::string problems = write_attributes(f.get(), *attributes, code);
             spare_space_.release();
             if (f.close() < 0) throw_h5("closing '" + path_ + "' after writing its attributes");
+            claim_.release();
             if (!problems.empty()) throw_error(code, problems + " (everything else is in the file)");
         }
+        claim_.release();
     }
 
     // Best effort when the job is being aborted, or after a failed write: keep what was
@@ -4515,6 +4650,7 @@ public:
         spare_flush_.release();
         (void)file_.close();  // strong close degree: nothing of the file stays open in HDF5
         reserve_.trim();
+        claim_.release();
     }
 
     // What the join needs to know of this part: events, then each field's description.
@@ -4564,11 +4700,13 @@ private:
         try {
             if (tag) tag(file_.get());
             if (H5Fstart_swmr_write(file_.get()) < 0) throw_h5("cannot start SWMR writing of '" + creating + "'");
+            claim_.take(creating);  // the inode's: it goes with the file to its real name
             if (std::rename(creating.c_str(), path.c_str()) != 0) {
                 const int err = errno;
                 throw_error(Errc::hdf5, "cannot rename '" + creating + "' to '" + path + "': " + std::strerror(err), err);
             }
         } catch (...) {
+            claim_.release();
             (void)file_.close();
             ::unlink(creating.c_str());
             throw;
@@ -4913,6 +5051,7 @@ private:
     std::string path_;
     H5Id file_;
     FileReserve reserve_;
+    WriteClaim claim_;        // held on the file from its making to its close
     SpareSpace spare_flush_;  // room for a checkpoint's metadata (given to it, then taken again)
     SpareSpace spare_space_;
     DatasetWriter io_;     // every HDF5 call on the datasets
@@ -5000,6 +5139,8 @@ class Decoder {
 public:
     Decoder(Writer& w, const std::vector<Callback>& callbacks) : w_(w), callbacks_(callbacks) {}
     bool plain() const noexcept { return callbacks_.empty(); }  // no callback sees the events
+    // Whether the exception in flight came from a callback (the failure report says so).
+    bool in_callback() const noexcept { return in_callback_; }
 
     void batch(Stream& s, const unsigned char* data, std::size_t n) {
         Reader r{data, data + n, &s.source};
@@ -5066,7 +5207,9 @@ public:
                 r.p += n * f.meta.bytes;
             }
             const Event ev(ts, entries_.data(), entries_.size());
+            in_callback_ = true;  // left set by an exception
             for (const Callback& cb : callbacks_) cb(ev);
+            in_callback_ = false;
             for (std::size_t i = 0; i < entries_.size(); ++i) {
                 if (fptr_[i]->meta.var)
                     w_.put_rows(*fptr_[i], entries_[i].data, entries_[i].rows);
@@ -5198,6 +5341,7 @@ private:
 
     Writer& w_;
     const std::vector<Callback>& callbacks_;
+    bool in_callback_ = false;
     std::vector<std::int64_t> lengths_;  // the var_ groups' lengths of the event being called back
     std::vector<EntryRef> entries_;
     std::vector<WField*> fptr_;
@@ -5747,8 +5891,11 @@ struct Impl {
     void remove_parts();
     void order_by_time();
     void order_parts(std::string& why, Errc& code, int& lib);
+    void answer_abort(int from) noexcept;
     void on_abort_notice(int from) noexcept;
     void release_held() noexcept;
+    int abort_token = 0;                      // answer_abort's message
+    MPI_Request abort_ack = MPI_REQUEST_NULL;  // its "closing" answer
     // Section 20: progress lines and the report.
     ProgressState::Figures progress_figures(bool final) const;
     void progress_start();
@@ -5812,6 +5959,14 @@ public:
         if (next.data.size() < im_.opt.batch_bytes) next.data.resize(im_.opt.batch_bytes);  // first use
         back_pressure([&] { return all_done(next.req, 2); });  // until the buffer's sends are done
         return &next.data;
+    }
+
+    // A failing client (abort_job), after its last flush: every send it began completes.
+    // Returns how many batches it has sent (its server takes them all before it closes).
+    std::uint32_t complete_sends() {
+        for (Slot& s : slots_) wait_all_gently(s.req, 2, im_.opt.idle_sleep_max_us);
+        if (!notice_reqs_.empty()) wait_all_gently(notice_reqs_.data(), static_cast<int>(notice_reqs_.size()), im_.opt.idle_sleep_max_us);
+        return seq_;
     }
 
     // After the last batch: tell the server how many events it should have, wait for all sends.
@@ -5975,8 +6130,15 @@ struct Inbox {
 };
 
 inline void Impl::run_server() {
-    int abort_from = -1;
+    std::int64_t abort_notice[2] = {-1, -1};  // the failing rank; for a client, the batches it sent
     MPI_Request abort_req = MPI_REQUEST_NULL;
+    // A failing client of this server: its batches are taken (up to the number it sent, for
+    // at most half of abort_close_ms, 5 s at most) before the part is closed.
+    struct {
+        int from = -1;
+        std::uint32_t batches = 0;
+        double until = 0;
+    } last;
     bool stop_seen = false;
     // Outside the try: a failure below still writes what the merge holds (abort_job), and
     // a large batch's receive may still be writing into its Inbox.
@@ -6017,12 +6179,28 @@ inline void Impl::run_server() {
                                 comm, &reqs[i]),
                       "MPI_Irecv");
         };
-        check_mpi(MPI_Irecv(&abort_from, 1, MPI_INT, MPI_ANY_SOURCE, tag_abort, comm, &abort_req), "MPI_Irecv");
+        check_mpi(MPI_Irecv(abort_notice, 2, MPI_INT64_T, MPI_ANY_SOURCE, tag_abort, comm, &abort_req), "MPI_Irecv");
         const std::function<void()> poll = [&] {
             int flag = 0;
             MPI_Status st;
-            check_mpi(MPI_Test(&abort_req, &flag, &st), "MPI_Test");
-            if (flag) on_abort_notice(st.MPI_SOURCE);
+            // Tested once it has come (a null request tests complete, from no source).
+            if (abort_req != MPI_REQUEST_NULL) check_mpi(MPI_Test(&abort_req, &flag, &st), "MPI_Test");
+            if (flag) {
+                const int from = st.MPI_SOURCE;
+                const bool mine = from >= n_servers && from < size && !streams[static_cast<std::size_t>(from)].source.empty();
+                if (!mine || abort_notice[1] < 0 || abort_notice[1] > std::int64_t(UINT32_MAX)) on_abort_notice(from);
+                answer_abort(from);
+                last.from = from;
+                last.batches = static_cast<std::uint32_t>(abort_notice[1]);
+                last.until = now_seconds() + std::min(opt.abort_close_ms / 2, 5000) / 1000.0;
+            }
+            if (last.from >= 0) {
+                const Stream& s = streams[static_cast<std::size_t>(last.from)];
+                const Inbox& box = inbox[static_cast<std::size_t>(last.from)];
+                const bool all = s.done || (s.next_seq >= last.batches && box.large == MPI_REQUEST_NULL && !box.here &&
+                                            box.later.empty());
+                if (all || now_seconds() > last.until) on_abort_notice(last.from);
+            }
             if (stop_requested.load(std::memory_order_relaxed) != 0 && !stop_seen) {
                 stop_seen = true;  // the clients end at their next event(): make all held durable now
                 if (merge) merge->release();
@@ -6234,9 +6412,10 @@ inline void Impl::run_server() {
         stats.events = writer->events();
         stats.write_seconds = writer->write_seconds();
     } catch (const std::exception& e) {
-        abort_job(*this, e.what());
+        abort_job(*this, decoder.in_callback() ? "a callback threw: " + bare_message(e) : std::string(e.what()));
     } catch (...) {
-        abort_job(*this, "an exception of unknown type (not a std::exception), from a callback or this server");
+        abort_job(*this, decoder.in_callback() ? "a callback threw an exception of unknown type (not a std::exception)"
+                                               : "an exception of unknown type (not a std::exception) on this server");
     }
 }
 
@@ -6250,7 +6429,10 @@ inline void Impl::run_server() {
 //     final file as attributes of its root group. The constructor refuses to replace a file
 //     at a part path unless it is a part of the same final file (a rerun), removes the old
 //     final file of a rerun before any part is truncated, and checks that the final file
-//     can be created. The join opens each part and checks its token, builds the final file
+//     can be created. Nor does it replace a file a writer has claimed (another run writing
+//     the same filename; WriteClaim, checked again under the directory's lock right before
+//     the removal: replace_old_file), or, as the final file, another run's part
+//     (final_in_the_way). The join opens each part and checks its token, builds the final file
 //     under a temporary name next to it and renames it into place when it is complete.
 //     With Options::self_contained the complete virtual file is instead copied into the
 //     final name (section 18) and removed; once every rank knows the outcome each server
@@ -6321,10 +6503,16 @@ inline void check_creatable(const std::string& path, const char* what, std::uint
     ::unlink(p.c_str());
 }
 
+// Why a file may not be replaced (or recovered): a writer's claim is on it (WriteClaim).
+inline constexpr const char* being_written =
+    "it is being written by another process (a run writing the same filename holds it); choose another filename, "
+    "or wait until that run has ended";
+
 // Empty when the file at `part` (which exists) may be replaced by a part of `final_name`;
 // otherwise why not.
 inline std::string part_in_the_way(const std::string& part, const std::string& final_name) {
     if (path_is_dir(part)) return "a directory has that name";
+    if (WriteClaim::claimed(part)) return being_written;
     H5Quiet q;
     H5Id f = h5_open_read(part);
     std::string owner;
@@ -6337,6 +6525,46 @@ inline std::string part_in_the_way(const std::string& part, const std::string& f
         return "it is a part of '" + owner + "', another final file with the same stem; choose another filename "
                "or remove it";
     return {};
+}
+
+// Empty when the file at `path` may be replaced by a run writing its final (or serial)
+// file there; otherwise why not: a writer holds it (another run writing the same name), it
+// is a part file of another final file (which would then read this run's rows), or its
+// writer never closed it (a crashed run's file, kept for recovery). Any other file is
+// replaced (a rerun), a directory is check_creatable's error.
+inline H5Id h5_open_recovering(const std::string& path, bool write, bool* cleared);  // section 17
+inline std::string final_in_the_way(const std::string& path) {
+    if (!path_exists(path) || path_is_dir(path)) return {};
+    if (WriteClaim::claimed(path)) return being_written;
+    H5Quiet q;
+    H5Id f = h5_open_read(path);
+    if (!f.valid()) {  // a writer's file it never closed (status flags set) is kept, as a part is
+        H5Eclear2(H5E_DEFAULT);
+        bool crashed = false;
+        try {
+            (void)h5_open_recovering(path, false, &crashed);
+        } catch (const Error&) {
+            crashed = false;  // not an HDF5 file this library could read: replaced
+        }
+        H5Eclear2(H5E_DEFAULT);
+        if (crashed)
+            return "it is a file its writer never closed (a run that crashed, not recovered), kept for recovery: "
+                   "`smalldata recover` it to keep its events, or remove it";
+        return {};
+    }
+    std::string owner;
+    if (h5_get_attr_string(f.get(), attr_final, owner))
+        return "it is a part file of '" + owner + "' (another run's), which would then read this run's rows; choose "
+               "another filename, or remove '" + owner + "' and its parts first";
+    return {};
+}
+
+// Removes the old file at `path` (a rerun) under its directory's lock, unless a writer has
+// claimed it meanwhile (a run with the same filename started since it was checked).
+inline void replace_old_file(const std::string& path, DirLock& dir) {
+    dir.take(path);
+    if (WriteClaim::claimed(path)) throw_error(Errc::option, "cannot replace '" + path + "': " + being_written);
+    remove_old_file(path);
 }
 
 inline void Impl::agree_or_throw(bool ok, Errc code, const std::string& text, int library_code) {
@@ -6390,6 +6618,8 @@ inline void Impl::open_outputs() {
             if (root) {  // the final file must be creatable next to where it goes
                 if (path_is_dir(opt.filename))
                     throw_error(Errc::hdf5, "cannot create file '" + opt.filename + "': a directory has that name");
+                const std::string bad = final_in_the_way(opt.filename);
+                if (!bad.empty()) throw_error(Errc::option, "cannot write the final file '" + opt.filename + "': " + bad);
                 check_creatable(opt.filename, "final file", run_token);
             }
         }
@@ -6402,17 +6632,22 @@ inline void Impl::open_outputs() {
 
     // A rerun: the old final file maps the parts about to be truncated. Remove it first.
     try {
-        if (root && !opt.filename.empty()) remove_old_file(opt.filename);
+        DirLock dir;  // released before the collective below
+        if (root && !opt.filename.empty()) replace_old_file(opt.filename, dir);
     } catch (const Error& e) {
         why = e.what();
+        code = e.code();
         lib = e.library_code();
     }
-    agree_or_throw(why.empty(), Errc::hdf5, why, lib);
+    agree_or_throw(why.empty(), code, why, lib);
 
     if (role == Role::server) {
         try {
+            // Under the directory's lock from the check to the claim of the new part: of two
+            // runs writing the same filename at once, the second sees the first's claim.
+            DirLock dir;
             const std::string path = opt.filename.empty() ? std::string() : part_path(server_idx);
-            if (!path.empty()) remove_old_file(path);
+            if (!path.empty()) replace_old_file(path, dir);
             // The part's identity goes in before the file gets its real name (and SWMR
             // writing starts): a part killed at any instant says which run it belongs to.
             auto tag = [&](hid_t file) {
@@ -6580,9 +6815,16 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
             // complete), then removed. The parts stay until every rank knows the outcome.
             flatten_file(tmp, spec.filename, *spec.flatten, spec.flattened);
             ::unlink(tmp.c_str());
-        } else if (std::rename(tmp.c_str(), spec.filename.c_str()) != 0) {
-            const int err = errno;
-            throw_error(Errc::hdf5, "cannot rename '" + tmp + "' to '" + spec.filename + "': " + std::strerror(err), err);
+        } else {
+            DirLock dir;  // a writer that claimed the name since the constructor keeps it
+            dir.take(spec.filename);
+            if (WriteClaim::claimed(spec.filename))
+                throw_error(Errc::join, "cannot put the final file '" + spec.filename + "' in place: " + being_written +
+                                            " (the parts are kept)");
+            if (std::rename(tmp.c_str(), spec.filename.c_str()) != 0) {
+                const int err = errno;
+                throw_error(Errc::hdf5, "cannot rename '" + tmp + "' to '" + spec.filename + "': " + std::strerror(err), err);
+            }
         }
     } catch (...) {
         ::unlink(tmp.c_str());  // never leave a half-built final file
@@ -6922,6 +7164,9 @@ inline std::vector<unsigned char> describe_datasets(const std::vector<DatasetInf
 // its superblock gives: 199 bytes for such a file). Only then is it opened for writing,
 // if it has rows to cut or status flags to clear.
 inline Recovered recover_file(const std::string& path) {
+    if (WriteClaim::claimed(path))
+        throw_error(Errc::usage, "cannot recover '" + path + "': it is being written by a running process (a run "
+                                 "holds it); recover it once that run has ended");
     H5Quiet q;
     Recovered r;
     H5Id f = h5_open_recovering(path, false, &r.cleared);
@@ -7416,6 +7661,8 @@ private:
             if (id.first == s.st_dev && id.second == s.st_ino)
                 throw_error(Errc::usage, "cannot flatten '" + in_ + "' into '" + out_ + "': that is " +
                                              (id == inputs_.back() ? "the input file itself" : "a part file the input reads"));
+        const std::string bad = final_in_the_way(out_);
+        if (!bad.empty()) throw_error(Errc::usage, "cannot flatten '" + in_ + "' into '" + out_ + "': " + bad);
     }
 
     std::string temp_name() const {
@@ -7469,6 +7716,9 @@ private:
         spare_.release();  // room for the metadata the close writes
         if (dst_.close() < 0) throw_h5("cannot flatten '" + in_ + "' into '" + out_ + "': closing '" + tmp_ + "'");
         reserve_.trim();
+        DirLock dir;
+        dir.take(out_);
+        if (WriteClaim::claimed(out_)) throw_error(Errc::usage, "cannot replace '" + out_ + "': " + being_written);
         if (std::rename(tmp_.c_str(), out_.c_str()) != 0) {
             const int err = errno;
             throw_error(Errc::hdf5, "cannot rename '" + tmp_ + "' to '" + out_ + "': " + std::strerror(err), err);
@@ -9009,6 +9259,11 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
 //     answer is stuck or gone), then up to abort_close_ms for the "closed" answer of each
 //     server that said "closing", then ends the job. A server that answered waits to be
 //     ended, and ends the job itself if that does not happen.
+//     A failing client first ships the events it still holds (every wait then gives up
+//     after abort_grace_ms: give_up_waits_at) and its notice says how many batches it has
+//     sent; its server answers "closing" at once but takes those batches before it closes
+//     (run_server's `last`, at most half of abort_close_ms and 5 s). So a client's own
+//     failure loses none of its events, as in serial mode.
 
 [[noreturn]] inline void end_job() noexcept {
     aborting() = true;
@@ -9043,15 +9298,30 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
     im.release_held();
     if (im.writer) im.writer->close_on_abort();
     if (im.comm != MPI_COMM_NULL && !mpi_finalized()) {
+        // The notice: this rank, and for a client the batches it has sent (its server takes
+        // them all before it closes its part), else -1.
+        std::int64_t notice[2] = {im.rank, -1};
+        if (im.role == Role::client && im.sink && im.packer && !im.finished) {
+            // The events this client handed over and had not shipped go to its server first,
+            // as serial mode keeps them: the failure is its own, its server is alive. Every
+            // wait gives up after abort_grace_ms (a server that cannot take them).
+            give_up_waits_at().store(now_seconds() + im.opt.abort_grace_ms / 1000.0);
+            try {
+                im.packer->flush();
+                notice[1] = static_cast<Sender&>(*im.sink).complete_sends();
+            } catch (...) {
+                notice[1] = -1;  // what reached the server is not known: it closes at once
+            }
+            give_up_waits_at().store(0);
+        }
         const auto n = static_cast<std::size_t>(im.n_servers);
         std::vector<int> closing(n, 0), closed(n, 0);
         std::vector<MPI_Request> sends, phase1;
         std::vector<int> asked;
-        int token = im.rank;
         for (int s = 0; s < im.n_servers; ++s) {
             if (s == im.rank) continue;
             MPI_Request a = MPI_REQUEST_NULL, b = MPI_REQUEST_NULL;
-            if (MPI_Isend(&token, 1, MPI_INT, s, tag_abort, im.comm, &a) != MPI_SUCCESS) continue;
+            if (MPI_Isend(notice, 2, MPI_INT64_T, s, tag_abort, im.comm, &a) != MPI_SUCCESS) continue;
             if (MPI_Irecv(&closing[static_cast<std::size_t>(s)], 1, MPI_INT, s, tag_abort_ack, im.comm, &b) != MPI_SUCCESS)
                 continue;
             sends.push_back(a);
@@ -9091,10 +9361,16 @@ inline void Impl::release_held() noexcept {
     merge = nullptr;
 }
 
+// The "closing" answer to a failing rank, once.
+inline void Impl::answer_abort(int from) noexcept {
+    if (abort_ack != MPI_REQUEST_NULL) return;
+    abort_token = rank;
+    MPI_Isend(&abort_token, 1, MPI_INT, from, tag_abort_ack, comm, &abort_ack);
+}
+
 inline void Impl::on_abort_notice(int from) noexcept {
-    int token = rank;
-    MPI_Request r1 = MPI_REQUEST_NULL, r2 = MPI_REQUEST_NULL;
-    MPI_Isend(&token, 1, MPI_INT, from, tag_abort_ack, comm, &r1);
+    answer_abort(from);
+    MPI_Request r2 = MPI_REQUEST_NULL;
     try {
         emit(LogLevel::error, who() + ": " + rank_text(from) + " failed; closing part file '" +
                                   (writer && !opt.filename.empty() ? part_path(server_idx) : std::string()) + "'");
@@ -9102,8 +9378,8 @@ inline void Impl::on_abort_notice(int from) noexcept {
     }
     release_held();
     if (writer) writer->close_on_abort();
-    MPI_Isend(&token, 1, MPI_INT, from, tag_abort_closed, comm, &r2);
-    std::vector<MPI_Request> reqs{r1, r2};
+    MPI_Isend(&abort_token, 1, MPI_INT, from, tag_abort_closed, comm, &r2);
+    std::vector<MPI_Request> reqs{abort_ack, r2};
     wait_deadline(reqs, 1.0 + (opt.abort_grace_ms + opt.abort_close_ms) / 1000.0);
     std::this_thread::sleep_for(std::chrono::milliseconds(opt.abort_grace_ms));  // the failing rank ends the job
     end_job();
@@ -9872,11 +10148,15 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.role = Role::serial;
         im.client_idx = 0;
         im.n_clients = 1;
+        DirLock dir;  // from the check to the new file's claim: two runs of one name take turns
         if (!o.filename.empty()) {
             check_creatable(o.filename, "file", static_cast<std::uint64_t>(::getpid()));
-            remove_old_file(o.filename);
+            const std::string bad = final_in_the_way(o.filename);
+            if (!bad.empty()) throw_error(Errc::option, "cannot write '" + o.filename + "': " + bad);
+            replace_old_file(o.filename, dir);
         }
         im.writer = std::make_unique<Writer>(o.filename, im.opt, use_write_thread(o, 1, false));
+        dir.release();
         auto sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
         const bool direct = sink->direct();
         im.sink = std::move(sink);

@@ -5,6 +5,7 @@ leave the file readable and aligned, holding every event handed over.
 
 usage: run_fail_serial.py FAIL_SERIAL
 """
+import hashlib
 import os
 import signal
 import sys
@@ -96,8 +97,25 @@ MODES = {
     "request-stop": dict(returncode=0, needles=["event() threw interrupted"], check=stopped_intact),
     # SIGKILL: nothing runs, yet every event older than checkpoint_seconds is on disk. The
     # file is opened as an SWMR reader would (its writer never closed it).
-    "sigkill": dict(returncode=-signal.SIGKILL, needles=[], check=killed_intact, swmr=True),
+    "sigkill": dict(returncode=-signal.SIGKILL, needles=[], check=killed_intact, swmr=True, rerun=True),
 }
+
+
+def rerun_refused(prog, out):
+    """A rerun of the same filename over the killed run's file (its writer never closed it):
+    refused from the constructor, naming the file, which keeps every byte (it was replaced,
+    its events lost before recovery)."""
+    with open(out, "rb") as f:
+        before = hashlib.sha256(f.read()).hexdigest()
+    p = run_limited([prog, "uncaught", out])
+    problems = []
+    if p is None or p.returncode == 0 or "never closed" not in p.stderr or out not in p.stderr:
+        problems.append(f"the rerun over the killed file exited {p.returncode if p else 'never'} without naming it "
+                        f"as never closed: {p.stderr[-500:] if p else ''}")
+    with open(out, "rb") as f:
+        if hashlib.sha256(f.read()).hexdigest() != before:
+            problems.append("the rerun changed the killed run's file")
+    return problems
 
 
 def main():
@@ -128,6 +146,8 @@ def main():
                     failures += [f"{mode}: {m}" for m in want["check"](f)]
             except Exception as e:  # noqa: BLE001 - any failure to read is the finding
                 failures.append(f"{mode}: file unreadable: {e}")
+            if want.get("rerun"):
+                failures += [f"{mode}: {m}" for m in rerun_refused(prog, out)]
     finish(failures, len(MODES), t_all)
 
 

@@ -638,6 +638,14 @@ TEST_CASE("a summary/field name clash is refused where the second name appears; 
                 clash([&] { smd.event(i, "y", 1.0); });              // field named like a summary
                 clash([&] { smd.event(i, "grp", 1.0); });            // field that is a summary's group
                 clash([&] { smd.event(i, "y/sub", 1.0); });          // field that needs a summary as group
+                // a var_ field whose group's lengths ('var_q_len', a field the user never
+                // names) would take a summary's name: the message says where it comes from
+                smd.save_summary("var_q_len", 1.0);
+                const Thrown t = thrown([&] { smd.event(i, "var_q/x", std::vector<float>{1, 2}); });
+                CHECK(t.code == "name");
+                CHECK_THAT(t.what, Catch::Contains("field 'var_q/x' starts the var_ group whose lengths are the field "
+                                                   "'var_q_len'") &&
+                                       Catch::Contains("has the name of a summary saved before"));
             }
         }
         CHECK_NOTHROW(smd.done());
@@ -652,7 +660,8 @@ TEST_CASE("a summary/field name clash is refused where the second name appears; 
     CHECK(f.scalar<double>("kept") == 5.0);
     CHECK(f.scalar<double>("y") == 1.0);
     CHECK(f.scalar<double>("grp/s") == 1.0);
-    CHECK(f.children("/") == std::vector<std::string>{"det", "grp", "kept", "timestamp", "x", "y"});
+    CHECK(f.children("/") == std::vector<std::string>{"det", "grp", "kept", "timestamp", "var_q_len", "x", "y"});
+    CHECK(f.scalar<double>("var_q_len") == 1.0);
 }
 
 TEST_CASE("invalid summary names are Errc::name at save_summary()", "[serial][summary][errors]") {

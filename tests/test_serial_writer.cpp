@@ -675,3 +675,60 @@ TEST_CASE("a callback reads a bool array field", "[serial][writer][callbacks]") 
     h5r::File f(path);
     CHECK(f.dims("flags") == std::vector<hsize_t>{5, 3});
 }
+
+TEST_CASE("a file another run is writing is neither replaced nor recovered; the writer loses nothing", "[serial][file]") {
+    // Two runs given the same filename: the second used to unlink the first's file and make
+    // its own, and the first went on writing into a file no name reached. The writer's claim
+    // (an OFD lock, held from the file's making to its close) makes the second an error.
+    // With and without checkpoints (the file made under a temporary name, or in place).
+    for (const double checkpoint : {5.0, 0.0}) {
+        CAPTURE(checkpoint);
+        const std::string path = fresh("claimed.h5");
+        smalldata::Options o = file_opts(path);
+        o.checkpoint_seconds = checkpoint;
+        Thrown second, recover;
+        {
+            smalldata::SmallData first(o);
+            for (std::int64_t i = 0; i < 100; ++i) first.event(i, "x", static_cast<double>(i));
+            second = thrown([&] { smalldata::SmallData smd(o); });
+            recover = thrown([&] { (void)smalldata::detail::recover_file(path); });
+            for (std::int64_t i = 100; i < 200; ++i) first.event(i, "x", static_cast<double>(i));
+            first.done();
+        }
+        CHECK(second.code == "option");
+        CHECK_THAT(second.what, Catch::Contains("'" + path + "'") && Catch::Contains("being written by another process"));
+        CHECK(recover.code == "usage");
+        CHECK_THAT(recover.what, Catch::Contains("'" + path + "'") && Catch::Contains("being written"));
+        {
+            h5r::File f(path);
+            CHECK(mismatch(f.read<double>("x"), ramp<double>(200)) == "");
+            CHECK(mismatch(f.read<std::int64_t>("timestamp"), ramp<std::int64_t>(200)) == "");
+        }
+        {  // once done() has closed it, a rerun replaces it
+            smalldata::SmallData third(o);
+            for (std::int64_t i = 0; i < 5; ++i) third.event(i, "y", static_cast<float>(i));
+            third.done();
+        }
+        h5r::File f(path);
+        CHECK(f.children("/") == std::vector<std::string>{"timestamp", "y"});
+        CHECK(f.read<float>("y").size() == 5);
+    }
+}
+
+TEST_CASE("a part file of another run is not replaced by a file of its name", "[serial][file]") {
+    // 'other_part0.h5' belongs to 'other.h5' (its attributes say so): replacing it would
+    // make 'other.h5' read this run's rows.
+    const std::string path = fresh("other_part0.h5");
+    {
+        smalldata::detail::H5Id f = smalldata::detail::h5_create_file(path);
+        smalldata::detail::h5_set_attr_string(f.get(), smalldata::detail::attr_final, "other.h5");
+    }
+    const Thrown t = thrown([&] { smalldata::SmallData smd(file_opts(path)); });
+    CHECK(t.code == "option");
+    CHECK_THAT(t.what, Catch::Contains("'" + path + "'") && Catch::Contains("a part file of 'other.h5'"));
+    smalldata::detail::H5Id f = smalldata::detail::h5_open_read(path);
+    REQUIRE(f.valid());
+    std::string owner;
+    CHECK(smalldata::detail::h5_get_attr_string(f.get(), smalldata::detail::attr_final, owner));
+    CHECK(owner == "other.h5");
+}

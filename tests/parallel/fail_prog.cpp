@@ -35,13 +35,15 @@
 //                  without done(), before ~SmallData (done() runs from MPI_Finalize)
 //   nonstd-throw : a callback on the server throws 42 (not a std::exception); main has
 //                  catch (...) { return 1; }
+//   callback-throw : a callback on the server throws std::runtime_error("bad calibration")
 // Failures in the constructor, caught by main (every rank prints "caught [CODE] ..."):
 //   good         : no failure at all (also used to prepare the directory of a later run)
 //   bad-option   : only world rank 0 sets batch_bytes = 512 (below the minimum)
 //   Any other failure of `good` (missing directory, a directory or a foreign file at the
 //   part path) is set up by run_fail.py around the same program.
 // SMALLDATA_TEST_WRITE_THREAD=1 in the environment gives the server a write thread;
-// SMALLDATA_TEST_TIME_ORDER=1 sets Options::time_order.
+// SMALLDATA_TEST_TIME_ORDER=1 sets Options::time_order; SMALLDATA_TEST_MESSAGES=1 sends
+// batches as MPI messages (Options::shared_memory off).
 #include "smalldata.hpp"
 
 #include <chrono>
@@ -72,11 +74,17 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
     o.cache_size = 1000;
     o.abort_grace_ms = 5000;
     if (std::getenv("SMALLDATA_TEST_WRITE_THREAD")) o.write_thread = 1;
+    if (std::getenv("SMALLDATA_TEST_MESSAGES")) o.shared_memory = false;  // batches as MPI messages
     if (std::getenv("SMALLDATA_TEST_TIME_ORDER")) o.time_order = true;
     if (mode == "busy-abort") o.callbacks.push_back([](const smalldata::Event&) { spin_us(3); });
     if (mode == "nonstd-throw") {
         o.callbacks.push_back([seen = std::int64_t(0)](const smalldata::Event&) mutable {
             if (++seen == 50000) throw 42;
+        });
+    }
+    if (mode == "callback-throw") {
+        o.callbacks.push_back([seen = std::int64_t(0)](const smalldata::Event&) mutable {
+            if (++seen == 50000) throw std::runtime_error("bad calibration");
         });
     }
     if (mode == "bad-option") {

@@ -48,8 +48,9 @@ def digest(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def consistent_part(path):
-    """Problems with the part file: unreadable, no rows, or x != timestamp somewhere."""
+def consistent_part(path, no_x=None):
+    """Problems with the part file: unreadable, no rows, or x != timestamp somewhere (but
+    at timestamp no_x, an event whose x was refused: there x is the fill value, NaN)."""
     try:
         with h5py.File(path, "r") as f:
             ts, x = f["timestamp"][:], f["x"][:]
@@ -58,9 +59,33 @@ def consistent_part(path):
     print(f"    {os.path.basename(path)}: {len(ts)} rows")
     if len(ts) == 0:
         return ["the part file holds no rows"]
-    if len(x) != len(ts) or not np.array_equal(x, ts.astype(np.float64)):
+    want = ts.astype(np.float64)
+    if no_x is not None:
+        want[ts == no_x] = np.nan
+    if len(x) != len(ts) or not np.array_equal(x, want, equal_nan=True):
         return [f"part rows inconsistent: timestamp {len(ts)} rows, x {len(x)} rows"]
     return []
+
+
+def kept_until(client, last):
+    """A check: every event client `client` (of 3) handed over, up to its last one, `last`
+    (the one before it failed), is in the part file: a failing client ships what it holds
+    before the job ends, and its server takes it before closing (they were lost)."""
+    def check(work, _state):
+        try:
+            with h5py.File(os.path.join(work, "out_part0.h5"), "r") as f:
+                ts = set(f["timestamp"][:].tolist())
+        except Exception as e:  # noqa: BLE001
+            return [f"part file unreadable: {e}"]
+        want = set(range(client, last + 1, 3))
+        missing = sorted(want - ts)
+        if missing:
+            return [f"{len(missing)} of the {len(want)} events client {client} handed over before it failed are "
+                    f"missing (from {missing[0]})"]
+        if last + 3 in ts:
+            return [f"client {client}'s event {last + 3}, after it failed, is in the part"]
+        return []
+    return check
 
 
 def good_job(mpiexec, prog, work, name, n):
@@ -104,22 +129,29 @@ def rerun_setup(mpiexec, prog, work):
 MODES = [
     # The original failures: the failing rank and the reason are printed, the server
     # closes its part file.
-    Mode("client-type", "client-type", needles=["rank 2, client 1", "fatal", "'x'", "float64", "int32"]),
+    # The failing client's events up to its failure are all kept (n = 200,000: client c's
+    # events are c, c + 3, ...; it fails at its first past n / 2). client-type: the event
+    # whose x was refused exists without it (as in serial mode).
+    Mode("client-type", "client-type", needles=["rank 2, client 1", "fatal", "'x'", "float64", "int32"],
+         part=None, check=lambda w, s: consistent_part(os.path.join(w, "out_part0.h5"), no_x=100003)
+         + kept_until(1, 100003)(w, s)),
     Mode("user-throw", "user-throw", needles=["rank 3, client 2", "fatal", "detector exploded",
                                               # the layout line of every parallel run
                                               "smalldata: parallel mode, 4 ranks: 1 server, 3 clients, 0 other "
-                                              "(servers from Options::servers)"]),
+                                              "(servers from Options::servers)"],
+         check=kept_until(2, 100001)),
     Mode("server-type", "server-type", needles=["rank 0, server 0", "fatal", "'y'", "float32", "int64"]),
-    Mode("abandon", "abandon", needles=["rank 2, client 1", "fatal", "before done()"]),
+    Mode("abandon", "abandon", needles=["rank 2, client 1", "fatal", "before done()"], check=kept_until(1, 100003)),
     # A server that never idles (a slow callback, clients still producing) must still see
     # the abort and close its part file before the failing client ends the job.
     Mode("busy-abort", "busy-abort", n=100_000_000,
          needles=["rank 2, client 1", "fatal", "client 1 failed", "client 1 (rank 2) failed; closing part file"]),
     # std::exit on a client skips ~SmallData: the atexit hook must end the job.
-    Mode("exit", "exit", needles=["rank 2, client 1", "before done() was called"]),
+    Mode("exit", "exit", needles=["rank 2, client 1", "before done() was called"], check=kept_until(1, 100003)),
     # An exception that is not a std::exception, from a callback on the server, caught by
-    # catch (...) in main: the job must still end, naming it.
-    Mode("nonstd-throw", "nonstd-throw", needles=["rank 0, server 0", "unknown type"]),
+    # catch (...) in main: the job must still end, naming it as a callback's.
+    Mode("nonstd-throw", "nonstd-throw", needles=["rank 0, server 0", "a callback threw an exception of unknown type"]),
+    Mode("callback-throw", "callback-throw", needles=["rank 0, server 0", "fatal: a callback threw: bad calibration"]),
     # The server cannot create its part file and main catches: every rank must throw
     # (none may wait for the others forever).
     Mode("catch-bad-dir", "good", file="no_such_dir/out.h5", caught=(["out_part0.h5"], 0), files=(), part=None),
@@ -170,7 +202,7 @@ def sigterm_check(work, _state):
 MODES.append(Mode("sigterm", "sigterm", needles=["rank 2, client 1", "interrupted by SIGTERM", "the run ended early"],
                   files=("out.h5", "out_part0.h5"), check=sigterm_check))
 # The original modes run once more with a write thread on the server.
-MODES += [Mode(m.name + " (write thread)", m.prog_mode, needles=m.needles, env=WRITE_THREAD)
+MODES += [Mode(m.name + " (write thread)", m.prog_mode, needles=m.needles, env=WRITE_THREAD, part=m.part, check=m.check)
           for m in MODES[:4]]
 
 
@@ -233,10 +265,15 @@ MODES += [Mode("sigterm in a reduction", "sigterm-sum",
                files=("out.h5", "out_part0.h5"), check=finalize_first_check, exit_ok=True)]
 
 
+# The failing client's last batches as MPI messages (no shared memory) are kept too.
+MODES.append(Mode("user-throw (messages)", "user-throw", needles=["rank 3, client 2", "fatal", "detector exploded"],
+                  env={"SMALLDATA_TEST_MESSAGES": "1"}, check=kept_until(2, 100001)))
+
+
 # Options::time_order with one server and three clients: the server merges their streams
 # and holds batches; a failure, or a stop, must write what it holds and close the part.
 MODES += [Mode("user-throw (time order)", "user-throw", needles=["rank 3, client 2", "fatal", "detector exploded"],
-               env=TIME_ORDER),
+               env=TIME_ORDER, check=kept_until(2, 100001)),
           Mode("sigterm (time order)", "sigterm", needles=["rank 2, client 1", "interrupted by SIGTERM"],
                files=("out.h5", "out_part0.h5"), check=sigterm_ordered_check, env=TIME_ORDER)]
 

@@ -9,6 +9,9 @@
 #include "../h5read.hpp"
 #include "../rss.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -18,6 +21,7 @@
 #include <cstdio>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -1354,6 +1358,66 @@ TEST_CASE("a rerun replaces a final file that a reader holds open", "[mpi][files
         CHECK(bad == 0);
         for (const std::string& name : files_in(dir)) CHECK(name.find(".tmp") == std::string::npos);
     }
+}
+
+TEST_CASE("a part another run is writing, or another run's part as the final file: Errc::option on every rank, "
+          "nothing replaced",
+          "[mpi][files]") {
+    if (world_size() < 2) return;
+    const std::string dir = fresh_dir("claimed");
+    Options o = layout_options(dir + "/c.h5");
+    auto run = [&](const Options& opt, double scale) {
+        SmallData smd(opt);
+        for (std::int64_t i : smd.share(100)) smd.event(i, "x", scale * static_cast<double>(i));
+        smd.done();
+    };
+    auto reads = [&](double scale) {  // c.h5 holds the 100 events of the run written with scale
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        const auto x = f.read<double>("x");
+        CHECK(x.size() == 100);  // not REQUIRE: the other ranks wait in a collective after it
+        CHECK(ts.size() == x.size());
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < std::min(ts.size(), x.size()); ++r) bad += x[r] != scale * static_cast<double>(ts[r]);
+        CHECK(bad == 0);
+    };
+    run(o, 1.0);
+    const std::vector<std::string> after_first = world_rank() == 0 ? files_in(dir) : std::vector<std::string>{};
+    // A run of the same filename writing c_part0.h5 now. A writer's claim on its file is an
+    // open-file-description write lock on byte 2^62 (smalldata.hpp, WriteClaim); held here
+    // by world rank 0 (server 0), per opening, so that the library sees another's.
+    int other = -1;
+    if (world_rank() == 0) {
+        other = ::open((dir + "/c_part0.h5").c_str(), O_WRONLY | O_CLOEXEC);
+        struct flock fl;
+        std::memset(&fl, 0, sizeof fl);
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = static_cast<off_t>(std::int64_t(1) << 62);
+        fl.l_len = 1;
+        CHECK(::fcntl(other, F_OFD_SETLK, &fl) == 0);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    std::string what;
+    CHECK(error_code_of([&] { run(o, 2.0); }, &what) == "option");
+    CAPTURE(what);
+    CHECK(what.find("c_part0.h5") != std::string::npos);
+    CHECK(what.find("being written by another process") != std::string::npos);
+    if (other >= 0) ::close(other);
+    // Another run's part as the final file: refused, that run's final file reads as before.
+    Options p = o;
+    p.filename = dir + "/c_part0.h5";
+    what.clear();
+    CHECK(error_code_of([&] { run(p, 5.0); }, &what) == "option");
+    CAPTURE(what);
+    CHECK(what.find("a part file of 'c.h5'") != std::string::npos);
+    if (world_rank() == 0) {
+        CHECK(files_in(dir) == after_first);
+        reads(1.0);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    run(o, 3.0);  // the claim released: a rerun replaces as before
+    if (world_rank() == 0) reads(3.0);
 }
 
 TEST_CASE("event() after done() is Errc::usage on clients and does nothing on servers", "[mpi][done]") {

@@ -40,6 +40,11 @@
              temporary file; with the copy in place but the parts not yet removed, recover
              keeps the self-contained file as it is (same bytes) and leaves the parts alone
 
+  concurrent  two runs given the same filename at once (separate processes), serial and
+             1 server + 2 clients: the second is refused naming the file the first is
+             writing, recover refuses that file too, and the first writes every event; a
+             serial run named like the parallel run's part is refused, the run's file intact
+
 usage: run_tools.py MPIEXEC WRITE_RUN SMALLDATA_TOOL WORKDIR
 """
 import hashlib
@@ -706,11 +711,57 @@ def mode_unreadable_crashed(c):
     return probs
 
 
+def mode_concurrent(c):
+    """Two runs of one filename at once, as a job array that gives every job the same output
+    name makes them: the second used to unlink the first's file (its rows then went into a
+    file no name reached). Now the first's claim on its file makes the second an error."""
+    probs = []
+    for ranks, busy in ((1, "run.h5"), (3, "run_part0.h5")):
+        label = "serial" if ranks == 1 else "1 + 2"
+        d = os.path.join(c.root, f"concurrent{ranks}")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        out, busy = os.path.join(d, "run.h5"), os.path.join(d, busy)
+        cmd = [c.write_run, out, str(N)]
+        if ranks > 1:
+            cmd = [c.mpiexec, "-n", str(ranks)] + cmd
+        first = subprocess.Popen(cmd, env=dict(os.environ, SMALLDATA_TEST_PACE_US="300"),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            t0 = time.time()
+            while not os.path.exists(busy) and first.poll() is None and time.time() - t0 < LIMIT:
+                time.sleep(0.01)
+            second = run_limited(cmd[:-1] + ["10"], env=os.environ)  # 10 events: its file is not the first's
+            rec = c.tool_run("recover", out)
+            overlapped = first.poll() is None
+            _, err = first.communicate(timeout=LIMIT)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        if not overlapped:
+            probs.append(f"{label}: the first run ended before the second and recover were done (pace too fast)")
+        if second is None or second.returncode != 1 or f"'{busy}'" not in second.stderr \
+                or "being written by another process" not in second.stderr:
+            probs.append(f"{label}: the second run exited {second.returncode if second else 'never'} without naming "
+                         f"{os.path.basename(busy)} as being written: {second.stderr[-600:] if second else ''}")
+        if rec.returncode == 0 or "being written" not in rec.stderr:
+            probs.append(f"{label}: recover of a file being written exited {rec.returncode}")
+        if first.returncode != 0:
+            probs.append(f"{label}: the first run exited {first.returncode}: {err[-600:]}")
+        probs += [f"{label}: {x}" for x in check_values(out, True)]
+    # The parallel run's part as a serial run's file: refused, the run reads as before.
+    p = run_limited([c.write_run, busy, "10"], env=os.environ)
+    if p is None or p.returncode != 1 or "a part file of 'run.h5'" not in p.stderr:
+        probs.append(f"a serial run named like a part exited {p.returncode if p else 'never'}: {p.stderr[-400:] if p else ''}")
+    probs += [f"after the run named like its part: {x}" for x in check_values(out, True)]
+    return probs
+
+
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
          "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut,
          "compressed": mode_compressed, "flatten": mode_flatten, "ordered": mode_ordered,
          "ordered_stale": mode_ordered_stale, "rerun_killed": mode_rerun_killed, "misplaced": mode_misplaced, "flat_stop": mode_flat_stop,
-         "unreadable_crashed": mode_unreadable_crashed}
+         "unreadable_crashed": mode_unreadable_crashed, "concurrent": mode_concurrent}
 
 
 def main():

@@ -17,6 +17,8 @@
 // SMALLDATA_TEST_KILL_CHECKPOINT=K: checkpoints every 20 ms (checkpoint_seconds 0.05), the
 // clients paced (1 ms every 50 events), and a server ends the process (_exit) once its K-th
 // checkpoint is on disk: the state of a job killed in the middle of its run.
+// SMALLDATA_TEST_PACE_US=U: each client sleeps U microseconds per event (a run that lasts,
+// for another process to meet it).
 #include "smalldata.hpp"
 
 #include <unistd.h>
@@ -91,10 +93,13 @@ int main(int argc, char** argv) {
             opt.checkpoint_seconds = 0.05;
             smalldata::detail::checkpoint_hook = kill_checkpoint;
         }
+        const char* pace = std::getenv("SMALLDATA_TEST_PACE_US");
+        const int pace_us = pace ? std::atoi(pace) : 0;
         smalldata::SmallData smd(opt);
         std::int64_t mine = 0;
         for (std::int64_t i : smd.share(n)) {
             if (kill_after > 0 && mine % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            if (pace_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(pace_us));
             std::array<std::uint16_t, 12> img{};
             for (std::size_t k = 0; k < img.size(); ++k) img[k] = static_cast<std::uint16_t>((i + static_cast<std::int64_t>(k)) % 60000);
             smd.event(i, "x", static_cast<double>(i) * 0.5, "flag", i % 2 == 1, "det/image", smalldata::view(img.data(), {3, 4}));
