@@ -7521,7 +7521,11 @@ public:
         if (!src_.valid()) {
             const bool exists = path_exists(in_);
             throw_error(Errc::hdf5, "cannot open '" + in_ + "'" +
-                                        (exists ? " (a crashed file? `smalldata recover` it first): " + h5_stack()
+                                        (exists ? (WriteClaim::claimed(in_)
+                                                       ? " (it is being written by a running process: flatten it once that "
+                                                         "run has ended): "
+                                                       : " (a crashed file? `smalldata recover` it first): ") +
+                                                      h5_stack()
                                                 : std::string(": ") + std::strerror(ENOENT)));
         }
         has_run_ = h5_get_attr_u64(src_.get(), attr_run, run_);
@@ -7611,8 +7615,9 @@ private:
                 if (path != in_ && !f.valid()) {
                     H5Eclear2(H5E_DEFAULT);
                     throw_error(Errc::join, "part file '" + path + "', which '" + n + "' of '" + in_ + "' reads, " +
-                                                (path_exists(path) ? "cannot be opened (crashed? `smalldata recover`)"
-                                                                   : "is missing"));
+                                                (!path_exists(path)           ? "is missing"
+                                                 : WriteClaim::claimed(path) ? "is being written by a running process"
+                                                                             : "cannot be opened (crashed? `smalldata recover`)"));
                 }
                 std::uint64_t token = 0;
                 if (f.valid() && has_run_ && (!h5_get_attr_u64(f.get(), attr_run, token) || token != run_))

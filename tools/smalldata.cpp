@@ -447,6 +447,13 @@ std::string kind_text(const dt::DatasetInfo& d) {
     return s + " " + d.shape.str();
 }
 
+// Why a file that exists cannot be opened, as advice: a running process is writing it (its
+// writer's claim), or it is a crashed writer's file.
+std::string unopened(const std::string& path) {
+    return dt::WriteClaim::claimed(path) ? "it is being written by a running process: check it once that run has ended"
+                                         : "crashed? run `smalldata recover` on it";
+}
+
 int check(const std::string& file) {
     std::vector<std::string> problems;
     auto problem = [&](const std::string& p) { problems.push_back(p); };
@@ -455,7 +462,7 @@ int check(const std::string& file) {
     if (!f.valid()) {
         const bool exists = dt::path_exists(file);
         const std::string why = exists ? dt::h5_stack() : std::string(std::strerror(ENOENT));
-        std::printf("%s: cannot be opened%s\n", file.c_str(), exists ? " (a crashed file? run `smalldata recover` on it)" : "");
+        std::printf("%s: cannot be opened%s\n", file.c_str(), exists ? (" (" + unopened(file) + ")").c_str() : "");
         std::printf("NOT SOUND: '%s' cannot be opened: %s\n", file.c_str(), why.c_str());
         return 1;
     }
@@ -551,7 +558,7 @@ int check(const std::string& file) {
                     H5Eclear2(H5E_DEFAULT);
                 }
                 if (!p.exists) problem("part file '" + p.path + "' is missing (mapped by '" + d->name + "')");
-                else if (!p.opens) problem("part file '" + p.path + "' cannot be opened (crashed? run smalldata recover)");
+                else if (!p.opens) problem("part file '" + p.path + "' cannot be opened (" + unopened(p.path) + ")");
                 else if (!p.token_ok) problem("part file '" + p.path + "' is not of this file's run " + hex16(run));
                 else if (!p.misplaced.empty()) problem(p.misplaced);
                 it = parts.emplace(src, p).first;
@@ -594,7 +601,7 @@ int check(const std::string& file) {
                     st.misplaced = dt::misplaced_part(pf.get(), p);
                 }
                 H5Eclear2(H5E_DEFAULT);
-                if (!st.opens) problem("part file '" + p + "' cannot be opened (crashed? run smalldata recover)");
+                if (!st.opens) problem("part file '" + p + "' cannot be opened (" + unopened(p) + ")");
                 else if (!st.token_ok) problem("part file '" + p + "' is not of this file's run " + hex16(run));
                 else if (!st.misplaced.empty()) problem(st.misplaced);
             }

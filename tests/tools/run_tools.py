@@ -42,7 +42,8 @@
 
   concurrent  two runs given the same filename at once (separate processes), serial and
              1 server + 2 clients: the second is refused naming the file the first is
-             writing, recover refuses that file too, and the first writes every event; a
+             writing, recover refuses that file too (check and flatten say it is being
+             written, not that it crashed), and the first writes every event; a
              serial run named like the parallel run's part is refused, the run's file intact
 
 usage: run_tools.py MPIEXEC WRITE_RUN SMALLDATA_TOOL WORKDIR
@@ -733,6 +734,8 @@ def mode_concurrent(c):
                 time.sleep(0.01)
             second = run_limited(cmd[:-1] + ["10"], env=os.environ)  # 10 events: its file is not the first's
             rec = c.tool_run("recover", out)
+            chk = c.tool_run("check", out if ranks == 1 else busy)
+            flat = c.tool_run("flatten", out if ranks == 1 else busy, os.path.join(d, "flat.h5"))
             overlapped = first.poll() is None
             _, err = first.communicate(timeout=LIMIT)
         finally:
@@ -746,6 +749,13 @@ def mode_concurrent(c):
                          f"{os.path.basename(busy)} as being written: {second.stderr[-600:] if second else ''}")
         if rec.returncode == 0 or "being written" not in rec.stderr:
             probs.append(f"{label}: recover of a file being written exited {rec.returncode}")
+        # check and flatten cannot open it: they say it is being written, not "recover it"
+        for verb, p in (("check", chk), ("flatten", flat)):
+            said = p.stdout + p.stderr
+            if p.returncode == 0 or "being written by a running process" not in said or "recover" in said:
+                probs.append(f"{label}: {verb} of a file being written exited {p.returncode}: {said[-300:]}")
+        if os.path.exists(os.path.join(d, "flat.h5")):
+            probs.append(f"{label}: flatten of a file being written left flat.h5")
         if first.returncode != 0:
             probs.append(f"{label}: the first run exited {first.returncode}: {err[-600:]}")
         probs += [f"{label}: {x}" for x in check_values(out, True)]
