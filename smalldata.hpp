@@ -3348,10 +3348,16 @@ private:
     int fd_ = -1;
 };
 
-// The directory of a file locked (flock) while the file is checked, replaced and made
-// anew: two processes about to write the same name take turns, so the second sees the
-// first's claim (WriteClaim) instead of both finding the name free. Held for
-// milliseconds, never across a collective. Best effort: where the directory cannot be
+// Why a file may not be replaced (or recovered): a writer's claim is on it (WriteClaim).
+inline constexpr const char* being_written =
+    "it is being written by another process (a run writing the same filename holds it); choose another filename, "
+    "or wait until that run has ended";
+
+// The directory of a file locked (flock) while the file is checked and then removed, or
+// made and renamed into place (Writer::create_swmr): two processes about to write the
+// same name take turns, so the second sees the first's claim (WriteClaim) instead of both
+// finding the name free. Held for a check and a removal, or for the making of a file (its
+// disk space is held back before), never across a collective. Best effort: where the directory cannot be
 // locked (a file system without flock), or another holds it for more than 10 s, nothing
 // is held.
 class DirLock {
@@ -4267,8 +4273,12 @@ public:
                 checkpoint_period_ = o.checkpoint_seconds * checkpoint_share;
                 rearm();
             } else {
+                DirLock dir;  // as in create_swmr
+                dir.take(path);
+                if (WriteClaim::claimed(path)) throw_error(Errc::option, "cannot write '" + path + "': " + being_written);
                 file_ = h5_create_file(path, !io_.filtered());
                 claim_.take(path);
+                dir.release();
                 if (tag) tag(file_.get());
             }
             if (o.preallocate) reserve_.open(file_.get(), path);
@@ -4692,10 +4702,16 @@ private:
     }
 
     // The file is made under <path>.tmp, switched to SWMR writing (from then on valid on
-    // disk at every instant) and only then renamed to `path`: a crash never leaves a
-    // half-made file under the real name.
+    // disk at every instant), claimed, and only then renamed to `path`: a crash never
+    // leaves a half-made file under the real name. All of it under the directory's lock,
+    // after checking that no other writer has claimed `path` since it was checked: of two
+    // runs of one name, the second to get here is refused (not the first replaced, nor
+    // its <path>.tmp truncated).
     void create_swmr(const std::string& path, const std::function<void(hid_t)>& tag) {
         const std::string creating = path + ".tmp";
+        DirLock dir;
+        dir.take(path);
+        if (WriteClaim::claimed(path)) throw_error(Errc::option, "cannot write '" + path + "': " + being_written);
         file_ = h5_create_file(creating, !io_.filtered());
         try {
             if (tag) tag(file_.get());
@@ -6503,11 +6519,6 @@ inline void check_creatable(const std::string& path, const char* what, std::uint
     ::unlink(p.c_str());
 }
 
-// Why a file may not be replaced (or recovered): a writer's claim is on it (WriteClaim).
-inline constexpr const char* being_written =
-    "it is being written by another process (a run writing the same filename holds it); choose another filename, "
-    "or wait until that run has ended";
-
 // Empty when the file at `part` (which exists) may be replaced by a part of `final_name`;
 // otherwise why not.
 inline std::string part_in_the_way(const std::string& part, const std::string& final_name) {
@@ -6560,8 +6571,10 @@ inline std::string final_in_the_way(const std::string& path) {
 }
 
 // Removes the old file at `path` (a rerun) under its directory's lock, unless a writer has
-// claimed it meanwhile (a run with the same filename started since it was checked).
-inline void replace_old_file(const std::string& path, DirLock& dir) {
+// claimed it meanwhile (a run with the same filename started since it was checked). The
+// new file is checked again as it is made (Writer::create_swmr).
+inline void replace_old_file(const std::string& path) {
+    DirLock dir;
     dir.take(path);
     if (WriteClaim::claimed(path)) throw_error(Errc::option, "cannot replace '" + path + "': " + being_written);
     remove_old_file(path);
@@ -6632,8 +6645,7 @@ inline void Impl::open_outputs() {
 
     // A rerun: the old final file maps the parts about to be truncated. Remove it first.
     try {
-        DirLock dir;  // released before the collective below
-        if (root && !opt.filename.empty()) replace_old_file(opt.filename, dir);
+        if (root && !opt.filename.empty()) replace_old_file(opt.filename);
     } catch (const Error& e) {
         why = e.what();
         code = e.code();
@@ -6643,11 +6655,10 @@ inline void Impl::open_outputs() {
 
     if (role == Role::server) {
         try {
-            // Under the directory's lock from the check to the claim of the new part: of two
-            // runs writing the same filename at once, the second sees the first's claim.
-            DirLock dir;
+            // Of two runs writing the same filename at once, the second to check (here, or
+            // as the Writer makes its part) sees the first's claim.
             const std::string path = opt.filename.empty() ? std::string() : part_path(server_idx);
-            if (!path.empty()) replace_old_file(path, dir);
+            if (!path.empty()) replace_old_file(path);
             // The part's identity goes in before the file gets its real name (and SWMR
             // writing starts): a part killed at any instant says which run it belongs to.
             auto tag = [&](hid_t file) {
@@ -10153,15 +10164,13 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
         im.role = Role::serial;
         im.client_idx = 0;
         im.n_clients = 1;
-        DirLock dir;  // from the check to the new file's claim: two runs of one name take turns
         if (!o.filename.empty()) {
             check_creatable(o.filename, "file", static_cast<std::uint64_t>(::getpid()));
             const std::string bad = final_in_the_way(o.filename);
             if (!bad.empty()) throw_error(Errc::option, "cannot write '" + o.filename + "': " + bad);
-            replace_old_file(o.filename, dir);
+            replace_old_file(o.filename);
         }
         im.writer = std::make_unique<Writer>(o.filename, im.opt, use_write_thread(o, 1, false));
-        dir.release();
         auto sink = std::make_unique<SerialSink>(*im.writer, im.opt.callbacks);
         const bool direct = sink->direct();
         im.sink = std::move(sink);

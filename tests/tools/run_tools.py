@@ -43,7 +43,9 @@
   concurrent  two runs given the same filename at once (separate processes), serial and
              1 server + 2 clients: the second is refused naming the file the first is
              writing, recover refuses that file too (check and flatten say it is being
-             written, not that it crashed), and the first writes every event; a
+             written, not that it crashed), and the first writes every event; two serial
+             runs started at the same instant: one writes all its events, the other is
+             refused; a
              serial run named like the parallel run's part is refused, the run's file intact
 
 usage: run_tools.py MPIEXEC WRITE_RUN SMALLDATA_TOOL WORKDIR
@@ -759,6 +761,28 @@ def mode_concurrent(c):
         if first.returncode != 0:
             probs.append(f"{label}: the first run exited {first.returncode}: {err[-600:]}")
         probs += [f"{label}: {x}" for x in check_values(out, True)]
+    # Two serial runs started at the same instant (neither file there yet): they take turns at
+    # the directory, so exactly one writes its file and the other is refused.
+    d = os.path.join(c.root, "concurrent_start")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    both = os.path.join(d, "run.h5")
+    paced = dict(os.environ, SMALLDATA_TEST_PACE_US="300")
+    runs = [subprocess.Popen([c.write_run, both, str(n)], env=paced, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for n in (N, N // 2)]
+    outs = [r.communicate(timeout=LIMIT) for r in runs]
+    codes = [r.returncode for r in runs]
+    if sorted(codes) != [0, 1]:
+        probs.append(f"two runs started together exited {codes}, expected one 0 and one 1")
+    else:
+        lost = codes.index(1)
+        if "being written by another process" not in outs[lost][1]:
+            probs.append(f"the refused run did not say the file is being written: {outs[lost][1][-300:]}")
+        with h5py.File(both, "r") as f:
+            ts = np.sort(f["timestamp"][:])
+        want = (N, N // 2)[codes.index(0)]
+        if not np.array_equal(ts, np.arange(want)):
+            probs.append(f"the file of the run that went on holds {len(ts)} events, not its {want}")
     # The parallel run's part as a serial run's file: refused, the run reads as before.
     p = run_limited([c.write_run, busy, "10"], env=os.environ)
     if p is None or p.returncode != 1 or "a part file of 'run.h5'" not in p.stderr:
