@@ -7175,6 +7175,10 @@ inline std::vector<unsigned char> describe_datasets(const std::vector<DatasetInf
 // its superblock gives: 199 bytes for such a file). Only then is it opened for writing,
 // if it has rows to cut or status flags to clear.
 inline Recovered recover_file(const std::string& path) {
+    // A claim can be a process's that is still ending (recover run the moment a job was
+    // killed: its ranks may outlive the launcher by a little): given 5 s to go.
+    for (int waited_ms = 0; waited_ms < 5000 && WriteClaim::claimed(path); waited_ms += 50)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
     if (WriteClaim::claimed(path))
         throw_error(Errc::usage, "cannot recover '" + path + "': it is being written by a running process (a run "
                                  "holds it); recover it once that run has ended");

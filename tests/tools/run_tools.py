@@ -728,7 +728,8 @@ def mode_concurrent(c):
         cmd = [c.write_run, out, str(N)]
         if ranks > 1:
             cmd = [c.mpiexec, "-n", str(ranks)] + cmd
-        first = subprocess.Popen(cmd, env=dict(os.environ, SMALLDATA_TEST_PACE_US="300"),
+        # paced to last 10-20 s: still running after recover's 5 s wait for a claim to go
+        first = subprocess.Popen(cmd, env=dict(os.environ, SMALLDATA_TEST_PACE_US="1000"),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             t0 = time.time()
