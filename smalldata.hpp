@@ -3386,6 +3386,12 @@ public:
         (void)path_in_dir;
 #endif
     }
+    // take(path), then Errc `code` "<refusal>: it is being written ..." if a writer has
+    // claimed `path` (the lock is then released with this object).
+    void take_unclaimed(const std::string& path, Errc code, const std::string& refusal) {
+        take(path);
+        if (WriteClaim::claimed(path)) throw_error(code, refusal + ": " + being_written);
+    }
     void release() noexcept {
         if (fd_ >= 0) ::close(fd_);
         fd_ = -1;
@@ -4274,8 +4280,7 @@ public:
                 rearm();
             } else {
                 DirLock dir;  // as in create_swmr
-                dir.take(path);
-                if (WriteClaim::claimed(path)) throw_error(Errc::option, "cannot write '" + path + "': " + being_written);
+                dir.take_unclaimed(path, Errc::option, "cannot write '" + path + "'");
                 file_ = h5_create_file(path, !io_.filtered());
                 claim_.take(path);
                 dir.release();
@@ -4710,8 +4715,7 @@ private:
     void create_swmr(const std::string& path, const std::function<void(hid_t)>& tag) {
         const std::string creating = path + ".tmp";
         DirLock dir;
-        dir.take(path);
-        if (WriteClaim::claimed(path)) throw_error(Errc::option, "cannot write '" + path + "': " + being_written);
+        dir.take_unclaimed(path, Errc::option, "cannot write '" + path + "'");
         file_ = h5_create_file(creating, !io_.filtered());
         try {
             if (tag) tag(file_.get());
@@ -6575,8 +6579,7 @@ inline std::string final_in_the_way(const std::string& path) {
 // new file is checked again as it is made (Writer::create_swmr).
 inline void replace_old_file(const std::string& path) {
     DirLock dir;
-    dir.take(path);
-    if (WriteClaim::claimed(path)) throw_error(Errc::option, "cannot replace '" + path + "': " + being_written);
+    dir.take_unclaimed(path, Errc::option, "cannot replace '" + path + "'");
     remove_old_file(path);
 }
 
@@ -7737,8 +7740,7 @@ private:
         if (dst_.close() < 0) throw_h5("cannot flatten '" + in_ + "' into '" + out_ + "': closing '" + tmp_ + "'");
         reserve_.trim();
         DirLock dir;
-        dir.take(out_);
-        if (WriteClaim::claimed(out_)) throw_error(Errc::usage, "cannot replace '" + out_ + "': " + being_written);
+        dir.take_unclaimed(out_, Errc::usage, "cannot replace '" + out_ + "'");
         if (std::rename(tmp_.c_str(), out_.c_str()) != 0) {
             const int err = errno;
             throw_error(Errc::hdf5, "cannot rename '" + tmp_ + "' to '" + out_ + "': " + std::strerror(err), err);
