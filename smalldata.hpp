@@ -662,10 +662,10 @@ struct Impl;
 inline std::atomic<int> stop_requested{0};
 inline constexpr double stop_reduction_grace = 1.0;  // seconds (SmallData::wait_agreement)
 // Internal, for testing (the kill test aims kills at checkpoints): when set, every writer
-// (the serial process, a server) calls it at the start of each checkpoint (stage 0) and
-// once the checkpoint's H5Fflush has returned (stage 1), on the thread taking it. Null by
-// default: one load per checkpoint. Set it before the SmallData is made; it must return
-// quickly and must not call into smalldata.
+// (the serial process, a server) calls it at the start of each checkpoint (stage 0), once
+// the checkpoint's H5Fflush has returned (stage 1), on the thread taking it, and as its
+// close in done() begins (stage 2). Null by default: one load per checkpoint. Set it
+// before the SmallData is made; it must return quickly and must not call into smalldata.
 inline void (*checkpoint_hook)(int stage) noexcept = nullptr;
 // Internal, for testing (the tool test stops a run between the ordering and its switch):
 // with Options::time_order, each server calls it once its <part>.ordered file is complete
@@ -4571,6 +4571,7 @@ public:
     // nothing) is left out, and thrown once the others are written.
     void finish(const std::vector<SummaryItem>* summary, const std::vector<AttributeItem>* attributes = nullptr) {
         if (!has_file_ || !file_.valid()) return;
+        if (checkpoint_hook) checkpoint_hook(2);
         try {
             pad_groups();
             for (WField& f : fields_) flush(f);
@@ -6547,7 +6548,8 @@ inline std::string part_in_the_way(const std::string& part, const std::string& f
 // is a part file of another final file (which would then read this run's rows), or its
 // writer never closed it (a crashed run's file, kept for recovery). Any other file is
 // replaced (a rerun), a directory is check_creatable's error.
-inline H5Id h5_open_recovering(const std::string& path, bool write, bool* cleared);  // section 17
+inline H5Id h5_open_recovering(const std::string& path, bool write, bool* cleared = nullptr,
+                               std::uint64_t* missing = nullptr);  // section 17
 inline std::string final_in_the_way(const std::string& path) {
     if (!path_exists(path) || path_is_dir(path)) return {};
     if (WriteClaim::claimed(path)) return being_written;
@@ -6980,7 +6982,10 @@ inline void Impl::join() {
 //     close drops whatever was not flushed. Recovery then cuts every aligned dataset to the
 //     rows complete in all of them (the shortest, `timestamp` included): the rows of the
 //     last checkpoint. Unaligned datasets keep their rows. Recovering a file twice, or a
-//     file that was closed cleanly, changes nothing.
+//     file that was closed cleanly, changes nothing. A file killed inside an HDF5 flush can
+//     be shorter than its superblock says (h5_open_recovering): opened all the same, only
+//     the rows whose chunks lie within its bytes count (rows_within), and the close extends
+//     it to the superblock's end.
 
 // Whether an open part file lies under the name its own attributes give it: part k of final
 // file F is <stem of F>_part<k>.h5. A copy of another part of the same run (same token)
@@ -7104,6 +7109,24 @@ inline std::uint64_t complete_rows(const std::vector<DatasetInfo>& ds) {
     return has_ts ? n : 0;
 }
 
+// The end of file a file's superblock gives (version 2 or 3, the one this library writes,
+// 8-byte addresses), and 0 when it has no such superblock at its start; `flags`: its
+// status flags (nonzero: a writer had it open). A file shorter than that end was cut
+// inside an HDF5 flush (below).
+inline std::uint64_t superblock_eof(const std::string& path, unsigned* flags) {
+    unsigned char b[48];
+    std::FILE* fp = std::fopen(path.c_str(), "rb");
+    if (!fp) return 0;
+    const std::size_t got = std::fread(b, 1, sizeof b, fp);
+    std::fclose(fp);
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    if (got < sizeof b || std::memcmp(b, sig, 8) != 0 || b[8] < 2 || b[9] != 8) return 0;
+    *flags = b[11];
+    std::uint64_t eof = 0;
+    for (int i = 7; i >= 0; --i) eof = (eof << 8) | b[28 + i];  // little-endian, after base and extension addresses
+    return eof;
+}
+
 // Opens a file that a crash may have left with its status flags set: plainly first, else
 // with the flags cleared. `write`: read-write in either case, and closing a file opened
 // with its flags cleared so writes them cleared (HDF5 then also cuts the file to the end
@@ -7111,9 +7134,19 @@ inline std::uint64_t complete_rows(const std::vector<DatasetInfo>& ds) {
 // disk changes, so a file is read through before anything is written to it. `cleared`
 // tells which way it went. Errc::hdf5 naming the file when neither works (not an HDF5
 // file, or cut before its superblock).
-inline H5Id h5_open_recovering(const std::string& path, bool write, bool* cleared = nullptr) {
+//
+// A file killed inside an HDF5 flush can be shorter than its superblock says: HDF5 writes
+// the superblock, with an end of file that counts space allocated but not yet written
+// (the unused rest of a metadata block), before it extends the file to that end. Such a
+// file is opened as well (HDF5's "skip_eof_check", the property h5clear uses), and
+// `missing` is the number of bytes it lacks (0 otherwise); reading the missing bytes gives
+// zeros, so the caller must not trust a row stored there (recover_file cuts them), and
+// metadata stored there fails its checksum. Opened for writing, the close extends the file
+// to its superblock's end, as the flush would have.
+inline H5Id h5_open_recovering(const std::string& path, bool write, bool* cleared, std::uint64_t* missing) {
     H5Quiet q;
     if (cleared) *cleared = false;
+    if (missing) *missing = 0;
     if (!path_exists(path)) {
         const int err = errno;
         throw_error(Errc::hdf5, "cannot open '" + path + "': " + std::strerror(err), err);
@@ -7132,11 +7165,62 @@ inline H5Id h5_open_recovering(const std::string& path, bool write, bool* cleare
     h5check_herr(H5Pset(fapl.get(), "clear_status_flags", &t), "H5Pset(clear_status_flags)");
     h5check_herr(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), "H5Pset_fclose_degree");
     H5Id g(H5Fopen(path.c_str(), write ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), H5Fclose);
+    std::uint64_t lacks = 0;
+    unsigned flags = 1;
+    if (!g.valid()) {
+        const std::uint64_t stored = superblock_eof(path, &flags);
+        struct stat st;
+        if (stored > 0 && ::stat(path.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) < stored &&
+            H5Pexist(fapl.get(), "skip_eof_check") > 0) {
+            h5check_herr(H5Pset(fapl.get(), "skip_eof_check", &t), "H5Pset(skip_eof_check)");
+            g = H5Id(H5Fopen(path.c_str(), write ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), H5Fclose);
+            lacks = stored - static_cast<std::uint64_t>(st.st_size);
+        }
+        H5Eclear2(H5E_DEFAULT);
+    }
     if (!g.valid())
         throw_error(Errc::hdf5, "cannot open '" + path + "', not even with its status flags cleared (not an HDF5 file, "
                                     "or cut short before its first flush): " + first);
-    if (cleared) *cleared = true;
+    if (cleared) *cleared = lacks == 0 || flags != 0;  // a short file's flags may have been clear
+    if (missing) *missing = lacks;
     return g;
+}
+
+// Why a file h5_open_recovering opened short could not be read through (for errors).
+inline std::string short_file_text(const std::string& path, std::uint64_t missing) {
+    return "'" + path + "' is " + std::to_string(missing) +
+           " bytes shorter than its superblock says, and the missing bytes held more than unused space";
+}
+
+// The rows of a chunked dataset whose chunks all lie within the first `eof` bytes of its
+// file: a chunk that reaches beyond (a file cut short, see h5_open_recovering) and every
+// row after its first are not to be trusted. `rows` when every chunk lies within. Needs
+// H5Dget_chunk_info (HDF5 1.10.5); older: Errc::hdf5.
+inline std::uint64_t rows_within(hid_t dset, std::uint64_t rows, std::uint64_t eof, const std::string& what) {
+#if H5_VERSION_GE(1, 10, 5)
+    H5Id dcpl(h5check(H5Dget_create_plist(dset), "H5Dget_create_plist"), H5Pclose);
+    if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return rows;
+    H5Id space(h5check(H5Dget_space(dset), "H5Dget_space"), H5Sclose);
+    hsize_t n = 0;
+    h5check_herr(H5Dget_num_chunks(dset, space.get(), &n), "cannot list the chunks of " + what);
+    std::uint64_t keep = rows;
+    hsize_t offset[H5S_MAX_RANK];
+    for (hsize_t i = 0; i < n; ++i) {
+        unsigned mask = 0;
+        haddr_t addr = HADDR_UNDEF;
+        hsize_t size = 0;
+        h5check_herr(H5Dget_chunk_info(dset, space.get(), i, offset, &mask, &addr, &size),
+                     "cannot read where the chunks of " + what + " lie");
+        if (addr != HADDR_UNDEF && addr + size > eof) keep = std::min<std::uint64_t>(keep, offset[0]);
+    }
+    return keep;
+#else
+    (void)dset;
+    (void)rows;
+    (void)eof;
+    throw_error(Errc::hdf5, "cannot tell which rows of " + what + " lie in the part of the file that is missing: "
+                            "this needs HDF5 1.10.5 or newer");
+#endif
 }
 
 // What recover_file found and left.
@@ -7145,7 +7229,8 @@ struct Recovered {
     std::vector<unsigned char> description;   // Writer::describe()'s format, for build_final_file
     bool cleared = false;                     // the status flags were set (a crashed writer)
     std::uint64_t cut_rows = 0;               // aligned rows dropped, over all datasets
-};
+    std::uint64_t missing_bytes = 0;          // the file was this much shorter than its superblock
+};                                            // says (killed inside a flush): extended
 
 // The description of a file's fields in Writer::describe()'s format (events, then per
 // field dtype, rank, aligned, name length, rows, dims, name). Errc::hdf5 for a field of a
@@ -7171,24 +7256,22 @@ inline std::vector<unsigned char> describe_datasets(const std::vector<DatasetInf
     return out;
 }
 
-// Recovers a part or serial file in place (see the top of this section) and describes it.
-// Everything is read first, with the file opened read-only: a file that cannot be read
-// through (a writer that filled its disk before its first checkpoint, say) is an error
-// and stays exactly as it was (HDF5, closing a file opened for writing, cuts it to the end
-// its superblock gives: 199 bytes for such a file). Only then is it opened for writing,
-// if it has rows to cut or status flags to clear.
-inline Recovered recover_file(const std::string& path) {
-    // A claim can be a process's that is still ending (recover run the moment a job was
-    // killed: its ranks may outlive the launcher by a little): given 5 s to go.
-    for (int waited_ms = 0; waited_ms < 5000 && WriteClaim::claimed(path); waited_ms += 50)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (WriteClaim::claimed(path))
-        throw_error(Errc::usage, "cannot recover '" + path + "': it is being written by a running process (a run "
-                                 "holds it); recover it once that run has ended");
-    H5Quiet q;
-    Recovered r;
-    H5Id f = h5_open_recovering(path, false, &r.cleared);
+// recover_file's work once the file is open (read-only; `r` says how it was opened).
+inline Recovered recover_open_file(const std::string& path, H5Id f, Recovered r) {
     std::vector<DatasetInfo> ds = list_datasets(f.get(), path);
+    // Cut short inside a flush: only rows whose chunks lie in the bytes on disk count (what
+    // lies beyond is unused space allocated ahead; a row there would read back as zeros).
+    std::vector<std::uint64_t> given_rows(ds.size());
+    struct stat st{};
+    if (r.missing_bytes && ::stat(path.c_str(), &st) != 0) throw_error(Errc::hdf5, "cannot stat '" + path + "'", errno);
+    for (std::size_t i = 0; i < ds.size(); ++i) {
+        DatasetInfo& d = ds[i];
+        given_rows[i] = d.rows;
+        if (r.missing_bytes == 0 || !d.event_axis || d.rows == 0) continue;
+        H5Id dset(h5check(H5Dopen2(f.get(), d.name.c_str(), H5P_DEFAULT), "cannot open '" + d.name + "' in '" + path + "'"),
+                  H5Dclose);
+        d.rows = rows_within(dset.get(), d.rows, static_cast<std::uint64_t>(st.st_size), "'" + d.name + "' in '" + path + "'");
+    }
     r.events = complete_rows(ds);
     if (r.cleared) {  // a crashed writer: no more than its last checkpoint made durable
         std::uint64_t durable = 0;
@@ -7222,18 +7305,20 @@ inline Recovered recover_file(const std::string& path) {
     }
     bool even = true;
     for (std::size_t i = 0; i < ds.size(); ++i) {
-        const DatasetInfo& d = ds[i];
-        even = even && (!d.aligned || d.rows == r.events) && (!d.event_axis || !is_var_name(d.name) || d.rows == var_rows[i]);
+        DatasetInfo& d = ds[i];
+        even = even && (!d.aligned || given_rows[i] == r.events) &&
+               (!d.event_axis || !is_var_name(d.name) || given_rows[i] == var_rows[i]) && d.rows == given_rows[i];
     }
-    if (!even || r.cleared) {  // rows to cut, or flags to clear (a crashed writer): for writing now
+    if (!even || r.cleared || r.missing_bytes) {  // rows to cut, flags to clear, bytes to add: for writing now
         if (f.close() < 0) throw_h5("closing '" + path + "'");
         f = h5_open_recovering(path, true);
     }
     for (std::size_t i = 0; i < ds.size(); ++i) {
         DatasetInfo& d = ds[i];
         const bool var = d.event_axis && is_var_name(d.name);
-        const std::uint64_t want = var ? var_rows[i] : r.events;
-        if (!(d.aligned || var) || d.rows == want) continue;
+        const std::uint64_t want = var ? var_rows[i] : d.aligned ? r.events : d.rows;  // unaligned: within the file
+        d.rows = given_rows[i];
+        if (!d.event_axis || d.rows == want) continue;
         H5Id dset(h5check(H5Dopen2(f.get(), d.name.c_str(), H5P_DEFAULT), "cannot open '" + d.name + "' in '" + path + "'"),
                   H5Dclose);
         hsize_t dims[max_rank + 1];
@@ -7246,6 +7331,31 @@ inline Recovered recover_file(const std::string& path) {
     if (f.close() < 0) throw_h5("closing '" + path + "'");
     r.description = describe_datasets(ds, r.events, path);
     return r;
+}
+
+// Recovers a part or serial file in place (see the top of this section) and describes it.
+// Everything is read first, with the file opened read-only: a file that cannot be read
+// through (a writer that filled its disk before its first checkpoint, say) is an error
+// and stays exactly as it was (HDF5, closing a file opened for writing, cuts it to the end
+// its superblock gives: 199 bytes for such a file). Only then is it opened for writing,
+// if it has rows to cut or status flags to clear.
+inline Recovered recover_file(const std::string& path) {
+    // A claim can be a process's that is still ending (recover run the moment a job was
+    // killed: its ranks may outlive the launcher by a little): given 5 s to go.
+    for (int waited_ms = 0; waited_ms < 5000 && WriteClaim::claimed(path); waited_ms += 50)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (WriteClaim::claimed(path))
+        throw_error(Errc::usage, "cannot recover '" + path + "': it is being written by a running process (a run "
+                                 "holds it); recover it once that run has ended");
+    H5Quiet q;
+    Recovered r;
+    H5Id f = h5_open_recovering(path, false, &r.cleared, &r.missing_bytes);
+    try {
+        return recover_open_file(path, std::move(f), r);
+    } catch (const Error& e) {
+        if (!r.missing_bytes) throw;
+        throw_error(e.code(), short_file_text(path, r.missing_bytes) + ": " + bare_text(e.what()));
+    }
 }
 
 // The summary datasets of a final or serial file (every dataset that is not a field), read

@@ -65,26 +65,46 @@ struct PartTags {
 };
 // Reads them without modifying the file: plainly, or as an SWMR reader when a crash left
 // the status flags set. Throws (naming the file) when the file does not open either way.
-dt::H5Id open_any(const std::string& path) {
+// `missing`: bytes the file lacks of the end its superblock gives (h5_open_recovering).
+dt::H5Id open_any(const std::string& path, std::uint64_t* missing = nullptr) {
     dt::H5Quiet q;
+    if (missing) *missing = 0;
     dt::H5Id f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
     if (!f.valid()) f = dt::H5Id(H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT), H5Fclose);
     if (!f.valid()) {
         // Last resort: clear the flags (what recovery does anyway).
-        f = dt::h5_open_recovering(path, false);
+        f = dt::h5_open_recovering(path, false, nullptr, missing);
     }
     return f;
 }
 PartTags read_tags(const std::string& path) {
     dt::H5Quiet q;
-    const dt::H5Id f = open_any(path);
+    std::uint64_t missing = 0;
+    const dt::H5Id f = open_any(path, &missing);
     PartTags t;
     t.ok = dt::h5_get_attr_u64(f.get(), dt::attr_run, t.run) && dt::h5_get_attr_u64(f.get(), dt::attr_part, t.part) &&
            dt::h5_get_attr_u64(f.get(), dt::attr_parts, t.parts) &&
            dt::h5_get_attr_string(f.get(), dt::attr_final, t.final_name);
     H5Eclear2(H5E_DEFAULT);
-    t.datasets = dt::list_datasets(f.get(), path).size();
+    try {
+        t.datasets = dt::list_datasets(f.get(), path).size();
+    } catch (const sd::Error& e) {
+        if (!missing) throw;
+        dt::throw_error(e.code(), dt::short_file_text(path, missing) + ": " + dt::bare_text(e.what()));
+    }
     return t;
+}
+
+// What recovery did to a file, for its line: " (crashed: status flags cleared, ...)", or
+// nothing when it found the file whole. `gap`: more space before the parenthesis.
+std::string recovered_note(const dt::Recovered& r, const char* gap) {
+    std::string note;
+    auto add = [&](const std::string& what) { note += (note.empty() ? std::string(gap) + " (" : ", ") + what; };
+    if (r.cleared) add("crashed: status flags cleared");
+    if (r.missing_bytes)
+        add(std::to_string(r.missing_bytes) + " bytes short of its superblock's end (killed inside a flush): extended");
+    if (r.cut_rows) add(std::to_string(r.cut_rows) + " incomplete rows cut");
+    return note.empty() ? note : note + ")";
 }
 
 // Names in FILE's directory that look like its parts: <stem>_part<k>.h5, and <...>.tmp.
@@ -195,10 +215,8 @@ int recover_parallel(const std::string& file, const PartNames& names, const std:
             const dt::Recovered r = dt::recover_file(path);
             desc = r.description;
             total += r.events;
-            std::printf("  part %d  %-28s %12" PRIu64 " events%s", ki, dt::base_name(path).c_str(), r.events,
-                        r.cleared ? "  (crashed: status flags cleared" : "");
-            if (r.cut_rows) std::printf("%s%" PRIu64 " incomplete rows cut", r.cleared ? ", " : "  (", r.cut_rows);
-            std::printf("%s\n", r.cleared || r.cut_rows ? ")" : "");
+            std::printf("  part %d  %-28s %12" PRIu64 " events%s\n", ki, dt::base_name(path).c_str(), r.events,
+                        recovered_note(r, " ").c_str());
         }
         lens.push_back(static_cast<int>(desc.size()));
         all.insert(all.end(), desc.begin(), desc.end());
@@ -263,10 +281,7 @@ int recover_serial(const std::string& file) {
         dt::throw_error(sd::Errc::usage, "'" + file + "' does not exist, and neither do part files of it");
     }
     const dt::Recovered r = dt::recover_file(file);
-    std::printf("%s: serial file, %" PRIu64 " events%s", file.c_str(), r.events,
-                r.cleared ? " (crashed: status flags cleared" : "");
-    if (r.cut_rows) std::printf("%s%" PRIu64 " incomplete rows cut", r.cleared ? ", " : " (", r.cut_rows);
-    std::printf("%s\n", r.cleared || r.cut_rows ? ")" : "");
+    std::printf("%s: serial file, %" PRIu64 " events%s\n", file.c_str(), r.events, recovered_note(r, "").c_str());
     if (dt::path_exists(tmp)) remove_file(tmp);
     return 0;
 }

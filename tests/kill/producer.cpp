@@ -61,6 +61,7 @@ char g_report_prefix[32];
 std::size_t g_report_prefix_len = 0;
 
 void report_checkpoint(int stage) noexcept {
+    if (stage == 2) return;  // the close in done(): not a checkpoint
     char b[96];
     std::size_t n = g_report_prefix_len;
     std::memcpy(b, g_report_prefix, n);

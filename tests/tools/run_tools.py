@@ -39,14 +39,18 @@
              event, its summary and attributes taken from the join's file, and leaves no
              temporary file; with the copy in place but the parts not yet removed, recover
              keeps the self-contained file as it is (same bytes) and leaves the parts alone
-
+  unreadable_crashed  a killed serial file whose dataset header is overwritten: recover
+             fails naming it and changes no byte
   concurrent  two runs given the same filename at once (separate processes), serial and
              1 server + 2 clients: the second is refused naming the file the first is
              writing, recover refuses that file too (check and flatten say it is being
              written, not that it crashed), and the first writes every event; two serial
              runs started at the same instant: one writes all its events, the other is
-             refused; a
-             serial run named like the parallel run's part is refused, the run's file intact
+             refused; a serial run named like the parallel run's part is refused, the run's
+             file intact
+  flush_cut  a job killed inside HDF5's flush, its file shorter than its superblock says
+             (serial, 2 servers + 3 clients): recover extends it and keeps every event its
+             checkpoints saved, values right; check finds it sound
 
 usage: run_tools.py MPIEXEC WRITE_RUN SMALLDATA_TOOL WORKDIR
 """
@@ -302,6 +306,8 @@ def mode_truncated(c):
     probs = [] if p.returncode not in (0, None) else [f"recover exited {p.returncode}, expected non-zero"]
     if "run_part0.h5" not in p.stderr:
         probs.append("recover's error does not name run_part0.h5")
+    if "shorter than its superblock says" not in p.stderr:
+        probs.append("recover's error does not say run_part0.h5 is shorter than its superblock says")
     p = c.tool_run("check", out)
     if p.returncode != 1 or "run_part0.h5" not in p.stdout:
         probs.append(f"check exited {p.returncode} or did not name run_part0.h5")
@@ -792,11 +798,56 @@ def mode_concurrent(c):
     return probs
 
 
+def superblock_eof(path):
+    """The end of file a version 2 or 3 superblock gives (bytes 28..36)."""
+    with open(path, "rb") as f:
+        b = f.read(48)
+    return int.from_bytes(b[28:36], "little") if b[:8] == b"\x89HDF\r\n\x1a\n" and b[8] >= 2 else 0
+
+
+def mode_flush_cut(c):
+    """A job killed inside HDF5's flush, between the superblock's write (its end of file
+    counting the unused rest of a metadata block) and the file's extension to that end: the
+    file is shorter than its superblock says and HDF5 refuses to open it (unless as an SWMR
+    reader), even with its status flags cleared. Serial and 2
+    servers + 3 clients (write_run ends the process there: SMALLDATA_TEST_KILL_IN_FLUSH, the
+    close in done(), where the kill test met it). recover extends the file, keeps every
+    event its checkpoints made durable (the values right) and check finds it sound; before,
+    recover failed and the part's events were lost."""
+    probs = []
+    for ranks in (1, 5):
+        out = c.fresh(f"flush_cut{ranks}", ranks, env={"SMALLDATA_TEST_KILL_IN_FLUSH": "1"}, stopped=True)
+        d = os.path.dirname(out)
+        files = [out] if ranks == 1 else [os.path.join(d, f"run_part{k}.h5") for k in range(2)]
+        short = [os.path.basename(p) for p in files if os.path.exists(p) and os.path.getsize(p) < superblock_eof(p)]
+        if not short:
+            probs.append(f"{ranks} ranks: no file shorter than its superblock says (the kill missed the flush)")
+            continue
+        p = c.tool_run("recover", out)
+        if p.returncode != 0:
+            probs.append(f"{ranks} ranks: recover exited {p.returncode}")
+            continue
+        for name in short:
+            if not any(name in line and "short of its superblock" in line for line in p.stdout.splitlines()):
+                probs.append(f"{ranks} ranks: recover does not say {name} was short")
+        for path in files:
+            if os.path.getsize(path) < superblock_eof(path):
+                probs.append(f"{ranks} ranks: {os.path.basename(path)} still shorter than its superblock says")
+        probs += [f"{ranks} ranks: {x}" for x in check_saved(out)]
+        with h5py.File(out, "r") as f:
+            saved = len(f["timestamp"])
+        print(f"    {ranks} ranks: short {short}, {saved} of {N} events recovered")
+        if saved == 0:
+            probs.append(f"{ranks} ranks: no event recovered")
+        probs += sound_after_recover(c, out, f"{ranks} ranks: ")
+    return probs
+
+
 MODES = {"clean": mode_clean, "deleted": mode_deleted, "missing": mode_missing, "truncated": mode_truncated,
          "serial": mode_serial, "stale": mode_stale, "var_cut": mode_var_cut,
          "compressed": mode_compressed, "flatten": mode_flatten, "ordered": mode_ordered,
          "ordered_stale": mode_ordered_stale, "rerun_killed": mode_rerun_killed, "misplaced": mode_misplaced, "flat_stop": mode_flat_stop,
-         "unreadable_crashed": mode_unreadable_crashed, "concurrent": mode_concurrent}
+         "unreadable_crashed": mode_unreadable_crashed, "concurrent": mode_concurrent, "flush_cut": mode_flush_cut}
 
 
 def main():

@@ -19,8 +19,17 @@
 // checkpoint is on disk: the state of a job killed in the middle of its run.
 // SMALLDATA_TEST_PACE_US=U: each client sleeps U microseconds per event (a run that lasts,
 // for another process to meet it).
+// SMALLDATA_TEST_KILL_IN_FLUSH=1: no checkpoint but the close's (checkpoint_seconds 1000,
+// so the file layout does not depend on timing); once a writer's close in done() has begun
+// (detail::checkpoint_hook stage 2), the process ends (_exit) as soon as HDF5 writes the
+// file's superblock with an end of file beyond the bytes the file has (the unused rest of a
+// metadata block), before the flush extends the file to it: the state of a job killed
+// there, a file shorter than its superblock says. HDF5's sec2 driver writes with pwrite(),
+// which this program defines (over the C library's) to watch for it.
 #include "smalldata.hpp"
 
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
@@ -28,6 +37,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <thread>
@@ -57,7 +67,30 @@ void kill_checkpoint(int stage) noexcept {
     static std::atomic<int> taken{0};  // on the write thread or the server's own
     if (stage == 1 && ++taken == kill_after) _exit(3);
 }
+std::atomic<bool> cut_armed{false};
+void arm_cut(int stage) noexcept {
+    if (stage == 2) cut_armed = true;
+}
 }  // namespace
+
+// pwrite() under both names the C library gives it (with _FILE_OFFSET_BITS=64 a call to
+// pwrite is one to pwrite64; HDF5's library may call either).
+extern "C" ssize_t watched_pwrite(int fd, const void* buf, size_t n, std::int64_t offset) __asm__("pwrite");
+extern "C" ssize_t watched_pwrite64(int fd, const void* buf, size_t n, std::int64_t offset) __asm__("pwrite64");
+extern "C" ssize_t watched_pwrite(int fd, const void* buf, size_t n, std::int64_t offset) {
+    const long r = ::syscall(SYS_pwrite64, fd, buf, n, offset);
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    if (cut_armed && offset == 0 && n == 48 && r == 48 && std::memcmp(buf, sig, 8) == 0) {
+        std::uint64_t eof = 0;  // a version 2 or 3 superblock: its end of file at byte 28
+        std::memcpy(&eof, static_cast<const unsigned char*>(buf) + 28, sizeof eof);
+        struct stat st;
+        if (::fstat(fd, &st) == 0 && eof > static_cast<std::uint64_t>(st.st_size)) _exit(3);
+    }
+    return static_cast<ssize_t>(r);
+}
+extern "C" ssize_t watched_pwrite64(int fd, const void* buf, size_t n, std::int64_t offset) {
+    return watched_pwrite(fd, buf, n, offset);
+}
 
 int main(int argc, char** argv) {
     if (argc < 2) {
@@ -93,12 +126,16 @@ int main(int argc, char** argv) {
             opt.checkpoint_seconds = 0.05;
             smalldata::detail::checkpoint_hook = kill_checkpoint;
         }
+        if (std::getenv("SMALLDATA_TEST_KILL_IN_FLUSH")) {
+            opt.checkpoint_seconds = 1000;
+            smalldata::detail::checkpoint_hook = arm_cut;
+        }
         const char* pace = std::getenv("SMALLDATA_TEST_PACE_US");
         const int pace_us = pace ? std::atoi(pace) : 0;
         smalldata::SmallData smd(opt);
         std::int64_t mine = 0;
         for (std::int64_t i : smd.share(n)) {
-            if (kill_after > 0 && mine % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            if (kill_after != 0 && mine % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(1));
             if (pace_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(pace_us));
             std::array<std::uint16_t, 12> img{};
             for (std::size_t k = 0; k < img.size(); ++k) img[k] = static_cast<std::uint16_t>((i + static_cast<std::int64_t>(k)) % 60000);
