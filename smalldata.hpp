@@ -801,6 +801,11 @@ private:
     // naming each client's call; returns the count, `any`: whether a client contributes.
     // reduce_raw: element-wise op in place, a non-contributor adding the neutral element.
     std::size_t agree_call(int op, DType dt, int kind, std::size_t count, bool contributes, bool& any);
+    // Every agreement among the clients (a reduction's, done()'s) is one collective of the
+    // same size, so that any client's call meets any other's: see its definition.
+    const std::uint64_t* agree(std::uint64_t family, const std::uint64_t* call, const std::uint64_t* call_max,
+                               std::size_t n);
+    void agree_done();  // done()'s agreement: see its definition
     // The wait for a reduction's agreement, also watching for a stop (SIGTERM, SIGINT,
     // request_stop()): see its definition.
     void wait_agreement(MPI_Request& r);
@@ -5891,6 +5896,7 @@ struct Impl {
     std::vector<AttributeItem> attributes;  // save_attribute(), client 0 or serial
     Stats stats;
     std::vector<std::uint64_t> agreement;   // a reduction's agreement (outlives one that a stop abandoned)
+    std::vector<std::uint64_t> done_agreement;  // done()'s (SmallData::agree), never the same buffer
     SmallData* owner = nullptr;             // the SmallData of this Impl (finalize_hook)
     ParallelSlot parallel_slot;             // parallel mode, until done()
     ExitGuard exit_guard;                   // last member: uninstalled first
@@ -6464,6 +6470,10 @@ inline constexpr const char* attr_run = "smalldata_run";      // u64: the run to
 inline constexpr const char* attr_final = "smalldata_final";  // string: the final file's name
 inline constexpr const char* attr_part = "smalldata_part";    // u64: this part's server index
 inline constexpr const char* attr_parts = "smalldata_parts";  // u64: the run's number of parts
+// u64 on a part of an Options::time_order run: 0 as the server makes it (its events in the
+// order they came), 1 on the part done() rewrote in order (its .ordered file). recover warns
+// when a file it rebuilds from such parts is not in timestamp order (killed before the sort).
+inline constexpr const char* attr_time_order = "smalldata_time_order";
 
 struct JoinField {
     DType dtype = DType::f64;
@@ -6671,6 +6681,7 @@ inline void Impl::open_outputs() {
                 h5_set_attr_u64(file, attr_part, static_cast<std::uint64_t>(server_idx));
                 h5_set_attr_u64(file, attr_parts, static_cast<std::uint64_t>(n_servers));
                 h5_set_attr_string(file, attr_final, base_name(opt.filename));
+                if (opt.time_order) h5_set_attr_u64(file, attr_time_order, 0);  // not yet ordered
             };
             writer = std::make_unique<Writer>(path, opt, use_write_thread(opt, ranks_on_node, true), tag);
             writer->set_cache_memory(opt.cache_memory - 2 * StreamMerge::budget(opt, n_servers, n_clients));
@@ -8043,7 +8054,6 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //     counted again (at most three times).
 //     Serial mode is in order already: one stream of increasing timestamps.
 
-inline constexpr const char* attr_time_order = "smalldata_time_order";  // u64 1: an ordered part
 inline std::string ordered_path(const std::string& part) { return part + ".ordered"; }
 
 struct OrderKey {
@@ -10178,6 +10188,28 @@ inline void allreduce_in_pieces(Impl& im, void* inout, std::size_t count, DType 
 inline constexpr std::size_t ip_problem = 3 + static_cast<std::size_t>(max_rank);
 inline constexpr std::size_t ip_contributes = ip_problem + 1;
 inline constexpr std::size_t ip_fields = ip_problem + 2;
+
+// Every agreement among the clients is one MPI_Iallreduce (MPI_MIN over each field and its
+// complement: each field's minimum and maximum) of ag_fields fields: a header, then the
+// call's own fields (a value reduction's vr_fields, an in-place one's ip_fields). One size
+// for every call, so that whatever two clients call, their collectives meet: a value
+// reduction and an in-place one are told apart, and a client in done() meets a client
+// waiting in a reduction, which so learns that it will not come (SmallData::agree).
+// Every field stays within INT64_MAX: MPICH 4.0 compares MPI_UINT64_T under MPI_MIN as
+// signed, and x and ~x then still compare alike.
+inline constexpr std::size_t vr_fields = 5;  // op, dtype, kind, count, contributes (agree_call)
+enum AgreeFamily : std::uint64_t { ag_value = 0, ag_in_place = 1, ag_done = 2 };
+inline constexpr std::size_t ag_family = 0;           // AgreeFamily
+inline constexpr std::size_t ag_done_client = 1;      // the client's index in done(), else ag_none
+inline constexpr std::size_t ag_stop = 2;             // in done(): the stop that sent it there (stop_code)
+inline constexpr std::size_t ag_value_client = 3;     // the client's index in a value reduction, else ag_none
+inline constexpr std::size_t ag_in_place_client = 4;  // the client's index in an in-place one, else ag_none
+inline constexpr std::size_t ag_header = 5;
+inline constexpr std::size_t ag_fields = ag_header + (ip_fields > vr_fields ? ip_fields : vr_fields);
+inline constexpr std::uint64_t ag_none = static_cast<std::uint64_t>(INT64_MAX);
+// detail::stop_requested as an agreement field (0 none, 255 request_stop(), else the signal), and back.
+inline std::uint64_t stop_code(int stop) { return stop > 0 ? static_cast<std::uint64_t>(stop) : stop < 0 ? 255 : 0; }
+inline int stop_of_code(std::uint64_t code) { return code == 255 ? -1 : static_cast<int>(code); }
 enum InPlaceProblem : std::uint64_t { ip_ok = 0, ip_null = 1, ip_rank = 2, ip_size = 3 };
 
 // What is wrong with one client's buffer on its own, and its element count.
@@ -10385,6 +10417,7 @@ void SmallData::done() {
             im.packer->flush();
             im.stats.events = im.packer->events();
             static_cast<Sender*>(im.sink.get())->finish(im.packer->events());
+            agree_done();
         } catch (const std::exception& e) {
             abort_job(im, e.what());
         } catch (...) {
@@ -10577,11 +10610,13 @@ void SmallData::check_reduce_role(int op) const {
 // A reduction's first collective (its agreement) is where a client waits for the others to
 // come. A stop (SIGTERM or SIGINT to every rank, as a scheduler sends it, or
 // request_stop()) sends the clients still in their loops to done() at their next event(),
-// never into this reduction: so a client waiting here for them, once it has seen the stop
-// and waited stop_reduction_grace more (a client merely late still comes), leaves the
-// reduction unfinished (its buffer is the Impl's, which outlives it) and runs done() as
-// event() would: the run ends with a complete file instead of hanging. The data's own
-// collective comes only once every client has agreed: nothing can keep it waiting.
+// never into this reduction; their done() meets this agreement (SmallData::agree) once
+// their events are shipped. A client waiting here that has seen the stop itself waits
+// stop_reduction_grace more (a client merely late still comes), then leaves the reduction
+// unfinished (its buffer is the Impl's, which outlives it, and done()'s agreement has
+// another) and runs done() as event() would: the others' done() agreements meet this one,
+// then its own. The data's own collective comes only once every client has agreed:
+// nothing can keep it waiting.
 void SmallData::wait_agreement(MPI_Request& r) {
     detail::Impl& im = *impl_;
     double stop_seen = 0;
@@ -10599,36 +10634,108 @@ void SmallData::wait_agreement(MPI_Request& r) {
     if (r != MPI_REQUEST_NULL) stop_at_event();  // ends the process, or throws Errc::interrupted
 }
 
+// A client's call to an agreement among the clients: its family, its own fields (n of
+// them: `call` for the minimum, `call_max` for the maximum, null: the same), and the header
+// (detail::ag_*). Returns the agreement: field i's minimum at [i], the complement of its
+// maximum at [ag_fields + i]. done()'s (family ag_done; SmallData::agree_done) is waited for
+// plainly and returned as it is. A reduction's is waited for in wait_agreement, and goes on
+// only if every client came with the same family: a client in done() with a stop (a signal
+// or request_stop() that reached it, perhaps it alone) stops this client too (done(), then
+// the process ends by that signal, or Errc::interrupted); one in done() without a stop is
+// Errc::reduction naming it (every client must call each reduction before done()); a value
+// reduction against an in-place one is Errc::reduction naming a client of each. Every
+// client sees the same agreement, so all take the same way.
+const std::uint64_t* SmallData::agree(std::uint64_t family, const std::uint64_t* call, const std::uint64_t* call_max,
+                                      std::size_t n) {
+    using namespace detail;
+    Impl& im = *impl_;
+    const bool in_done = family == ag_done;
+    std::vector<std::uint64_t>& buf = in_done ? im.done_agreement : im.agreement;
+    buf.assign(2 * ag_fields, 0);
+    const auto me = static_cast<std::uint64_t>(im.client_idx);
+    std::uint64_t lo[ag_fields] = {}, hi[ag_fields] = {};
+    lo[ag_family] = family;
+    lo[ag_done_client] = in_done ? me : ag_none;
+    lo[ag_stop] = in_done ? stop_code(stop_requested.load()) : 0;
+    lo[ag_value_client] = family == ag_value ? me : ag_none;
+    lo[ag_in_place_client] = family == ag_in_place ? me : ag_none;
+    std::copy(lo, lo + ag_header, hi);
+    for (std::size_t i = 0; i < n; ++i) {
+        lo[ag_header + i] = call[i];
+        hi[ag_header + i] = call_max ? call_max[i] : call[i];
+    }
+    for (std::size_t i = 0; i < ag_fields; ++i) {
+        buf[i] = lo[i];
+        buf[ag_fields + i] = ~hi[i];
+    }
+    MPI_Request r = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(2 * ag_fields), MPI_UINT64_T, MPI_MIN,
+                             im.clients_comm, &r),
+              "MPI_Iallreduce");
+    if (in_done) {
+        wait_gently(r, im.opt.idle_sleep_max_us);
+        return buf.data();
+    }
+    wait_agreement(r);
+    const std::uint64_t* mm = buf.data();
+    if (~mm[ag_fields + ag_family] == ag_done) {  // a client in done(): it will not come
+        const std::uint64_t stop = ~mm[ag_fields + ag_stop];
+        const std::string who = "client " + std::to_string(mm[ag_done_client]);
+        if (stop != 0) {
+            int none = 0;
+            stop_requested.compare_exchange_strong(none, stop_of_code(stop));
+            log(LogLevel::info, who + " ended its run early (" + stop_name(stop_of_code(stop)) +
+                                    ") instead of coming to this reduction: this client ends its run too");
+            stop_at_event();  // ends the process, or throws Errc::interrupted
+        }
+        throw_error(Errc::reduction, who + " called done() instead of this reduction (every client must call each "
+                                           "reduction, in the same order, before done())");
+    }
+    if (mm[ag_family] != ~mm[ag_fields + ag_family])
+        throw_error(Errc::reduction, "the clients' reductions do not agree: client " + std::to_string(mm[ag_value_client]) +
+                                         " reduces a value (a number, std::array or std::vector), client " +
+                                         std::to_string(mm[ag_in_place_client]) + " a buffer in place");
+    return mm;
+}
+
+// done() of a client, once its events are shipped: the agreement every client calls there,
+// in rounds until every client has (a client still in a reduction meets it instead, and
+// so learns that this one will not come: SmallData::agree). Without it a client waiting
+// in a reduction for one that went to done() (a stop that reached that one alone) waited
+// for ever, and so did the whole job.
+void SmallData::agree_done() {
+    using namespace detail;
+    Impl& im = *impl_;
+    if (im.role != Role::client || im.n_clients < 2) return;
+    for (;;) {
+        const std::uint64_t* mm = agree(ag_done, nullptr, nullptr, 0);
+        if (mm[ag_family] == ag_done) return;  // the smallest family: every client is here
+    }
+}
+
 std::size_t SmallData::agree_call(int op, DType dt, int kind, std::size_t count, bool contributes, bool& any) {
     using namespace detail;
     Impl& im = *impl_;
     any = contributes;
     if (im.role == Role::serial) return count;
     // A vector's length is known from the clients that contribute; the rest is every client's.
-    // "Not given" is INT64_MAX, not UINT64_MAX: MPICH 4.0 compares MPI_UINT64_T under MPI_MIN
-    // as signed (UINT64_MAX came out smaller than 2). Every value here, x and ~x, compares
-    // alike either way.
+    // "Not given" is ag_none (INT64_MAX), as the minimum; as the maximum, 0.
     const bool given = contributes || kind != 2;
-    constexpr std::uint64_t none = static_cast<std::uint64_t>(INT64_MAX);
-    constexpr std::size_t F = 5;  // op, dtype, kind, count (min among those given), contributes
+    constexpr std::uint64_t none = ag_none;
+    constexpr std::size_t F = vr_fields;  // op, dtype, kind, count (min among those given), contributes
     const std::uint64_t mine[F] = {static_cast<std::uint64_t>(op), static_cast<std::uint64_t>(dt),
                                    static_cast<std::uint64_t>(kind), given ? count : none, contributes ? 1u : 0u};
-    // Minimum and maximum of each (x and ~x under MPI_MIN); the count's maximum among those given.
-    im.agreement.resize(std::max<std::size_t>(im.agreement.size(), 2 * F));
-    std::uint64_t* mm = im.agreement.data();
-    for (std::size_t i = 0; i < F; ++i) {
-        mm[i] = mine[i];
-        mm[F + i] = ~mine[i];
-    }
-    mm[F + 3] = ~(given ? static_cast<std::uint64_t>(count) : 0);
+    std::uint64_t mine_max[F];
+    std::copy(mine, mine + F, mine_max);
+    mine_max[3] = given ? static_cast<std::uint64_t>(count) : 0;
+    const std::uint64_t* mm = agree(ag_value, mine, mine_max, F);
+    const std::uint64_t* lo = mm + ag_header;              // each field's minimum
+    const std::uint64_t* hi = mm + ag_fields + ag_header;  // the complement of its maximum
+    const bool nobody_gave = lo[3] == none;
+    bool same = nobody_gave || lo[3] == ~hi[3];
+    for (std::size_t i = 0; i < 3; ++i) same = same && lo[i] == ~hi[i];
     MPI_Request r = MPI_REQUEST_NULL;
-    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, static_cast<int>(2 * F), MPI_UINT64_T, MPI_MIN, im.clients_comm, &r),
-              "MPI_Iallreduce");
-    wait_agreement(r);
-    const bool nobody_gave = mm[3] == none;
-    bool agree = nobody_gave || mm[3] == ~mm[F + 3];
-    for (std::size_t i = 0; i < 3; ++i) agree = agree && mm[i] == ~mm[F + i];
-    if (!agree) {  // every client sees it: gather every client's call to name them
+    if (!same) {  // every client sees it: gather every client's call to name them
         std::vector<std::uint64_t> all(F * static_cast<std::size_t>(im.n_clients));
         check_mpi(MPI_Iallgather(mine, static_cast<int>(F), MPI_UINT64_T, all.data(), static_cast<int>(F), MPI_UINT64_T,
                                  im.clients_comm, &r),
@@ -10667,8 +10774,8 @@ std::size_t SmallData::agree_call(int op, DType dt, int kind, std::size_t count,
         }
         throw_error(Errc::reduction, "the clients' reductions do not agree (" + text + ")");
     }
-    any = ~mm[F + 4] != 0;
-    return nobody_gave ? 0 : static_cast<std::size_t>(mm[3]);
+    any = ~hi[4] != 0;
+    return nobody_gave ? 0 : static_cast<std::size_t>(lo[3]);
 }
 
 void SmallData::reduce_raw(void* inout, std::size_t count, DType dt, int op, bool contributes) {
@@ -10697,30 +10804,23 @@ bool SmallData::reduce_buffer(void* data, DType dt, const std::uint64_t* dims, s
         if (mine[ip_problem] != 0) throw_error(Errc::usage, in_place_text(mine, 1, false));
         return contributes;
     }
-    // Minimum and maximum of each (x and ~x under MPI_MIN): one small collective.
-    im.agreement.resize(std::max<std::size_t>(im.agreement.size(), 2 * ip_fields));
-    std::uint64_t* mm = im.agreement.data();
-    for (std::size_t i = 0; i < ip_fields; ++i) {
-        mm[i] = mine[i];
-        mm[ip_fields + i] = ~mine[i];
-    }
+    const std::uint64_t* mm = agree(ag_in_place, mine, nullptr, ip_fields);
+    const std::uint64_t* lo = mm + ag_header;              // each field's minimum
+    const std::uint64_t* hi = mm + ag_fields + ag_header;  // the complement of its maximum
+    bool same = ~hi[ip_problem] == 0;
+    for (std::size_t i = 0; i < ip_problem; ++i) same = same && lo[i] == ~hi[i];
     MPI_Request r = MPI_REQUEST_NULL;
-    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, mm, static_cast<int>(2 * ip_fields), MPI_UINT64_T, MPI_MIN, im.clients_comm, &r),
-              "MPI_Iallreduce");
-    wait_agreement(r);
-    bool agree = ~mm[ip_fields + ip_problem] == 0;
-    for (std::size_t i = 0; i < ip_problem; ++i) agree = agree && mm[i] == ~mm[ip_fields + i];
-    if (!agree) {  // every client sees it: gather every client's call to name the culprits
+    if (!same) {  // every client sees it: gather every client's call to name the culprits
         std::vector<std::uint64_t> all(ip_fields * static_cast<std::size_t>(im.n_clients));
         check_mpi(MPI_Iallgather(mine, static_cast<int>(ip_fields), MPI_UINT64_T, all.data(), static_cast<int>(ip_fields),
                                  MPI_UINT64_T, im.clients_comm, &r),
                   "MPI_Iallgather");
         wait_gently(r, im.opt.idle_sleep_max_us);
-        const bool usage = ~mm[ip_fields + ip_problem] != 0;
+        const bool usage = ~hi[ip_problem] != 0;
         throw_error(usage ? Errc::usage : Errc::reduction,
                     in_place_text(all.data(), static_cast<std::size_t>(im.n_clients), true));
     }
-    if (~mm[ip_fields + ip_contributes] == 0) return false;  // nobody contributed: buffers as they were
+    if (~hi[ip_contributes] == 0) return false;  // nobody contributed: buffers as they were
     if (!contributes) fill_neutral(data, count, dt, op);
     allreduce_in_pieces(im, data, count, dt, op);
     return true;

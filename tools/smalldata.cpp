@@ -62,6 +62,7 @@ struct PartTags {
     std::uint64_t run = 0, part = 0, parts = 0;
     std::string final_name;
     std::size_t datasets = 0;
+    bool time_order = false;  // a part of an Options::time_order run (smalldata_time_order)
 };
 // Reads them without modifying the file: plainly, or as an SWMR reader when a crash left
 // the status flags set. Throws (naming the file) when the file does not open either way.
@@ -85,6 +86,8 @@ PartTags read_tags(const std::string& path) {
     t.ok = dt::h5_get_attr_u64(f.get(), dt::attr_run, t.run) && dt::h5_get_attr_u64(f.get(), dt::attr_part, t.part) &&
            dt::h5_get_attr_u64(f.get(), dt::attr_parts, t.parts) &&
            dt::h5_get_attr_string(f.get(), dt::attr_final, t.final_name);
+    std::uint64_t ordered = 0;
+    t.time_order = dt::h5_get_attr_u64(f.get(), dt::attr_time_order, ordered);
     H5Eclear2(H5E_DEFAULT);
     try {
         t.datasets = dt::list_datasets(f.get(), path).size();
@@ -155,6 +158,32 @@ void remove_final_leftovers(const std::string& file) {
         if (n.compare(n.size() - 4, 4, ".tmp") != 0 || !all_hex(n.substr(base.size() + 1, 16))) continue;
         remove_file(join_path(dir, n));
     }
+}
+
+// Whether FILE's `timestamp` never decreases (read a block at a time).
+bool timestamps_in_order(const std::string& file) {
+    dt::H5Quiet q;
+    dt::H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    dt::H5Id d(f.valid() ? H5Dopen2(f.get(), "timestamp", H5P_DEFAULT) : H5I_INVALID_HID, H5Dclose);
+    if (!d.valid()) return true;  // nothing to be out of order
+    dt::H5Id space(H5Dget_space(d.get()), H5Sclose);
+    hsize_t n = 0;
+    if (!space.valid() || H5Sget_simple_extent_dims(space.get(), &n, nullptr) != 1) return true;
+    std::vector<std::int64_t> block(std::size_t(1) << 20);
+    std::int64_t last = INT64_MIN;
+    for (hsize_t at = 0; at < n;) {
+        const hsize_t k = std::min<hsize_t>(block.size(), n - at);
+        dt::H5Id mem(H5Screate_simple(1, &k, nullptr), H5Sclose);
+        if (H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, &at, nullptr, &k, nullptr) < 0 ||
+            H5Dread(d.get(), H5T_NATIVE_INT64, mem.get(), space.get(), H5P_DEFAULT, block.data()) < 0)
+            dt::throw_h5("cannot read 'timestamp' in '" + file + "'");
+        for (hsize_t i = 0; i < k; ++i) {
+            if (block[i] < last) return false;
+            last = block[i];
+        }
+        at += k;
+    }
+    return true;
 }
 
 int recover_parallel(const std::string& file, const PartNames& names, const std::map<int, PartTags>& tags,
@@ -266,6 +295,12 @@ int recover_parallel(const std::string& file, const PartNames& names, const std:
     else
         std::printf("  total %" PRIu64 " events; rebuilt %s (no summary datasets: done() did not write them)\n", total,
                     file.c_str());
+    bool time_order = false;
+    for (const auto& kv : tags) time_order = time_order || kv.second.time_order;
+    if (time_order && !timestamps_in_order(file))
+        std::printf("  warning: the run asked for time order (Options::time_order), but it ended before done() had "
+                    "ordered its events: %s holds them in the order the servers received them; sort by 'timestamp' "
+                    "when reading\n", file.c_str());
     return 0;
 }
 

@@ -31,6 +31,10 @@
 //   sigterm-sum  : SIGTERM to every rank 3 s in (a thread of each sends it), while client 0
 //                  (no events) waits in sum() and clients 1 and 2 are in their loops
 //                  (1 ms per event): every rank ends by the signal with the file complete
+//   sigterm-one-sum : SIGTERM to client 1 alone, half-way, while client 0 (no events) waits
+//                  in sum() and client 2 goes on and calls sum() after its loop: client 1
+//                  runs done(), and the other two learn in their reduction that it will not
+//                  come, and end their runs as it did (done(), then the signal)
 //   finalize-first : main initialises MPI; the clients call MPI_Finalize after their loop
 //                  without done(), before ~SmallData (done() runs from MPI_Finalize)
 //   nonstd-throw : a callback on the server throws 42 (not a std::exception); main has
@@ -110,7 +114,7 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
     const auto t0 = std::chrono::steady_clock::now();
     // sigterm-sum: client 0 has no events and waits in a reduction for the others, which
     // are still in their loops when the signal comes.
-    if (mode == "sigterm-sum" && c == 0) (void)smd.sum(1);
+    if ((mode == "sigterm-sum" || mode == "sigterm-one-sum") && c == 0) (void)smd.sum(1);
     for (std::int64_t i : smd.share(n)) {
         if (mode == "sigterm-sum") std::this_thread::sleep_for(std::chrono::milliseconds(1));
         if (mode == "client-type" && c == 1 && i > n / 2)
@@ -134,8 +138,10 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
         if (mode == "busy-abort" && c == 1 && std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(1500))
             throw std::runtime_error("client 1 failed");
         if (mode == "exit" && c == 1 && i > n / 2) std::exit(0);
-        if (mode == "sigterm" && c == 1 && i > n / 2 && i <= n / 2 + 3) std::raise(SIGTERM);  // once: c's next i
+        if ((mode == "sigterm" || mode == "sigterm-one-sum") && c == 1 && i > n / 2 && i <= n / 2 + 3)
+            std::raise(SIGTERM);  // once: c's next i
     }
+    if (mode == "sigterm-one-sum" && smd.summary() && c != 0) (void)smd.sum(1);  // client 2 (1 ended in its loop)
     if (mode == "finalize-first") {  // main initialised MPI; MPI_Finalize before done() and ~SmallData
         MPI_Finalize();
         return 0;

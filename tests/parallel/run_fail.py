@@ -174,28 +174,36 @@ MODES = [
     Mode("launcher-pmi", "good", launch={"PMI_SIZE": "4"},
          needles=["one of 4 processes", "world of 1"], files=(), part=None),
 ]
-def sigterm_check(work, _state):
-    """Client 1 got SIGTERM past the middle: it ran done() at its next event() and ended by
-    the signal; the others finished. The final file holds every event of clients 0 and 2,
-    and of client 1 every one up to where it stopped, each once."""
+def stopped_run(work, n=200_000):
+    """The final file of a run whose client 1 (of 3) was stopped past the middle: its
+    timestamps and the problems found so far (unreadable; a timestamp twice; x differing;
+    client 1's events not a prefix of its share up to past the middle)."""
     try:
         with h5py.File(os.path.join(work, "out.h5"), "r") as f:
             ts, x = f["timestamp"][:], f["x"][:]
     except Exception as e:  # noqa: BLE001
-        return [f"final file unreadable: {e}"]
-    n = 200_000
+        return None, [f"final file unreadable: {e}"]
     problems = []
     if len(np.unique(ts)) != len(ts):
         problems.append("a timestamp appears twice")
     if not np.array_equal(x, ts.astype(np.float64)):
         problems.append("x != timestamp")
-    others = np.setdiff1d(np.arange(n)[np.arange(n) % 3 != 1], ts)
-    if len(others):
-        problems.append(f"{len(others)} events of clients 0 and 2 missing")
     c1 = np.sort(ts[ts % 3 == 1])
     if len(c1) == 0 or c1[-1] <= n // 2 or not np.array_equal(c1, np.arange(1, c1[-1] + 1, 3)):
         problems.append("client 1's events are not the prefix up to past the middle")
     print(f"    out.h5: {len(ts)} events, client 1 stopped after {c1[-1] if len(c1) else None}")
+    return ts, problems
+
+
+def sigterm_check(work, _state):
+    """Client 1 got SIGTERM past the middle: it ran done() at its next event() and ended by
+    the signal; the others finished. The final file holds every event of clients 0 and 2,
+    and of client 1 every one up to where it stopped, each once."""
+    ts, problems = stopped_run(work)
+    if ts is not None:
+        others = np.setdiff1d(np.arange(200_000)[np.arange(200_000) % 3 != 1], ts)
+        if len(others):
+            problems.append(f"{len(others)} events of clients 0 and 2 missing")
     return problems
 
 
@@ -242,6 +250,20 @@ def sigterm_sum_check(work, _state):
     return problems
 
 
+def sigterm_one_sum_check(work, _state):
+    """SIGTERM to client 1 alone while client 0 waited in sum() and client 2 came to sum()
+    after its loop: both learnt there that client 1 had ended its run, and ended theirs (they
+    waited for it for ever). The final file holds every event of client 2, client 1's up to
+    where it stopped, each once, and none of client 0 (it gave none)."""
+    ts, problems = stopped_run(work)
+    if ts is not None:
+        if not np.array_equal(np.sort(ts[ts % 3 == 2]), np.arange(2, 200_000, 3)):
+            problems.append("client 2's events are not all there")
+        if np.any(ts % 3 == 0):
+            problems.append("events of client 0, which gave none")
+    return problems
+
+
 def finalize_first_check(work, _state):
     """MPI_Finalize before done() on every rank: done() ran from MPI_Finalize (it hung, the
     clients' batches lost); the final file holds every event once."""
@@ -260,6 +282,11 @@ FINALIZE_N = 30000
 MODES += [Mode("sigterm in a reduction", "sigterm-sum",
                needles=["rank 1, client 0]: interrupted by SIGTERM", "the run ended early (SIGTERM)", "is complete"],
                files=("out.h5", "out_part0.h5"), check=sigterm_sum_check),
+          Mode("sigterm to one client, the others in a reduction", "sigterm-one-sum",
+               needles=["rank 2, client 1]: interrupted by SIGTERM",
+                        "client 1 ended its run early (SIGTERM) instead of coming to this reduction",
+                        "rank 1, client 0]: interrupted by SIGTERM", "rank 3, client 2]: interrupted by SIGTERM"],
+               files=("out.h5", "out_part0.h5"), check=sigterm_one_sum_check),
           Mode("MPI_Finalize before done()", "finalize-first", n=FINALIZE_N,
                needles=["MPI_Finalize was called before done(): done() runs now"],
                files=("out.h5", "out_part0.h5"), check=finalize_first_check, exit_ok=True)]

@@ -467,6 +467,19 @@ TEST_CASE("reductions over the clients", "[mpi]") {
                     ": sum() of int32 std::vector of 1");
             refused([&] { c == 0 ? (void)smd.sum(std::array<int, 2>{}) : (void)smd.sum(std::array<int, 3>{}); },
                     "sum() of int32 std::array of 2", ": sum() of int32 std::array of 3");
+            // A value on one client, a buffer in place on the others: their agreements are
+            // one collective of one size, so this is the same clear error (it was a
+            // collective of another size, which MPI may report as a truncation or not at all).
+            {
+                std::string what;
+                double buf[2] = {1, 2};
+                try {
+                    c == 0 ? (void)smd.sum(1.0) : (void)smd.sum(buf, {2});
+                } catch (const smalldata::Error& e) {
+                    if (e.code() == Errc::reduction) what = e.what();
+                }
+                CHECK_THAT(what, Catch::Contains("client 0 reduces a value") && Catch::Contains("client 1 a buffer in place"));
+            }
             CHECK(smd.sum(1) == nc);  // and the next reduction goes through
         }
         smd.save_summary("clients", nc, "vec", v, "label", std::string("reduced"));
@@ -477,6 +490,35 @@ TEST_CASE("reductions over the clients", "[mpi]") {
         CHECK(f.scalar<std::int32_t>("clients") == smd.client_count());
         CHECK(f.read<std::int64_t>("vec").size() == 3);
         CHECK(f.read_string("label") == "reduced");
+    }
+}
+
+TEST_CASE("a client in done() while the others wait in a reduction: Errc::reduction naming it, then done()",
+          "[mpi]") {
+    // done() of every client is an agreement the clients waiting in a reduction meet: they
+    // learn that client 0 will not come (they waited for ever), and their own done() then
+    // meets client 0's again. Every event is in the file.
+    const std::string dir = fresh_dir("done_in_reduction");
+    Options o = layout_options(dir + "/d.h5");
+    SmallData smd(o);
+    if (smd.summary()) {
+        for (std::int64_t i : smd.share(300)) smd.event(i, "x", static_cast<double>(i));
+        if (smd.client_index() > 0) {
+            std::string what;
+            try {
+                (void)smd.sum(1);
+            } catch (const smalldata::Error& e) {
+                if (e.code() == Errc::reduction) what = e.what();
+            }
+            CHECK_THAT(what, Catch::Contains("client 0 called done() instead of this reduction"));
+        }
+    }
+    smd.done();
+    if (world_rank() == 0) {
+        h5r::File f(o.filename);
+        const auto ts = f.read<std::int64_t>("timestamp");
+        CHECK(ts.size() == 300);
+        CHECK(f.read<double>("x").size() == 300);
     }
 }
 

@@ -507,7 +507,8 @@ def mode_ordered(c):
     sound. Then a job stopped between the ordering and its switch (every part's .ordered
     file complete): recover undoes it when no part was switched (every event, in arrival
     order, no .ordered left), and finishes it when one part was switched, or removed by the
-    switch before its .ordered file took its name, the last part too (every event, in order)."""
+    switch before its .ordered file took its name, the last part too (every event, in order).
+    recover warns that the file is not in timestamp order exactly when it is not (undone)."""
     order = {"SMALLDATA_TEST_TIME_ORDER": "1"}
     out = c.fresh("ordered", 5, env=order)
     probs = check_values(out, True)
@@ -517,6 +518,9 @@ def mode_ordered(c):
     p = c.tool_run("check", out)
     if p.returncode != 0:
         probs.append(f"check of a time-ordered run exited {p.returncode}")
+    p = c.tool_run("recover", out)  # a run that ended normally: nothing to say about its order
+    if p.returncode != 0 or "warning" in p.stdout:
+        probs.append(f"recover of the complete time-ordered run exited {p.returncode} or warned")
     stop_dir = os.path.join(c.root, "ordered_stop")
     c.fresh("ordered_stop", 5, env=dict(order, SMALLDATA_TEST_STOP_ORDERED=stop_dir), stopped=True)
     names = sorted(os.listdir(stop_dir))
@@ -546,6 +550,9 @@ def mode_ordered(c):
             in_order = np.array_equal(f["timestamp"][:], np.arange(N))
         if in_order != (switched is not None):
             probs.append(f"{case}: the rebuilt file is {'' if in_order else 'not '}in timestamp order")
+        if ("warning: the run asked for time order" in p.stdout) == in_order:
+            probs.append(f"{case}: recover {'warns' if in_order else 'does not warn'} that the file is not in "
+                         f"timestamp order (it is {'' if in_order else 'not '}in order)")
         if switched and "finished the time ordering" not in p.stdout:
             probs.append(f"{case}: recover does not say it finished the time ordering")
         probs += sound_after_recover(c, out, f"{case}: ")
