@@ -3476,27 +3476,32 @@ private:
 // events [0, events) from a length dataset that has `have` rows (rows past them are 0: no
 // rows), read in blocks. events_within: the most events e whose rows (the sum of their
 // lengths) fit in `rows`; rows_of: the rows of the first e events.
-inline void for_each_length(hid_t len, std::uint64_t events, std::uint64_t have,
-                            const std::function<bool(std::uint64_t event, std::uint64_t length)>& f) {
+// Rows [0, rows) of a 1-d dataset read as int64, in blocks: f(row, value) for each, until
+// it returns false. `what` names the dataset in the error of a failed read.
+inline void for_each_i64(hid_t dset, std::uint64_t rows, const std::string& what,
+                         const std::function<bool(std::uint64_t row, std::int64_t value)>& f) {
     const std::uint64_t block = std::uint64_t(1) << 20;
     std::vector<std::int64_t> buf;
-    const std::uint64_t stored = std::min(events, have);
-    for (std::uint64_t at = 0; at < stored; at += block) {
-        const std::uint64_t n = std::min(block, stored - at);
+    for (std::uint64_t at = 0; at < rows; at += block) {
+        const std::uint64_t n = std::min(block, rows - at);
         buf.resize(static_cast<std::size_t>(n));
-        H5Id fspace(h5check(H5Dget_space(len), "H5Dget_space"), H5Sclose);
+        H5Id fspace(h5check(H5Dget_space(dset), "H5Dget_space"), H5Sclose);
         hsize_t start = static_cast<hsize_t>(at), count = static_cast<hsize_t>(n);
         h5check_herr(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr),
                      "H5Sselect_hyperslab");
         H5Id mspace(h5check(H5Screate_simple(1, &count, nullptr), "H5Screate_simple"), H5Sclose);
-        h5check_herr(H5Dread(len, H5T_NATIVE_INT64, mspace.get(), fspace.get(), H5P_DEFAULT, buf.data()),
-                     "cannot read a var_ group's lengths");
-        for (std::uint64_t i = 0; i < n; ++i) {
-            const std::int64_t v = buf[static_cast<std::size_t>(i)];
-            if (v < 0) throw_error(Errc::hdf5, "a var_ group's length dataset holds a negative length");
-            if (!f(at + i, static_cast<std::uint64_t>(v))) return;
-        }
+        h5check_herr(H5Dread(dset, H5T_NATIVE_INT64, mspace.get(), fspace.get(), H5P_DEFAULT, buf.data()),
+                     "cannot read " + what);
+        for (std::uint64_t i = 0; i < n; ++i)
+            if (!f(at + i, buf[static_cast<std::size_t>(i)])) return;
     }
+}
+inline void for_each_length(hid_t len, std::uint64_t events, std::uint64_t have,
+                            const std::function<bool(std::uint64_t event, std::uint64_t length)>& f) {
+    for_each_i64(len, std::min(events, have), "a var_ group's lengths", [&](std::uint64_t event, std::int64_t v) {
+        if (v < 0) throw_error(Errc::hdf5, "a var_ group's length dataset holds a negative length");
+        return f(event, static_cast<std::uint64_t>(v));
+    });
 }
 inline std::uint64_t events_within(hid_t len, std::uint64_t events, std::uint64_t have, std::uint64_t rows) {
     std::uint64_t sum = 0, e = events;
@@ -10651,7 +10656,7 @@ const std::uint64_t* SmallData::agree(std::uint64_t family, const std::uint64_t*
     Impl& im = *impl_;
     const bool in_done = family == ag_done;
     std::vector<std::uint64_t>& buf = in_done ? im.done_agreement : im.agreement;
-    buf.assign(2 * ag_fields, 0);
+    buf.resize(2 * ag_fields);  // every field written below
     const auto me = static_cast<std::uint64_t>(im.client_idx);
     std::uint64_t lo[ag_fields] = {}, hi[ag_fields] = {};
     lo[ag_family] = family;

@@ -160,7 +160,7 @@ void remove_final_leftovers(const std::string& file) {
     }
 }
 
-// Whether FILE's `timestamp` never decreases (read a block at a time).
+// Whether FILE's `timestamp` never decreases.
 bool timestamps_in_order(const std::string& file) {
     dt::H5Quiet q;
     dt::H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
@@ -169,21 +169,14 @@ bool timestamps_in_order(const std::string& file) {
     dt::H5Id space(H5Dget_space(d.get()), H5Sclose);
     hsize_t n = 0;
     if (!space.valid() || H5Sget_simple_extent_dims(space.get(), &n, nullptr) != 1) return true;
-    std::vector<std::int64_t> block(std::size_t(1) << 20);
+    bool ordered = true;
     std::int64_t last = INT64_MIN;
-    for (hsize_t at = 0; at < n;) {
-        const hsize_t k = std::min<hsize_t>(block.size(), n - at);
-        dt::H5Id mem(H5Screate_simple(1, &k, nullptr), H5Sclose);
-        if (H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, &at, nullptr, &k, nullptr) < 0 ||
-            H5Dread(d.get(), H5T_NATIVE_INT64, mem.get(), space.get(), H5P_DEFAULT, block.data()) < 0)
-            dt::throw_h5("cannot read 'timestamp' in '" + file + "'");
-        for (hsize_t i = 0; i < k; ++i) {
-            if (block[i] < last) return false;
-            last = block[i];
-        }
-        at += k;
-    }
-    return true;
+    dt::for_each_i64(d.get(), n, "'timestamp' in '" + file + "'", [&](std::uint64_t, std::int64_t t) {
+        ordered = t >= last;
+        last = t;
+        return ordered;
+    });
+    return ordered;
 }
 
 int recover_parallel(const std::string& file, const PartNames& names, const std::map<int, PartTags>& tags,

@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
         smalldata::SmallData smd(opt);
         std::int64_t mine = 0;
         for (std::int64_t i : smd.share(n)) {
-            if (kill_after != 0 && mine % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            if (kill_after > 0 && mine % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(1));
             if (pace_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(pace_us));
             std::array<std::uint16_t, 12> img{};
             for (std::size_t k = 0; k < img.size(); ++k) img[k] = static_cast<std::uint16_t>((i + static_cast<std::int64_t>(k)) % 60000);
