@@ -660,6 +660,10 @@ struct Impl;
 // for request_stop(). Checked once per event() call, by the servers' loop, and while a
 // client waits in a reduction for the others (SmallData::wait_agreement).
 inline std::atomic<int> stop_requested{0};
+// The stop signals this process has received itself (the library's handler counts them): a
+// stop learnt from another client (SmallData::wait_agreement) or asked by request_stop()
+// sets stop_requested without one, so the process's own signal that follows is its first.
+inline std::atomic<int> stop_signals{0};
 inline constexpr double stop_reduction_grace = 1.0;  // seconds (SmallData::wait_agreement)
 // Internal, for testing (the kill test aims kills at checkpoints): when set, every writer
 // (the serial process, a server) calls it at the start of each checkpoint (stage 0), once
@@ -9616,14 +9620,18 @@ inline void exit_hook() {
     close_serial_on_failure(*im, why);
 }
 
-// The library's SIGTERM/SIGINT handler: the first signal asks the run to stop (see
-// request_stop), a second one ends the process at once (the default action).
+// The library's SIGTERM/SIGINT handler: the first signal this process receives asks the
+// run to stop (see request_stop), a second one ends the process at once (the default
+// action). A stop already asked without a signal (learnt from another client in a
+// reduction, or request_stop()) keeps its cause; the signal still counts as the first.
 inline void on_stop_signal(int sig) {
-    int none = 0;
-    if (!stop_requested.compare_exchange_strong(none, sig)) {
+    if (stop_signals.fetch_add(1) > 0) {
         std::signal(sig, SIG_DFL);
         std::raise(sig);
+        return;
     }
+    int none = 0, asked = -1;  // (after request_stop(): the run ends by this signal)
+    if (!stop_requested.compare_exchange_strong(none, sig)) stop_requested.compare_exchange_strong(asked, sig);
 }
 
 void ExitGuard::install(Impl* im) {
@@ -9636,6 +9644,7 @@ void ExitGuard::install(Impl* im) {
     prev_ = std::set_terminate(on_terminate);
     // SIGTERM and SIGINT end the run gracefully, where the program has no handler of its own.
     stop_requested.store(0);
+    stop_signals.store(0);
     const int sigs[2] = {SIGTERM, SIGINT};
     for (int i = 0; i < 2; ++i) {
         struct sigaction old {};

@@ -15,6 +15,10 @@
 //      request-stop     : the same with the program's own SIGTERM handler, which calls
 //                         smalldata::request_stop(); event() throws Errc::interrupted,
 //                         main catches it and returns 0
+//      stop-then-sigterm: as sigterm, but the program calls smalldata::request_stop()
+//                         itself just before the signal: the signal is the first this
+//                         process received (not a second one, which would end it at once),
+//                         so done() runs and the process ends by SIGTERM
 //      fill             : checkpoint_seconds 0.2; 5,000 events/s with an 8 KiB row ("img",
 //                         every element = t) and t % 5 rows of t in the var_ field "var_pk",
 //                         until event() throws (the disk is full), then done();
@@ -80,11 +84,12 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "fail_serial: done() did not throw\n");
         return 0;
     }
-    if (mode == "sigterm" || mode == "request-stop") {
+    if (mode == "sigterm" || mode == "request-stop" || mode == "stop-then-sigterm") {
         if (mode == "request-stop") std::signal(SIGTERM, [](int) { smalldata::request_stop(); });
         smalldata::SmallData smd(o);
         smd.save_summary("total", 7.0);
         many_events(smd);
+        if (mode == "stop-then-sigterm") smalldata::request_stop();
         std::raise(SIGTERM);
         try {
             smd.event(std::int64_t(300000), "x", 0.0);  // ends the run: not recorded

@@ -95,6 +95,10 @@ MODES = {
                     check=stopped_intact),
     # The program's own handler calls request_stop(): the same, and event() throws.
     "request-stop": dict(returncode=0, needles=["event() threw interrupted"], check=stopped_intact),
+    # request_stop(), then SIGTERM: the first signal this process received, so the run ends
+    # gracefully by it (it was taken for a second signal and ended the process at once).
+    "stop-then-sigterm": dict(returncode=-signal.SIGTERM, needles=["interrupted by SIGTERM", "the run ended early (SIGTERM)"],
+                              check=stopped_intact),
     # SIGKILL: nothing runs, yet every event older than checkpoint_seconds is on disk. The
     # file is opened as an SWMR reader would (its writer never closed it).
     "sigkill": dict(returncode=-signal.SIGKILL, needles=[], check=killed_intact, swmr=True, rerun=True),

@@ -34,7 +34,11 @@
 //   sigterm-one-sum : SIGTERM to client 1 alone, half-way, while client 0 (no events) waits
 //                  in sum() and client 2 goes on and calls sum() after its loop: client 1
 //                  runs done(), and the other two learn in their reduction that it will not
-//                  come, and end their runs as it did (done(), then the signal)
+//                  come, and end their runs as it did (done(), then the signal). With
+//                  SMALLDATA_TEST_OWN_SIGNAL=1 each of them also gets a SIGTERM of its own
+//                  right after it learnt the stop (from its logger, at that message), as a
+//                  scheduler that signals every rank, one after the other: its first signal,
+//                  which must not end it at once
 //   finalize-first : main initialises MPI; the clients call MPI_Finalize after their loop
 //                  without done(), before ~SmallData (done() runs from MPI_Finalize)
 //   nonstd-throw : a callback on the server throws 42 (not a std::exception); main has
@@ -80,6 +84,15 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
     if (std::getenv("SMALLDATA_TEST_WRITE_THREAD")) o.write_thread = 1;
     if (std::getenv("SMALLDATA_TEST_MESSAGES")) o.shared_memory = false;  // batches as MPI messages
     if (std::getenv("SMALLDATA_TEST_TIME_ORDER")) o.time_order = true;
+    if (std::getenv("SMALLDATA_TEST_OWN_SIGNAL")) {
+        o.logger = [](smalldata::LogLevel, const std::string& message) {
+            std::fprintf(stderr, "%s\n", message.c_str());
+            if (message.find("this client ends its run too") != std::string::npos) {
+                std::fprintf(stderr, "fail_prog: SIGTERM to this process now\n");
+                std::raise(SIGTERM);
+            }
+        };
+    }
     if (mode == "busy-abort") o.callbacks.push_back([](const smalldata::Event&) { spin_us(3); });
     if (mode == "nonstd-throw") {
         o.callbacks.push_back([seen = std::int64_t(0)](const smalldata::Event&) mutable {

@@ -287,6 +287,16 @@ MODES += [Mode("sigterm in a reduction", "sigterm-sum",
                         "client 1 ended its run early (SIGTERM) instead of coming to this reduction",
                         "rank 1, client 0]: interrupted by SIGTERM", "rank 3, client 2]: interrupted by SIGTERM"],
                files=("out.h5", "out_part0.h5"), check=sigterm_one_sum_check),
+          # ... and then each of them gets a SIGTERM of its own (a scheduler signalling every
+          # rank, one after the other): the first signal it receives, not a second one. It was
+          # taken for a second one and ended client 0 at once, inside done(): no final file.
+          Mode("sigterm to one client, then to the others after they learnt it", "sigterm-one-sum",
+               env={"SMALLDATA_TEST_OWN_SIGNAL": "1"},
+               needles=["client 1 ended its run early (SIGTERM) instead of coming to this reduction",
+                        "fail_prog: SIGTERM to this process now",
+                        "rank 1, client 0]: the run ended early (SIGTERM)",
+                        "rank 3, client 2]: the run ended early (SIGTERM)"],
+               files=("out.h5", "out_part0.h5"), check=sigterm_one_sum_check),
           Mode("MPI_Finalize before done()", "finalize-first", n=FINALIZE_N,
                needles=["MPI_Finalize was called before done(): done() runs now"],
                files=("out.h5", "out_part0.h5"), check=finalize_first_check, exit_ok=True)]
