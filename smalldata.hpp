@@ -9622,8 +9622,8 @@ inline void exit_hook() {
 
 // The library's SIGTERM/SIGINT handler: the first signal this process receives asks the
 // run to stop (see request_stop), a second one ends the process at once (the default
-// action). A stop already asked without a signal (learnt from another client in a
-// reduction, or request_stop()) keeps its cause; the signal still counts as the first.
+// action). A stop already asked without a signal counts no signal: one learnt from another
+// client in a reduction keeps its cause, and after request_stop() the run ends by this one.
 inline void on_stop_signal(int sig) {
     if (stop_signals.fetch_add(1) > 0) {
         std::signal(sig, SIG_DFL);
