@@ -44,20 +44,21 @@
 //     12. Packer slow paths                         [>>impl-packer]
 //     13. Writer: decoded events -> HDF5 columns    [>>impl-writer]
 //     14. Decoder: batch -> events -> writer        [>>impl-decoder]
-//     15. Transport: sender, shared memory, server  [>>impl-transport]
+//     15. Transport: sender (routed), shm, server   [>>impl-transport]
 //     16. Join: part files -> virtual datasets      [>>impl-join]
 //     17. Recovery: crashed files, checks           [>>impl-recover]
 //     18. Flatten: final file -> one file           [>>impl-flatten]
-//     19. Order: time-ordered parts at done()       [>>impl-order]
+//     19. Order: time order at done() (fallback)    [>>impl-order]
 //     20. Failure: abort protocol                   [>>impl-abort]
 //     21. Progress lines and the run report         [>>impl-report]
 //     22. SmallData out-of-line API                 [>>impl-api]
 //   License                                         [>>license]
 //
 // DOES NOT
-//   - sort events by timestamp across clients unless Options::time_order asks it (at
-//     done(), section 19): otherwise each part file holds events in arrival order, and
-//     events of one client stay in their timestamp order (see docs/design.md).
+//   - sort events by timestamp across clients unless Options::time_order asks it (the
+//     servers merge their streams, routed by a time grid with several servers: sections
+//     14, 15; else at done(), section 19): otherwise each part file holds events in
+//     arrival order, and events of one client stay in their timestamp order.
 //   - support heterogeneous clusters (mixed byte orders between ranks).
 //   - make SmallData thread-safe: call it from one thread per rank.
 //   - keep more than one SmallData alive at once per process in parallel mode.
@@ -221,6 +222,7 @@
 #include <functional>
 #include <initializer_list>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -686,10 +688,21 @@ inline void (*order_round_hook)(int server, std::uint64_t round, std::uint64_t b
 // copied (stage 0: the copy half done), and once the self-contained file is in place,
 // before the parts are removed (stage 1). Null by default.
 inline void (*flatten_hook)(int stage) noexcept = nullptr;
-// The longest a server merging its clients' streams holds a batch (Options::time_order
-// with one server, section 14), unless a tenth of checkpoint_seconds is less. Internal:
-// tests set it longer, so that a loaded machine cannot end a hold they count on.
+// The longest a server merging its clients' streams holds a batch (Options::time_order,
+// section 14), unless a tenth of checkpoint_seconds is less. Internal: tests set it
+// longer, so that a loaded machine cannot end a hold they count on.
 inline double merge_hold_seconds = 0.5;
+// Routed streams (Options::time_order with several servers and clients; section 15, the
+// Sender): a cell of the time grid holds about cell_batches of a client's first batch
+// and at least cell_min_events of its events; a client waits at most grid_wait_seconds for
+// the grid. Internal: tests make cells small, waits long or short, or turn routing off
+// (route_time_order false: the servers order the events at done() instead).
+inline int cell_batches = 4;
+inline std::uint64_t cell_min_events = 4096;
+inline double grid_wait_seconds = 2.0;
+inline bool route_time_order = true;
+// The most cells of a part that one virtual mapping of the final file takes (section 16).
+inline std::size_t join_cells_per_mapping = 256;
 }  // namespace detail
 
 // Ends the run early, as SIGTERM does when the library handles it: every live SmallData
@@ -945,13 +958,47 @@ struct WireHeader {                 // at offset 0 of every message
 };
 inline constexpr std::uint32_t wire_magic = 0x31445353u;  // "SSD1"
 inline constexpr std::uint16_t wire_version = 1;
-enum class WireKind : std::uint16_t { batch = 1, large = 2, done = 3, shm = 4 };
+// define: field definitions ahead of a batch; grid: the TimeGrid (routed streams, section 15)
+enum class WireKind : std::uint16_t { batch = 1, large = 2, done = 3, shm = 4, define = 5, grid = 6 };
 inline constexpr std::uint32_t wire_define = 0xFFFFFFFFu;  // field id announcing a definition
 inline constexpr std::size_t event_header_bytes = 12;      // i64 timestamp + u32 entries
 // One batch is one MPI message (an int count of bytes); one event, with its header and the
 // definitions of its new fields, must fit in a batch. Larger values are Errc::usage.
 inline constexpr std::size_t max_batch_bytes = 0x7fffffffu;
 inline constexpr std::size_t max_event_bytes = max_batch_bytes - sizeof(WireHeader);
+
+// Options::time_order with several servers (routed streams, section 15): the clients agree
+// once on a grid of timestamps, and every event goes to the server that owns its cell.
+// Cell 0 holds every timestamp below g0 (the clients' first batches: all of them before
+// the grid is known); cell k >= 1 holds [g0 + (k - 1) w, g0 + k w). Cell k belongs to
+// server k % servers, so each part is a sequence of whole cells, in time order.
+struct TimeGrid {
+    std::int64_t g0 = std::numeric_limits<std::int64_t>::max();
+    std::int64_t w = 0;  // 0: not known (every timestamp is in cell 0)
+    bool known() const noexcept { return w > 0; }
+    bool operator==(const TimeGrid& o) const noexcept { return g0 == o.g0 && w == o.w; }
+    std::uint64_t cell(std::int64_t ts) const noexcept {
+        if (w <= 0 || ts < g0) return 0;
+        return 1 + (static_cast<std::uint64_t>(ts) - static_cast<std::uint64_t>(g0)) / static_cast<std::uint64_t>(w);
+    }
+    // The timestamps [lo, hi) of cell `id` (hi clamped to the largest timestamp).
+    void range(std::uint64_t id, std::int64_t& lo, std::int64_t& hi) const noexcept {
+        constexpr std::int64_t top = std::numeric_limits<std::int64_t>::max();
+        if (id == 0 || w <= 0) {
+            lo = std::numeric_limits<std::int64_t>::min();
+            hi = known() ? g0 : top;
+            return;
+        }
+        const auto uw = static_cast<std::uint64_t>(w);
+        const std::uint64_t off = (id - 1) * uw;  // no wrap: id came from a timestamp
+        const std::uint64_t room = static_cast<std::uint64_t>(top) - static_cast<std::uint64_t>(g0);
+        lo = static_cast<std::int64_t>(static_cast<std::uint64_t>(g0) + off);
+        hi = off <= room && room - off > uw ? static_cast<std::int64_t>(static_cast<std::uint64_t>(lo) + uw) : top;
+    }
+    static int owner(std::uint64_t id, int servers) noexcept {
+        return static_cast<int>(id % static_cast<std::uint64_t>(servers));
+    }
+};
 
 struct ClientField {
     FieldMeta meta;
@@ -974,6 +1021,14 @@ public:
     virtual void value(std::uint32_t /*id*/, const void* /*data*/) {}
     virtual void rows(std::uint32_t /*id*/, const void* /*data*/, std::uint64_t /*n*/) {}  // var_
     virtual void end_event(std::int64_t /*timestamp*/) {}
+    // Routed streams (section 15): the Packer ships its batch and calls cross(ts) before
+    // an event whose timestamp reaches *cut() (the end of the current cell), so that every
+    // batch lies within one cell of the grid. The sink moves *cut() on.
+    virtual const std::int64_t* cut() const noexcept {
+        static constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
+        return &never;
+    }
+    virtual void cross(std::int64_t /*ts*/) {}
 };
 
 // Name equality for the hot path: short names compare inline rather than through a call.
@@ -1092,6 +1147,10 @@ public:
     // Closes the open event and ships the current batch (done(), or before a summary).
     void flush();
     std::uint64_t events() const noexcept { return event_no_; }
+    std::int64_t last_ts() const noexcept { return ts_; }  // the open (or last) event's
+    // The fields defined so far, by id (a routed Sender sends them ahead of batches).
+    std::size_t field_count() const noexcept { return fields_.size(); }
+    const FieldMeta& field_meta(std::uint32_t id) const { return fields_[id].meta; }
     // Summary names, checked against the fields in both orders: a summary whose name a
     // field has (or needs as a group) is Errc::name, and so is a later field like that.
     void check_summary_name(std::string_view name) const;
@@ -1157,6 +1216,7 @@ private:
     [[noreturn]] void length_mismatch(std::uint32_t id, std::uint64_t n) const;
     [[noreturn]] void length_mismatch(std::string_view name, const ClientField& len, std::uint64_t n) const;
     void start_event(std::int64_t ts);
+    void cross(std::int64_t ts);
     void close_event();
     std::uint32_t resolve(std::string_view name, DType dt, const Shape& shape);
     [[noreturn]] static void null_value(std::string_view name, DType dt, const Shape& shape);
@@ -1164,12 +1224,14 @@ private:
                           std::size_t value_bytes);
     void check_event_limit(std::size_t need, std::string_view field) const;
     void make_room(std::size_t need, std::uint32_t id);
-    void ship_completed();
+    void ship_completed() { ship_completed(ts_); }  // ts_: the last event's, or the open one's
+    void ship_completed(std::int64_t bound);
     std::uint32_t lookup(std::string_view name) const noexcept;
     void index_insert(std::uint32_t id);
     void check_clash(std::string_view name, bool summary) const;
 
     Sink* sink_;
+    const std::int64_t* cut_;         // sink_->cut()
     std::vector<unsigned char>* buf_;
     unsigned char* cur_ = nullptr;
     unsigned char* end_ = nullptr;
@@ -2551,12 +2613,13 @@ inline H5Id h5_space(long long rows, const Shape& shape, bool unlimited = false)
 }
 
 // Selects rows [row, row + n) of `space`, whose rows have `shape`: every element of each.
-inline void h5_select_rows(hid_t space, std::uint64_t row, std::uint64_t n, const Shape& shape) {
+inline void h5_select_rows(hid_t space, std::uint64_t row, std::uint64_t n, const Shape& shape,
+                           H5S_seloper_t op = H5S_SELECT_SET) {
     hsize_t start[max_rank + 1] = {}, count[max_rank + 1];
     start[0] = static_cast<hsize_t>(row);
     count[0] = static_cast<hsize_t>(n);
     for (int i = 0; i < shape.rank; ++i) count[i + 1] = shape.dims[static_cast<std::size_t>(i)];
-    h5check_herr(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr), "H5Sselect_hyperslab");
+    h5check_herr(H5Sselect_hyperslab(space, op, start, nullptr, count, nullptr), "H5Sselect_hyperslab");
 }
 
 inline H5Id h5_lcpl() {  // link creation: make intermediate groups ("det/roi")
@@ -2818,7 +2881,7 @@ private:
 //     definition record), batch splitting when a buffer is full, flushing.
 
 Packer::Packer(Sink* sink, std::vector<unsigned char>* first, std::size_t batch_size, std::size_t batch_bytes)
-    : sink_(sink), buf_(first), batch_size_(batch_size), batch_bytes_(batch_bytes) {
+    : sink_(sink), cut_(sink->cut()), buf_(first), batch_size_(batch_size), batch_bytes_(batch_bytes) {
     cur_ = buf_->data() + sizeof(WireHeader);
     end_ = buf_->data() + std::min(buf_->size(), batch_bytes_);
     index_.assign(64, 0);
@@ -2848,6 +2911,7 @@ void Packer::start_event(std::int64_t ts) {
             ship_completed();
     }
     if (!direct_) {
+        if (ts >= *cut_) cross(ts);
         if (static_cast<std::size_t>(end_ - cur_) < event_header_bytes) {
             ship_completed();
             if (static_cast<std::size_t>(end_ - cur_) < event_header_bytes) make_room(event_header_bytes, UINT32_MAX);
@@ -2864,7 +2928,16 @@ void Packer::start_event(std::int64_t ts) {
     ++event_no_;
 }
 
-void Packer::ship_completed() {
+// Routed streams: the event with timestamp ts is in a later cell than the batch's events:
+// they are shipped first, with ts as their bound (the client's next event to their server
+// is no earlier), and the sink moves the cut on (and tells the servers whose cells this
+// client has passed). Between events.
+void Packer::cross(std::int64_t ts) {
+    if (done_events_ > 0) ship_completed(ts);
+    sink_->cross(ts);
+}
+
+void Packer::ship_completed(std::int64_t bound) {
     // Ships buf_[0, ev_off_) or the whole buffer when no event is open.
     split_ = false;
     const std::size_t used = open_ ? ev_off_ : static_cast<std::size_t>(cur_ - buf_->data());
@@ -2880,7 +2953,7 @@ void Packer::ship_completed() {
     // later flush must not write any of them again.
     std::exception_ptr failed;
     try {
-        buf_ = sink_->ship(buf_, used, done_events_, ts_);  // ts_: the last event's, or the open one's
+        buf_ = sink_->ship(buf_, used, done_events_, bound);
     } catch (...) {
         failed = std::current_exception();
     }
@@ -4379,6 +4452,52 @@ public:
     };
     Ends order_ends() const noexcept { return Ends{first_ts_, last_ts_, first_client_, std::max(last_client_, 0)}; }
     const ClientRuns& client_runs() const noexcept { return client_runs_; }
+    // Options::time_order with several servers (routed streams, section 15): the part is a
+    // sequence of cells of the run's timestamp grid (TimeGrid), each noted with every
+    // field's rows where it begins: the cell table the join maps in turn. event_start() is
+    // told each event's timestamp before its values are given (put_gather: `ahead` events
+    // of the window before it). Before the grid is known every event is in cell 0.
+    void track_cells() noexcept { cells_on_ = true; }
+    void set_grid(const TimeGrid& g) noexcept {
+        grid_ = g;
+        if (!cells_.empty()) grid_.range(cells_.back().id, cell_lo_, cell_hi_);  // cell 0 ends now
+    }
+    const TimeGrid& grid() const noexcept { return grid_; }
+    void event_start(std::int64_t ts, std::uint64_t ahead = 0) {
+        if (cells_on_ && (cells_.empty() || ((ts < cell_lo_ || ts >= cell_hi_) && grid_.cell(ts) != cells_.back().id)))
+            new_cell(ts, ahead);
+    }
+    struct Cell {
+        std::uint64_t id;
+        std::uint64_t events;             // where the cell begins: the events before it,
+        std::vector<std::uint64_t> rows;  // the rows of each field there was,
+        std::vector<std::uint64_t> group; // and a length field's group rows
+    };
+    // The cells, each with every field's rows at its start, then the rows at the end. A
+    // field made after a cell began has, there, the rows it was given as fill once made:
+    // an aligned one a row per event, a var_ one its group's rows, an unaligned one none.
+    std::vector<Cell> cell_table() const {
+        std::vector<Cell> out = cells_;
+        for (Cell& c : out) {
+            const std::size_t known = c.rows.size();
+            c.rows.resize(fields_.size(), 0);
+            for (std::size_t j = known; j < fields_.size(); ++j) {
+                const WField& f = fields_[j];
+                if (f.meta.aligned)
+                    c.rows[j] = c.events;
+                else if (f.meta.var && f.len_index < known)
+                    c.rows[j] = c.group[f.len_index];
+            }
+        }
+        out.push_back(Cell{std::numeric_limits<std::uint64_t>::max(), n_events_, rows_now(n_events_), {}});
+        return out;
+    }
+    // Whether every cell of this part is one that server `me` of `servers` owns.
+    bool cells_owned(int me, int servers) const noexcept {
+        for (const Cell& c : cells_)
+            if (TimeGrid::owner(c.id, servers) != me) return false;
+        return true;
+    }
     // After finish(): every cache buffer is freed (for the ordering's memory).
     void release_caches() {
         free_spares();
@@ -5101,6 +5220,29 @@ private:
     int client_ = 0, last_client_ = -1, first_client_ = 0;
     std::int64_t last_ts_ = 0, first_ts_ = 0;
     ClientRuns client_runs_;
+    bool cells_on_ = false;  // track_cells(): the cell table (set_grid, event_start)
+    TimeGrid grid_;
+    std::int64_t cell_lo_ = 0, cell_hi_ = 0;  // the current cell's timestamps
+    std::vector<Cell> cells_;
+    // Every field's rows after `events` events: aligned ones the events, var_ fields their
+    // group's rows, other unaligned ones the rows given (between events only).
+    std::vector<std::uint64_t> rows_now(std::uint64_t events) const {
+        std::vector<std::uint64_t> r(fields_.size());
+        for (std::size_t i = 0; i < fields_.size(); ++i) {
+            const WField& f = fields_[i];
+            r[i] = f.meta.aligned ? events : f.meta.var ? std::max(f.cache.rows(), group_rows_before(fields_[f.len_index]))
+                                                        : f.cache.rows();
+        }
+        return r;
+    }
+    void new_cell(std::int64_t ts, std::uint64_t ahead) {
+        const std::uint64_t id = grid_.cell(ts);
+        grid_.range(id, cell_lo_, cell_hi_);
+        Cell c{id, n_events_ + ahead, rows_now(n_events_ + ahead), std::vector<std::uint64_t>(fields_.size(), 0)};
+        for (std::size_t i = 0; i < fields_.size(); ++i)
+            if (fields_[i].meta.length) c.group[i] = group_rows_before(fields_[i]);
+        cells_.push_back(std::move(c));
+    }
     void note_order(const unsigned char* ts, std::size_t stride, std::size_t n) {
         for (std::size_t i = 0; i < n; ++i) {
             std::int64_t t;
@@ -5198,6 +5340,12 @@ public:
     // The last n events of a batch of s, from r to the batch's end (uniform ones as runs).
     void rest(Stream& s, Reader& r, std::uint32_t n) {
         w_.set_client(s.client);
+        if (n > 0) {  // (a routed batch lies within one cell of the grid)
+            r.need(8);
+            std::int64_t ts;
+            std::memcpy(&ts, r.p, 8);
+            w_.event_start(ts);
+        }
         if (callbacks_.empty() && uniform(s, r, n)) return;
         for (std::uint32_t e = 0; e < n; ++e) event(s, r);
         end(s, r);
@@ -5257,6 +5405,15 @@ public:
     }
     void end(const Stream& s, const Reader& r) const {
         if (r.p != r.end) throw_error(Errc::protocol, "trailing bytes in a batch from " + s.source);
+    }
+    // A definitions message (WireKind::define, routed streams): definition records, each
+    // after its wire_define, from r to its end. Taken when it arrives, ahead of batches of
+    // s still held: they define nothing new (a definition met again is checked, skipped).
+    void definitions(Stream& s, Reader& r) {
+        while (r.p != r.end) {
+            if (r.get<std::uint32_t>() != wire_define) throw_error(Errc::protocol, "malformed definitions from " + s.source);
+            define(s, r);
+        }
     }
 
     // A field's value in each event record of a uniform batch.
@@ -5349,12 +5506,19 @@ private:
         const auto dt = r.get<std::uint8_t>();
         const auto rank = r.get<std::uint8_t>();
         const auto len = r.get<std::uint16_t>();
-        if (id != s.map.size() || !valid_dtype(dt) || rank > max_rank)
+        if (id > s.map.size() || !valid_dtype(dt) || rank > max_rank)
             throw_error(Errc::protocol, "malformed field definition from " + s.source);
         Shape shape;
         shape.rank = rank;
         for (int i = 0; i < rank; ++i) shape.dims[static_cast<std::size_t>(i)] = r.get<std::uint64_t>();
-        const FieldMeta m = make_meta(r.bytes(len), static_cast<DType>(dt), shape);
+        const std::string_view name = r.bytes(len);
+        if (id < s.map.size()) {  // sent ahead (definitions()): the same field, or an error
+            const FieldMeta& known = s.map[id]->meta;
+            if (known.name != name || known.dtype != static_cast<DType>(dt))
+                throw_error(Errc::protocol, "field id " + std::to_string(id) + " defined twice by " + s.source);
+            return;
+        }
+        const FieldMeta m = make_meta(name, static_cast<DType>(dt), shape);
         s.map.push_back(w_.field(w_.field_index(m, s.source)));
     }
 
@@ -5384,13 +5548,15 @@ private:
     std::uint64_t mark_ = 0;    // one per check, to find a field given twice
 };
 
-// Options::time_order with one server and several clients: the server decodes its
-// clients' batches in timestamp order (ties by client), a merge of streams that each
-// increase (event() refuses a smaller timestamp), so the part is written in order once
-// and the ordering at done() has nothing to move (section 19). A batch is held until no
-// client can still send an event before its next one: a client's next event is no
-// earlier than its last, nor than its last batch's bound (WireHeader::extra); a client
-// not heard from yet holds everything. Uniform batches of several clients are merged
+// Options::time_order with several clients: each server decodes its clients' batches in
+// timestamp order (ties by client), a merge of streams that each increase (event() refuses
+// a smaller timestamp), so its part is written in order once and the ordering at done()
+// has nothing to move (section 19). With several servers every client is a stream of
+// every server, which gets the events of the cells of the time grid it owns (routed
+// streams, section 15). A batch is held until no client can still send an event before
+// its next one: a client's next event is no earlier than its last, nor than its last
+// batch's bound (WireHeader::extra), nor than the bound of an empty batch (a routed
+// client passed this server's cells); a client not heard from yet holds everything. Uniform batches of several clients are merged
 // field by field (gather), others event by event (emit); a batch in a shared-memory slot
 // is held in place (a client that runs ahead then waits for a slot), a message keeps its
 // receive buffer (the receive gets a spare one), or, if under half full, is copied into
@@ -5411,8 +5577,9 @@ class StreamMerge {
 public:
     // The bytes a server's merge may hold, and as many for the writer's client runs, both
     // taken from cache_memory; 0: the server does not merge.
-    static std::size_t budget(const Options& o, int servers, int clients) {
-        if (!o.time_order || o.filename.empty() || servers != 1 || clients < 2) return 0;
+    // With several servers every server merges every client's stream (routed streams).
+    static std::size_t budget(const Options& o, int clients) {
+        if (!o.time_order || o.filename.empty() || clients < 2) return 0;
         const std::size_t b = std::min<std::size_t>(o.cache_memory / 8, std::size_t(32) << 20);
         return b >= 4 * o.batch_bytes ? b : 0;  // room for a few full batches, or no merge
     }
@@ -5496,7 +5663,9 @@ private:
         Stream* s = nullptr;
         std::deque<Held> held;
         std::uint64_t held_events = 0;
-        std::int64_t last_ts = 0;     // no later than its next event's timestamp
+        std::int64_t last_ts = 0;     // no later than its next event's timestamp,
+        std::int64_t floor = std::numeric_limits<std::int64_t>::min();  // nor this: the bound of
+                                      // its last batch decoded, or of an empty one
         bool seen = false;            // last_ts is known
     };
     struct Key {  // an event's place in the merge
@@ -5519,12 +5688,16 @@ private:
         h.left = wh.n_events;
         h.max_ts = static_cast<std::int64_t>(wh.extra);
         h.arrived = now_seconds();
-        if (h.left == 0) {
+        Lane& l = lane(s);
+        if (h.left == 0) {  // a bound: how far the stream has come (routed streams)
             d_.end(s, h.r);
             give_back(h);
+            if (!l.seen) l.last_ts = h.max_ts;
+            l.seen = true;
+            l.floor = std::max(l.floor, h.max_ts);
+            drain();
             return;
         }
-        Lane& l = lane(s);
         held_bytes_ += h.buf.size();  // a slot's bytes are the client's
         ++held_batches_;
         l.held_events += h.left;
@@ -5566,7 +5739,7 @@ private:
                         second = std::min(second, k);
                     }
                 } else if (!all && !l.s->done) {
-                    outer = std::min(outer, l.seen ? Key{l.last_ts, l.s->client} : none);
+                    outer = std::min(outer, l.seen ? Key{std::max(l.last_ts, l.floor), l.s->client} : none);
                 }
             }
             if (!best || !(bk < outer)) return;
@@ -5623,6 +5796,7 @@ private:
                 }
             }
             if (!c || !(kc < outer)) break;
+            w_.event_start(kc.ts, recs_.size());
             recs_.push_back(c->p);
             ts_.push_back(kc.ts);
             clients_.push_back(kc.client);
@@ -5667,6 +5841,7 @@ private:
             while (h.left > 0) {
                 const Key k = head(l);
                 if (!(k < limit)) break;
+                w_.event_start(k.ts);
                 d_.event(s, h.r);
                 --h.left;
                 h.whole = false;
@@ -5682,6 +5857,7 @@ private:
     // given back.
     void pop(Lane& l) {
         Held& h = l.held.front();
+        l.floor = std::max(l.floor, h.max_ts);
         held_bytes_ -= h.buf.size();
         --held_batches_;
         give_back(h);
@@ -5758,9 +5934,10 @@ namespace detail {
 
 // ============================================================================ [>>impl-transport]
 // 15. Transport: the state of one rank (Impl), the client's bounded hand-over of batches
-//     (shared-memory slots on its server's node, else nonblocking sends), the node's shared
-//     window, and the server's loop over receives posted ahead (a large batch's data
-//     received without waiting for it: Inbox).
+//     (shared-memory slots on its server's node, else nonblocking sends; with time_order
+//     and several servers, each batch to the server of its cell of the time grid: Sender),
+//     the node's shared window, and the server's loop over receives posted ahead (a large
+//     batch's data received without waiting for it: Inbox).
 
 struct Impl;
 [[noreturn]] void abort_job(Impl& im, const std::string& reason) noexcept;
@@ -5886,6 +6063,9 @@ struct Impl {
     CommOwner comm;                         // duplicate of opt.comm: library traffic only
     CommOwner clients_comm;                 // the clients, for reductions
     CommOwner servers_comm;                 // the servers, for Options::time_order (section 19)
+    bool routed = false;                    // time_order, several servers and clients: routed streams
+    CommOwner grid_comm;                    // routed: the clients, for the grid's agreement (Sender)
+    bool cell_join = false;                 // routed: the join maps the parts' cells in turn
     CommOwner node_comm;                    // ranks sharing this node's memory (shared memory,
     int ranks_on_node = 1;                  // automatic write thread), and how many
     int servers_on_node = 1;                // of them servers (Options::time_order: the ordering's write thread)
@@ -5948,17 +6128,35 @@ struct Impl {
     bool agree(bool ok, Errc& code, std::string& text, int& library_code);
 };
 
+// The client's end of its streams. Without routing, one stream to its server (client
+// index % servers). Routed (Options::time_order with several servers and clients): a
+// stream to every server, and every batch goes to the server that owns its cell of the
+// run's TimeGrid, so each server can merge its streams into a part written once, in time
+// order (StreamMerge), and the join maps the parts' cells in turn (section 16).
+//   - The grid is agreed once among the clients (grid_comm, one MPI_Iallreduce MAX): each
+//     gives, at its first batch (or at its first reduction, or done(), if earlier), the
+//     largest timestamp it has packed and the width that would give it cell_batches
+//     batches per cell (at least cell_min_events events), from its first batch's events.
+//     g0 is one more than the largest timestamp, w the smallest width. The first batches
+//     go to server 0 (cell 0). The next event waits for the agreement, at most
+//     grid_wait_seconds; a client that waits longer (another is stuck before its first
+//     batch, in a collective of the program's own, say) gives routing up: all its events
+//     go to server 0, the others are told it sends them nothing more, and done() orders
+//     the parts as without routing (section 19). Nothing is lost either way.
+//   - Before a batch to a server that lacks some of the client's field definitions, they
+//     are sent (WireKind::define); when the grid is known, it is sent to every server
+//     (WireKind::grid, before any batch of a later cell); and when an event passes into a
+//     later cell, every server that owns a cell passed over hears the event's timestamp
+//     as a bound (an empty batch), so that its merge need not wait for this client.
+//   - The end of the stream says to each server how many events it was sent, and (in
+//     WireHeader::n_events) 1 if this client's events were not routed by the grid.
+
 class Sender : public Sink {
 public:
-    explicit Sender(Impl& im)
-        : im_(im), shm_(im.my_shm), slots_(static_cast<std::size_t>(im.opt.send_buffers)), notices_(shm_.count),
-          notice_reqs_(shm_.count, MPI_REQUEST_NULL) {
-        dest_ = im.client_idx % im.n_servers;
-        // The others are sized when first used (with shared memory only events larger
-        // than batch_bytes rotate through them).
-        slots_[0].data.resize(im.opt.batch_bytes);
-    }
+    explicit Sender(Impl& im);
     std::vector<unsigned char>* first() { return &slots_[0].data; }
+    void set_packer(const Packer* p) noexcept { packer_ = p; }
+    const std::int64_t* cut() const noexcept override { return &cut_; }
 
     std::vector<unsigned char>* ship(std::vector<unsigned char>* buf, std::size_t used, std::uint32_t n_events,
                                      std::int64_t max_ts) override {
@@ -5967,25 +6165,29 @@ public:
         // is counted, so a refused batch leaves no gap in the sequence numbers.
         if (used > max_batch_bytes)
             throw_error(Errc::usage, "a batch of " + std::to_string(used) + " bytes exceeds the 2 GiB message limit");
-        WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), seq_++, n_events, used,
+        const int d = routed_ ? route(*buf, n_events, max_ts) : home_;
+        Dest& to = dests_[static_cast<std::size_t>(d)];
+        WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::batch), to.seq++, n_events, used,
                      static_cast<std::uint64_t>(max_ts)};
+        to.events += n_events;
+        to.floor = std::max(to.floor, max_ts);
         std::memcpy(buf->data(), &h, sizeof h);
         if (shm_.count && used <= im_.opt.batch_bytes) {  // into the next shared slot; keep buf
-            hand_over(buf->data(), used, h);
+            hand_over(buf->data(), used, h, d);
             ++im_.stats.batches;
             im_.stats.bytes += used;
             return buf;
         }
         if (used <= im_.opt.batch_bytes) {
-            check_mpi(MPI_Isend(buf->data(), static_cast<int>(used), MPI_BYTE, dest_, tag_data, im_.comm, &s.req[0]),
+            check_mpi(MPI_Isend(buf->data(), static_cast<int>(used), MPI_BYTE, d, tag_data, im_.comm, &s.req[0]),
                       "MPI_Isend");
         } else {  // one event larger than batch_bytes: announce it, then send it on its own tag
             s.notice = h;
             s.notice.kind = static_cast<std::uint16_t>(WireKind::large);
             s.notice.bytes = sizeof(WireHeader);
             s.notice.extra = used;
-            check_mpi(MPI_Isend(&s.notice, sizeof(WireHeader), MPI_BYTE, dest_, tag_data, im_.comm, &s.req[0]), "MPI_Isend");
-            check_mpi(MPI_Isend(buf->data(), static_cast<int>(used), MPI_BYTE, dest_, tag_large, im_.comm, &s.req[1]),
+            check_mpi(MPI_Isend(&s.notice, sizeof(WireHeader), MPI_BYTE, d, tag_data, im_.comm, &s.req[0]), "MPI_Isend");
+            check_mpi(MPI_Isend(buf->data(), static_cast<int>(used), MPI_BYTE, d, tag_large, im_.comm, &s.req[1]),
                       "MPI_Isend");
         }
         ++im_.stats.batches;
@@ -5997,30 +6199,58 @@ public:
         return &next.data;
     }
 
+    // Routed: the next event (timestamp ts) is in a later cell than the batch before it
+    // (or the grid is still being agreed: waits for it).
+    void cross(std::int64_t ts) override;
+    // Routed: this client's part of the grid's agreement, once (before a reduction, say,
+    // so that no client waits for the agreement while this one waits for the reduction).
+    void join_grid();
+
     // A failing client (abort_job), after its last flush: every send it began completes.
-    // Returns how many batches it has sent (its server takes them all before it closes).
-    std::uint32_t complete_sends() {
+    // Returns how many messages it has sent to each server (each takes them all before it
+    // closes).
+    std::vector<std::uint32_t> complete_sends() {
         for (Slot& s : slots_) wait_all_gently(s.req, 2, im_.opt.idle_sleep_max_us);
         if (!notice_reqs_.empty()) wait_all_gently(notice_reqs_.data(), static_cast<int>(notice_reqs_.size()), im_.opt.idle_sleep_max_us);
-        return seq_;
+        wait_control();
+        std::vector<std::uint32_t> out;
+        for (const Dest& x : dests_) out.push_back(x.seq);
+        return out;
     }
 
-    // After the last batch: tell the server how many events it should have, wait for all sends.
-    void finish(std::uint64_t events) {
-        WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::done), seq_++, 0, sizeof(WireHeader),
-                     events};
-        MPI_Request r = MPI_REQUEST_NULL;
-        check_mpi(MPI_Isend(&h, sizeof h, MPI_BYTE, dest_, tag_data, im_.comm, &r), "MPI_Isend");
-        wait_gently(r, im_.opt.idle_sleep_max_us);
-        for (Slot& s : slots_) wait_all_gently(s.req, 2, im_.opt.idle_sleep_max_us);
-        if (!notice_reqs_.empty()) wait_all_gently(notice_reqs_.data(), static_cast<int>(notice_reqs_.size()), im_.opt.idle_sleep_max_us);
-    }
+    // After the last batch: tell each server how many events it should have, wait for all sends.
+    void finish(std::uint64_t events);
 
 private:
+    struct Dest {  // this client's stream to one server
+        std::uint32_t seq = 0;          // messages sent
+        std::uint64_t events = 0;       // events sent
+        std::size_t defined = 0;        // routed: field definitions it has
+        std::int64_t floor = std::numeric_limits<std::int64_t>::min();  // the largest bound it has
+    };
+    struct Control {  // a small message in flight (definitions, grid, bound, end)
+        std::vector<unsigned char> bytes;
+        MPI_Request req = MPI_REQUEST_NULL;
+    };
+    enum class Grid { none, pending, known, off };
+
+    // Routed: the server of a batch (its first event's cell), after the definitions it lacks.
+    int route(const std::vector<unsigned char>& buf, std::uint32_t n_events, std::int64_t max_ts);
+    void send_control(int d, WireKind kind, std::uint32_t n_events, std::uint64_t extra, const void* payload,
+                      std::size_t n);
+    void send_definitions(int d);
+    void start_grid(std::int64_t last, std::int64_t w);
+    bool grid_ready(bool wait);
+    void give_up_routing(const std::string& why);
+    void wait_control() {
+        for (Control& c : control_) wait_gently(c.req, im_.opt.idle_sleep_max_us);
+        control_.clear();
+    }
+
     // Shared memory: wait until the server has released the next slot (back-pressure),
     // copy the batch in, then tell the server with a 32-byte notice on the data tag, so
     // notices, large messages and the end of stream stay in one ordered stream.
-    void hand_over(const unsigned char* data, std::size_t used, const WireHeader& h) {
+    void hand_over(const unsigned char* data, std::size_t used, const WireHeader& h, int d) {
         const std::uint32_t j = shm_next_;
         std::atomic<std::uint32_t>& free = *shm_.flag(j);
         // Until the server frees the slot. Testing keeps this client's sends moving: the
@@ -6040,7 +6270,7 @@ private:
         check_mpi(MPI_Win_sync(im_.shm_win), "MPI_Win_sync");
         notices_[j] = WireHeader{wire_magic, wire_version, static_cast<std::uint16_t>(WireKind::shm), h.seq, h.n_events,
                                  sizeof(WireHeader), j};
-        check_mpi(MPI_Isend(&notices_[j], sizeof(WireHeader), MPI_BYTE, dest_, tag_data, im_.comm, &notice_reqs_[j]),
+        check_mpi(MPI_Isend(&notices_[j], sizeof(WireHeader), MPI_BYTE, d, tag_data, im_.comm, &notice_reqs_[j]),
                   "MPI_Isend");
         shm_next_ = (j + 1) % shm_.count;
     }
@@ -6066,9 +6296,192 @@ private:
     std::vector<MPI_Request> notice_reqs_;
     std::uint32_t shm_next_ = 0;
     std::size_t cur_ = 0;
-    std::uint32_t seq_ = 0;
-    int dest_ = 0;
+    int home_ = 0;                      // not routed: the one server
+    std::vector<Dest> dests_;           // by server
+    std::deque<Control> control_;
+    // Routed streams.
+    bool routed_ = false;
+    const Packer* packer_ = nullptr;
+    std::int64_t cut_ = std::numeric_limits<std::int64_t>::max();  // the Packer's: the current cell's end
+    Grid grid_state_ = Grid::none;
+    TimeGrid grid_;
+    std::uint64_t cell_ = 0;            // the cell of the last event routed
+    std::int64_t agree_[2] = {0, 0};    // the agreement: largest timestamp, minus the width
+    MPI_Request agree_req_ = MPI_REQUEST_NULL;
+    double wait_since_ = 0;
+    std::vector<unsigned char> def_buf_;
 };
+
+inline Sender::Sender(Impl& im)
+    : im_(im), shm_(im.my_shm), slots_(static_cast<std::size_t>(im.opt.send_buffers)), notices_(shm_.count),
+      notice_reqs_(shm_.count, MPI_REQUEST_NULL) {
+    home_ = im.client_idx % im.n_servers;
+    dests_.resize(static_cast<std::size_t>(im.n_servers));
+    routed_ = im.routed;
+    // The others are sized when first used (with shared memory only events larger
+    // than batch_bytes rotate through them).
+    slots_[0].data.resize(im.opt.batch_bytes);
+}
+
+inline int Sender::route(const std::vector<unsigned char>& buf, std::uint32_t n_events, std::int64_t max_ts) {
+    std::int64_t first = max_ts;  // the batch's first timestamp
+    if (n_events > 0) std::memcpy(&first, buf.data() + sizeof(WireHeader), 8);
+    if (grid_state_ == Grid::none) {  // the first batch: this client's share of the grid
+        std::int64_t w = 0;
+        if (n_events >= 2 && max_ts > first) {
+            const double per = (static_cast<double>(max_ts) - static_cast<double>(first)) / (n_events - 1);
+            const double events = std::max(double(cell_batches) * n_events, double(cell_min_events));
+            w = static_cast<std::int64_t>(std::min(std::max(per * events, 1.0), 4e18));
+        }
+        const std::int64_t last = packer_ && packer_->events() > 0 ? std::max(packer_->last_ts(), max_ts) : max_ts;
+        start_grid(last, w);
+    }
+    const int d = grid_state_ == Grid::known ? TimeGrid::owner(grid_.cell(first), im_.n_servers) : 0;
+    if (packer_ && dests_[static_cast<std::size_t>(d)].defined < packer_->field_count()) send_definitions(d);
+    return d;
+}
+
+inline void Sender::join_grid() {
+    if (!routed_ || grid_state_ != Grid::none) return;
+    start_grid(packer_ && packer_->events() > 0 ? packer_->last_ts() : std::numeric_limits<std::int64_t>::min(), 0);
+}
+
+inline void Sender::start_grid(std::int64_t last, std::int64_t w) {
+    agree_[0] = last;
+    agree_[1] = w > 0 ? -w : std::numeric_limits<std::int64_t>::min();
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, agree_, 2, MPI_INT64_T, MPI_MAX, im_.grid_comm, &agree_req_), "MPI_Iallreduce");
+    grid_state_ = Grid::pending;
+    cut_ = std::numeric_limits<std::int64_t>::min();  // the next event waits for the grid
+}
+
+inline bool Sender::grid_ready(bool wait) {
+    if (grid_state_ != Grid::pending) return grid_state_ == Grid::known;
+    int flag = 0;
+    auto test = [&] {
+        check_mpi(MPI_Test(&agree_req_, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+        return flag != 0;
+    };
+    if (!test() && wait) {
+        const double t0 = now_seconds();
+        wait_until([&] { return test() || now_seconds() - t0 > grid_wait_seconds; }, im_.opt.idle_sleep_max_us);
+        im_.stats.wait_seconds += now_seconds() - t0;
+    }
+    if (!flag) {
+        if (wait) {
+            char t[32];
+            std::snprintf(t, sizeof t, "%g", grid_wait_seconds);
+            give_up_routing(std::string("the clients did not agree on a time grid within ") + t +
+                            " s (a client has not given its first batch)");
+        }
+        return false;
+    }
+    constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+    if (agree_[0] == lo || agree_[0] == hi || agree_[1] == lo) {  // no client gave a width: no grid
+        give_up_routing("no client's first batch spanned any time");
+        return false;
+    }
+    grid_.g0 = agree_[0] + 1;
+    grid_.w = -agree_[1];
+    grid_state_ = Grid::known;
+    const std::int64_t g[2] = {grid_.g0, grid_.w};
+    for (int d = 0; d < im_.n_servers; ++d) send_control(d, WireKind::grid, 0, 0, g, sizeof g);
+    cell_ = 0;
+    std::int64_t a = 0;
+    grid_.range(0, a, cut_);
+    return true;
+}
+
+// Every later event goes to server 0, and the others hear that this client sends them
+// nothing more (a bound at the largest timestamp).
+inline void Sender::give_up_routing(const std::string& why) {
+    grid_state_ = Grid::off;
+    cut_ = std::numeric_limits<std::int64_t>::max();
+    for (int d = 1; d < im_.n_servers; ++d) {
+        send_control(d, WireKind::batch, 0, static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()), nullptr, 0);
+        dests_[static_cast<std::size_t>(d)].floor = std::numeric_limits<std::int64_t>::max();
+    }
+    log(LogLevel::info, "time order: " + why + "; this client's events all go to server 0 (done() orders the parts "
+                        "if they need it)");
+}
+
+inline void Sender::cross(std::int64_t ts) {
+    if (grid_state_ == Grid::pending && !grid_ready(true)) return;
+    if (grid_state_ != Grid::known) {
+        cut_ = std::numeric_limits<std::int64_t>::max();
+        return;
+    }
+    const std::uint64_t k = grid_.cell(ts);
+    const auto S = static_cast<std::uint64_t>(im_.n_servers);
+    if (k > cell_) {  // the servers of the cells passed over: ts bounds what they get next
+        const std::uint64_t passed = k - cell_;
+        for (std::uint64_t i = 0; i < std::min(passed, S); ++i) {
+            const int d = TimeGrid::owner(cell_ + i, im_.n_servers);
+            Dest& to = dests_[static_cast<std::size_t>(d)];
+            if (to.floor >= ts) continue;
+            send_control(d, WireKind::batch, 0, static_cast<std::uint64_t>(ts), nullptr, 0);
+            to.floor = ts;
+        }
+        cell_ = k;
+    }
+    std::int64_t lo = 0;
+    grid_.range(k, lo, cut_);
+}
+
+inline void Sender::send_control(int d, WireKind kind, std::uint32_t n_events, std::uint64_t extra, const void* payload,
+                                 std::size_t n) {
+    while (!control_.empty()) {  // the ones sent already are forgotten
+        int flag = 0;
+        check_mpi(MPI_Test(&control_.front().req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+        if (!flag) break;
+        control_.pop_front();
+    }
+    Dest& to = dests_[static_cast<std::size_t>(d)];
+    control_.emplace_back();
+    Control& c = control_.back();
+    c.bytes.resize(sizeof(WireHeader) + n);
+    const WireHeader h{wire_magic, wire_version, static_cast<std::uint16_t>(kind), to.seq++, n_events,
+                       sizeof(WireHeader) + n, extra};
+    std::memcpy(c.bytes.data(), &h, sizeof h);
+    if (n) std::memcpy(c.bytes.data() + sizeof h, payload, n);
+    check_mpi(MPI_Isend(c.bytes.data(), static_cast<int>(c.bytes.size()), MPI_BYTE, d, tag_data, im_.comm, &c.req),
+              "MPI_Isend");
+}
+
+// The definitions server d lacks (every field defined so far), as the Packer writes them.
+inline void Sender::send_definitions(int d) {
+    Dest& to = dests_[static_cast<std::size_t>(d)];
+    const std::size_t n = packer_->field_count();
+    def_buf_.clear();
+    for (std::size_t i = to.defined; i < n; ++i) {
+        const FieldMeta& m = packer_->field_meta(static_cast<std::uint32_t>(i));
+        const std::uint32_t mark = wire_define, id = static_cast<std::uint32_t>(i);
+        const auto dtb = static_cast<std::uint8_t>(m.dtype);
+        const auto len = static_cast<std::uint16_t>(m.name.size());
+        append_pod(def_buf_, mark);
+        append_pod(def_buf_, id);
+        append_pod(def_buf_, dtb);
+        append_pod(def_buf_, m.shape.rank);
+        append_pod(def_buf_, len);
+        for (int k = 0; k < m.shape.rank; ++k) append_pod(def_buf_, m.shape.dims[static_cast<std::size_t>(k)]);
+        def_buf_.insert(def_buf_.end(), m.name.begin(), m.name.end());
+    }
+    send_control(d, WireKind::define, 0, 0, def_buf_.data(), def_buf_.size());
+    to.defined = n;
+}
+
+inline void Sender::finish(std::uint64_t events) {
+    if (routed_) {
+        join_grid();  // (no batch before: its share is still due)
+        if (agree_req_ != MPI_REQUEST_NULL) wait_gently(agree_req_, im_.opt.idle_sleep_max_us);
+        for (int d = 0; d < im_.n_servers; ++d)
+            send_control(d, WireKind::done, 0, dests_[static_cast<std::size_t>(d)].events, nullptr, 0);
+    } else {
+        send_control(home_, WireKind::done, 0, events, nullptr, 0);
+    }
+    wait_control();
+    for (Slot& s : slots_) wait_all_gently(s.req, 2, im_.opt.idle_sleep_max_us);
+    if (!notice_reqs_.empty()) wait_all_gently(notice_reqs_.data(), static_cast<int>(notice_reqs_.size()), im_.opt.idle_sleep_max_us);
+}
 
 // Shared memory (Options::shared_memory): every rank of a node joins one MPI-3 shared
 // window; each client whose server is on its node contributes send_buffers slots. Its
@@ -6083,8 +6496,11 @@ inline void Impl::setup_shared_memory() {
         return out;
     };
     const auto k = static_cast<std::uint32_t>(opt.send_buffers);
-    const std::size_t mine =
-        role == Role::client && node_rank(server_idx) != MPI_UNDEFINED ? ShmSlots::bytes(k, opt.batch_bytes) : 0;
+    // Routed streams: a client's slots go to any server, so it has them only when every
+    // server is on its node (and every server maps every client's).
+    bool near = role == Role::client && node_rank(server_idx) != MPI_UNDEFINED;
+    for (int s = 0; routed && near && s < n_servers; ++s) near = node_rank(s) != MPI_UNDEFINED;
+    const std::size_t mine = near ? ShmSlots::bytes(k, opt.batch_bytes) : 0;
     InfoOwner info;
     check_mpi(MPI_Info_create(info.out()), "MPI_Info_create");
     check_mpi(MPI_Info_set(info, "alloc_shared_noncontig", "true"), "MPI_Info_set");  // each segment near its owner
@@ -6101,7 +6517,7 @@ inline void Impl::setup_shared_memory() {
     }
     if (role == Role::server) {
         shm_of.assign(static_cast<std::size_t>(size), ShmSlots{});
-        for (int c = server_idx; c < n_clients; c += n_servers) {
+        for (int c = routed ? 0 : server_idx; c < n_clients; c += routed ? 1 : n_servers) {
             const int nr = node_rank(n_servers + c);
             if (nr == MPI_UNDEFINED) continue;
             MPI_Aint bytes = 0;
@@ -6181,7 +6597,7 @@ inline void Impl::run_server() {
     std::vector<Stream> streams;
     std::vector<Inbox> inbox;
     Decoder decoder(*writer, opt.callbacks);
-    const std::size_t merge_bytes = StreamMerge::budget(opt, n_servers, n_clients);  // 0: no merge
+    const std::size_t merge_bytes = StreamMerge::budget(opt, n_clients);  // 0: no merge
     StreamMerge merger(decoder, *writer, merge_bytes,
                        opt.checkpoint_seconds > 0 ? std::min(opt.checkpoint_seconds / 10, merge_hold_seconds)
                                                   : merge_hold_seconds);
@@ -6192,7 +6608,7 @@ inline void Impl::run_server() {
         std::vector<std::vector<unsigned char>> spare_bufs;  // receive buffers, for reuse
         const bool merging = merge_bytes > 0;
         int remaining = 0;
-        for (int c = server_idx; c < n_clients; c += n_servers) {
+        for (int c = routed ? 0 : server_idx; c < n_clients; c += routed ? 1 : n_servers) {  // its clients
             Stream& s = streams[static_cast<std::size_t>(n_servers + c)];
             s.source = rank_text(n_servers + c);
             s.client = c;
@@ -6314,6 +6730,24 @@ inline void Impl::run_server() {
                     check_mpi(MPI_Irecv(box.large_buf.data(), static_cast<int>(n), MPI_BYTE, src, tag_large, comm, &box.large),
                               "MPI_Irecv");
                     coming.push_back(src);
+                    break;
+                }
+                case WireKind::define:  // routed: definitions ahead of a batch
+                case WireKind::grid: {  // routed: the run's TimeGrid
+                    if (h.seq != s.next_seq || h.bytes != static_cast<std::uint64_t>(count))
+                        throw_error(Errc::protocol, "bad message from " + s.source);
+                    ++s.next_seq;
+                    Reader r{msg + sizeof h, msg + count, &s.source};
+                    if (static_cast<WireKind>(h.kind) == WireKind::define) {
+                        decoder.definitions(s, r);
+                        break;
+                    }
+                    TimeGrid g;
+                    g.g0 = r.get<std::int64_t>();
+                    g.w = r.get<std::int64_t>();
+                    if (!routed || !g.known() || (writer->grid().known() && !(writer->grid() == g)))
+                        throw_error(Errc::protocol, "a time grid from " + s.source + " that differs from the others'");
+                    writer->set_grid(g);
                     break;
                 }
                 case WireKind::done:
@@ -6491,7 +6925,8 @@ struct JoinField {
     int first_part = -1;
     std::vector<std::uint64_t> rows;   // per part; 0 where the part lacks the field
     std::vector<bool> present;
-};
+    std::vector<std::vector<std::uint64_t>> starts;  // routed: per part, its rows where each cell
+};                                                   // begins, then at its end
 
 inline std::string base_name(const std::string& path) {
     const std::size_t slash = path.rfind('/');
@@ -6693,7 +7128,8 @@ inline void Impl::open_outputs() {
                 if (opt.time_order) h5_set_attr_u64(file, attr_time_order, 0);  // not yet ordered
             };
             writer = std::make_unique<Writer>(path, opt, use_write_thread(opt, ranks_on_node, true), tag);
-            writer->set_cache_memory(opt.cache_memory - 2 * StreamMerge::budget(opt, n_servers, n_clients));
+            writer->set_cache_memory(opt.cache_memory - 2 * StreamMerge::budget(opt, n_clients));
+            if (routed) writer->track_cells();
         } catch (const Error& e) {
             why = e.what();
             code = e.code();
@@ -6713,6 +7149,14 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
     const std::size_t P = static_cast<std::size_t>(spec.parts);
     std::vector<std::uint64_t> part_events(P, 0);
     std::map<std::string, JoinField> fields;
+    std::vector<JoinField*> order;  // a part's fields, in its order
+    struct JoinCell {
+        std::uint64_t id;
+        std::size_t part;
+        std::size_t index;  // in its part's table
+    };
+    std::vector<JoinCell> cells;  // routed streams: every part's cells
+    bool by_cells = false;
     std::size_t off = 0;
     const std::string src = "the join metadata";
     for (std::size_t k = 0; k < P; ++k) {
@@ -6748,8 +7192,27 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
             }
             f.rows[k] = rows;
             f.present[k] = true;
+            order.push_back(&f);
         }
+        // Routed streams: the part's cells (id, every field's rows where it begins), then
+        // every field's rows at its end (Impl::join).
+        if (r.p != r.end) {
+            const auto n = r.get<std::uint64_t>();
+            const auto nf2 = r.get<std::uint32_t>();
+            if (nf2 != nf || n == 0) throw_error(Errc::protocol, "malformed " + src);
+            by_cells = true;
+            for (JoinField* f : order) f->starts.resize(P);
+            for (std::uint64_t i = 0; i < n; ++i) {
+                const auto id = r.get<std::uint64_t>();
+                if (i + 1 < n) cells.push_back(JoinCell{id, k, static_cast<std::size_t>(i)});
+                for (std::uint32_t x = 0; x < nf; ++x) order[x]->starts[k].push_back(r.get<std::uint64_t>());
+            }
+        }
+        order.clear();
     }
+    std::sort(cells.begin(), cells.end(), [](const JoinCell& a, const JoinCell& b) { return a.id < b.id; });
+    for (std::size_t i = 1; i < cells.size(); ++i)
+        if (cells[i].id == cells[i - 1].id) throw_error(Errc::protocol, "malformed " + src + " (a cell in two parts)");
     NameSet names;
     for (const auto& kv : fields) {
         try {
@@ -6818,18 +7281,96 @@ void build_final_file(const FinalSpec& spec, const std::vector<unsigned char>& a
             H5Id vspace = h5_space(static_cast<long long>(total), f.shape);
             std::uint64_t at = 0;
             int mapped = 0;
-            for (std::size_t k = 0; k < P; ++k) {
+            // Rows [from, from + n) of part k at rows [at, at + n) of the virtual dataset.
+            auto map_rows = [&](std::size_t k, std::uint64_t from, std::uint64_t n) {
                 const std::uint64_t rows = f.aligned ? part_events[k] : f.rows[k];
-                if (f.present[k] && rows > 0) {
-                    h5_select_rows(vspace.get(), at, rows, f.shape);
+                if (from + n > rows) throw_error(Errc::protocol, "malformed " + src + " (a cell beyond its part)");
+                h5_select_rows(vspace.get(), at, n, f.shape);
+                H5Id sspace = h5_space(static_cast<long long>(rows), f.shape);
+                if (from != 0 || n != rows) h5_select_rows(sspace.get(), from, n, f.shape);
+                const std::string part = base_name(part_path(static_cast<int>(k)));
+                h5check_herr(H5Pset_virtual(dcpl.get(), vspace.get(), vds_escape(part).c_str(), vds_escape(name).c_str(),
+                                            sspace.get()),
+                             "cannot map '" + name + "' of '" + part + "'");
+                ++mapped;
+            };
+            if (!by_cells) {  // the parts one after the other
+                for (std::size_t k = 0; k < P; ++k) {
+                    const std::uint64_t rows = f.aligned ? part_events[k] : f.rows[k];
+                    if (f.present[k] && rows > 0) map_rows(k, 0, rows);
+                    at += rows;
+                }
+            } else {
+                // The cells in turn, each from the part that holds it. A part's cells follow
+                // each other in it, so a mapping takes a run of them: its rows, in order, at
+                // the union of the cells' places, up to join_cells_per_mapping cells (one
+                // mapping per cell costs HDF5 about 10 KiB of memory, and every read a walk
+                // over them all; a union grows in time quadratic in its cells).
+                const JoinField& ts = fields.at("timestamp");
+                struct Pending {
+                    std::uint64_t src_from = 0, src_to = 0;  // the part's rows of the mapping
+                    std::uint64_t at = 0, n = 0;             // a block not yet in the selection
+                    std::size_t blocks = 0;                  // in the selection
+                    H5Id vsel;                               // the places, in the virtual dataset
+                    bool seen = false;                       // a cell of the part so far
+                };
+                std::vector<Pending> pend(P);
+                auto map_pending = [&](std::size_t k) {  // part k's mapping made, a new one begun
+                    Pending& q = pend[k];
+                    const std::uint64_t rows = f.aligned ? part_events[k] : f.rows[k];
+                    if (q.src_to > rows) throw_error(Errc::protocol, "malformed " + src + " (a cell beyond its part)");
                     H5Id sspace = h5_space(static_cast<long long>(rows), f.shape);
+                    h5_select_rows(sspace.get(), q.src_from, q.src_to - q.src_from, f.shape);
                     const std::string part = base_name(part_path(static_cast<int>(k)));
-                    h5check_herr(H5Pset_virtual(dcpl.get(), vspace.get(), vds_escape(part).c_str(),
+                    h5check_herr(H5Pset_virtual(dcpl.get(), q.vsel.get(), vds_escape(part).c_str(),
                                                 vds_escape(name).c_str(), sspace.get()),
                                  "cannot map '" + name + "' of '" + part + "'");
                     ++mapped;
+                    q.vsel = H5Id();
+                    q.blocks = 0;
+                    q.src_from = q.src_to;
+                };
+                auto add = [&](std::size_t k) {  // part k's pending block into its selection
+                    Pending& q = pend[k];
+                    if (q.n == 0) return;
+                    if (!q.vsel.valid()) {
+                        q.vsel = h5_space(static_cast<long long>(total), f.shape);
+                        h5_select_rows(q.vsel.get(), q.at, q.n, f.shape);
+                    } else {
+                        h5_select_rows(q.vsel.get(), q.at, q.n, f.shape, H5S_SELECT_OR);
+                    }
+                    q.n = 0;
+                    if (++q.blocks == join_cells_per_mapping) map_pending(k);
+                };
+                for (const JoinCell& c : cells) {
+                    const std::size_t k = c.part, i = c.index;
+                    const bool has = f.present[k] && k < f.starts.size() && i + 1 < f.starts[k].size();
+                    std::uint64_t a = 0, b = 0;
+                    if (has) {
+                        a = f.starts[k][i];
+                        b = f.starts[k][i + 1];
+                    } else if (f.aligned && k < ts.starts.size() && i + 1 < ts.starts[k].size()) {
+                        a = ts.starts[k][i];  // an aligned field the part lacks: fill rows
+                        b = ts.starts[k][i + 1];
+                    }
+                    if (b < a) throw_error(Errc::protocol, "malformed " + src);
+                    if (has && b > a) {
+                        Pending& q = pend[k];
+                        if (q.seen && a != q.src_to) throw_error(Errc::protocol, "malformed " + src + " (cells apart)");
+                        q.seen = true;
+                        if (q.n > 0 && q.at + q.n != at) add(k);  // (adjacent cells: one block)
+                        if (!q.vsel.valid() && q.n == 0) q.src_from = a;
+                        if (q.n == 0) q.at = at;
+                        q.n += b - a;
+                        q.src_to = b;
+                    }
+                    at += b - a;
                 }
-                at += rows;
+                if (at != total) throw_error(Errc::protocol, "malformed " + src + " (cells do not cover '" + name + "')");
+                for (std::size_t k = 0; k < P; ++k) {
+                    add(k);
+                    if (pend[k].vsel.valid()) map_pending(k);
+                }
             }
             if (mapped == 0) {  // nothing to map (no rows anywhere): an ordinary empty dataset
                 h5check_herr(H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS), "H5Pset_layout");
@@ -6922,7 +7463,18 @@ inline void Impl::remove_parts() {
 inline void Impl::join() {
     const int root = join_root();
     std::vector<unsigned char> blob;
-    if (role == Role::server && !opt.filename.empty()) blob = (ordered ? ordered : writer)->describe();
+    if (role == Role::server && !opt.filename.empty()) {
+        blob = (ordered ? ordered : writer)->describe();
+        if (cell_join && !ordered) {  // its cells, after the fields (build_final_file)
+            const auto table = writer->cell_table();
+            append_pod(blob, static_cast<std::uint64_t>(table.size()));
+            append_pod(blob, static_cast<std::uint32_t>(writer->field_count()));
+            for (const auto& c : table) {
+                append_pod(blob, c.id);
+                for (const std::uint64_t v : c.rows) append_pod(blob, v);
+            }
+        }
+    }
     // The metadata of one part travels as one message: refuse what an int cannot count.
     const int len = blob.size() <= max_batch_bytes ? static_cast<int>(blob.size()) : -1;
     std::vector<int> lens(rank == root ? static_cast<std::size_t>(size) : 0);
@@ -7993,8 +8545,13 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 }
 
 // ============================================================================ [>>impl-order]
-// 19. Order: Options::time_order. At done(), once every part file is closed, the events
+// 19. Order: Options::time_order at done(): once every part file is closed, the events
 //     are sorted over the servers, and each server writes one contiguous time range.
+//     The common cases need none of it: each server merges its streams as they arrive
+//     (StreamMerge, section 14), and with several servers each writes the cells of the
+//     time grid it owns (routed streams, section 15), which the join maps in turn
+//     (Impl::cell_join, decided in order_parts). What follows runs when events did not
+//     arrive so (a merge that gave up its hold, a client that gave routing up, ...).
 //
 //     Key of an event: (timestamp, client index, row in its part). A client's timestamps
 //     increase (event() refuses a smaller one), so a client's events are in order in its
@@ -8024,7 +8581,9 @@ void flatten_file(const std::string& in, const std::string& out, const FlattenSp
 //     A run already in order (every part in order, the parts' time ranges in server
 //     order, from what each writer saw: Writer::in_order, order_ends) is neither read nor
 //     rewritten: one server, whose clients' streams it merges as they arrive (StreamMerge,
-//     section 14), or one client per server giving increasing timestamps, ...
+//     section 14), or one client per server giving increasing timestamps, ... Nor is a
+//     routed run whose parts are each in order and hold only cells their server owns
+//     (Writer::cells_owned): the join maps the cells in turn.
 //     Rows of a field: an aligned field's is its event's row. A var_ field's rows are
 //     found from its group's lengths in the part (a sparse index of their sums, then the
 //     lengths near the window), an unaligned_ field's from the bitmap of the events that
@@ -9120,17 +9679,27 @@ inline void Impl::order_parts(std::string& why, Errc& code, int& lib) {
         const Writer::Ends e = writer->order_ends();
         struct Edge {
             std::int64_t first_ts, last_ts;
-            std::uint64_t first_client, last_client, events, in_order;
+            std::uint64_t first_client, last_client, events, in_order, cells;
         } mine{e.first_ts, e.last_ts, static_cast<std::uint64_t>(e.first_client),
-               static_cast<std::uint64_t>(e.last_client), N, writer->in_order() ? 1u : 0u};
+               static_cast<std::uint64_t>(e.last_client), N, writer->in_order() ? 1u : 0u,
+               routed && writer->cells_owned(server_idx, n_servers) ? 1u : 0u};
         std::vector<Edge> edges(S);
         check_mpi(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, edges.data(), sizeof mine, MPI_BYTE, sc, &r),
                   "MPI_Iallgather");
         wait();
-        bool in_order = true;
-        const Edge* prev = nullptr;
+        bool in_order = true, cells = true;
         for (const Edge& x : edges) {
             in_order = in_order && x.in_order;
+            cells = cells && x.cells;
+        }
+        // Routed streams: every part is its own cells of the grid, in order; the join maps
+        // the cells in turn (section 16).
+        if (in_order && cells) {
+            cell_join = true;
+            return;
+        }
+        const Edge* prev = nullptr;
+        for (const Edge& x : edges) {
             if (x.events == 0) continue;
             if (prev &&
                 (x.first_ts < prev->last_ts || (x.first_ts == prev->last_ts && x.first_client < prev->last_client)))
@@ -9449,9 +10018,9 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
     im.release_held();
     if (im.writer) im.writer->close_on_abort();
     if (im.comm != MPI_COMM_NULL && !mpi_finalized()) {
-        // The notice: this rank, and for a client the batches it has sent (its server takes
-        // them all before it closes its part), else -1.
-        std::int64_t notice[2] = {im.rank, -1};
+        // The notice to each server: this rank, and for a client the messages it has sent
+        // that server (it takes them all before it closes its part), else -1.
+        std::vector<std::uint32_t> sent;  // a client: the messages it sent to each server
         if (im.role == Role::client && im.sink && im.packer && !im.finished) {
             // The events this client handed over and had not shipped go to its server first,
             // as serial mode keeps them: the failure is its own, its server is alive. Every
@@ -9459,20 +10028,23 @@ inline bool wait_deadline(std::vector<MPI_Request>& reqs, double seconds) noexce
             give_up_waits_at().store(now_seconds() + im.opt.abort_grace_ms / 1000.0);
             try {
                 im.packer->flush();
-                notice[1] = static_cast<Sender&>(*im.sink).complete_sends();
+                sent = static_cast<Sender&>(*im.sink).complete_sends();
             } catch (...) {
-                notice[1] = -1;  // what reached the server is not known: it closes at once
+                sent.clear();  // what reached the servers is not known: they close at once
             }
             give_up_waits_at().store(0);
         }
         const auto n = static_cast<std::size_t>(im.n_servers);
+        std::vector<std::array<std::int64_t, 2>> notices(n, std::array<std::int64_t, 2>{im.rank, -1});
+        for (std::size_t s = 0; s < n && s < sent.size(); ++s) notices[s][1] = sent[s];
         std::vector<int> closing(n, 0), closed(n, 0);
         std::vector<MPI_Request> sends, phase1;
         std::vector<int> asked;
         for (int s = 0; s < im.n_servers; ++s) {
             if (s == im.rank) continue;
             MPI_Request a = MPI_REQUEST_NULL, b = MPI_REQUEST_NULL;
-            if (MPI_Isend(notice, 2, MPI_INT64_T, s, tag_abort, im.comm, &a) != MPI_SUCCESS) continue;
+            if (MPI_Isend(notices[static_cast<std::size_t>(s)].data(), 2, MPI_INT64_T, s, tag_abort, im.comm, &a) != MPI_SUCCESS)
+                continue;
             if (MPI_Irecv(&closing[static_cast<std::size_t>(s)], 1, MPI_INT, s, tag_abort_ack, im.comm, &b) != MPI_SUCCESS)
                 continue;
             sends.push_back(a);
@@ -10124,6 +10696,9 @@ inline void Impl::setup_parallel() {
     check_mpi(MPI_Comm_split(comm, role == Role::client ? 0 : MPI_UNDEFINED, rank, clients_comm.out()), "MPI_Comm_split");
     if (o.time_order)  // agreed above: collective
         check_mpi(MPI_Comm_split(comm, role == Role::server ? 0 : MPI_UNDEFINED, rank, servers_comm.out()), "MPI_Comm_split");
+    routed = route_time_order && n_servers > 1 && StreamMerge::budget(o, n_clients) > 0;  // agreed options
+    if (routed)
+        check_mpi(MPI_Comm_split(comm, role == Role::client ? 0 : MPI_UNDEFINED, rank, grid_comm.out()), "MPI_Comm_split");
     if (o.shared_memory || o.write_thread < 0) {  // both options agreed above: collective
         check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, node_comm.out()),
                   "MPI_Comm_split_type");
@@ -10352,8 +10927,10 @@ SmallData::SmallData(Options options) : impl_(std::make_unique<detail::Impl>()) 
     if (im.role == Role::client) {
         auto sender = std::make_unique<Sender>(im);
         std::vector<unsigned char>* first = sender->first();
+        Sender& snd = *sender;
         im.sink = std::move(sender);
         im.packer = std::make_unique<Packer>(im.sink.get(), first, o.batch_size, o.batch_bytes);
+        snd.set_packer(im.packer.get());
         if (!o.filename.empty()) im.packer->set_max_age(o.checkpoint_seconds * checkpoint_share);
         packer_ = im.packer.get();
         im.t_stream_start = now_seconds();
@@ -10664,6 +11241,8 @@ const std::uint64_t* SmallData::agree(std::uint64_t family, const std::uint64_t*
     using namespace detail;
     Impl& im = *impl_;
     const bool in_done = family == ag_done;
+    // Routed streams: this client's share of the grid first (the others may wait for it).
+    if (im.routed && im.sink) static_cast<Sender&>(*im.sink).join_grid();
     std::vector<std::uint64_t>& buf = in_done ? im.done_agreement : im.agreement;
     buf.resize(2 * ag_fields);  // every field written below
     const auto me = static_cast<std::uint64_t>(im.client_idx);

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -113,6 +114,77 @@ TEST_CASE("a well-formed batch decodes; unknown ids and truncation are Errc::pro
     h.bytes = cut.size();
     std::memcpy(cut.data(), &h, sizeof h);
     CHECK(decode(cut, true).rfind("protocol", 0) == 0);
+}
+
+// Routed streams (time_order, several servers): a client sends a server the definitions it
+// lacks ahead of a batch (WireKind::define), so the batch's own definition of the same field
+// is met again: checked and skipped. Another field at a known id is Errc::protocol.
+TEST_CASE("definitions sent ahead: the same one inline is skipped, another at its id is Errc::protocol",
+          "[internals][decoder]") {
+    for (const std::string inline_name : {"x", "y"}) {
+        CAPTURE(inline_name);
+        Options o;
+        Writer w("", o, false);
+        const std::vector<Callback> none;
+        Decoder d(w, none);
+        Stream s;
+        s.source = "a test stream";
+        BatchBuilder ahead;  // definition records only, as WireKind::define carries them
+        ahead.define(0, "x");
+        const std::vector<unsigned char> defs(ahead.b.begin() + sizeof(WireHeader), ahead.b.end());
+        Reader r{defs.data(), defs.data() + defs.size(), &s.source};
+        d.definitions(s, r);
+        REQUIRE(s.map.size() == 1);
+        BatchBuilder b;
+        b.event(5, 1);
+        b.define(0, inline_name);
+        b.value(0, 1.5);
+        const auto batch = b.done();
+        std::string got = "ok";
+        try {
+            d.batch(s, batch.data(), batch.size());
+        } catch (const Error& e) {
+            got = std::string(errc_name(e.code())) + ": " + e.what();
+        }
+        if (inline_name == "x") {
+            CHECK(got == "ok");
+            CHECK(s.events == 1);
+        } else {
+            CHECK(got.rfind("protocol", 0) == 0);
+            CHECK(got.find("defined twice") != std::string::npos);
+        }
+    }
+}
+
+// The time grid of routed streams: cell 0 below g0, then cells of width w; every timestamp
+// lies in the range of its cell, and the ranges tile the timestamps, at the extremes too.
+TEST_CASE("TimeGrid: cells and their ranges, negative timestamps and the extremes", "[internals][order]") {
+    constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+    TimeGrid unknown;
+    CHECK(!unknown.known());
+    CHECK(unknown.cell(lo) == 0);
+    CHECK(unknown.cell(hi) == 0);
+    for (const TimeGrid g : {TimeGrid{-1000, 7}, TimeGrid{0, 1}, TimeGrid{5, 1000}, TimeGrid{lo + 1, hi / 3},
+                             TimeGrid{hi - 10, 4}, TimeGrid{-5, hi}}) {
+        CAPTURE(g.g0, g.w);
+        std::vector<std::int64_t> ts = {lo, g.g0 - 1, g.g0, g.g0 + 1, -1, 0, 1, hi - 1, hi};
+        const auto step = static_cast<std::uint64_t>(g.w / 3 + 1);
+        const std::uint64_t room = static_cast<std::uint64_t>(hi) - static_cast<std::uint64_t>(g.g0);
+        for (std::uint64_t k = 1; k < 40 && step <= room / k; ++k)
+            ts.push_back(static_cast<std::int64_t>(static_cast<std::uint64_t>(g.g0) + k * step));
+        for (const std::int64_t t : ts) {
+            CAPTURE(t);
+            const std::uint64_t c = g.cell(t);
+            CHECK((c == 0) == (t < g.g0));
+            std::int64_t a = 0, b = 0;
+            g.range(c, a, b);
+            CHECK(a <= t);
+            CHECK((t < b || b == hi));
+            if (b != hi) CHECK(g.cell(b) == c + 1);  // the next cell begins where this one ends
+        }
+    }
+    CHECK(TimeGrid::owner(0, 3) == 0);
+    CHECK(TimeGrid::owner(7, 3) == 1);
 }
 
 TEST_CASE("a definition with an overflowing shape is refused, not allocated", "[internals][decoder]") {

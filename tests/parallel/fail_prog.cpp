@@ -51,7 +51,8 @@
 //   part path) is set up by run_fail.py around the same program.
 // SMALLDATA_TEST_WRITE_THREAD=1 in the environment gives the server a write thread;
 // SMALLDATA_TEST_TIME_ORDER=1 sets Options::time_order; SMALLDATA_TEST_MESSAGES=1 sends
-// batches as MPI messages (Options::shared_memory off).
+// batches as MPI messages (Options::shared_memory off); SMALLDATA_TEST_SERVERS=S sets
+// Options::servers (under mpiexec with 3 + S ranks: still 3 clients).
 #include "smalldata.hpp"
 
 #include <chrono>
@@ -84,6 +85,7 @@ int run(const std::string& mode, const std::string& file, std::int64_t n) {
     if (std::getenv("SMALLDATA_TEST_WRITE_THREAD")) o.write_thread = 1;
     if (std::getenv("SMALLDATA_TEST_MESSAGES")) o.shared_memory = false;  // batches as MPI messages
     if (std::getenv("SMALLDATA_TEST_TIME_ORDER")) o.time_order = true;
+    if (const char* s = std::getenv("SMALLDATA_TEST_SERVERS")) o.servers = std::atoi(s);
     if (std::getenv("SMALLDATA_TEST_OWN_SIGNAL")) {
         o.logger = [](smalldata::LogLevel, const std::string& message) {
             std::fprintf(stderr, "%s\n", message.c_str());

@@ -34,13 +34,15 @@ class Mode:
                 and equal row by row
     check     : called with the directory after the run; returns a list of problems
     exit_ok   : the job must exit 0 (a run the library brings to a good end), else non-zero
+    ranks     : the job's ranks (RANKS unless said)
     """
 
     def __init__(self, name, prog_mode, file="out.h5", setup=None, launch="mpiexec", env=None, needles=(),
-                 caught=None, files=("out_part0.h5",), part="out_part0.h5", check=None, n=None, exit_ok=False):
+                 caught=None, files=("out_part0.h5",), part="out_part0.h5", check=None, n=None, exit_ok=False,
+                 ranks=RANKS):
         self.name, self.prog_mode, self.file, self.setup, self.launch = name, prog_mode, file, setup, launch
         self.env, self.needles, self.caught, self.files, self.part = env or {}, needles, caught, files, part
-        self.check, self.n, self.exit_ok = check, n, exit_ok
+        self.check, self.n, self.exit_ok, self.ranks = check, n, exit_ok, ranks
 
 
 def digest(path):
@@ -67,16 +69,18 @@ def consistent_part(path, no_x=None):
     return []
 
 
-def kept_until(client, last):
+def kept_until(client, last, parts=("out_part0.h5",)):
     """A check: every event client `client` (of 3) handed over, up to its last one, `last`
-    (the one before it failed), is in the part file: a failing client ships what it holds
-    before the job ends, and its server takes it before closing (they were lost)."""
+    (the one before it failed), is in the part files: a failing client ships what it holds
+    before the job ends, and its servers take it before closing (they were lost)."""
     def check(work, _state):
-        try:
-            with h5py.File(os.path.join(work, "out_part0.h5"), "r") as f:
-                ts = set(f["timestamp"][:].tolist())
-        except Exception as e:  # noqa: BLE001
-            return [f"part file unreadable: {e}"]
+        ts = set()
+        for part in parts:
+            try:
+                with h5py.File(os.path.join(work, part), "r") as f:
+                    ts |= set(f["timestamp"][:].tolist())
+            except Exception as e:  # noqa: BLE001
+                return [f"part file {part} unreadable: {e}"]
         want = set(range(client, last + 1, 3))
         missing = sorted(want - ts)
         if missing:
@@ -314,6 +318,26 @@ MODES += [Mode("user-throw (time order)", "user-throw", needles=["rank 3, client
           Mode("sigterm (time order)", "sigterm", needles=["rank 2, client 1", "interrupted by SIGTERM"],
                files=("out.h5", "out_part0.h5"), check=sigterm_ordered_check, env=TIME_ORDER)]
 
+# Options::time_order with 2 servers and 3 clients (5 ranks): every client sends each event
+# to the server that owns its cell of the time grid (routed streams), so a failing client's
+# last events are spread over both servers: each takes every message the client sent it
+# before it closes (the failure notice counts them per server), and both parts stay
+# readable. A stop: the final file is complete and in timestamp order.
+TWO_SERVERS = dict(TIME_ORDER, SMALLDATA_TEST_SERVERS="2")
+PARTS2 = ("out_part0.h5", "out_part1.h5")
+
+
+def parts_consistent(work, _state):
+    return [p for part in PARTS2 for p in consistent_part(os.path.join(work, part))]
+
+
+MODES += [Mode("user-throw (time order, 2 servers)", "user-throw", ranks=5, env=TWO_SERVERS,
+               needles=["rank 4, client 2", "fatal", "detector exploded"], files=PARTS2, part=None,
+               check=lambda w, s: parts_consistent(w, s) + kept_until(2, 100001, PARTS2)(w, s)),
+          Mode("sigterm (time order, 2 servers)", "sigterm", ranks=5, env=TWO_SERVERS,
+               needles=["rank 3, client 1", "interrupted by SIGTERM"], files=("out.h5",) + PARTS2, part=None,
+               check=sigterm_ordered_check)]
+
 
 def run_mode(m, mpiexec, prog, root):
     """Runs one mode in a fresh directory; returns the list of problems."""
@@ -324,7 +348,7 @@ def run_mode(m, mpiexec, prog, root):
     out = os.path.join(work, m.file)
     args = [prog, m.prog_mode, out] + ([str(m.n)] if m.n else [])
     if m.launch == "mpiexec":
-        cmd, env = [mpiexec, "-n", str(RANKS)] + args, dict(os.environ, **m.env)
+        cmd, env = [mpiexec, "-n", str(m.ranks)] + args, dict(os.environ, **m.env)
     else:
         cmd, env = args, dict(os.environ, **m.env, **m.launch)
     t0 = time.time()
@@ -343,7 +367,7 @@ def run_mode(m, mpiexec, prog, root):
                  if ": fatal: " in l and l.split(": fatal: ", 1)[1].startswith("smalldata")]
     if m.caught:
         needles, failing = m.caught
-        for r in range(RANKS):
+        for r in range(m.ranks):
             lines = [l for l in err.splitlines() if l.startswith(f"fail_prog: rank {r} caught")]
             if len(lines) != 1:
                 problems.append(f"rank {r} printed {len(lines)} caught lines, expected 1")

@@ -1642,6 +1642,39 @@ TEST_CASE("var_ fields: rows concatenated in event order, one aligned length per
     CHECK(pi * 3 == img.size());
 }
 
+// With several servers and clients, time_order routes every event to the server that owns
+// its cell of a time grid (routed streams), and each server writes its cells once, in
+// order: nothing moves at done(). SmallCells makes the cells small (a test's few thousand
+// events make dozens: every part has many, the join maps each) and lets no loaded machine
+// end the clients' wait for the grid. NoRouting: every event to its client's server, and
+// the servers order at done() (the fallback, tested on its own).
+namespace {
+// The join also maps at most 5 cells of a part at once here (256 by default), so that
+// the final file's datasets are many mappings of several cells each.
+struct SmallCells {
+    std::uint64_t was = smalldata::detail::cell_min_events;
+    int batches = smalldata::detail::cell_batches;
+    double wait = smalldata::detail::grid_wait_seconds;
+    std::size_t per_mapping = smalldata::detail::join_cells_per_mapping;
+    SmallCells() {
+        smalldata::detail::cell_min_events = 1;
+        smalldata::detail::cell_batches = 2;
+        smalldata::detail::grid_wait_seconds = 600;
+        smalldata::detail::join_cells_per_mapping = 5;
+    }
+    ~SmallCells() {
+        smalldata::detail::cell_min_events = was;
+        smalldata::detail::cell_batches = batches;
+        smalldata::detail::grid_wait_seconds = wait;
+        smalldata::detail::join_cells_per_mapping = per_mapping;
+    }
+};
+struct NoRouting {
+    NoRouting() { smalldata::detail::route_time_order = false; }
+    ~NoRouting() { smalldata::detail::route_time_order = true; }
+};
+}  // namespace
+
 // Every field of a var_ group has as many rows as the group's lengths add up to: a field
 // that an event leaves out while giving others of its group, or that first comes after
 // events of its group, has fill rows there (before, its rows ran short of the lengths and
@@ -1651,6 +1684,7 @@ TEST_CASE("var_ fields: rows concatenated in event order, one aligned length per
 TEST_CASE("var_ fields: a field an event leaves out or that comes late has fill rows; data and lengths stay aligned",
           "[mpi][var]") {
     const std::int64_t n = 3000;
+    const SmallCells cells;  // time_order: a late field's fill rows in many cells of each part
     for (const bool ordered : {false, true}) {
         CAPTURE(ordered);
         const std::string dir = fresh_dir("var_fill" + std::to_string(ordered));
@@ -2480,6 +2514,7 @@ namespace {
 int order_clients = 1;
 bool order_clustered = false;
 bool order_stall = false;  // client 0 sleeps 1.5 s after its 100th event
+bool order_late_start = false;  // client 0 sleeps 1.5 s before its first event
 std::int64_t order_n = 0;
 std::int64_t order_ts(std::int64_t i) {
     const std::int64_t c = i % order_clients, k = i / order_clients;
@@ -2518,7 +2553,7 @@ void time_order_run(const Options& o, std::int64_t n, std::size_t img_px, smalld
         for (std::int64_t i : smd.share(n)) {
             for (std::size_t k = 0; k < img.size(); ++k) img[k] = order_img(i, k);
             const std::int64_t t = order_ts(i);
-            if (order_stall && i == 100 * static_cast<std::int64_t>(clients))
+            if ((order_stall && i == 100 * static_cast<std::int64_t>(clients)) || (order_late_start && i == 0))
                 std::this_thread::sleep_for(std::chrono::milliseconds(1500));
             smd.event(t, "x", static_cast<double>(i) * 0.5, "id", i, "det/img", smalldata::view(img.data(), {img_px}));
             if (i % 3 == 0) smd.event(t, "det/unaligned_u", static_cast<std::int32_t>(i));
@@ -2579,26 +2614,36 @@ void time_order_run(const Options& o, std::int64_t n, std::size_t img_px, smalld
 }
 }  // namespace
 
-TEST_CASE("time_order: every dataset in timestamp order, ties by client, unaligned_ and var_ rows with their events",
-          "[mpi][time_order]") {
-    const std::string dir = fresh_dir("order");
-    Options o = layout_options(dir + "/t.h5");
-    o.time_order = true;
-    o.cache_size = 64;
-    o.batch_size = 37;
-    time_order_run(o, 3000, 24);
-}
-
-// One server with several clients merges their streams as the batches arrive (the
-// clients' timestamps each increase): its part is written in order once, and the ordering
-// at done() moves nothing. A batch is held at most half a second (and a tenth of
-// checkpoint_seconds, next case): longer here, so that a loaded machine cannot end a hold.
-// Also with every event larger than batch_bytes (each travels as a large message).
+// A hold that no loaded machine ends (the merge's cases count on their holds).
 struct LongHold {
     double was = smalldata::detail::merge_hold_seconds;
     LongHold() { smalldata::detail::merge_hold_seconds = 600; }
     ~LongHold() { smalldata::detail::merge_hold_seconds = was; }
 };
+
+TEST_CASE("time_order: every dataset in timestamp order, ties by client, unaligned_ and var_ rows with their events",
+          "[mpi][time_order]") {
+    // Routed (each server writes its cells once; nothing moves at done()), and ordered at
+    // done() (NoRouting: every event moves where several clients interleave).
+    const LongHold hold;
+    for (const bool route : {true, false}) {
+        CAPTURE(route);
+        const SmallCells cells;
+        std::optional<NoRouting> off;
+        if (!route) off.emplace();
+        const std::string dir = fresh_dir("order" + std::to_string(route));
+        Options o = layout_options(dir + "/t.h5");
+        o.time_order = true;
+        o.cache_size = 64;
+        o.batch_size = 37;
+        smalldata::Report rep;
+        time_order_run(o, 3000, 24, &rep);
+        // Several servers with several clients ordered at done(): every part's events move.
+        const bool moved = !route && rep.servers.size() > 1 && rep.clients.size() > 1;
+        CHECK(rep.order_events == (moved ? 3000u : 0u));
+    }
+}
+
 // layout_options() for the merge's cases, in a fresh directory: time_order, batches of
 // `batch` events, no checkpoints (a hold ends at merge_hold_seconds only).
 Options merge_options(const std::string& name, std::size_t batch) {
@@ -2608,19 +2653,23 @@ Options merge_options(const std::string& name, std::size_t batch) {
     o.batch_size = batch;
     return o;
 }
-TEST_CASE("time_order: one server merges its clients' streams as they arrive, nothing moves at done()",
+// A server merges its clients' streams as the batches arrive (the clients' timestamps each
+// increase): its part is written in order once, and the ordering at done() moves nothing;
+// with several servers, each merges the streams of every client, which send it the events
+// of the cells it owns. A batch is held at most half a second (and a tenth of
+// checkpoint_seconds, next case): longer here (LongHold). Also with every event larger than
+// batch_bytes (each travels as a large message).
+TEST_CASE("time_order: each server merges its streams as they arrive (routed with several), nothing moves at done()",
           "[mpi][time_order]") {
     const LongHold hold;
+    const SmallCells cells;
     for (const bool large : {false, true}) {
         CAPTURE(large);
         Options o = merge_options("order_merge" + std::to_string(large), 37);
         if (large) o.batch_bytes = 4096;
         smalldata::Report rep;
         time_order_run(o, 3000, large ? 4096 : 24, &rep);
-        if (world_size() == 1 || o.servers == 1)
-            CHECK(rep.order_events == 0);
-        else
-            CHECK(rep.order_events == 3000);  // several servers: every part's events move
+        CHECK(rep.order_events == 0);  // several servers: each merges the cells it owns
     }
 }
 
@@ -2630,6 +2679,7 @@ TEST_CASE("time_order: one server merges its clients' streams as they arrive, no
 TEST_CASE("time_order: uniform batches of several clients merged field by field; with a callback, event by event",
           "[mpi][time_order]") {
     const LongHold hold;
+    const SmallCells cells;
     for (const bool callback : {false, true}) {
         CAPTURE(callback);
         Options o = merge_options("order_uniform" + std::to_string(callback), 50);
@@ -2654,8 +2704,8 @@ TEST_CASE("time_order: uniform batches of several clients merged field by field;
             rep = smd.report();
         }
         CHECK(sum_over_world(seen) == (callback ? n : 0));
-        if (world_size() == 1 || o.servers == 1) CHECK(backwards == 0);  // in time order
-        if (world_size() == 1 || o.servers == 1) CHECK(rep.order_events == 0);
+        CHECK(backwards == 0);  // in time order (on each server: its cells, in turn)
+        CHECK(rep.order_events == 0);
         if (world_rank() != 0) continue;
         const std::vector<std::int64_t> want = expected_order(n, clients);
         h5r::File f(o.filename);
@@ -2753,7 +2803,30 @@ TEST_CASE("time_order: a stalled client ends the merge's hold; the file is in or
     CHECK(rep.order_events == (rep.clients.size() >= 2 ? 3000u : 0u));  // one client: in order
 }
 
+// A client that starts late: with several servers the others wait grid_wait_seconds for
+// its first batch (the time grid needs every client's), then give routing up and send
+// every event to server 0; its own events follow the grid once it comes. The parts then
+// overlap in time and the ordering at done() moves the events: in order all the same.
+// (With one server, the merge's hold ends instead, as for a stall.)
+TEST_CASE("time_order: a client that starts late: the others give routing up; the file is in order all the same",
+          "[mpi][time_order]") {
+    const SmallCells cells;
+    const double wait = smalldata::detail::grid_wait_seconds;
+    smalldata::detail::grid_wait_seconds = 0.3;
+    const std::string dir = fresh_dir("order_late");
+    Options o = layout_options(dir + "/tl.h5");
+    o.time_order = true;
+    o.batch_size = 37;
+    smalldata::Report rep;
+    order_late_start = true;
+    time_order_run(o, 3000, 24, &rep);
+    order_late_start = false;
+    smalldata::detail::grid_wait_seconds = wait;
+    CHECK(rep.order_events == (rep.clients.size() >= 2 ? 3000u : 0u));  // one client: in order
+}
+
 TEST_CASE("time_order combined with compression and self_contained: every combination", "[mpi][time_order][compression]") {
+    const SmallCells cells;
     for (int combo = 0; combo < 3; ++combo) {  // compressed; self-contained; both
         const bool z = combo != 1, flat = combo != 0;
         CAPTURE(z, flat);
@@ -2788,6 +2861,7 @@ TEST_CASE("time_order: data many times the writers' memory", "[mpi][time_order]"
 
 TEST_CASE("time_order: keys beyond the writers' memory are ordered in rounds, each server's range still one piece",
           "[mpi][time_order]") {
+    const NoRouting sort_at_done;  // the ordering at done() is what this tests
     for (const bool z : {false, true}) {  // compressed: the ordering writer's thread runs beside the rounds
         CAPTURE(z);
         const std::string dir = fresh_dir("order_rounds" + std::to_string(z));
@@ -2822,6 +2896,7 @@ void note_order_round(int, std::uint64_t, std::uint64_t bytes, std::uint64_t bud
 
 TEST_CASE("time_order: a part whose events cluster in the same rounds takes more rounds, each within its memory",
           "[mpi][time_order]") {
+    const NoRouting sort_at_done;  // the ordering at done() is what this tests
     // At 3 servers + 4 clients the first half of every server's range comes from server 0's
     // part: with the rounds planned from the parts' sizes alone (4 for 4900 events in
     // 48 KiB), its first rounds would hold 1.28 times their half of cache_memory (16 bytes
@@ -2897,6 +2972,7 @@ TEST_CASE("time_order: an ordering that fails leaves every event in arrival orde
 }
 
 TEST_CASE("time_order: servers without clients take a time range too; an empty run", "[mpi][time_order]") {
+    const NoRouting sort_at_done;  // the ordering at done() is what this tests
     const int size = world_size();
     if (size < 5) return;  // needs 2 clients and a server without one
     const std::string dir = fresh_dir("order_idle");
