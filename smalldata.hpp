@@ -8033,7 +8033,9 @@ inline std::vector<AttributeItem> read_attributes(hid_t file) {
 }
 
 // One mapping of a virtual dataset: the source file and dataset as stored (patterns, '%'
-// doubled, relative to the file holding the mapping) and the source's rows it takes.
+// doubled, relative to the file holding the mapping) and the rows the source must have:
+// up to the end of the rows it takes (a mapping of a time-ordered run's cells takes rows
+// from the middle of its part).
 struct VirtualSource {
     std::string file, dataset;
     std::uint64_t rows = 0;
@@ -8058,12 +8060,11 @@ inline std::vector<VirtualSource> virtual_sources(hid_t file, const std::string&
         s.file = text(H5Pget_virtual_filename);
         s.dataset = text(H5Pget_virtual_dsetname);
         H5Id sspace(h5check(H5Pget_virtual_srcspace(dcpl.get(), i), "H5Pget_virtual_srcspace"), H5Sclose);
-        const hssize_t points = H5Sget_select_npoints(sspace.get());
-        hsize_t dims[H5S_MAX_RANK];
-        const int rank = H5Sget_simple_extent_dims(sspace.get(), dims, nullptr);
-        std::uint64_t row = 1;
-        for (int k = 1; k < rank; ++k) row *= dims[k];
-        s.rows = rank > 0 && points >= 0 && row > 0 ? static_cast<std::uint64_t>(points) / row : 0;
+        hsize_t lo[H5S_MAX_RANK], hi[H5S_MAX_RANK];
+        const int rank = H5Sget_simple_extent_ndims(sspace.get());
+        s.rows = rank > 0 && H5Sget_select_npoints(sspace.get()) > 0 && H5Sget_select_bounds(sspace.get(), lo, hi) >= 0
+                     ? static_cast<std::uint64_t>(hi[0]) + 1
+                     : 0;
         out.push_back(std::move(s));
     }
     return out;

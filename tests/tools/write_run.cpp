@@ -10,6 +10,10 @@
 // waits (at most 60 s) until every server has, and ends the process (_exit): the state of
 // a job killed between the ordering and its switch (with cache_memory 4 MiB, so that one
 // server, too, rewrites its part there instead of merging its clients' streams).
+// SMALLDATA_TEST_SMALL_CELLS=1 as well: with several servers, cells of the time grid of a
+// batch of a client (batches of 100 events), 2 cells of a part per virtual mapping of the final
+// file (detail::cell_min_events, cell_batches, join_cells_per_mapping): mappings that take
+// rows from the middle of their part.
 // SMALLDATA_TEST_SELF_CONTAINED=1: Options::self_contained. SMALLDATA_TEST_STOP_FLATTEN=STAGE
 // as well: the joining rank ends the process (_exit) inside the self-contained copy, at
 // detail::flatten_hook's STAGE (0: one per-event dataset copied; 1: the copy in place, the
@@ -115,6 +119,12 @@ int main(int argc, char** argv) {
             // One server would merge its clients' streams and write its part in order at
             // once; with no room for that merge it rewrites the part in done(), as here wanted.
             opt.cache_memory = std::size_t(4) << 20;
+        }
+        if (std::getenv("SMALLDATA_TEST_SMALL_CELLS")) {
+            smalldata::detail::cell_min_events = 1;
+            smalldata::detail::cell_batches = 1;
+            smalldata::detail::join_cells_per_mapping = 2;
+            opt.batch_size = 100;
         }
         opt.self_contained = std::getenv("SMALLDATA_TEST_SELF_CONTAINED") != nullptr;
         if (const char* st = std::getenv("SMALLDATA_TEST_STOP_FLATTEN")) {
