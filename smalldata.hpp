@@ -1000,6 +1000,27 @@ struct TimeGrid {
     }
 };
 
+// A definition record (docs/design.md, "Wire format"): its size, and written at p (returns
+// its end). The Packer's, inline in a batch; a routed Sender's, ahead of one.
+inline std::size_t definition_bytes(std::string_view name, const Shape& shape) {
+    return 4 + 4 + 1 + 1 + 2 + 8 * std::size_t(shape.rank) + name.size();
+}
+inline unsigned char* put_definition(unsigned char* p, std::uint32_t id, std::string_view name, DType dt,
+                                     const Shape& shape) {
+    const std::uint32_t mark = wire_define;
+    const auto dtb = static_cast<std::uint8_t>(dt);
+    const auto len = static_cast<std::uint16_t>(name.size());
+    std::memcpy(p, &mark, 4);
+    std::memcpy(p + 4, &id, 4);
+    std::memcpy(p + 8, &dtb, 1);
+    std::memcpy(p + 9, &shape.rank, 1);
+    std::memcpy(p + 10, &len, 2);
+    p += 12;
+    for (int i = 0; i < shape.rank; ++i, p += 8) std::memcpy(p, &shape.dims[static_cast<std::size_t>(i)], 8);
+    std::memcpy(p, name.data(), name.size());
+    return p + name.size();
+}
+
 struct ClientField {
     FieldMeta meta;
     std::uint64_t last_event = 0;   // event number in which it was last given
@@ -3028,21 +3049,10 @@ void Packer::index_insert(std::uint32_t id) {
 // Definition record, inline in the stream before the field's first entry.
 void Packer::write_definition(std::uint32_t id, std::string_view name, DType dt, const Shape& shape,
                               std::size_t value_bytes) {
-    const std::size_t def = 4 + 4 + 1 + 1 + 2 + 8 * std::size_t(shape.rank) + name.size();
+    const std::size_t def = definition_bytes(name, shape);
     check_event_limit(def + 4 + value_bytes, name);  // the value will not fit: define nothing
     if (static_cast<std::size_t>(end_ - cur_) < def) make_room(def, UINT32_MAX);
-    const std::uint32_t mark = wire_define;
-    const auto dtb = static_cast<std::uint8_t>(dt);
-    const auto len = static_cast<std::uint16_t>(name.size());
-    std::memcpy(cur_, &mark, 4);
-    std::memcpy(cur_ + 4, &id, 4);
-    std::memcpy(cur_ + 8, &dtb, 1);
-    std::memcpy(cur_ + 9, &shape.rank, 1);
-    std::memcpy(cur_ + 10, &len, 2);
-    unsigned char* p = cur_ + 12;
-    for (int i = 0; i < shape.rank; ++i, p += 8) std::memcpy(p, &shape.dims[static_cast<std::size_t>(i)], 8);
-    std::memcpy(p, name.data(), name.size());
-    cur_ += def;
+    cur_ = put_definition(cur_, id, name, dt, shape);
 }
 
 // The slow path of put(): a field not at its usual position, or new. A new field is
@@ -6454,16 +6464,9 @@ inline void Sender::send_definitions(int d) {
     def_buf_.clear();
     for (std::size_t i = to.defined; i < n; ++i) {
         const FieldMeta& m = packer_->field_meta(static_cast<std::uint32_t>(i));
-        const std::uint32_t mark = wire_define, id = static_cast<std::uint32_t>(i);
-        const auto dtb = static_cast<std::uint8_t>(m.dtype);
-        const auto len = static_cast<std::uint16_t>(m.name.size());
-        append_pod(def_buf_, mark);
-        append_pod(def_buf_, id);
-        append_pod(def_buf_, dtb);
-        append_pod(def_buf_, m.shape.rank);
-        append_pod(def_buf_, len);
-        for (int k = 0; k < m.shape.rank; ++k) append_pod(def_buf_, m.shape.dims[static_cast<std::size_t>(k)]);
-        def_buf_.insert(def_buf_.end(), m.name.begin(), m.name.end());
+        const std::size_t at = def_buf_.size();
+        def_buf_.resize(at + definition_bytes(m.name, m.shape));
+        put_definition(def_buf_.data() + at, static_cast<std::uint32_t>(i), m.name, m.dtype, m.shape);
     }
     send_control(d, WireKind::define, 0, 0, def_buf_.data(), def_buf_.size());
     to.defined = n;
